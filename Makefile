@@ -1,0 +1,136 @@
+# fmbatch: one non-recursive Makefile.
+#
+#   make                 build ./fmbatch (with the CUDA backend when nvcc is found; CUDA=0 without)
+#   make test            build and run every test that needs no GPU; last line "N passed, N failed"
+#   make test SANITIZER=address,undefined   the same tests under ASan+UBSan (build-san/, no CUDA)
+#   make test-gpu        build and run the GPU tests (needs a GPU)
+#   make format | format-check | lint | clean
+#
+# Modules are found by wildcard: a new engine/foo.c needs no edit here.
+
+CC   ?= gcc
+CXX  ?= g++
+NVCC ?= nvcc
+
+SANITIZER ?=
+ifeq ($(SANITIZER),)
+BUILD ?= build
+else
+BUILD ?= build-san
+CUDA := 0
+endif
+
+# CUDA=auto: build the CUDA backend when nvcc is on PATH (or at /usr/local/cuda).
+CUDA ?= auto
+ifeq ($(CUDA),auto)
+  NVCC_PATH := $(shell command -v $(NVCC) 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+  ifneq ($(NVCC_PATH),)
+    CUDA := 1
+    NVCC := $(NVCC_PATH)
+  else
+    CUDA := 0
+  endif
+endif
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+# sm_80/86/89: the 24 GB cards users have (A10, 3090, 4090, L4); sm_90: H100/H200; plus PTX.
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_86,code=sm_86 \
+             -gencode arch=compute_89,code=sm_89 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90
+
+WARN     = -Wall -Wextra -Wshadow -Wvla -Werror=implicit-function-declaration
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 $(WARN) -Wstrict-prototypes -Wmissing-prototypes -D_GNU_SOURCE -I. -fopenmp -MMD -MP
+CXXFLAGS ?= -O2 -g
+CXXFLAGS += -std=c++17 $(WARN) -I. -MMD -MP
+NVCCFLAGS ?= -O3 -lineinfo
+NVCCFLAGS += -std=c++17 -I. $(CUDA_ARCH) -Xcompiler -Wall -MMD -MP
+LDLIBS   = -lopenblas -ljansson -lpcre2-8 -lm -lpthread -fopenmp
+BATCH_LDLIBS = -lsqlite3 -larchive -lstdc++
+
+ifneq ($(SANITIZER),)
+  CFLAGS   += -fsanitize=$(SANITIZER) -fno-sanitize-recover=all -fno-omit-frame-pointer
+  CXXFLAGS += -fsanitize=$(SANITIZER) -fno-sanitize-recover=all -fno-omit-frame-pointer
+  LDFLAGS  += -fsanitize=$(SANITIZER)
+endif
+
+KERNEL_C  := $(wildcard kernels/*.c kernels/cpu/*.c)
+KERNEL_CU := $(wildcard kernels/*.cu)
+ENGINE_C  := $(wildcard engine/*.c)
+BATCH_C   := $(filter-out batch/main.c,$(wildcard batch/*.c))
+BATCH_CXX := $(wildcard batch/*.cc)
+TEST_C    := $(wildcard tests/test_*.c)
+GPU_TEST_C := $(wildcard tests/gpu/test_*.c)
+
+ifeq ($(CUDA),1)
+  CFLAGS  += -DFMB_HAVE_CUDA=1 -I$(CUDA_HOME)/include
+  LDLIBS  += -L$(CUDA_HOME)/lib64 -lcublas -lcudart_static -ldl -lrt -lstdc++
+  KERNEL_OBJ_CU := $(KERNEL_CU:%.cu=$(BUILD)/%.o)
+else
+  KERNEL_OBJ_CU :=
+endif
+
+ENGINE_OBJ := $(KERNEL_C:%.c=$(BUILD)/%.o) $(KERNEL_OBJ_CU) $(ENGINE_C:%.c=$(BUILD)/%.o)
+BATCH_OBJ  := $(BATCH_C:%.c=$(BUILD)/%.o) $(BATCH_CXX:%.cc=$(BUILD)/%.o)
+ENGINE_LIB := $(BUILD)/libfmb_engine.a
+BATCH_LIB  := $(BUILD)/libfmb_batch.a
+TEST_BIN   := $(TEST_C:tests/%.c=$(BUILD)/tests/%)
+GPU_TEST_BIN := $(GPU_TEST_C:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
+
+ifeq ($(SANITIZER),)
+FMBATCH := fmbatch
+else
+FMBATCH := $(BUILD)/fmbatch
+endif
+
+.PHONY: all test check test-gpu format format-check lint clean
+all: $(FMBATCH)
+
+$(FMBATCH): $(BUILD)/batch/main.o $(BATCH_LIB) $(ENGINE_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(BATCH_LDLIBS) $(LDLIBS)
+
+$(ENGINE_LIB): $(ENGINE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+$(BATCH_LIB): $(BATCH_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+$(BUILD)/%.o: %.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c -o $@ $<
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/check.o $(BATCH_LIB) $(ENGINE_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(BATCH_LDLIBS) $(LDLIBS)
+$(BUILD)/tests/gpu/%: $(BUILD)/tests/gpu/%.o $(BUILD)/tests/check.o $(ENGINE_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Every CPU test binary and every tests/sh/*.sh script; the runner prints "N passed, N failed".
+test check: $(FMBATCH) $(TEST_BIN)
+	@FMBATCH=$(abspath $(FMBATCH)) tests/run.sh $(BUILD)/tests
+
+test-gpu: $(FMBATCH) $(GPU_TEST_BIN)
+	@FMBATCH=$(abspath $(FMBATCH)) tests/run.sh $(BUILD)/tests/gpu --no-scripts
+
+SRC_ALL = $(shell git ls-files '*.c' '*.h' '*.cu' '*.cuh' '*.cc' 2>/dev/null)
+format:
+	clang-format -i $(SRC_ALL)
+format-check:
+	clang-format --dry-run --Werror $(SRC_ALL)
+
+# Layering: kernels/ includes no engine/ or batch/ header; engine/ no batch/ header and none of
+# sqlite3, archive or toml.
+lint:
+	@! grep -nE '#include "(engine|batch)/' kernels/*.[ch] kernels/cpu/*.[ch] kernels/*.cu 2>/dev/null
+	@! grep -nE '#include (["<]batch/|<sqlite3.h>|<archive|<toml)' engine/*.[ch] 2>/dev/null
+	@echo "lint: layering ok"
+
+clean:
+	rm -rf build build-san fmbatch
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,233 @@
+/* cli: helpers shared by the commands. See cli.h. */
+#include "batch/cli.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+int fmb_cli_exit_code(fmb_status s)
+{
+    switch (s) {
+    case FMB_OK:
+        return FMB_EXIT_OK;
+    case FMB_EINVAL:
+    case FMB_EUNSUP:
+    case FMB_EIO:
+    case FMB_ELIMIT:
+        return FMB_EXIT_USAGE;
+    case FMB_EINTR:
+        return 130;
+    default:
+        return FMB_EXIT_FATAL;
+    }
+}
+
+void fmb_cli_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "fmbatch %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int fmb_cli_parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s || !isdigit((unsigned char)*s))
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int fmb_cli_parse_float(const char *s, double *out)
+{
+    if (!s || !*s)
+        return -1;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int fmb_cli_parse_size(const char *s, size_t *out)
+{
+    if (!s || !isdigit((unsigned char)*s))
+        return -1;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (errno || v < 0)
+        return -1;
+    static const struct {
+        const char *suffix;
+        double mult;
+    } units[] = {{"", 1},         {"B", 1},          {"K", 1e3},         {"KB", 1e3},
+                 {"KiB", 1024.0}, {"M", 1e6},        {"MB", 1e6},        {"MiB", 1048576.0},
+                 {"G", 1e9},      {"GB", 1e9},       {"GiB", 1073741824.0}, {"T", 1e12},
+                 {"TB", 1e12},    {"TiB", 1099511627776.0}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (!strcasecmp(end, units[i].suffix)) {
+            *out = (size_t)(v * units[i].mult);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int fmb_cli_engine_opt(const char *name, const char *value, fmb_engine_opts *o, int *bad)
+{
+    uint64_t u;
+    *bad = 0;
+    if (!strcmp(name, "backend")) {
+        if (!strcmp(value, "auto"))
+            o->backend = FMB_BACKEND_AUTO;
+        else if (!strcmp(value, "cpu"))
+            o->backend = FMB_BACKEND_CPU;
+        else if (!strcmp(value, "cuda"))
+            o->backend = FMB_BACKEND_CUDA;
+        else
+            *bad = 1;
+        return 1;
+    }
+    if (!strcmp(name, "dtype")) {
+        if (!strcmp(value, "bf16"))
+            o->compute = FMB_COMPUTE_BF16;
+        else if (!strcmp(value, "f32"))
+            o->compute = FMB_COMPUTE_F32;
+        else
+            *bad = 1;
+        return 1;
+    }
+    if (!strcmp(name, "chunk-tokens")) {
+        if (fmb_cli_parse_u64(value, &u) || u == 0)
+            *bad = 1;
+        else
+            o->chunk_tokens = (size_t)u;
+        return 1;
+    }
+    if (!strcmp(name, "mem-limit")) {
+        size_t sz;
+        if (fmb_cli_parse_size(value, &sz))
+            *bad = 1;
+        else
+            o->mem_limit = sz;
+        return 1;
+    }
+    if (!strcmp(name, "threads")) {
+        if (fmb_cli_parse_u64(value, &u) || u > 4096)
+            *bad = 1;
+        else
+            o->threads = (int)u;
+        return 1;
+    }
+    return 0;
+}
+
+fmb_status fmb_cli_read_file(const char *path, char **out, size_t *len, fmb_err *err)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f)
+        return fmb_fail(err, FMB_EIO, "%s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        if (f != stdin)
+            fclose(f);
+        return fmb_fail(err, FMB_ENOMEM, "%s: out of memory", path);
+    }
+    for (;;) {
+        if (n + 1 >= cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                if (f != stdin)
+                    fclose(f);
+                return fmb_fail(err, FMB_ENOMEM, "%s: out of memory", path);
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0)
+            break;
+    }
+    int bad = ferror(f);
+    if (f != stdin)
+        fclose(f);
+    if (bad) {
+        free(buf);
+        return fmb_fail(err, FMB_EIO, "%s: read error", path);
+    }
+    buf[n] = 0;
+    *out = buf;
+    *len = n;
+    return FMB_OK;
+}
+
+fmb_status fmb_cli_read_ids(const char *path, int32_t **ids, size_t *n, fmb_err *err)
+{
+    char *text;
+    size_t len;
+    fmb_status s = fmb_cli_read_file(path, &text, &len, err);
+    if (s)
+        return s;
+    size_t cap = 1024, cnt = 0;
+    int32_t *v = fmb_xmalloc(cap * sizeof *v);
+    char *p = text;
+    size_t line = 1;
+    for (;;) {
+        while (*p && isspace((unsigned char)*p)) {
+            if (*p == '\n')
+                line++;
+            p++;
+        }
+        if (!*p)
+            break;
+        char *end;
+        errno = 0;
+        long long x = strtoll(p, &end, 10);
+        if (end == p || errno || x < 0 || x > INT32_MAX ||
+            (*end && !isspace((unsigned char)*end))) {
+            char word[32];
+            size_t wl = strcspn(p, " \t\r\n");
+            snprintf(word, sizeof word, "%.*s", (int)(wl < 24 ? wl : 24), p);
+            free(v);
+            free(text);
+            return fmb_fail(err, FMB_EINVAL, "%s:%zu: not a token id: '%s'", path, line, word);
+        }
+        if (cnt == cap) {
+            cap *= 2;
+            int32_t *nv = realloc(v, cap * sizeof *v);
+            FMB_ASSERT(nv);
+            v = nv;
+        }
+        v[cnt++] = (int32_t)x;
+        p = end;
+    }
+    free(text);
+    *ids = v;
+    *n = cnt;
+    return FMB_OK;
+}
+
+void fmb_cli_json_num(FILE *f, double x)
+{
+    if (!isfinite(x))
+        fputs("null", f);
+    else
+        fprintf(f, "%.9g", x);
+}

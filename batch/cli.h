@@ -1,0 +1,59 @@
+/*
+ * cli: the command table and helpers shared by the fmbatch commands (batch/cmd_*.c).
+ *
+ * Exit codes (ARCHITECTURE.md): 0 ok; 2 usage or configuration error (bad flag, bad TOML, bad
+ * model folder); 3 a run finished with failed items; 1 any other fatal error; 130/143 on
+ * SIGINT/SIGTERM.
+ */
+#ifndef FMB_CLI_H
+#define FMB_CLI_H
+
+#include "engine/engine.h"
+#include "kernels/base.h"
+
+#include <stdio.h>
+
+enum { FMB_EXIT_OK = 0, FMB_EXIT_FATAL = 1, FMB_EXIT_USAGE = 2, FMB_EXIT_ITEMS_FAILED = 3 };
+
+/* One function per command; argv[0] is the command name. Returns the exit code. */
+int fmb_cmd_score(int argc, char **argv);
+int fmb_cmd_generate(int argc, char **argv);
+int fmb_cmd_inspect(int argc, char **argv);
+int fmb_cmd_synth(int argc, char **argv);
+int fmb_cmd_tokenize(int argc, char **argv);
+int fmb_cmd_detokenize(int argc, char **argv);
+int fmb_cmd_bench(int argc, char **argv);
+int fmb_cmd_run(int argc, char **argv);
+int fmb_cmd_check(int argc, char **argv);
+int fmb_cmd_status(int argc, char **argv);
+int fmb_cmd_export(int argc, char **argv);
+int fmb_cmd_retry(int argc, char **argv);
+
+/* Maps a status to an exit code: data/configuration errors are usage errors (2). */
+int fmb_cli_exit_code(fmb_status s);
+
+/* Prints "fmbatch <cmd>: <msg>" to stderr. */
+void fmb_cli_error(const char *cmd, const char *fmt, ...) FMB_PRINTF_LIKE(2, 3);
+
+/* Parses "24GiB", "512M", "1000" (bytes). Returns 0 on success. */
+int fmb_cli_parse_size(const char *s, size_t *out);
+/* Parses a non-negative integer; returns 0 on success. */
+int fmb_cli_parse_u64(const char *s, uint64_t *out);
+int fmb_cli_parse_float(const char *s, double *out);
+
+/* Engine options shared by commands: --backend, --dtype, --chunk-tokens, --mem-limit,
+ * --threads. Returns 1 if name was one of them (and sets *bad on a bad value), else 0. */
+int fmb_cli_engine_opt(const char *name, const char *value, fmb_engine_opts *opts, int *bad);
+
+/* Reads a whole file (path "-" = stdin). Caller frees; NUL-terminated. */
+FMB_NODISCARD fmb_status fmb_cli_read_file(const char *path, char **out, size_t *len,
+                                           fmb_err *err);
+
+/* Reads whitespace-separated token ids. Caller frees *ids. Names the file and the bad word. */
+FMB_NODISCARD fmb_status fmb_cli_read_ids(const char *path, int32_t **ids, size_t *n,
+                                          fmb_err *err);
+
+/* JSON number for a double: NaN and infinities print as null. */
+void fmb_cli_json_num(FILE *f, double x);
+
+#endif

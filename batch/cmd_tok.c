@@ -1,0 +1,17 @@
+/* placeholder until the module lands */
+#include "batch/cli.h"
+
+int fmb_cmd_tokenize(int argc, char **argv)
+{
+    (void)argc;
+    fmb_cli_error(argv[0], "not built yet");
+    return FMB_EXIT_FATAL;
+}
+
+int fmb_cmd_detokenize(int argc, char **argv)
+{
+    (void)argc;
+    fmb_cli_error(argv[0], "not built yet");
+    return FMB_EXIT_FATAL;
+}
+

@@ -1,0 +1,57 @@
+/* fmbatch: command dispatch. Each command lives in batch/cmd_*.c. */
+#include "batch/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} fmb_command;
+
+static const fmb_command commands[] = {
+    {"run", fmb_cmd_run, "JOB.toml            run or resume a job"},
+    {"check", fmb_cmd_check, "JOB.toml          validate a job: counts, estimates, memory plan"},
+    {"status", fmb_cmd_status, "JOB.toml         queue state of a job (JSON)"},
+    {"export", fmb_cmd_export, "JOB.toml --format jsonl|csv   results, one row per (item, task)"},
+    {"retry", fmb_cmd_retry, "JOB.toml --failed   put failed and dead items back in the queue"},
+    {"score", fmb_cmd_score, "--model DIR (--ids-file F | --text-file F) [--per-token]"},
+    {"generate", fmb_cmd_generate, "--model DIR (--ids-file F | --text-file F | --prompt S) ..."},
+    {"tokenize", fmb_cmd_tokenize, "(--tokenizer F | --model DIR) [FILE]   bytes -> ids"},
+    {"detokenize", fmb_cmd_detokenize, "(--tokenizer F | --model DIR) [FILE]   ids -> text"},
+    {"inspect", fmb_cmd_inspect, "--model DIR      config, parameters, dtypes, memory plan"},
+    {"bench", fmb_cmd_bench, "(--model DIR | --synthetic 7b)   prefill/decode speed, memory"},
+    {"synth", fmb_cmd_synth, "--shape 7b|tiny|SPEC --out DIR   write a random checkpoint"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: fmbatch <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\ncommon options: --backend auto|cpu|cuda  --dtype bf16|f32  --chunk-tokens N  "
+               "--mem-limit SIZE  --threads N\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return FMB_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return FMB_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("fmbatch %s\n", FMB_VERSION);
+        return FMB_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "fmbatch: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return FMB_EXIT_USAGE;
+}

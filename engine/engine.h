@@ -1,0 +1,82 @@
+/*
+ * engine: the FalconMamba forward pass behind one interface, two backends.
+ *
+ *   cpu   float32 throughout, OpenBLAS GEMMs, OpenMP over channels. The numeric oracle.
+ *   cuda  bf16 weights, cuBLAS GEMMs with fp32 accumulation, fused kernels (or f32).
+ *
+ * A forward pass consumes n tokens from a recurrent state (fmb_state) and advances it. It runs
+ * token-chunk major: chunks of at most opts.chunk_tokens tokens, all layers per chunk, so that
+ * memory never depends on n. Per-position outputs (the log-probability of a target token, its
+ * rank, the argmax, top-k, raw logits) are computed from bounded vocabulary tiles; nothing of
+ * size [n x V] is allocated unless the caller asks for raw logits.
+ */
+#ifndef FMB_ENGINE_H
+#define FMB_ENGINE_H
+
+#include "engine/config.h"
+#include "kernels/base.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { FMB_BACKEND_AUTO = 0, FMB_BACKEND_CPU, FMB_BACKEND_CUDA } fmb_backend_kind;
+typedef enum { FMB_COMPUTE_DEFAULT = 0, FMB_COMPUTE_BF16, FMB_COMPUTE_F32 } fmb_compute_kind;
+
+typedef struct {
+    fmb_backend_kind backend;
+    fmb_compute_kind compute; /* cpu: always f32; cuda: bf16 by default */
+    size_t chunk_tokens;      /* prefill chunk length T (0: backend default) */
+    size_t max_batch;         /* decode batch the scratch is sized for (0: 1) */
+    size_t mem_limit;         /* bytes of device memory to stay under (0: no limit) */
+    int threads;              /* cpu threads (0: all cores) */
+    int verbose;
+} fmb_engine_opts;
+
+typedef struct fmb_engine fmb_engine;
+typedef struct fmb_state fmb_state; /* one sequence's conv + ssm state, all layers */
+
+/* Loads model_dir (config.json + safetensors, validated) onto the chosen backend. */
+FMB_NODISCARD fmb_status fmb_engine_open(const char *model_dir, const fmb_engine_opts *opts,
+                                         fmb_engine **out, fmb_err *err);
+void fmb_engine_free(fmb_engine *eng);
+
+const fmb_config *fmb_engine_config(const fmb_engine *eng);
+const char *fmb_engine_backend_name(const fmb_engine *eng); /* "cpu", "cuda" */
+const char *fmb_engine_device_name(const fmb_engine *eng);  /* CPU model or GPU name */
+size_t fmb_engine_chunk_tokens(const fmb_engine *eng);
+
+/* States: created zeroed (the start of a sequence). Free accepts NULL. */
+FMB_NODISCARD fmb_status fmb_state_new(fmb_engine *eng, fmb_state **out, fmb_err *err);
+void fmb_state_free(fmb_state *st);
+void fmb_state_reset(fmb_state *st);
+void fmb_state_copy(fmb_state *dst, const fmb_state *src); /* same engine */
+/* Host float32 copies, for tests and snapshots: conv [L, E, K-1] (oldest first), ssm
+ * [L, E, N]. Either pointer may be NULL. */
+void fmb_state_read(const fmb_state *st, float *conv, float *ssm);
+void fmb_state_write(fmb_state *st, const float *conv, const float *ssm);
+
+/* What a forward pass reports per position t in [0, n). Every pointer may be NULL; a NULL
+ * struct (or all-NULL outputs) skips the lm_head entirely (a prefix prefill). */
+typedef struct {
+    const int32_t *targets; /* [n] id whose log-probability to take at t, or -1 */
+    float *logprob;         /* [n] log p(targets[t] | ids[..t]); NAN where targets[t] < 0 */
+    int32_t *rank;          /* [n] ids with a strictly larger logit than the target (0 = top) */
+    int32_t *argmax;        /* [n] argmax of the logits, ties to the lowest id */
+    int top_k;              /* > 0: fill topk_* with the k best, descending, ties lowest id */
+    int32_t *topk_ids;      /* [n, top_k] */
+    float *topk_logprobs;   /* [n, top_k] */
+    float *logits;          /* [n - logits_from, V] raw logits of positions >= logits_from */
+    size_t logits_from;
+} fmb_outputs;
+
+/* Runs ids[0..n) from st (advanced in place). */
+FMB_NODISCARD fmb_status fmb_engine_forward(fmb_engine *eng, fmb_state *st, const int32_t *ids,
+                                            size_t n, const fmb_outputs *out, fmb_err *err);
+
+/* One decode step for nseq independent sequences: token ids[i] continues states[i]; writes
+ * logits [nseq, V] (float32). Batch-invariant: a sequence's logits do not depend on the others. */
+FMB_NODISCARD fmb_status fmb_engine_step(fmb_engine *eng, fmb_state *const *states,
+                                         const int32_t *ids, size_t nseq, float *logits,
+                                         fmb_err *err);
+
+#endif

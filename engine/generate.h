@@ -1,0 +1,42 @@
+/*
+ * generate: a scored generation from a state (the `generate` command and task).
+ *
+ * The prompt ids are prefilled from st, then tokens are decoded one at a time until max_new
+ * tokens, an EOS id, or a stop string in the decoded text. Every generated token keeps its
+ * log-probability under the model (log-softmax of the raw logits).
+ */
+#ifndef FMB_GENERATE_H
+#define FMB_GENERATE_H
+
+#include "engine/engine.h"
+#include "engine/sample.h"
+#include "engine/tokenizer.h"
+
+typedef struct {
+    size_t max_new_tokens;
+    fmb_sample_params sample;
+    const int32_t *eos_ids; /* stop on any of these (the token is kept in ids, not in text) */
+    int n_eos;
+    int ignore_eos;
+    const char *const *stop; /* stop strings, matched in the decoded text (needs a tokenizer) */
+    int n_stop;
+} fmb_gen_opts;
+
+typedef struct {
+    size_t prompt_tokens;
+    int32_t *ids;      /* [n] generated ids */
+    float *logprobs;   /* [n] */
+    size_t n;
+    char *text;        /* decoded text, cut before a stop string; NULL without a tokenizer */
+    size_t text_len;
+    const char *finish_reason; /* "length", "eos" or "stop" (static) */
+} fmb_gen_result;
+
+/* tok may be NULL (no text, no stop strings). st is advanced through the prompt and the
+ * generated tokens. */
+FMB_NODISCARD fmb_status fmb_generate(fmb_engine *eng, fmb_state *st, const fmb_tok *tok,
+                                      const int32_t *prompt, size_t n_prompt,
+                                      const fmb_gen_opts *opts, fmb_gen_result *r, fmb_err *err);
+void fmb_gen_result_free(fmb_gen_result *r);
+
+#endif

@@ -1,0 +1,76 @@
+/*
+ * base: the two error tiers shared by every layer of fmbatch.
+ *
+ * Tier 1 (data and environment): functions return fmb_status and write a message into a
+ * caller-owned fmb_err. Tier 2 (broken invariants, CUDA/cuBLAS failures): FMB_ASSERT and
+ * friends print the statement, function and file:line, then abort().
+ *
+ * This header sits at the bottom (kernels/) so that all layers can use it; it has no state.
+ */
+#ifndef FMB_BASE_H
+#define FMB_BASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FMB_VERSION "0.1.0"
+
+#define FMB_NODISCARD         __attribute__((warn_unused_result))
+#define FMB_PRINTF_LIKE(a, b) __attribute__((format(printf, a, b)))
+#define FMB_NORETURN          __attribute__((noreturn))
+
+typedef enum {
+    FMB_OK = 0,
+    FMB_EINVAL = -1,   /* bad input: flag, file content, configuration */
+    FMB_EIO = -2,      /* a file could not be opened, read or written */
+    FMB_ENOMEM = -3,   /* an allocation failed */
+    FMB_EUNSUP = -4,   /* valid but unsupported input (an unknown dtype, normalizer ...) */
+    FMB_ELIMIT = -5,   /* a configured limit was hit (tokens, bytes, regex match limit) */
+    FMB_EINTR = -6,    /* interrupted by a signal */
+    FMB_EINTERNAL = -7 /* anything else */
+} fmb_status;
+
+/* A caller-owned message buffer: functions that fail write one line into it. */
+typedef struct {
+    char msg[1024];
+} fmb_err;
+
+/* Formats into err (if non-NULL) and returns code: `return fmb_fail(err, FMB_EINVAL, ...)`. */
+fmb_status fmb_fail(fmb_err *err, fmb_status code, const char *fmt, ...) FMB_PRINTF_LIKE(3, 4);
+
+/* Short name of a status ("invalid input" ...). Static string. */
+const char *fmb_status_str(fmb_status s);
+
+FMB_NORETURN void fmb_die(const char *file, int line, const char *func, const char *fmt, ...)
+    FMB_PRINTF_LIKE(4, 5);
+
+#define FMB_ASSERT(cond)                                                                           \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            fmb_die(__FILE__, __LINE__, __func__, "assertion failed: %s", #cond);                  \
+    } while (0)
+
+#define FMB_ASSERTF(cond, ...)                                                                     \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            fmb_die(__FILE__, __LINE__, __func__, __VA_ARGS__);                                    \
+    } while (0)
+
+/* malloc/calloc that abort on failure: for small bookkeeping allocations only. Big buffers
+ * whose size depends on input go through plain malloc with a tier-1 FMB_ENOMEM status. */
+void *fmb_xmalloc(size_t n);
+void *fmb_xcalloc(size_t n, size_t size);
+char *fmb_xstrdup(const char *s);
+
+/* Monotonic wall time in seconds. */
+double fmb_now(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
