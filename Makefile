@@ -76,14 +76,17 @@ BATCH_LIB  := $(BUILD)/libfmb_batch.a
 TEST_BIN   := $(TEST_C:tests/%.c=$(BUILD)/tests/%)
 GPU_TEST_BIN := $(GPU_TEST_C:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
 
-ifeq ($(SANITIZER),)
-FMBATCH := fmbatch
-else
+# The binary is built in $(BUILD)/; the default build also copies it to ./fmbatch.
 FMBATCH := $(BUILD)/fmbatch
-endif
 
 .PHONY: all test check test-gpu format format-check lint clean
+ifeq ($(BUILD),build)
+all: fmbatch
+fmbatch: $(FMBATCH)
+	cp $< $@
+else
 all: $(FMBATCH)
+endif
 
 $(FMBATCH): $(BUILD)/batch/main.o $(BATCH_LIB) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(BATCH_LDLIBS) $(LDLIBS)
