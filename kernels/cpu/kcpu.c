@@ -1,0 +1,264 @@
+/* kcpu: float32 CPU reference kernels. See kcpu.h for shapes and semantics. */
+#include "kernels/cpu/kcpu.h"
+
+#include "kernels/base.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+// --- GEMM ---------------------------------------------------------------------------------
+
+void fmb_kcpu_gemm_nt(size_t T, size_t M, size_t Kd, const float *A, size_t lda, const float *W,
+                      size_t ldw, float *C, size_t ldc, int accumulate)
+{
+    if (T == 0 || M == 0)
+        return;
+    FMB_ASSERT(T <= INT32_MAX && M <= INT32_MAX && Kd <= INT32_MAX);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)M, (int)Kd, 1.0f, A,
+                (int)lda, W, (int)ldw, accumulate ? 1.0f : 0.0f, C, (int)ldc);
+}
+
+// --- norms -------------------------------------------------------------------------------
+
+void fmb_kcpu_add_rmsnorm(float *resid, const float *add, const float *w, float eps, float *out,
+                          size_t T, size_t D)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t t = 0; t < T; t++) {
+        float *r = resid + t * D;
+        // residual = residual + hidden_states (fp32)
+        if (add)
+            for (size_t i = 0; i < D; i++)
+                r[i] += add[t * D + i];
+        // variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        float ss = 0.0f;
+        for (size_t i = 0; i < D; i++)
+            ss += r[i] * r[i];
+        // hidden_states * torch.rsqrt(variance + variance_epsilon), then weight *
+        float inv = 1.0f / sqrtf(ss / (float)D + eps);
+        for (size_t i = 0; i < D; i++)
+            out[t * D + i] = w[i] * (r[i] * inv);
+    }
+}
+
+void fmb_kcpu_rms_rows(float *x, size_t ld, size_t T, size_t n, float eps)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t t = 0; t < T; t++) {
+        float *r = x + t * ld;
+        float ss = 0.0f;
+        for (size_t i = 0; i < n; i++)
+            ss += r[i] * r[i];
+        // rms_forward: hidden_states * torch.rsqrt(variance + variance_epsilon)  (no weight)
+        float inv = 1.0f / sqrtf(ss / (float)n + eps);
+        for (size_t i = 0; i < n; i++)
+            r[i] = r[i] * inv;
+    }
+}
+
+// --- conv --------------------------------------------------------------------------------
+
+static inline float silu(float x)
+{
+    return x / (1.0f + expf(-x));
+}
+
+void fmb_kcpu_conv1d(const float *x, size_t ldx, float *y, size_t ldy, const float *w,
+                     const float *b, size_t E, size_t K, float *state, size_t state_stride,
+                     const fmb_varlen *vl)
+{
+    FMB_ASSERT(K >= 1 && K <= 16);
+    for (int s = 0; s < vl->nseq; s++) {
+        size_t t0 = (size_t)vl->seq_start[s], t1 = (size_t)vl->seq_start[s + 1];
+        float *st = state + (size_t)vl->slot[s] * state_stride; // [E, K-1]
+        int fresh = !vl->has_state[s];
+#pragma omp parallel for schedule(static)
+        for (size_t e = 0; e < E; e++) {
+            // win holds the K-1 previous inputs then the current one: x[t-K+1 .. t]
+            float win[16];
+            for (size_t j = 0; j + 1 < K; j++)
+                win[j] = fresh ? 0.0f : st[e * (K - 1) + j];
+            const float *we = w + e * K;
+            for (size_t t = t0; t < t1; t++) {
+                win[K - 1] = x[t * ldx + e];
+                // self.act(self.conv1d(hidden_states)[..., :seq_len]): bias + Σ_j w[j] x[t-K+1+j]
+                float acc = b ? b[e] : 0.0f;
+                for (size_t j = 0; j < K; j++)
+                    acc += we[j] * win[j];
+                y[t * ldy + e] = silu(acc);
+                for (size_t j = 0; j + 1 < K; j++)
+                    win[j] = win[j + 1];
+            }
+            // conv_state = the last K-1 inputs (older state values shift through win)
+            for (size_t j = 0; j + 1 < K; j++)
+                st[e * (K - 1) + j] = win[j];
+        }
+    }
+}
+
+// --- selective scan ----------------------------------------------------------------------
+
+static inline float softplus(float x)
+{
+    // nn.functional.softplus(x), beta = 1, threshold = 20
+    return x > 20.0f ? x : log1pf(expf(x));
+}
+
+void fmb_kcpu_scan(const float *u, size_t ldu, const float *dt_pre, size_t lddt,
+                   const float *dt_bias, const float *A, const float *B, const float *C,
+                   size_t ldbc, const float *Dskip, const float *z, size_t ldz, float *y,
+                   size_t ldy, size_t E, size_t N, float *ssm, size_t ssm_stride,
+                   const fmb_varlen *vl)
+{
+    FMB_ASSERT(N >= 1 && N <= 256);
+    for (int s = 0; s < vl->nseq; s++) {
+        size_t t0 = (size_t)vl->seq_start[s], t1 = (size_t)vl->seq_start[s + 1];
+        float *hs = ssm + (size_t)vl->slot[s] * ssm_stride; // [E, N]
+        int fresh = !vl->has_state[s];
+#pragma omp parallel for schedule(static)
+        for (size_t e = 0; e < E; e++) {
+            float h[256];
+            const float *Ae = A + e * N;
+            for (size_t n = 0; n < N; n++)
+                h[n] = fresh ? 0.0f : hs[e * N + n];
+            for (size_t t = t0; t < t1; t++) {
+                // discrete_time_step = softplus(dt_proj(time_step) + bias)
+                float dt = softplus(dt_pre[t * lddt + e] + dt_bias[e]);
+                float ut = u[t * ldu + e];
+                const float *Bt = B + t * ldbc, *Ct = C + t * ldbc;
+                float acc = 0.0f;
+                for (size_t n = 0; n < N; n++) {
+                    // discrete_A = exp(A * dt); deltaB_u = (dt * B) * u
+                    float dA = expf(Ae[n] * dt);
+                    h[n] = dA * h[n] + (dt * Bt[n]) * ut;
+                    // scan_output = ssm_state @ C
+                    acc += h[n] * Ct[n];
+                }
+                // scan_output = (scan_output + hidden_states * D) * act(gate)
+                float out = acc + ut * Dskip[e];
+                y[t * ldy + e] = out * silu(z[t * ldz + e]);
+            }
+            for (size_t n = 0; n < N; n++)
+                hs[e * N + n] = h[n];
+        }
+    }
+}
+
+// --- lm_head reductions ------------------------------------------------------------------
+
+void fmb_kcpu_head_reduce(const float *logits, size_t ld, size_t T, size_t V,
+                          const int32_t *targets, float *logprob, int32_t *rank, int32_t *argmax,
+                          int top_k, int32_t *topk_ids, float *topk_logprobs)
+{
+    FMB_ASSERT(top_k <= 0 || top_k <= 64);
+#pragma omp parallel for schedule(static)
+    for (size_t t = 0; t < T; t++) {
+        const float *l = logits + t * ld;
+        size_t am = 0;
+        float mx = l[0];
+        for (size_t v = 1; v < V; v++)
+            if (l[v] > mx) {
+                mx = l[v];
+                am = v;
+            }
+        double se = 0.0;
+        for (size_t v = 0; v < V; v++)
+            se += exp((double)l[v] - (double)mx);
+        double lse = (double)mx + log(se);
+        int32_t tgt = targets ? targets[t] : -1;
+        if (argmax)
+            argmax[t] = (int32_t)am;
+        if (logprob)
+            logprob[t] = tgt >= 0 ? (float)((double)l[tgt] - lse) : NAN;
+        if (rank) {
+            int32_t r = -1;
+            if (tgt >= 0) {
+                r = 0;
+                for (size_t v = 0; v < V; v++)
+                    r += l[v] > l[tgt];
+            }
+            rank[t] = r;
+        }
+        if (top_k > 0 && topk_ids) {
+            // insertion into a sorted list of the k best; strict > keeps the lowest id on ties
+            int32_t ids[64];
+            int cnt = 0;
+            for (size_t v = 0; v < V; v++) {
+                if (cnt == top_k && !(l[v] > l[ids[cnt - 1]]))
+                    continue;
+                int i = cnt < top_k ? cnt++ : cnt - 1;
+                while (i > 0 && l[v] > l[ids[i - 1]]) {
+                    ids[i] = ids[i - 1];
+                    i--;
+                }
+                ids[i] = (int32_t)v;
+            }
+            for (int i = 0; i < top_k; i++) {
+                topk_ids[t * (size_t)top_k + i] = i < cnt ? ids[i] : -1;
+                if (topk_logprobs)
+                    topk_logprobs[t * (size_t)top_k + i] =
+                        i < cnt ? (float)((double)l[ids[i]] - lse) : NAN;
+            }
+        }
+    }
+}
+
+// --- dtype conversion --------------------------------------------------------------------
+
+float fmb_bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+float fmb_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    uint32_t u;
+    if (exp == 0) {
+        if (man == 0) {
+            u = sign;
+        } else { // subnormal: normalise
+            int e = -1;
+            do {
+                e++;
+                man <<= 1;
+            } while (!(man & 0x400));
+            u = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (man << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t fmb_f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40); // quiet NaN
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+void fmb_kcpu_bf16_to_f32(const uint16_t *src, float *dst, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++)
+        dst[i] = fmb_bf16_to_f32(src[i]);
+}
+
+void fmb_kcpu_f16_to_f32(const uint16_t *src, float *dst, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++)
+        dst[i] = fmb_f16_to_f32(src[i]);
+}
