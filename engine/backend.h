@@ -1,0 +1,37 @@
+/*
+ * backend: the interface each engine backend implements (engine-internal; callers use
+ * engine.h). A backend owns its weights copy (or views), its scratch and its state format.
+ */
+#ifndef FMB_BACKEND_H
+#define FMB_BACKEND_H
+
+#include "engine/engine.h"
+#include "engine/model.h"
+
+typedef struct {
+    const char *name;
+    /* Creates the backend for model m (which outlives it) and options o. */
+    fmb_status (*open)(const fmb_model *m, const fmb_engine_opts *o, void **impl, fmb_err *err);
+    void (*free)(void *impl);
+    const char *(*device_name)(void *impl);
+    size_t (*chunk_tokens)(void *impl);
+    fmb_status (*state_new)(void *impl, void **st, fmb_err *err);
+    void (*state_free)(void *impl, void *st);
+    void (*state_reset)(void *impl, void *st);
+    void (*state_copy)(void *impl, void *dst, const void *src);
+    void (*state_read)(void *impl, const void *st, float *conv, float *ssm);
+    void (*state_write)(void *impl, void *st, const float *conv, const float *ssm);
+    fmb_status (*forward)(void *impl, void *st, const int32_t *ids, size_t n,
+                          const fmb_outputs *out, fmb_err *err);
+    fmb_status (*step)(void *impl, void *const *sts, const int32_t *ids, size_t nseq,
+                       float *logits, fmb_err *err);
+} fmb_backend_ops;
+
+extern const fmb_backend_ops fmb_backend_cpu;
+#ifdef FMB_HAVE_CUDA
+extern const fmb_backend_ops fmb_backend_cuda;
+/* 1 when a CUDA device can be used (driver present, at least one device). */
+int fmb_cuda_available(void);
+#endif
+
+#endif
