@@ -41,7 +41,7 @@ WARN     = -Wall -Wextra -Wshadow -Wvla -Werror=implicit-function-declaration
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 $(WARN) -Wstrict-prototypes -Wmissing-prototypes -D_GNU_SOURCE -I. -fopenmp -MMD -MP
 CXXFLAGS ?= -O2 -g
-CXXFLAGS += -std=c++17 $(WARN) -I. -MMD -MP
+CXXFLAGS += -std=c++17 -Wall -Wextra -Wshadow -I. -MMD -MP
 NVCCFLAGS ?= -O3 -lineinfo
 NVCCFLAGS += -std=c++17 -I. $(CUDA_ARCH) -Xcompiler -Wall -MMD -MP
 LDLIBS   = -lopenblas -ljansson -lpcre2-8 -lm -lpthread -fopenmp

@@ -23,6 +23,7 @@ typedef struct {
     bool tie_embeddings;
     bool use_bias;      /* in_proj/out_proj bias */
     bool use_conv_bias; /* conv1d bias */
+    bool mixer_norm;    /* weightless RMS norm of dt, B, C (FalconMamba; off for plain Mamba) */
     int32_t bos_id;     /* -1 when absent */
     int32_t pad_id;     /* -1 when absent */
     int32_t eos_ids[FMB_MAX_EOS];

@@ -1,0 +1,175 @@
+/*
+ * engine: opens a model folder and dispatches to a backend (backend.h). Owns the model
+ * mapping (fmb_model) for the backend's lifetime; checks inputs common to all backends.
+ */
+#include "engine/engine.h"
+
+#include "engine/backend.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fmb_engine {
+    fmb_model *model;
+    const fmb_backend_ops *ops;
+    void *impl;
+};
+
+struct fmb_state {
+    fmb_engine *eng;
+    void *impl;
+};
+
+fmb_status fmb_engine_open(const char *model_dir, const fmb_engine_opts *opts, fmb_engine **out,
+                           fmb_err *err)
+{
+    fmb_engine_opts o = opts ? *opts : (fmb_engine_opts){0};
+    const fmb_backend_ops *ops = &fmb_backend_cpu;
+    if (o.backend == FMB_BACKEND_CUDA || o.backend == FMB_BACKEND_AUTO) {
+#ifdef FMB_HAVE_CUDA
+        if (fmb_cuda_available())
+            ops = &fmb_backend_cuda;
+        else if (o.backend == FMB_BACKEND_CUDA)
+            return fmb_fail(err, FMB_EUNSUP, "--backend cuda: no usable CUDA device");
+#else
+        if (o.backend == FMB_BACKEND_CUDA)
+            return fmb_fail(err, FMB_EUNSUP,
+                            "--backend cuda: this fmbatch was built without CUDA (CUDA=0)");
+#endif
+    }
+    fmb_engine *e = fmb_xcalloc(1, sizeof *e);
+    fmb_status s = fmb_model_open(model_dir, &e->model, err);
+    if (s) {
+        free(e);
+        return s;
+    }
+    e->ops = ops;
+    if ((s = ops->open(e->model, &o, &e->impl, err))) {
+        fmb_model_free(e->model);
+        free(e);
+        return s;
+    }
+    *out = e;
+    return FMB_OK;
+}
+
+void fmb_engine_free(fmb_engine *eng)
+{
+    if (!eng)
+        return;
+    eng->ops->free(eng->impl);
+    fmb_model_free(eng->model);
+    free(eng);
+}
+
+const fmb_config *fmb_engine_config(const fmb_engine *eng)
+{
+    return &eng->model->cfg;
+}
+
+const char *fmb_engine_backend_name(const fmb_engine *eng)
+{
+    return eng->ops->name;
+}
+
+const char *fmb_engine_device_name(const fmb_engine *eng)
+{
+    return eng->ops->device_name(eng->impl);
+}
+
+size_t fmb_engine_chunk_tokens(const fmb_engine *eng)
+{
+    return eng->ops->chunk_tokens(eng->impl);
+}
+
+fmb_status fmb_state_new(fmb_engine *eng, fmb_state **out, fmb_err *err)
+{
+    fmb_state *st = fmb_xcalloc(1, sizeof *st);
+    st->eng = eng;
+    fmb_status s = eng->ops->state_new(eng->impl, &st->impl, err);
+    if (s) {
+        free(st);
+        return s;
+    }
+    *out = st;
+    return FMB_OK;
+}
+
+void fmb_state_free(fmb_state *st)
+{
+    if (!st)
+        return;
+    st->eng->ops->state_free(st->eng->impl, st->impl);
+    free(st);
+}
+
+void fmb_state_reset(fmb_state *st)
+{
+    st->eng->ops->state_reset(st->eng->impl, st->impl);
+}
+
+void fmb_state_copy(fmb_state *dst, const fmb_state *src)
+{
+    FMB_ASSERT(dst->eng == src->eng);
+    dst->eng->ops->state_copy(dst->eng->impl, dst->impl, src->impl);
+}
+
+void fmb_state_read(const fmb_state *st, float *conv, float *ssm)
+{
+    st->eng->ops->state_read(st->eng->impl, st->impl, conv, ssm);
+}
+
+void fmb_state_write(fmb_state *st, const float *conv, const float *ssm)
+{
+    st->eng->ops->state_write(st->eng->impl, st->impl, conv, ssm);
+}
+
+static fmb_status check_ids(const fmb_config *c, const int32_t *ids, size_t n, fmb_err *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->V)
+            return fmb_fail(err, FMB_EINVAL,
+                            "token id %d at position %zu is outside the vocabulary [0, %lld)",
+                            ids[i], i, (long long)c->V);
+    return FMB_OK;
+}
+
+fmb_status fmb_engine_forward(fmb_engine *eng, fmb_state *st, const int32_t *ids, size_t n,
+                              const fmb_outputs *out, fmb_err *err)
+{
+    FMB_ASSERT(st->eng == eng);
+    fmb_status s = check_ids(&eng->model->cfg, ids, n, err);
+    if (s)
+        return s;
+    if (out && out->targets)
+        for (size_t i = 0; i < n; i++)
+            if (out->targets[i] >= eng->model->cfg.V)
+                return fmb_fail(err, FMB_EINVAL, "target id %d at position %zu is outside the vocabulary",
+                                out->targets[i], i);
+    if (out && out->top_k > 64)
+        return fmb_fail(err, FMB_EINVAL, "top-k of %d is over the limit of 64", out->top_k);
+    if (n == 0)
+        return FMB_OK;
+    return eng->ops->forward(eng->impl, st->impl, ids, n, out, err);
+}
+
+fmb_status fmb_engine_step(fmb_engine *eng, fmb_state *const *states, const int32_t *ids,
+                           size_t nseq, float *logits, fmb_err *err)
+{
+    fmb_status s = check_ids(&eng->model->cfg, ids, nseq, err);
+    if (s)
+        return s;
+    if (nseq == 0)
+        return FMB_OK;
+    void *impls[256] = {0};
+    void **v = nseq <= 256 ? impls : fmb_xmalloc(nseq * sizeof *v);
+    for (size_t i = 0; i < nseq; i++) {
+        FMB_ASSERT(states[i]->eng == eng);
+        v[i] = states[i]->impl;
+    }
+    s = eng->ops->step(eng->impl, v, ids, nseq, logits, err);
+    if (v != impls)
+        free(v);
+    return s;
+}

@@ -1,0 +1,258 @@
+/*
+ * Golden tests of the CPU engine against Hugging Face transformers' FalconMamba (float32
+ * outputs in tests/fixtures/tiny-X/ref.safetensors, made by tools in ../shared/reference):
+ * logits at every position, per-position NLL over a 2,500-4,500-token prompt, 12 greedy tokens
+ * and their log-probabilities; then chunk invariance, decode invariance and state save/restore.
+ */
+#include "engine/engine.h"
+#include "engine/safetensors.h"
+#include "tests/check.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const fmb_tensor *ref(const fmb_st *st, const char *name)
+{
+    const fmb_tensor *t = fmb_st_find(st, name);
+    if (!t) {
+        printf("FAIL fixture: %s missing\n", name);
+        exit(1);
+    }
+    return t;
+}
+
+static int32_t *ref_ids(const fmb_st *st, const char *name, size_t *n)
+{
+    const fmb_tensor *t = ref(st, name);
+    *n = t->numel;
+    int32_t *v = malloc(t->numel * sizeof *v);
+    memcpy(v, t->data, t->numel * sizeof *v); // I32 is not an fmb_dtype: read raw
+    return v;
+}
+
+static double ref_at(const fmb_tensor *t, size_t i)
+{
+    if (t->nbytes == t->numel * 8) {
+        double d;
+        memcpy(&d, (const char *)t->data + i * 8, 8);
+        return d;
+    }
+    float f;
+    memcpy(&f, (const char *)t->data + i * 4, 4);
+    return f;
+}
+
+static fmb_engine *open_engine(const char *dir, size_t chunk)
+{
+    fmb_engine_opts o = {0};
+    o.backend = FMB_BACKEND_CPU;
+    o.chunk_tokens = chunk;
+    fmb_engine *e = NULL;
+    fmb_err err;
+    if (fmb_engine_open(dir, &o, &e, &err)) {
+        printf("FAIL open %s: %s\n", dir, err.msg);
+        exit(1);
+    }
+    return e;
+}
+
+/* Per-position NLL of ids (n-1 values) from a fresh state. */
+static float *long_nll(fmb_engine *e, const int32_t *ids, size_t n)
+{
+    fmb_state *st;
+    fmb_err err;
+    FMB_ASSERT(!fmb_state_new(e, &st, &err));
+    int32_t *tg = malloc(n * sizeof *tg);
+    float *lp = malloc(n * sizeof *lp);
+    for (size_t i = 0; i < n; i++)
+        tg[i] = i + 1 < n ? ids[i + 1] : -1;
+    fmb_outputs o = {0};
+    o.targets = tg;
+    o.logprob = lp;
+    FMB_ASSERT(!fmb_engine_forward(e, st, ids, n, &o, &err));
+    for (size_t i = 0; i + 1 < n; i++)
+        lp[i] = -lp[i];
+    free(tg);
+    fmb_state_free(st);
+    return lp;
+}
+
+static void golden(const char *name, int n_prompts)
+{
+    char dir[256], path[300], tn[64], label[128];
+    snprintf(dir, sizeof dir, "tests/fixtures/%s", name);
+    snprintf(path, sizeof path, "%s/ref.safetensors", dir);
+    fmb_st *rs;
+    fmb_err err;
+    if (fmb_st_open_file(path, &rs, &err)) {
+        printf("FAIL %s: %s\n", name, err.msg);
+        return;
+    }
+    fmb_engine *e = open_engine(dir, 0);
+    size_t V = (size_t)fmb_engine_config(e)->V;
+
+    double worst_logit = 0, worst_glp = 0;
+    int greedy_ok = 1;
+    for (int p = 0; p < n_prompts; p++) {
+        size_t n;
+        snprintf(tn, sizeof tn, "prompt%d.ids", p);
+        int32_t *ids = ref_ids(rs, tn, &n);
+        snprintf(tn, sizeof tn, "prompt%d.logits", p);
+        const fmb_tensor *rl = ref(rs, tn);
+        float *lg = malloc(n * V * sizeof *lg);
+        fmb_state *st;
+        FMB_ASSERT(!fmb_state_new(e, &st, &err));
+        fmb_outputs o = {0};
+        o.logits = lg;
+        FMB_ASSERT(!fmb_engine_forward(e, st, ids, n, &o, &err));
+        double w = 0;
+        for (size_t i = 0; i < n * V; i++)
+            w = fmax(w, fabs(lg[i] - ref_at(rl, i)));
+        worst_logit = fmax(worst_logit, w);
+        snprintf(label, sizeof label, "%s prompt%d logits (%zu positions)", name, p, n);
+        check(w <= 1e-4, label, "max |diff| %.3g > 1e-4", w);
+
+        // 12 greedy tokens, decoded step by step from the prompt's state.
+        snprintf(tn, sizeof tn, "prompt%d.greedy_ids", p);
+        size_t ng;
+        int32_t *gids = ref_ids(rs, tn, &ng);
+        snprintf(tn, sizeof tn, "prompt%d.greedy_logprobs", p);
+        const fmb_tensor *glp = ref(rs, tn);
+        const float *last = lg + (n - 1) * V;
+        float *step = malloc(V * sizeof *step);
+        memcpy(step, last, V * sizeof *step);
+        int ok = 1;
+        double wg = 0;
+        for (size_t g = 0; g < ng; g++) {
+            size_t am = 0;
+            double mx = step[0], se = 0;
+            for (size_t v = 1; v < V; v++)
+                if (step[v] > mx) {
+                    mx = step[v];
+                    am = v;
+                }
+            for (size_t v = 0; v < V; v++)
+                se += exp(step[v] - mx);
+            double lp = step[am] - mx - log(se);
+            if ((int32_t)am != gids[g])
+                ok = 0;
+            wg = fmax(wg, fabs(lp - ref_at(glp, g)));
+            int32_t id = (int32_t)am;
+            fmb_state *sts[1] = {st};
+            FMB_ASSERT(!fmb_engine_step(e, sts, &id, 1, step, &err));
+        }
+        snprintf(label, sizeof label, "%s prompt%d greedy tokens", name, p);
+        check(ok, label, "greedy ids differ from HF's");
+        greedy_ok &= ok;
+        snprintf(label, sizeof label, "%s prompt%d greedy logprobs", name, p);
+        check(wg <= 1e-4, label, "max |diff| %.3g > 1e-4", wg);
+        worst_glp = fmax(worst_glp, wg);
+        free(step);
+        free(gids);
+        free(lg);
+        free(ids);
+        fmb_state_free(st);
+    }
+
+    // Long prompt: per-position NLL.
+    size_t n;
+    int32_t *ids = ref_ids(rs, "long.ids", &n);
+    const fmb_tensor *rn = ref(rs, "long.nll");
+    float *nll = long_nll(e, ids, n);
+    double w = 0, mean = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        w = fmax(w, fabs(nll[i] - ref_at(rn, i)));
+        mean += nll[i];
+    }
+    snprintf(label, sizeof label, "%s long NLL (%zu positions)", name, n - 1);
+    check(w <= 1e-4, label, "max |diff| %.3g > 1e-4", w);
+    check_note("%s: worst |logit diff| %.3g, worst greedy logprob diff %.3g, worst NLL diff %.3g, "
+               "mean NLL %.6f",
+               name, worst_logit, worst_glp, w, mean / (double)(n - 1));
+
+    // Chunk invariance: chunk lengths 1, 3, 64, 1000 and the whole prompt.
+    size_t chunks[] = {1, 3, 64, 1000, n};
+    double wc = 0;
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        fmb_engine *ec = open_engine(dir, chunks[c]);
+        float *nc = long_nll(ec, ids, n);
+        double d = 0;
+        for (size_t i = 0; i + 1 < n; i++)
+            d = fmax(d, fabs(nc[i] - nll[i]));
+        snprintf(label, sizeof label, "%s chunk invariance T=%zu", name, chunks[c]);
+        check(d <= 1e-5, label, "max |diff| %.3g > 1e-5 against the default chunk", d);
+        wc = fmax(wc, d);
+        free(nc);
+        fmb_engine_free(ec);
+    }
+    check_note("%s: worst NLL diff across chunk lengths %.3g", name, wc);
+
+    // Decode invariance: prefill k tokens then step one by one; logits equal a full prefill's.
+    size_t k = 37, m = 80;
+    float *full = malloc(m * V * sizeof *full), *one = malloc(V * sizeof *one);
+    fmb_state *st, *st2, *saved;
+    FMB_ASSERT(!fmb_state_new(e, &st, &err) && !fmb_state_new(e, &st2, &err) &&
+               !fmb_state_new(e, &saved, &err));
+    fmb_outputs o = {0};
+    o.logits = full;
+    FMB_ASSERT(!fmb_engine_forward(e, st, ids, m, &o, &err));
+    o.logits = NULL;
+    FMB_ASSERT(!fmb_engine_forward(e, st2, ids, k, NULL, &err));
+    fmb_state_copy(saved, st2);
+    double wd = 0;
+    for (size_t t = k; t < m; t++) {
+        fmb_state *s1[1] = {st2};
+        FMB_ASSERT(!fmb_engine_step(e, s1, &ids[t], 1, one, &err));
+        for (size_t v = 0; v < V; v++)
+            wd = fmax(wd, fabs(one[v] - full[t * V + v]));
+    }
+    snprintf(label, sizeof label, "%s decode invariance (prefill %zu, step to %zu)", name, k, m);
+    check(wd <= 1e-5, label, "max |diff| %.3g > 1e-5", wd);
+
+    // Save/restore: continuing from a restored copy gives the same logits.
+    fmb_state_reset(st2);
+    fmb_state_copy(st2, saved);
+    fmb_state *s1[1] = {st2};
+    FMB_ASSERT(!fmb_engine_step(e, s1, &ids[k], 1, one, &err));
+    double wr = 0;
+    for (size_t v = 0; v < V; v++)
+        wr = fmax(wr, fabs(one[v] - full[k * V + v]));
+    snprintf(label, sizeof label, "%s state save/restore", name);
+    check(wr <= 1e-5, label, "max |diff| %.3g", wr);
+
+    // State read/write round trip through host float32 arrays.
+    const fmb_config *c = fmb_engine_config(e);
+    size_t nc = (size_t)(c->L * c->E * (c->K - 1)), ns = (size_t)(c->L * c->E * c->N);
+    float *cv = malloc(nc * sizeof *cv), *sv = malloc(ns * sizeof *sv);
+    fmb_state_read(saved, cv, sv);
+    fmb_state_reset(st2);
+    fmb_state_write(st2, cv, sv);
+    FMB_ASSERT(!fmb_engine_step(e, s1, &ids[k], 1, one, &err));
+    wr = 0;
+    for (size_t v = 0; v < V; v++)
+        wr = fmax(wr, fabs(one[v] - full[k * V + v]));
+    snprintf(label, sizeof label, "%s state read/write", name);
+    check(wr <= 1e-5, label, "max |diff| %.3g", wr);
+
+    free(cv);
+    free(sv);
+    free(full);
+    free(one);
+    fmb_state_free(st);
+    fmb_state_free(st2);
+    fmb_state_free(saved);
+    free(nll);
+    free(ids);
+    fmb_engine_free(e);
+    fmb_st_close(rs);
+}
+
+int main(void)
+{
+    golden("tiny-a", 4);
+    golden("tiny-b", 3);
+    golden("tiny-bf16", 2);
+    return check_exit();
+}
