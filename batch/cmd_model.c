@@ -1,31 +1,509 @@
-/* placeholder until the module lands */
+/*
+ * cmd_model: the single-document commands `score`, `generate` and `inspect`, on top of
+ * engine/score, engine/generate and engine/model. Output contracts: ARCHITECTURE.md.
+ */
 #include "batch/cli.h"
+#include "engine/generate.h"
+#include "engine/model.h"
+#include "engine/prompt.h"
+#include "engine/score.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum {
+    OPT_MODEL = 256,
+    OPT_IDS,
+    OPT_TEXT,
+    OPT_PROMPT,
+    OPT_DOC,
+    OPT_PER_TOKEN,
+    OPT_TOPK_OUT,
+    OPT_MAX_NEW,
+    OPT_TEMP,
+    OPT_TOPK,
+    OPT_TOPP,
+    OPT_SEED,
+    OPT_STOP,
+    OPT_IGNORE_EOS,
+    OPT_BACKEND,
+    OPT_DTYPE,
+    OPT_CHUNK,
+    OPT_MEMLIMIT,
+    OPT_THREADS,
+};
+
+#define ENGINE_LONGOPTS                                                                            \
+    {"backend", required_argument, 0, OPT_BACKEND}, {"dtype", required_argument, 0, OPT_DTYPE},   \
+        {"chunk-tokens", required_argument, 0, OPT_CHUNK},                                         \
+        {"mem-limit", required_argument, 0, OPT_MEMLIMIT},                                         \
+        {"threads", required_argument, 0, OPT_THREADS}
+
+/* Handles the engine options; returns 1 if handled (0 ok), -1 on a bad value, 0 otherwise. */
+static int engine_opt(int c, const char *cmd, fmb_engine_opts *eo)
+{
+    const char *name = c == OPT_BACKEND    ? "backend"
+                       : c == OPT_DTYPE    ? "dtype"
+                       : c == OPT_CHUNK    ? "chunk-tokens"
+                       : c == OPT_MEMLIMIT ? "mem-limit"
+                       : c == OPT_THREADS  ? "threads"
+                                           : NULL;
+    if (!name)
+        return 0;
+    int bad;
+    fmb_cli_engine_opt(name, optarg, eo, &bad);
+    if (bad) {
+        fmb_cli_error(cmd, "bad value for --%s: '%s'", name, optarg);
+        return -1;
+    }
+    return 1;
+}
+
+static void print_json_string(FILE *f, const char *s, size_t len)
+{
+    json_t *j = json_stringn(s, len);
+    if (!j) { // not valid UTF-8 (cannot happen after a lossy decode): print null
+        fputs("null", f);
+        return;
+    }
+    char *d = json_dumps(j, JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
+    fputs(d, f);
+    free(d);
+    json_decref(j);
+}
+
+/* Loads DIR/tokenizer.json. */
+static fmb_status load_tok(const char *model, fmb_tok **tok, fmb_err *err)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", model);
+    return fmb_tok_load(path, tok, err);
+}
+
+// --- score -------------------------------------------------------------------------------
 
 int fmb_cmd_score(int argc, char **argv)
 {
-    (void)argc;
-    fmb_cli_error(argv[0], "not built yet");
-    return FMB_EXIT_FATAL;
+    static const struct option lo[] = {{"model", required_argument, 0, OPT_MODEL},
+                                       {"ids-file", required_argument, 0, OPT_IDS},
+                                       {"text-file", required_argument, 0, OPT_TEXT},
+                                       {"prompt", required_argument, 0, OPT_PROMPT},
+                                       {"per-token", no_argument, 0, OPT_PER_TOKEN},
+                                       {"top-k", required_argument, 0, OPT_TOPK_OUT},
+                                       ENGINE_LONGOPTS,
+                                       {0, 0, 0, 0}};
+    const char *cmd = "score", *model = NULL, *ids_file = NULL, *text_file = NULL,
+               *prompt = NULL;
+    int per_token = 0, top_k = 0, c, h;
+    uint64_t u;
+    fmb_engine_opts eo = {0};
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if ((h = engine_opt(c, cmd, &eo)))
+            if (h < 0)
+                return FMB_EXIT_USAGE;
+        switch (c) {
+        case OPT_MODEL:
+            model = optarg;
+            break;
+        case OPT_IDS:
+            ids_file = optarg;
+            break;
+        case OPT_TEXT:
+            text_file = optarg;
+            break;
+        case OPT_PROMPT:
+            prompt = optarg;
+            break;
+        case OPT_PER_TOKEN:
+            per_token = 1;
+            break;
+        case OPT_TOPK_OUT:
+            if (fmb_cli_parse_u64(optarg, &u) || u > 64) {
+                fmb_cli_error(cmd, "--top-k must be an integer in [0, 64]");
+                return FMB_EXIT_USAGE;
+            }
+            top_k = (int)u;
+            break;
+        case '?':
+            return FMB_EXIT_USAGE;
+        default:
+            if (!h)
+                return FMB_EXIT_USAGE;
+        }
+    }
+    if (!model || (!!ids_file + !!text_file + !!prompt) != 1 || optind != argc) {
+        fmb_cli_error(cmd, "usage: fmbatch score --model DIR (--ids-file F | --text-file F | "
+                           "--prompt S) [--per-token] [--top-k K]");
+        return FMB_EXIT_USAGE;
+    }
+    fmb_err err;
+    fmb_engine *eng = NULL;
+    fmb_tok *tok = NULL;
+    fmb_state *st = NULL;
+    int32_t *ids = NULL;
+    char *text = NULL;
+    size_t n = 0, bytes = 0;
+    fmb_ids enc = {0};
+    fmb_score_result r = {0};
+    int rc = FMB_EXIT_OK;
+    fmb_status s = fmb_engine_open(model, &eo, &eng, &err);
+    if (s)
+        goto fail;
+    const fmb_config *cfg = fmb_engine_config(eng);
+    fmb_score_opts so = {-1, per_token, top_k};
+    if (ids_file) {
+        // the ids as given: the first one is context only
+        if ((s = fmb_cli_read_ids(ids_file, &ids, &n, &err)))
+            goto fail;
+    } else {
+        if ((s = load_tok(model, &tok, &err)))
+            goto fail;
+        if (text_file) {
+            if ((s = fmb_cli_read_file(text_file, &text, &bytes, &err)))
+                goto fail;
+            s = fmb_tok_encode(tok, text, bytes, 0, &enc, &err); // document: no specials
+        } else {
+            bytes = strlen(prompt);
+            s = fmb_tok_encode(tok, prompt, bytes, 1, &enc, &err);
+        }
+        if (s)
+            goto fail;
+        ids = enc.ids;
+        n = enc.n;
+        // EOS is the context of the first token, so every token and byte is scored
+        so.context_id = cfg->n_eos ? cfg->eos_ids[0] : -1;
+    }
+    if ((s = fmb_state_new(eng, &st, &err)) || (s = fmb_score(eng, st, ids, n, bytes, &so, &r, &err)))
+        goto fail;
+    printf("{\"tokens\":%zu,\"sum_nll\":", r.tokens);
+    fmb_cli_json_num(stdout, r.scored ? r.sum_nll : NAN);
+    printf(",\"mean_nll\":");
+    fmb_cli_json_num(stdout, r.mean_nll);
+    printf(",\"ppl\":");
+    fmb_cli_json_num(stdout, r.ppl);
+    printf(",\"bits_per_byte\":");
+    fmb_cli_json_num(stdout, r.bits_per_byte);
+    if (per_token) {
+        printf(",\"nll\":[");
+        for (size_t i = 0; i < r.scored; i++) {
+            if (i)
+                putchar(',');
+            fmb_cli_json_num(stdout, r.nll[i]);
+        }
+        printf("],\"rank\":[");
+        for (size_t i = 0; i < r.scored; i++)
+            printf(i ? ",%d" : "%d", r.rank[i]);
+        printf("],\"argmax\":[");
+        for (size_t i = 0; i < r.tokens; i++)
+            printf(i ? ",%d" : "%d", r.argmax[i]);
+        printf("]");
+        if (top_k) {
+            printf(",\"top_k\":[");
+            for (size_t i = 0; i < r.scored; i++) {
+                printf(i ? ",[" : "[");
+                for (int k = 0; k < top_k; k++) {
+                    printf(k ? ",[%d," : "[%d,", r.topk_ids[i * (size_t)top_k + k]);
+                    fmb_cli_json_num(stdout, r.topk_logprobs[i * (size_t)top_k + k]);
+                    putchar(']');
+                }
+                putchar(']');
+            }
+            putchar(']');
+        }
+    }
+    printf("}\n");
+    goto out;
+fail:
+    fmb_cli_error(cmd, "%s", err.msg);
+    rc = fmb_cli_exit_code(s);
+out:
+    fmb_score_result_free(&r);
+    if (ids != enc.ids)
+        free(ids);
+    fmb_ids_free(&enc);
+    free(text);
+    fmb_state_free(st);
+    fmb_tok_free(tok);
+    fmb_engine_free(eng);
+    return rc;
 }
+
+// --- generate ----------------------------------------------------------------------------
 
 int fmb_cmd_generate(int argc, char **argv)
 {
-    (void)argc;
-    fmb_cli_error(argv[0], "not built yet");
-    return FMB_EXIT_FATAL;
+    static const struct option lo[] = {{"model", required_argument, 0, OPT_MODEL},
+                                       {"ids-file", required_argument, 0, OPT_IDS},
+                                       {"text-file", required_argument, 0, OPT_TEXT},
+                                       {"prompt", required_argument, 0, OPT_PROMPT},
+                                       {"document-file", required_argument, 0, OPT_DOC},
+                                       {"max-new-tokens", required_argument, 0, OPT_MAX_NEW},
+                                       {"temperature", required_argument, 0, OPT_TEMP},
+                                       {"top-k", required_argument, 0, OPT_TOPK},
+                                       {"top-p", required_argument, 0, OPT_TOPP},
+                                       {"seed", required_argument, 0, OPT_SEED},
+                                       {"stop", required_argument, 0, OPT_STOP},
+                                       {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},
+                                       ENGINE_LONGOPTS,
+                                       {0, 0, 0, 0}};
+    const char *cmd = "generate", *model = NULL, *ids_file = NULL, *text_file = NULL,
+               *prompt = NULL, *doc_file = NULL;
+    const char *stops[16];
+    int n_stop = 0, c, h;
+    uint64_t u;
+    double d;
+    fmb_gen_opts go = {0};
+    go.max_new_tokens = 16;
+    go.sample.top_p = 1.0f;
+    fmb_engine_opts eo = {0};
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if ((h = engine_opt(c, cmd, &eo)))
+            if (h < 0)
+                return FMB_EXIT_USAGE;
+        switch (c) {
+        case OPT_MODEL:
+            model = optarg;
+            break;
+        case OPT_IDS:
+            ids_file = optarg;
+            break;
+        case OPT_TEXT:
+            text_file = optarg;
+            break;
+        case OPT_PROMPT:
+            prompt = optarg;
+            break;
+        case OPT_DOC:
+            doc_file = optarg;
+            break;
+        case OPT_MAX_NEW:
+            if (fmb_cli_parse_u64(optarg, &u) || u > 1000000) {
+                fmb_cli_error(cmd, "--max-new-tokens must be an integer in [0, 1000000]");
+                return FMB_EXIT_USAGE;
+            }
+            go.max_new_tokens = (size_t)u;
+            break;
+        case OPT_TEMP:
+            if (fmb_cli_parse_float(optarg, &d) || d < 0) {
+                fmb_cli_error(cmd, "--temperature must be a number >= 0");
+                return FMB_EXIT_USAGE;
+            }
+            go.sample.temperature = (float)d;
+            break;
+        case OPT_TOPK:
+            if (fmb_cli_parse_u64(optarg, &u) || u > INT32_MAX) {
+                fmb_cli_error(cmd, "--top-k must be a non-negative integer");
+                return FMB_EXIT_USAGE;
+            }
+            go.sample.top_k = (int)u;
+            break;
+        case OPT_TOPP:
+            if (fmb_cli_parse_float(optarg, &d) || d <= 0 || d > 1) {
+                fmb_cli_error(cmd, "--top-p must be in (0, 1]");
+                return FMB_EXIT_USAGE;
+            }
+            go.sample.top_p = (float)d;
+            break;
+        case OPT_SEED:
+            if (fmb_cli_parse_u64(optarg, &u)) {
+                fmb_cli_error(cmd, "--seed must be a non-negative integer");
+                return FMB_EXIT_USAGE;
+            }
+            go.sample.seed = u;
+            break;
+        case OPT_STOP:
+            if (n_stop == 16 || !*optarg) {
+                fmb_cli_error(cmd, "--stop: at most 16 non-empty stop strings");
+                return FMB_EXIT_USAGE;
+            }
+            stops[n_stop++] = optarg;
+            break;
+        case OPT_IGNORE_EOS:
+            go.ignore_eos = 1;
+            break;
+        case '?':
+            return FMB_EXIT_USAGE;
+        default:
+            if (!h)
+                return FMB_EXIT_USAGE;
+        }
+    }
+    int sources = !!ids_file + !!text_file + (prompt && !doc_file) + !!doc_file;
+    if (!model || sources != 1 || (doc_file && !prompt) || optind != argc) {
+        fmb_cli_error(cmd, "usage: fmbatch generate --model DIR (--ids-file F | --text-file F | "
+                           "--prompt S | --document-file F --prompt S) [--max-new-tokens N] "
+                           "[--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop S]... "
+                           "[--ignore-eos]");
+        return FMB_EXIT_USAGE;
+    }
+    go.stop = stops;
+    go.n_stop = n_stop;
+    fmb_err err;
+    fmb_engine *eng = NULL;
+    fmb_tok *tok = NULL;
+    fmb_state *st = NULL;
+    int32_t *ids = NULL;
+    char *text = NULL;
+    size_t n = 0, len = 0;
+    fmb_ids pre = {0}, rest = {0};
+    fmb_gen_result r = {0};
+    int rc = FMB_EXIT_OK;
+    fmb_status s = fmb_engine_open(model, &eo, &eng, &err);
+    if (s)
+        goto fail;
+    const fmb_config *cfg = fmb_engine_config(eng);
+    go.eos_ids = cfg->eos_ids;
+    go.n_eos = cfg->n_eos;
+    // Token ids need no tokenizer (the text is then null) unless stop strings are given.
+    char tpath[4200];
+    snprintf(tpath, sizeof tpath, "%s/tokenizer.json", model);
+    if (!ids_file || n_stop || access(tpath, F_OK) == 0)
+        if ((s = load_tok(model, &tok, &err)))
+            goto fail;
+    if ((s = fmb_state_new(eng, &st, &err)))
+        goto fail;
+    const int32_t *prompt_ids;
+    size_t n_prompt;
+    if (ids_file) {
+        if ((s = fmb_cli_read_ids(ids_file, &ids, &n, &err)))
+            goto fail;
+        prompt_ids = ids;
+        n_prompt = n;
+    } else if (text_file || (prompt && !doc_file)) {
+        if (text_file) {
+            if ((s = fmb_cli_read_file(text_file, &text, &len, &err)))
+                goto fail;
+        } else {
+            len = strlen(prompt);
+        }
+        // a prompt typed by the user may use special tokens; a text file is a document
+        if ((s = fmb_tok_encode(tok, text ? text : prompt, len, text ? 0 : 1, &pre, &err)))
+            goto fail;
+        prompt_ids = pre.ids;
+        n_prompt = pre.n;
+    } else {
+        // A job's split: [EOS] + template-before + document is prefilled on its own, the rest
+        // of the prompt continues from that state (engine/prompt.h).
+        if ((s = fmb_cli_read_file(doc_file, &text, &len, &err)))
+            goto fail;
+        int32_t ctx = cfg->n_eos ? cfg->eos_ids[0] : -1;
+        if ((s = fmb_prompt_build(tok, ctx, prompt, text, len, &pre, &rest, &err)))
+            goto fail;
+        if (rest.n) {
+            if ((s = fmb_engine_forward(eng, st, pre.ids, pre.n, NULL, &err)))
+                goto fail;
+            prompt_ids = rest.ids;
+            n_prompt = rest.n;
+        } else {
+            prompt_ids = pre.ids;
+            n_prompt = pre.n;
+        }
+    }
+    if ((s = fmb_generate(eng, st, tok, prompt_ids, n_prompt, &go, &r, &err)))
+        goto fail;
+    printf("{\"prompt_tokens\":%zu,\"ids\":[", doc_file ? pre.n + rest.n : n_prompt);
+    for (size_t i = 0; i < r.n; i++)
+        printf(i ? ",%d" : "%d", r.ids[i]);
+    printf("],\"logprobs\":[");
+    for (size_t i = 0; i < r.n; i++) {
+        if (i)
+            putchar(',');
+        fmb_cli_json_num(stdout, r.logprobs[i]);
+    }
+    printf("],\"text\":");
+    if (r.text)
+        print_json_string(stdout, r.text, r.text_len);
+    else
+        printf("null");
+    printf(",\"finish_reason\":\"%s\"}\n", r.finish_reason);
+    goto out;
+fail:
+    fmb_cli_error(cmd, "%s", err.msg);
+    rc = fmb_cli_exit_code(s);
+out:
+    fmb_gen_result_free(&r);
+    free(ids);
+    free(text);
+    fmb_ids_free(&pre);
+    fmb_ids_free(&rest);
+    fmb_state_free(st);
+    fmb_tok_free(tok);
+    fmb_engine_free(eng);
+    return rc;
 }
+
+// --- inspect -----------------------------------------------------------------------------
 
 int fmb_cmd_inspect(int argc, char **argv)
 {
-    (void)argc;
-    fmb_cli_error(argv[0], "not built yet");
-    return FMB_EXIT_FATAL;
+    static const struct option lo[] = {
+        {"model", required_argument, 0, OPT_MODEL}, ENGINE_LONGOPTS, {0, 0, 0, 0}};
+    const char *cmd = "inspect", *model = NULL;
+    int c, h;
+    fmb_engine_opts eo = {0};
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        if ((h = engine_opt(c, cmd, &eo)))
+            if (h < 0)
+                return FMB_EXIT_USAGE;
+        if (c == OPT_MODEL)
+            model = optarg;
+        else if (!h)
+            return FMB_EXIT_USAGE;
+    }
+    if (!model || optind != argc) {
+        fmb_cli_error(cmd, "usage: fmbatch inspect --model DIR");
+        return FMB_EXIT_USAGE;
+    }
+    fmb_err err;
+    fmb_model *m;
+    fmb_status s = fmb_model_open(model, &m, &err);
+    if (s) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        return fmb_cli_exit_code(s);
+    }
+    const fmb_config *k = &m->cfg;
+    size_t params = 0, by_dtype[6] = {0};
+    for (size_t i = 0; i < fmb_st_count(m->st); i++) {
+        const fmb_tensor *t = fmb_st_at(m->st, i);
+        params += t->numel;
+        by_dtype[t->dtype] += t->numel;
+    }
+    size_t chunk = eo.chunk_tokens ? eo.chunk_tokens : 512;
+    size_t D = (size_t)k->D, E = (size_t)k->E, N = (size_t)k->N, R = (size_t)k->R,
+           V = (size_t)k->V;
+    size_t state = (size_t)k->L * E * ((size_t)k->K - 1 + N) * 4;
+    size_t scratch = chunk * (3 * D + 5 * E + R + 2 * N) * 4;
+    printf("{\"model\":");
+    print_json_string(stdout, model, strlen(model));
+    printf(",\"model_type\":\"%s\",\"config\":{\"vocab_size\":%zu,\"hidden_size\":%zu,"
+           "\"intermediate_size\":%zu,\"state_size\":%zu,\"time_step_rank\":%zu,"
+           "\"conv_kernel\":%lld,\"num_hidden_layers\":%lld,\"layer_norm_epsilon\":%g,"
+           "\"mixer_rms_eps\":%g,\"mixer_norm\":%s,\"tie_word_embeddings\":%s,\"use_bias\":%s,"
+           "\"use_conv_bias\":%s,\"eos_token_id\":[",
+           k->model_type, V, D, E, N, R, (long long)k->K, (long long)k->L, k->norm_eps,
+           k->mixer_eps, k->mixer_norm ? "true" : "false", k->tie_embeddings ? "true" : "false",
+           k->use_bias ? "true" : "false", k->use_conv_bias ? "true" : "false");
+    for (int i = 0; i < k->n_eos; i++)
+        printf(i ? ",%d" : "%d", k->eos_ids[i]);
+    printf("]},\"parameters\":%zu,\"parameters_by_dtype\":{", params);
+    int first = 1;
+    for (int dt = 0; dt < 6; dt++)
+        if (by_dtype[dt]) {
+            printf("%s\"%s\":%zu", first ? "" : ",", fmb_dtype_name((fmb_dtype)dt), by_dtype[dt]);
+            first = 0;
+        }
+    printf("},\"tensors\":%zu,\"file_bytes\":%zu,", fmb_st_count(m->st), fmb_st_file_bytes(m->st));
+    printf("\"memory_plan\":{\"bf16_weights_bytes\":%zu,\"f32_weights_bytes\":%zu,"
+           "\"state_bytes_per_sequence\":%zu,\"chunk_tokens\":%zu,"
+           "\"cpu_scratch_bytes\":%zu,\"logits_tile_bytes\":%zu}}\n",
+           params * 2, params * 4, state, chunk, scratch, (size_t)64 << 20);
+    fmb_model_free(m);
+    return FMB_EXIT_OK;
 }
-
-int fmb_cmd_synth(int argc, char **argv)
-{
-    (void)argc;
-    fmb_cli_error(argv[0], "not built yet");
-    return FMB_EXIT_FATAL;
-}
-

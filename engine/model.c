@@ -31,7 +31,7 @@ static fmb_status need(const fmb_model *m, char *used, const char *name, const c
     if (!t) {
         if (optional)
             return FMB_OK;
-        return fmb_fail(err, FMB_EINVAL, "%s: missing tensor \"%s\"", m->dir, name);
+        return fmb_fail(err, FMB_EINVAL, "%s: missing tensor \"%s\"", fmb_st_source(m->st), name);
     }
     used[t - fmb_st_at(m->st, 0)] = 1;
     if (t->dtype != FMB_DT_F32 && t->dtype != FMB_DT_BF16 && t->dtype != FMB_DT_F16)
@@ -95,7 +95,7 @@ fmb_status fmb_model_open(const char *dir, fmb_model **out, fmb_err *err)
             s = fmb_fail(err, FMB_EINVAL,
                          "%s: missing tensor \"lm_head.weight\" (config.json says "
                          "tie_word_embeddings: false)",
-                         dir);
+                         fmb_st_source(m->st));
             goto fail;
         }
         m->lm_head = m->embed;

@@ -29,6 +29,7 @@ struct fmb_st {
     size_t n_tensors, cap_tensors;
     char **names; /* owned copies of the tensor names and file paths */
     size_t n_names;
+    char source[4200]; /* model.safetensors or model.safetensors.index.json */
 };
 
 size_t fmb_dtype_size(fmb_dtype dt)
@@ -271,6 +272,7 @@ out:
 fmb_status fmb_st_open_file(const char *path, fmb_st **out, fmb_err *err)
 {
     fmb_st *st = fmb_xcalloc(1, sizeof *st);
+    snprintf(st->source, sizeof st->source, "%s", path);
     fmb_status s = add_file(st, path, err);
     if (s) {
         fmb_st_close(st);
@@ -298,6 +300,7 @@ fmb_status fmb_st_open_dir(const char *dir, fmb_st **out, fmb_err *err)
                         je.text);
     fmb_status s = FMB_OK;
     fmb_st *st = fmb_xcalloc(1, sizeof *st);
+    snprintf(st->source, sizeof st->source, "%s", path);
     json_t *wm = json_object_get(root, "weight_map");
     if (!json_is_object(wm) || json_object_size(wm) == 0) {
         s = fmb_fail(err, FMB_EINVAL, "%s: missing field \"weight_map\" (an object)", path);
@@ -378,4 +381,9 @@ size_t fmb_st_file_bytes(const fmb_st *st)
     for (size_t i = 0; i < st->n_files; i++)
         n += st->files[i].size;
     return n;
+}
+
+const char *fmb_st_source(const fmb_st *st)
+{
+    return st->source;
 }

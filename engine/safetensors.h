@@ -49,5 +49,7 @@ size_t fmb_st_count(const fmb_st *st);
 const fmb_tensor *fmb_st_at(const fmb_st *st, size_t i);
 const fmb_tensor *fmb_st_find(const fmb_st *st, const char *name); /* NULL if absent */
 size_t fmb_st_file_bytes(const fmb_st *st); /* total bytes of the mapped files */
+/* The file that lists the tensors: model.safetensors or the index (for messages). */
+const char *fmb_st_source(const fmb_st *st);
 
 #endif
