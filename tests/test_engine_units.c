@@ -1,0 +1,241 @@
+/*
+ * Unit tests of the engine's small parts: config.json parsing (the 7B's expand: 16, "auto"
+ * rank, defaults, bad fields), the parameter count of the 7B shape, dtype conversions, the
+ * sampler (greedy ties, determinism of the counter-based RNG, top-k/top-p support) and the
+ * reference kernels' varlen handling (several sequences in one chunk equal separate runs).
+ */
+#include "engine/config.h"
+#include "engine/sample.h"
+#include "engine/synth.h"
+#include "kernels/cpu/kcpu.h"
+#include "tests/check.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int parse(const char *json, fmb_config *c, fmb_err *e)
+{
+    return fmb_config_parse(json, strlen(json), "config.json", c, e);
+}
+
+static void test_config(void)
+{
+    fmb_config c;
+    fmb_err e;
+    // The real 7B config.json: expand 16 (wrong) and intermediate_size 8192, no mixer_rms_eps.
+    const char *real = "{\"model_type\":\"falcon_mamba\",\"hidden_size\":4096,\"num_hidden_layers\":64,"
+                       "\"vocab_size\":65024,\"state_size\":16,\"expand\":16,\"intermediate_size\":8192,"
+                       "\"conv_kernel\":4,\"time_step_rank\":256,\"use_bias\":false,\"use_conv_bias\":true,"
+                       "\"layer_norm_epsilon\":1e-05,\"tie_word_embeddings\":false,\"bos_token_id\":0,"
+                       "\"eos_token_id\":11,\"pad_token_id\":0}";
+    int ok = parse(real, &c, &e) == FMB_OK;
+    check(ok && c.E == 8192 && c.R == 256 && c.N == 16 && c.K == 4 && c.L == 64,
+          "config: 7B d_inner from intermediate_size, not expand", "E=%lld", (long long)c.E);
+    check(ok && fabsf(c.mixer_eps - 1e-6f) < 1e-12f && fabsf(c.norm_eps - 1e-5f) < 1e-12f,
+          "config: mixer_rms_eps defaults to 1e-6", "mixer_eps=%g", c.mixer_eps);
+    check(ok && c.n_eos == 1 && c.eos_ids[0] == 11 && !c.tie_embeddings && c.mixer_norm,
+          "config: eos, tie, mixer norm", "n_eos=%d", c.n_eos);
+    check(fmb_config_param_count(&c) == 7272665088LL, "config: 7B parameter count 7,272,665,088",
+          "got %lld", (long long)fmb_config_param_count(&c));
+    fmb_config s;
+    check(fmb_synth_shape("7b", &s, &e) == FMB_OK && fmb_config_param_count(&s) == 7272665088LL,
+          "synth: 7b shape", "got %lld", (long long)fmb_config_param_count(&s));
+
+    ok = parse("{\"model_type\":\"falcon_mamba\",\"hidden_size\":100,\"num_hidden_layers\":2,"
+               "\"vocab_size\":10,\"time_step_rank\":\"auto\",\"eos_token_id\":[3,4]}",
+               &c, &e) == FMB_OK;
+    check(ok && c.R == 7 && c.E == 200 && c.tie_embeddings && c.n_eos == 2 && c.eos_ids[1] == 4,
+          "config: auto rank = ceil(D/16), expand fallback, HF defaults, eos list", "R=%lld",
+          (long long)c.R);
+    ok = parse("{\"model_type\":\"mamba\",\"hidden_size\":8,\"num_hidden_layers\":1,"
+               "\"vocab_size\":10}",
+               &c, &e) == FMB_OK;
+    check(ok && !c.mixer_norm, "config: plain mamba has no mixer norm", "mixer_norm=%d",
+          c.mixer_norm);
+
+    struct {
+        const char *json, *want;
+    } bad[] = {
+        {"{\"model_type\":\"llama\",\"hidden_size\":8,\"num_hidden_layers\":1,\"vocab_size\":9}",
+         "\"model_type\""},
+        {"{\"model_type\":\"falcon_mamba\",\"num_hidden_layers\":1,\"vocab_size\":9}",
+         "\"hidden_size\""},
+        {"{\"model_type\":\"falcon_mamba\",\"hidden_size\":\"8\",\"num_hidden_layers\":1,"
+         "\"vocab_size\":9}",
+         "\"hidden_size\" must be an integer"},
+        {"{\"model_type\":\"falcon_mamba\",\"hidden_size\":8,\"num_hidden_layers\":1,"
+         "\"vocab_size\":9,\"time_step_rank\":\"big\"}",
+         "\"time_step_rank\""},
+        {"{\"model_type\":\"falcon_mamba\",\"hidden_size\":8,\"num_hidden_layers\":1,"
+         "\"vocab_size\":9,\"eos_token_id\":9}",
+         "\"eos_token_id\""},
+        {"{\"model_type\":\"falcon_mamba\",\"hidden_size\":8,\"hidden_size\":9}", "malformed JSON"},
+        {"[1,2", "config.json:1:"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "config: bad case %zu names the field", i);
+        int rc = parse(bad[i].json, &c, &e);
+        check(rc != FMB_OK && strstr(e.msg, bad[i].want) && strstr(e.msg, "config.json"), name,
+              "rc=%d msg='%s' want '%s'", rc, rc ? e.msg : "", bad[i].want);
+    }
+}
+
+static void test_dtypes(void)
+{
+    int ok = 1;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = fmb_bf16_to_f32((uint16_t)h);
+        if (!isnan(f) && fmb_f32_to_bf16(f) != h)
+            ok = 0;
+    }
+    check(ok, "bf16 round trip of all 65536 values", "mismatch");
+    check(fmb_f32_to_bf16(1.00390625f) == 0x3f80 && fmb_f32_to_bf16(1.01171875f) == 0x3f82,
+          "bf16 rounds to nearest even", "got %04x %04x", fmb_f32_to_bf16(1.00390625f),
+          fmb_f32_to_bf16(1.01171875f));
+    check(fmb_f16_to_f32(0x3c00) == 1.0f && fmb_f16_to_f32(0xc000) == -2.0f &&
+              fmb_f16_to_f32(0x0001) == ldexpf(1.0f, -24) && isinf(fmb_f16_to_f32(0x7c00)) &&
+              fmb_f16_to_f32(0x7bff) == 65504.0f,
+          "f16 decode: normal, subnormal, inf, max", "bad value");
+}
+
+static void test_sampler(void)
+{
+    float l[6] = {1.0f, 3.0f, 3.0f, -2.0f, 0.5f, 2.9f};
+    fmb_sample_params g = {0};
+    check(fmb_sample(l, 6, &g, 0, NULL, NULL) == 1, "greedy ties go to the lowest id", "%s", "mismatch");
+    fmb_sample_params p = {0.8f, 0, 1.0f, 42, 7};
+    int same = 1, counts[6] = {0};
+    for (uint64_t s = 0; s < 4000; s++) {
+        int32_t a = fmb_sample(l, 6, &p, s, NULL, NULL), b = fmb_sample(l, 6, &p, s, NULL, NULL);
+        same &= a == b;
+        counts[a]++;
+    }
+    check(same, "sampling is a function of (seed, stream, step)", "%s", "mismatch");
+    check(counts[1] > 800 && counts[2] > 800 && counts[5] > 500 && counts[3] < 40,
+          "sampling follows softmax(l/T)", "counts %d %d %d %d %d %d", counts[0], counts[1],
+          counts[2], counts[3], counts[4], counts[5]);
+    fmb_sample_params k = {1.0f, 2, 1.0f, 1, 2};
+    int only = 1;
+    for (uint64_t s = 0; s < 500; s++) {
+        int32_t a = fmb_sample(l, 6, &k, s, NULL, NULL);
+        only &= a == 1 || a == 2;
+    }
+    check(only, "top-k keeps the k best", "%s", "mismatch");
+    fmb_sample_params tp = {1.0f, 0, 0.5f, 1, 3};
+    only = 1;
+    for (uint64_t s = 0; s < 500; s++) {
+        int32_t a = fmb_sample(l, 6, &tp, s, NULL, NULL);
+        only &= a == 1 || a == 2;
+    }
+    check(only, "top-p keeps the smallest prefix reaching p", "%s", "mismatch");
+    float lp;
+    fmb_sample(l, 6, &g, 0, NULL, &lp);
+    check(fabs(lp - fmb_logprob_of(l, 6, 1)) < 1e-6 && lp < 0, "logprob of the chosen token", "%g",
+          lp);
+    check(fmb_rng_uniform(1, 2, 3) != fmb_rng_uniform(1, 2, 4) &&
+              fmb_rng_uniform(1, 2, 3) == fmb_rng_uniform(1, 2, 3),
+          "counter RNG", "%s", "mismatch");
+}
+
+/* Several sequences in one chunk (varlen) equal each sequence run alone; a continued chunk
+ * equals one long run. */
+static void test_varlen(void)
+{
+    uint64_t rs = 9;
+    const size_t E = 37, N = 5, K = 4, T = 23;
+    float *x = malloc(T * E * 4), *dt = malloc(T * E * 4), *z = malloc(T * E * 4),
+          *bc = malloc(T * 2 * N * 4), *A = malloc(E * N * 4), *bias = malloc(E * 4),
+          *Dv = malloc(E * 4), *w = malloc(E * K * 4), *cb = malloc(E * 4);
+    for (size_t i = 0; i < T * E; i++) {
+        x[i] = check_rand_normal(&rs);
+        dt[i] = 3 * check_rand_normal(&rs) + (i % 7 == 0 ? 25.0f : 0.0f);
+        z[i] = check_rand_normal(&rs);
+    }
+    for (size_t i = 0; i < T * 2 * N; i++)
+        bc[i] = check_rand_normal(&rs);
+    for (size_t i = 0; i < E * N; i++)
+        A[i] = -expf(logf((float)(i % N + 1)) + 0.1f * check_rand_normal(&rs));
+    for (size_t i = 0; i < E; i++) {
+        bias[i] = check_rand_normal(&rs);
+        Dv[i] = check_rand_normal(&rs);
+        cb[i] = check_rand_normal(&rs);
+    }
+    for (size_t i = 0; i < E * K; i++)
+        w[i] = check_rand_normal(&rs);
+    float *y1 = malloc(T * E * 4), *y2 = malloc(T * E * 4), *c1 = malloc(T * E * 4),
+          *c2 = malloc(T * E * 4);
+    float *cs = calloc(3 * E * (K - 1), 4), *hs = calloc(3 * E * N, 4);
+    float *cs1 = calloc(E * (K - 1), 4), *hs1 = calloc(E * N, 4);
+    // three sequences in slots 2, 0, 1: rows [0,1), [1,10), [10,23)
+    int32_t st[4] = {0, 1, 10, 23}, slot[3] = {2, 0, 1};
+    uint8_t has[3] = {0, 0, 0};
+    fmb_varlen vl = {3, st, slot, has};
+    fmb_kcpu_conv1d(x, E, c1, E, w, cb, E, K, cs, E * (K - 1), &vl);
+    fmb_kcpu_scan(c1, E, dt, E, bias, A, bc, bc + N, 2 * N, Dv, z, E, y1, E, E, N, hs, E * N, &vl);
+    double worst = 0;
+    for (int s = 0; s < 3; s++) {
+        int32_t st1[2] = {0, st[s + 1] - st[s]}, s0 = 0;
+        uint8_t h0 = 0;
+        fmb_varlen v1 = {1, st1, &s0, &h0};
+        size_t o = (size_t)st[s];
+        fmb_kcpu_conv1d(x + o * E, E, c2 + o * E, E, w, cb, E, K, cs1, E * (K - 1), &v1);
+        fmb_kcpu_scan(c2 + o * E, E, dt + o * E, E, bias, A, bc + o * 2 * N, bc + o * 2 * N + N,
+                      2 * N, Dv, z + o * E, E, y2 + o * E, E, E, N, hs1, E * N, &v1);
+        for (size_t i = 0; i < E * N; i++)
+            worst = fmax(worst, fabs(hs1[i] - hs[(size_t)slot[s] * E * N + i]));
+    }
+    for (size_t i = 0; i < T * E; i++)
+        worst = fmax(worst, fabs(y1[i] - y2[i]));
+    check(worst == 0, "varlen: three sequences in one chunk equal separate runs", "max diff %g",
+          worst);
+    // continuation: rows [0,10) then [10,23) from the carried state equal one run of 23
+    int32_t a[2] = {0, 10}, b[2] = {0, 13}, all[2] = {0, 23}, s0 = 0;
+    uint8_t fresh = 0, cont = 1;
+    fmb_varlen va = {1, a, &s0, &fresh}, vb = {1, b, &s0, &cont}, vall = {1, all, &s0, &fresh};
+    memset(cs1, 0, E * (K - 1) * 4);
+    memset(hs1, 0, E * N * 4);
+    fmb_kcpu_conv1d(x, E, c1, E, w, cb, E, K, cs1, E * (K - 1), &vall);
+    fmb_kcpu_scan(c1, E, dt, E, bias, A, bc, bc + N, 2 * N, Dv, z, E, y1, E, E, N, hs1, E * N,
+                  &vall);
+    fmb_kcpu_conv1d(x, E, c2, E, w, cb, E, K, cs, E * (K - 1), &va);
+    fmb_kcpu_scan(c2, E, dt, E, bias, A, bc, bc + N, 2 * N, Dv, z, E, y2, E, E, N, hs, E * N, &va);
+    fmb_kcpu_conv1d(x + 10 * E, E, c2 + 10 * E, E, w, cb, E, K, cs, E * (K - 1), &vb);
+    fmb_kcpu_scan(c2 + 10 * E, E, dt + 10 * E, E, bias, A, bc + 20 * N, bc + 20 * N + N, 2 * N,
+                  Dv, z + 10 * E, E, y2 + 10 * E, E, E, N, hs, E * N, &vb);
+    worst = 0;
+    for (size_t i = 0; i < T * E; i++)
+        worst = fmax(worst, fabs(y1[i] - y2[i]));
+    check(worst == 0, "varlen: a chunk continued from the carried state equals one run",
+          "max diff %g", worst);
+    float *ptrs[] = {x, dt, z, bc, A, bias, Dv, w, cb, y1, y2, c1, c2, cs, hs, cs1, hs1};
+    for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
+        free(ptrs[i]);
+}
+
+static void test_head(void)
+{
+    float l[2][7] = {{0, 5, 5, 1, -1, 4, 5}, {2, 2, 2, 2, 2, 2, 2}};
+    int32_t tg[2] = {5, 3}, rank[2], am[2], tk[6];
+    float lp[2], tkl[6];
+    fmb_kcpu_head_reduce(&l[0][0], 7, 2, 7, tg, lp, rank, am, 3, tk, tkl);
+    double lse = 5 + log(3 + exp(-5) + exp(-4) + exp(-6) + exp(-1));
+    check(am[0] == 1 && rank[0] == 3 && fabs(lp[0] - (4 - lse)) < 1e-6, "head: argmax, rank, logprob",
+          "am %d rank %d lp %g", am[0], rank[0], lp[0]);
+    check(tk[0] == 1 && tk[1] == 2 && tk[2] == 6 && tk[3] == 0 && tk[4] == 1 && tk[5] == 2 &&
+              rank[1] == 0 && am[1] == 0,
+          "head: top-k ties to the lowest id", "%d %d %d / %d %d %d", tk[0], tk[1], tk[2], tk[3],
+          tk[4], tk[5]);
+}
+
+int main(void)
+{
+    test_config();
+    test_dtypes();
+    test_sampler();
+    test_varlen();
+    test_head();
+    return check_exit();
+}
