@@ -1,0 +1,143 @@
+/*
+ * k_head: per-row reductions of an lm_head logits tile (the tile is bounded: rows × V f32,
+ * reused for every sub-chunk). One block per row: max and argmax (first max), log-sum-exp,
+ * the target's log-probability and rank (ids with a strictly larger logit), and top-k by k
+ * selection rounds (descending, ties to the lowest id). kcpu twin: fmb_kcpu_head_reduce.
+ */
+#include "kernels/k_common.cuh"
+
+#include <math.h>
+
+#define HEAD_THREADS 512
+
+// (v, i) better than (bv, bi): larger value, then lower id.
+__device__ __forceinline__ bool better(float v, int i, float bv, int bi)
+{
+    return v > bv || (v == bv && i < bi);
+}
+
+__device__ __forceinline__ void block_best(float &v, int &i, float *shv, int *shi)
+{
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, v, o);
+        int oi = __shfl_xor_sync(0xffffffffu, i, o);
+        if (better(ov, oi, v, i)) {
+            v = ov;
+            i = oi;
+        }
+    }
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (lane == 0) {
+        shv[w] = v;
+        shi[w] = i;
+    }
+    __syncthreads();
+    v = lane < nw ? shv[lane] : -INFINITY;
+    i = lane < nw ? shi[lane] : 0x7fffffff;
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, v, o);
+        int oi = __shfl_xor_sync(0xffffffffu, i, o);
+        if (better(ov, oi, v, i)) {
+            v = ov;
+            i = oi;
+        }
+    }
+}
+
+static __global__ void __launch_bounds__(HEAD_THREADS)
+    head_kernel(const float *logits, size_t ld, int V, const int32_t *targets, float *logprob,
+                int32_t *rank, int32_t *argmax, int top_k, int32_t *topk_ids, float *topk_lp)
+{
+    __shared__ float shv[32];
+    __shared__ int shi[32];
+    __shared__ double shd[32];
+    size_t t = blockIdx.x;
+    const float *l = logits + t * ld;
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int v = threadIdx.x; v < V; v += HEAD_THREADS) {
+        float x = l[v];
+        if (better(x, v, bv, bi)) {
+            bv = x;
+            bi = v;
+        }
+    }
+    block_best(bv, bi, shv, shi);
+    const float mx = bv;
+    const int am = bi;
+    // log-sum-exp: per-thread float partials, summed in double across the block
+    float se = 0.0f;
+    for (int v = threadIdx.x; v < V; v += HEAD_THREADS)
+        se += expf(l[v] - mx);
+    double sd = se;
+    for (int o = 16; o > 0; o >>= 1)
+        sd += __shfl_xor_sync(0xffffffffu, sd, o);
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    __syncthreads();
+    if (lane == 0)
+        shd[w] = sd;
+    __syncthreads();
+    sd = lane < HEAD_THREADS / 32 ? shd[lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1)
+        sd += __shfl_xor_sync(0xffffffffu, sd, o);
+    const double lse = (double)mx + log(sd);
+
+    int32_t tgt = targets ? targets[t] : -1;
+    if (rank) {
+        int cnt = 0;
+        if (tgt >= 0) {
+            float lt = l[tgt];
+            for (int v = threadIdx.x; v < V; v += HEAD_THREADS)
+                cnt += l[v] > lt;
+        }
+        float fc = fmb_block_sum((float)cnt, shv); // exact: counts < 2^24
+        if (threadIdx.x == 0)
+            rank[t] = tgt >= 0 ? (int32_t)fc : -1;
+    }
+    if (threadIdx.x == 0) {
+        if (argmax)
+            argmax[t] = am;
+        if (logprob)
+            logprob[t] = tgt >= 0 ? (float)((double)l[tgt] - lse) : NAN;
+    }
+    if (top_k > 0 && topk_ids) {
+        float pv = INFINITY;
+        int pi = -1;
+        for (int r = 0; r < top_k; r++) {
+            float cv = -INFINITY;
+            int ci = 0x7fffffff;
+            for (int v = threadIdx.x; v < V; v += HEAD_THREADS) {
+                float x = l[v];
+                // strictly after (pv, pi) in the order (value desc, id asc)
+                bool after = x < pv || (x == pv && v > pi);
+                if (after && better(x, v, cv, ci)) {
+                    cv = x;
+                    ci = v;
+                }
+            }
+            block_best(cv, ci, shv, shi);
+            bool found = ci != 0x7fffffff;
+            if (threadIdx.x == 0) {
+                topk_ids[t * (size_t)top_k + r] = found ? ci : -1;
+                if (topk_lp)
+                    topk_lp[t * (size_t)top_k + r] = found ? (float)((double)cv - lse) : NAN;
+            }
+            pv = cv;
+            pi = ci;
+        }
+    }
+}
+
+extern "C" void fmb_k_head_reduce(const fmb_cuda_ctx *c, const float *logits, size_t ld, size_t T,
+                                  size_t V, const int32_t *targets, float *logprob, int32_t *rank,
+                                  int32_t *argmax, int top_k, int32_t *topk_ids,
+                                  float *topk_logprobs)
+{
+    if (T == 0)
+        return;
+    FMB_ASSERT(V >= 1 && V <= INT32_MAX && T <= INT32_MAX && top_k <= 64);
+    head_kernel<<<(unsigned)T, HEAD_THREADS, 0, FMB_STREAM(c)>>>(
+        logits, ld, (int)V, targets, logprob, rank, argmax, top_k, topk_ids, topk_logprobs);
+    FMB_LAUNCH_CHECK(c);
+}

@@ -1,0 +1,207 @@
+/*
+ * k_scan: the chunked parallel selective scan over a varlen chunk, continuing from each
+ * sequence's ssm state, with the elementwise work fused (dt scale and bias, softplus, the
+ * discretisation, the C contraction, the D skip and the SiLU gate). kcpu twin: fmb_kcpu_scan.
+ *
+ * Parallel over time by segments (a chunked carry, since h_t = a_t h_{t-1} + b_t composes):
+ *   pass A  every segment but a sequence's last is scanned from h = 0 by one thread per
+ *           (segment, channel) holding the N states in registers; it keeps its end state and
+ *           Σ dt (the segment's decay is exp(A · Σ dt), so one scalar per channel suffices);
+ *   combine one thread per (sequence, channel, state) walks the segments in order from the
+ *           carried state: h_in[g] = h, h = exp(A Σdt_g) h + h_end[g];
+ *   pass C  every segment is rescanned from its h_in and writes y; a sequence's last segment
+ *           writes the final state.
+ * When every sequence fits in one segment (decode: one token each), pass C alone runs,
+ * reading the carried state directly. Exponentials as exp2 with A pre-scaled by log2(e).
+ * Workspace: h [nsegs, N, E] f32 (pass A's end states, overwritten by the combine's start
+ * states), sdt [nsegs, E] f32.
+ */
+#include "kernels/k_common.cuh"
+
+#define SCAN_THREADS 128
+#define SCAN_TILE    64
+#define LOG2E_F      1.4426950408889634f
+
+template <typename AT, int NN, bool MASK, bool FINAL>
+static __global__ void __launch_bounds__(SCAN_THREADS)
+    scan_seg_kernel(const AT *u, size_t ldu, const AT *dtp, size_t lddt, const float *dtscale,
+                    const float *dt_bias, const float *A, const float *BC, size_t ldbc,
+                    const float *Dskip, const AT *z, size_t ldz, AT *y, size_t ldy, int E, int N,
+                    fmb_kplan p, size_t ssm_off, float *hbuf, float *sdt)
+{
+    __shared__ __align__(16) float sbc[SCAN_TILE * 2 * NN];
+    __shared__ float sds[SCAN_TILE];
+    const int g = blockIdx.y;
+    const fmb_kseg sg = p.segs[g];
+    if (!FINAL && (sg.flags & FMB_SEG_LAST))
+        return; // the last segment's end state is never needed (uniform over the block)
+    const int e = blockIdx.x * SCAN_THREADS + threadIdx.x;
+    const bool act = e < E;
+    const int ec = act ? e : E - 1; // inactive lanes compute on a valid channel, store nothing
+    const int n2 = 2 * N;
+
+    float a2[NN], h[NN];
+#pragma unroll
+    for (int n = 0; n < NN; n++)
+        a2[n] = (!MASK || n < N) ? A[(size_t)ec * N + n] * LOG2E_F : 0.0f;
+    if (!FINAL) {
+#pragma unroll
+        for (int n = 0; n < NN; n++)
+            h[n] = 0.0f;
+    } else if ((sg.flags & FMB_SEG_FIRST) && (sg.flags & FMB_SEG_LAST)) {
+        // one segment: start from the carried state (zeros when fresh)
+        const float *hs = p.state[sg.seq] + ssm_off + (size_t)ec * N;
+#pragma unroll
+        for (int n = 0; n < NN; n++)
+            h[n] = ((!MASK || n < N) && !(sg.flags & FMB_SEG_FRESH)) ? hs[n] : 0.0f;
+    } else {
+#pragma unroll
+        for (int n = 0; n < NN; n++)
+            h[n] = (!MASK || n < N) ? hbuf[((size_t)g * N + n) * E + ec] : 0.0f;
+    }
+    const float bias = dt_bias[ec];
+    const float dsk = FINAL ? Dskip[ec] : 0.0f;
+    float sumdt = 0.0f;
+
+    for (int32_t tb = sg.t0; tb < sg.t1; tb += SCAN_TILE) {
+        int nt = sg.t1 - tb < SCAN_TILE ? sg.t1 - tb : SCAN_TILE;
+        __syncthreads();
+        for (int i = threadIdx.x; i < nt * n2; i += SCAN_THREADS) {
+            int k = i / n2, j = i - k * n2;
+            sbc[k * 2 * NN + (j < N ? j : NN + j - N)] = BC[(size_t)(tb + k) * ldbc + j];
+        }
+        for (int i = threadIdx.x; i < nt; i += SCAN_THREADS)
+            sds[i] = dtscale ? dtscale[tb + i] : 1.0f;
+        __syncthreads();
+#pragma unroll 2
+        for (int k = 0; k < nt; k++) {
+            size_t t = (size_t)tb + k;
+            float dp = fmb_ld(dtp + t * lddt + ec);
+            float ut = fmb_ld(u + t * ldu + ec);
+            float zt = FINAL ? fmb_ld(z + t * ldz + ec) : 0.0f;
+            // discrete_time_step = softplus(dt_proj(rms(time_step)) + dt_proj.bias)
+            float dt = fmb_softplus(dp * sds[k] + bias);
+            float dtu = dt * ut;
+            const float *bk = sbc + k * 2 * NN;
+            float acc = 0.0f;
+#pragma unroll
+            for (int n = 0; n < NN; n++) {
+                if (MASK && n >= N)
+                    break;
+                // h = exp(A dt) h + dt B u ;  y = Σ h C
+                float dA = exp2f(a2[n] * dt);
+                h[n] = dA * h[n] + bk[n] * dtu;
+                if (FINAL)
+                    acc += h[n] * bk[NN + n];
+            }
+            if (FINAL) {
+                // scan_output = (scan_output + hidden_states * D) * act(gate)
+                float out = (acc + ut * dsk) * fmb_silu(zt);
+                if (act)
+                    fmb_st(y + t * ldy + e, out);
+            } else {
+                sumdt += dt;
+            }
+        }
+    }
+    if (!act)
+        return;
+    if (!FINAL) {
+#pragma unroll
+        for (int n = 0; n < NN; n++)
+            if (!MASK || n < N)
+                hbuf[((size_t)g * N + n) * E + e] = h[n];
+        sdt[(size_t)g * E + e] = sumdt;
+    } else if (sg.flags & FMB_SEG_LAST) {
+        float *hs = p.state[sg.seq] + ssm_off + (size_t)e * N;
+#pragma unroll
+        for (int n = 0; n < NN; n++)
+            if (!MASK || n < N)
+                hs[n] = h[n];
+    }
+}
+
+// One thread per (state n, channel e) of one sequence: the serial walk over its segments.
+static __global__ void scan_combine_kernel(const float *A, int E, int N, fmb_kplan p,
+                                           size_t ssm_off, float *hbuf, const float *sdt)
+{
+    int s = blockIdx.y;
+    size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (idx >= (size_t)E * N)
+        return;
+    int g0 = p.seq_seg0[s], g1 = p.seq_seg0[s + 1];
+    if (g1 - g0 <= 1)
+        return;
+    int n = (int)(idx / E), e = (int)(idx % E);
+    float a2 = A[(size_t)e * N + n] * LOG2E_F;
+    float h = p.has_state[s] ? p.state[s][ssm_off + (size_t)e * N + n] : 0.0f;
+    for (int g = g0; g < g1; g++) {
+        size_t i = ((size_t)g * N + n) * E + e;
+        float hend = g < g1 - 1 ? hbuf[i] : 0.0f;
+        hbuf[i] = h;
+        if (g < g1 - 1)
+            h = exp2f(a2 * sdt[(size_t)g * E + e]) * h + hend;
+    }
+}
+
+extern "C" size_t fmb_k_scan_ws_bytes(size_t nsegs, size_t E, size_t N)
+{
+    return nsegs * E * (N + 1) * sizeof(float) + 256;
+}
+
+template <typename AT, int NN, bool MASK>
+static void scan_launch(const fmb_cuda_ctx *c, const void *u, size_t ldu, const void *dt_pre,
+                        size_t lddt, const float *dtscale, const float *dt_bias, const float *A,
+                        const float *BC, size_t ldbc, const float *Dskip, const void *z,
+                        size_t ldz, void *y, size_t ldy, size_t E, size_t N, const fmb_kplan *p,
+                        size_t ssm_off, void *ws)
+{
+    float *hbuf = (float *)ws;
+    float *sdt = hbuf + (size_t)p->nsegs * N * E;
+    dim3 g(fmb_cdiv(E, SCAN_THREADS), (unsigned)p->nsegs);
+    if (p->multi_seg) {
+        scan_seg_kernel<AT, NN, MASK, false><<<g, SCAN_THREADS, 0, FMB_STREAM(c)>>>(
+            (const AT *)u, ldu, (const AT *)dt_pre, lddt, dtscale, dt_bias, A, BC, ldbc, Dskip,
+            (const AT *)z, ldz, (AT *)y, ldy, (int)E, (int)N, *p, ssm_off, hbuf, sdt);
+        FMB_LAUNCH_CHECK(c);
+        dim3 gc(fmb_cdiv(E * N, 256), (unsigned)p->nseq);
+        scan_combine_kernel<<<gc, 256, 0, FMB_STREAM(c)>>>(A, (int)E, (int)N, *p, ssm_off, hbuf,
+                                                           sdt);
+        FMB_LAUNCH_CHECK(c);
+    }
+    scan_seg_kernel<AT, NN, MASK, true><<<g, SCAN_THREADS, 0, FMB_STREAM(c)>>>(
+        (const AT *)u, ldu, (const AT *)dt_pre, lddt, dtscale, dt_bias, A, BC, ldbc, Dskip,
+        (const AT *)z, ldz, (AT *)y, ldy, (int)E, (int)N, *p, ssm_off, hbuf, sdt);
+    FMB_LAUNCH_CHECK(c);
+}
+
+extern "C" void fmb_k_scan(const fmb_cuda_ctx *c, fmb_kdt at, const void *u, size_t ldu,
+                           const void *dt_pre, size_t lddt, const float *dtscale,
+                           const float *dt_bias, const float *A, const float *BC, size_t ldbc,
+                           const float *Dskip, const void *z, size_t ldz, void *y, size_t ldy,
+                           size_t E, size_t N, const fmb_kplan *p, size_t ssm_off, void *ws)
+{
+    FMB_ASSERT(N >= 1 && N <= 16 && E >= 1 && E <= INT32_MAX);
+    FMB_ASSERT(ldbc >= 2 * N && p->nsegs >= 1 && p->nsegs <= 65535 && p->nseq <= 65535);
+    if (p->T == 0)
+        return;
+#define FMB_SCAN_CASE(AT)                                                                          \
+    do {                                                                                           \
+        if (N == 16)                                                                               \
+            scan_launch<AT, 16, false>(c, u, ldu, dt_pre, lddt, dtscale, dt_bias, A, BC, ldbc,     \
+                                       Dskip, z, ldz, y, ldy, E, N, p, ssm_off, ws);               \
+        else if (N == 8)                                                                           \
+            scan_launch<AT, 8, false>(c, u, ldu, dt_pre, lddt, dtscale, dt_bias, A, BC, ldbc,      \
+                                      Dskip, z, ldz, y, ldy, E, N, p, ssm_off, ws);                \
+        else                                                                                       \
+            scan_launch<AT, 16, true>(c, u, ldu, dt_pre, lddt, dtscale, dt_bias, A, BC, ldbc,      \
+                                      Dskip, z, ldz, y, ldy, E, N, p, ssm_off, ws);                \
+    } while (0)
+    if (at == FMB_KDT_F32)
+        FMB_SCAN_CASE(float);
+    else if (at == FMB_KDT_BF16)
+        FMB_SCAN_CASE(__nv_bfloat16);
+    else
+        FMB_ASSERTF(0, "fmb_k_scan: unsupported activation type %d", (int)at);
+#undef FMB_SCAN_CASE
+}
