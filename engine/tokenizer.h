@@ -11,10 +11,10 @@
 #ifndef FMB_TOKENIZER_H
 #define FMB_TOKENIZER_H
 
-#include "kernels/base.h"
-
 #include <stddef.h>
 #include <stdint.h>
+
+#include "kernels/base.h"
 
 typedef struct fmb_tok fmb_tok;
 
@@ -38,19 +38,32 @@ void fmb_tok_free(fmb_tok *tok);
 /* Encodes len bytes of text and appends to out. Invalid UTF-8 is replaced by U+FFFD first.
  * special != 0 matches added tokens in the text (prompt templates); special == 0 never does
  * (document text: "<|endoftext|>" in a web page stays text). Offsets refer to text. */
-FMB_NODISCARD fmb_status fmb_tok_encode(const fmb_tok *tok, const char *text, size_t len,
-                                        int special, fmb_ids *out, fmb_err *err);
+FMB_NODISCARD fmb_status fmb_tok_encode(
+    const fmb_tok *tok, const char *text, size_t len, int special, fmb_ids *out, fmb_err *err);
 
 /* Decodes ids to bytes; invalid UTF-8 in the result is replaced by U+FFFD (as HF's lossy
  * decode). *out is NUL-terminated, caller frees. skip_special drops special added tokens. */
-FMB_NODISCARD fmb_status fmb_tok_decode(const fmb_tok *tok, const int32_t *ids, size_t n,
-                                        int skip_special, char **out, size_t *out_len,
+FMB_NODISCARD fmb_status fmb_tok_decode(const fmb_tok *tok,
+                                        const int32_t *ids,
+                                        size_t n,
+                                        int skip_special,
+                                        char **out,
+                                        size_t *out_len,
                                         fmb_err *err);
 
 /* The raw bytes of one token after the byte-level map is undone (may be a partial UTF-8
  * sequence: streaming decoders buffer incomplete tails). Borrowed, valid while tok lives.
  * NULL for an id out of range. */
 const char *fmb_tok_token_bytes(const fmb_tok *tok, int32_t id, size_t *len);
+
+/* 1 if id is a special added token (dropped by decode with skip_special). */
+int fmb_tok_is_special(const fmb_tok *tok, int32_t id);
+
+/* Streaming decode helper: the length of the longest prefix of s[0..len) that does not end in a
+ * UTF-8 sequence that is incomplete but still valid so far (hold those bytes back until the next
+ * token arrives; anything else, invalid bytes included, is final: a lossy decode turns it into
+ * U+FFFD whatever follows). */
+size_t fmb_tok_utf8_complete(const char *s, size_t len);
 
 /* Number of ids (model vocab plus added tokens, max id + 1). */
 int32_t fmb_tok_vocab_size(const fmb_tok *tok);
