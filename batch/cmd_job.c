@@ -1,38 +1,806 @@
-/* placeholder until the module lands */
+/*
+ * cmd_job: the job commands `run`, `check`, `status`, `export` and `retry` (ARCHITECTURE.md).
+ *
+ * run: load the job, hash the model and tokenizer (fingerprint), load them, prepare the tasks,
+ * open the output (queue) and the source, then for each document the source yields: claim it,
+ * run the tasks, write its rows and mark it done in one transaction (or record why it failed).
+ * A pass that leaves claimable items behind (released by an interrupted worker, or orphaned by
+ * a dead one) is followed by another pass, up to three.
+ *
+ * Signals: the first SIGINT/SIGTERM sets fmb_job_signal (the one process-wide flag, a
+ * volatile sig_atomic_t as the C standard allows a handler to write); the current item is
+ * released without counting an attempt at the next check, and the run exits 130/143. The
+ * handler is one-shot (SA_RESETHAND): a second signal kills at once, and the next run reclaims
+ * the item because its owner process is gone.
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "batch/cli.h"
+#include "batch/ident.h"
+#include "batch/job.h"
+#include "batch/progress.h"
+#include "batch/queue.h"
+#include "batch/source.h"
+#include "batch/task.h"
+#include "engine/tokenizer.h"
+
+/* The signal that asked the run to stop (0: none). Written only by the handler. */
+static volatile sig_atomic_t fmb_job_signal;
+
+static void on_signal(int sig)
+{
+    fmb_job_signal = sig;
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* Shared option parsing: JOB.toml plus the engine options and a few per command. */
+typedef struct {
+    const char *job_path;
+    fmb_engine_opts eo;
+    fmb_progress_mode progress;
+    double progress_interval;
+    int64_t max_items;
+    const char *format;
+    int failed, include_failed;
+} job_args;
+
+enum {
+    OPT_BACKEND = 256,
+    OPT_DTYPE,
+    OPT_CHUNK,
+    OPT_MEM,
+    OPT_THREADS,
+    OPT_PROGRESS,
+    OPT_PROGRESS_INTERVAL,
+    OPT_MAX_ITEMS,
+    OPT_FORMAT,
+    OPT_FAILED,
+    OPT_INCLUDE_FAILED
+};
+
+static int parse_args(int argc, char **argv, job_args *a)
+{
+    static const struct option opts[] = {
+        {"backend", required_argument, 0, OPT_BACKEND},
+        {"dtype", required_argument, 0, OPT_DTYPE},
+        {"chunk-tokens", required_argument, 0, OPT_CHUNK},
+        {"mem-limit", required_argument, 0, OPT_MEM},
+        {"threads", required_argument, 0, OPT_THREADS},
+        {"progress", required_argument, 0, OPT_PROGRESS},
+        {"progress-interval", required_argument, 0, OPT_PROGRESS_INTERVAL},
+        {"max-items", required_argument, 0, OPT_MAX_ITEMS},
+        {"format", required_argument, 0, OPT_FORMAT},
+        {"failed", no_argument, 0, OPT_FAILED},
+        {"include-failed", no_argument, 0, OPT_INCLUDE_FAILED},
+        {0, 0, 0, 0}};
+    const char *cmd = argv[0];
+    memset(a, 0, sizeof *a);
+    a->progress_interval = 30;
+    optind = 1;
+    opterr = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int bad = 0;
+        uint64_t u;
+        double d;
+        switch (c) {
+        case OPT_BACKEND:
+        case OPT_DTYPE:
+        case OPT_CHUNK:
+        case OPT_MEM:
+        case OPT_THREADS:
+            fmb_cli_engine_opt(opts[c - OPT_BACKEND].name, optarg, &a->eo, &bad);
+            if (bad) {
+                fmb_cli_error(cmd, "bad value for --%s: '%s'", opts[c - OPT_BACKEND].name, optarg);
+                return -1;
+            }
+            break;
+        case OPT_PROGRESS:
+            if (!strcmp(optarg, "auto"))
+                a->progress = FMB_PROGRESS_AUTO;
+            else if (!strcmp(optarg, "bar"))
+                a->progress = FMB_PROGRESS_BAR;
+            else if (!strcmp(optarg, "plain"))
+                a->progress = FMB_PROGRESS_PLAIN;
+            else if (!strcmp(optarg, "none"))
+                a->progress = FMB_PROGRESS_NONE;
+            else {
+                fmb_cli_error(cmd, "--progress must be auto, bar, plain or none");
+                return -1;
+            }
+            break;
+        case OPT_PROGRESS_INTERVAL:
+            if (fmb_cli_parse_float(optarg, &d) || d <= 0) {
+                fmb_cli_error(cmd, "--progress-interval must be a positive number of seconds");
+                return -1;
+            }
+            a->progress_interval = d;
+            break;
+        case OPT_MAX_ITEMS:
+            if (fmb_cli_parse_u64(optarg, &u) || u == 0) {
+                fmb_cli_error(cmd, "--max-items must be a positive integer");
+                return -1;
+            }
+            a->max_items = (int64_t)u;
+            break;
+        case OPT_FORMAT:
+            if (strcmp(optarg, "jsonl") && strcmp(optarg, "csv")) {
+                fmb_cli_error(cmd, "--format must be jsonl or csv");
+                return -1;
+            }
+            a->format = optarg;
+            break;
+        case OPT_FAILED:
+            a->failed = 1;
+            break;
+        case OPT_INCLUDE_FAILED:
+            a->include_failed = 1;
+            break;
+        default:
+            return -1;
+        }
+    }
+    if (optind != argc - 1) {
+        fmb_cli_error(cmd, "expected one job file (fmbatch %s JOB.toml [options])", cmd);
+        return -1;
+    }
+    a->job_path = argv[optind];
+    return 0;
+}
+
+/* Job settings fill engine options the command line did not set. */
+static int job_engine_opts(const fmb_job *job, fmb_engine_opts *eo, const char *cmd)
+{
+    int bad = 0;
+    if (eo->backend == FMB_BACKEND_AUTO)
+        fmb_cli_engine_opt("backend", job->backend, eo, &bad);
+    if (!bad && eo->compute == FMB_COMPUTE_DEFAULT && job->dtype)
+        fmb_cli_engine_opt("dtype", job->dtype, eo, &bad);
+    if (!eo->chunk_tokens && job->chunk_tokens)
+        eo->chunk_tokens = (size_t)job->chunk_tokens;
+    if (!eo->threads && job->threads)
+        eo->threads = (int)job->threads;
+    if (!bad && !eo->mem_limit && job->mem_limit)
+        fmb_cli_engine_opt("mem-limit", job->mem_limit, eo, &bad);
+    if (bad)
+        fmb_cli_error(cmd, "%s: [job] has a bad backend, dtype or mem_limit", job->path);
+    return bad ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* run */
+
+typedef struct {
+    fmb_job *job;
+    fmb_tok *tok;
+    fmb_engine *eng;
+    fmb_tasks *tasks;
+    fmb_queue *q;
+    char model_hash[33], tok_hash[33];
+} run_env;
+
+static void env_free(run_env *e)
+{
+    fmb_tasks_free(e->tasks);
+    fmb_queue_close(e->q);
+    fmb_engine_free(e->eng);
+    fmb_tok_free(e->tok);
+    fmb_job_free(e->job);
+}
+
+/* Loads everything a run or a check needs. Returns an exit code (0 = ready). */
+static int env_open(const char *cmd, job_args *a, int with_queue, run_env *e)
+{
+    fmb_err err;
+    fmb_status s;
+    memset(e, 0, sizeof *e);
+    if ((s = fmb_job_load(a->job_path, &e->job, &err))) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        return FMB_EXIT_USAGE;
+    }
+    if (job_engine_opts(e->job, &a->eo, cmd))
+        return FMB_EXIT_USAGE;
+    if ((s = fmb_ident_model(e->job->model, e->model_hash, &err)) ||
+        (s = fmb_ident_file(e->job->tokenizer, e->tok_hash, &err)) ||
+        (s = fmb_tok_load(e->job->tokenizer, &e->tok, &err)) ||
+        (s = fmb_engine_open(e->job->model, &a->eo, &e->eng, &err))) {
+        fmb_cli_error(cmd, "%s: %s", e->job->path, err.msg);
+        return s == FMB_ENOMEM || s == FMB_EINTERNAL ? FMB_EXIT_FATAL : FMB_EXIT_USAGE;
+    }
+    if ((s = fmb_tasks_new(e->job, e->eng, e->tok, &e->tasks, &err))) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        return s == FMB_EINVAL || s == FMB_EUNSUP ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
+    }
+    if (!with_queue)
+        return 0;
+    if ((s = fmb_queue_open(e->job->output, e->job->name, 1, (int)e->job->max_attempts,
+                            (double)e->job->lease_seconds, &e->q, &err))) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        return s == FMB_EINVAL ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
+    }
+    char *fp = fmb_job_fingerprint_text(e->job, e->model_hash, e->tok_hash);
+    s = fmb_queue_bind_job(e->q, fp, e->job->model, e->model_hash, e->tok_hash, &err);
+    free(fp);
+    if (s) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        return s == FMB_EINVAL ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
+    }
+    return 0;
+}
+
+/* One pass over the source. Returns an exit code for fatal trouble, else 0. */
+static int run_pass(const char *cmd,
+                    run_env *e,
+                    job_args *a,
+                    fmb_progress *pg,
+                    fmb_progress_counts *pc,
+                    int64_t *taken)
+{
+    fmb_err err;
+    fmb_source *src = NULL;
+    fmb_status s = fmb_src_open(e->job, &src, &err);
+    if (s) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        return s == FMB_EINVAL ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
+    }
+    int rc = 0;
+    for (;;) {
+        if (fmb_job_signal || (a->max_items && *taken >= a->max_items))
+            break;
+        fmb_doc doc;
+        int eof;
+        if ((s = fmb_src_next(src, &doc, &eof, &err))) {
+            fmb_cli_error(cmd, "%s", err.msg);
+            rc = FMB_EXIT_FATAL;
+            break;
+        }
+        if (eof)
+            break;
+        pc->seen++;
+        if (doc.error) {
+            int recorded;
+            if ((s = fmb_queue_fail_key(e->q, doc.key, doc.error, &recorded, &err))) {
+                fmb_cli_error(cmd, "%s", err.msg);
+                rc = FMB_EXIT_FATAL;
+                break;
+            }
+            if (recorded) {
+                pc->failed++;
+                fprintf(stderr, "fmbatch run: %s: failed: %s\n", doc.key, doc.error);
+            } else {
+                pc->skipped++;
+            }
+            fmb_progress_update(pg, pc, doc.key);
+            continue;
+        }
+        char hash[33];
+        fmb_queue_content_hash(doc.data, doc.len, hash);
+        fmb_claim claim;
+        int64_t id;
+        if ((s = fmb_queue_claim(e->q, doc.key, hash, doc.len, &claim, &id, &err))) {
+            fmb_cli_error(cmd, "%s", err.msg);
+            rc = FMB_EXIT_FATAL;
+            break;
+        }
+        if (claim == FMB_CLAIM_DEAD) {
+            pc->failed++;
+            fprintf(stderr, "fmbatch run: %s: dead: workers died on it %lld times\n", doc.key,
+                    (long long)e->job->max_attempts);
+            continue;
+        }
+        if (claim != FMB_CLAIM_TAKEN) {
+            pc->skipped++;
+            fmb_progress_update(pg, pc, doc.key);
+            continue;
+        }
+        (*taken)++;
+        double t0 = fmb_now();
+        fmb_task_output out;
+        s = fmb_tasks_run(e->tasks, doc.key, doc.data, doc.len, &fmb_job_signal, &out, &err);
+        if (s == FMB_EINTR) {
+            if ((s = fmb_queue_release(e->q, id, &err)))
+                fmb_cli_error(cmd, "%s", err.msg);
+            break;
+        }
+        if (s) {
+            pc->failed++;
+            fprintf(stderr, "fmbatch run: %s: failed: %s\n", doc.key, err.msg);
+            char reason[sizeof err.msg];
+            snprintf(reason, sizeof reason, "%s", err.msg);
+            if ((s = fmb_queue_fail(e->q, id, reason, &err))) {
+                fmb_cli_error(cmd, "%s", err.msg);
+                rc = FMB_EXIT_FATAL;
+                break;
+            }
+            continue;
+        }
+        /* One transaction: every task's row, then the item done (fenced by the lease). */
+        int lost = 0;
+        if (!(s = fmb_queue_begin(e->q, &err))) {
+            for (size_t i = 0; i < out.n && !s; i++)
+                s = fmb_queue_add_result(e->q, id, doc.key, &out.rows[i], &err);
+            if (s)
+                fmb_queue_rollback(e->q);
+            else
+                s = fmb_queue_finish(e->q, id, out.doc_tokens, fmb_now() - t0, &lost, &err);
+        }
+        if (s) {
+            fmb_cli_error(cmd, "%s", err.msg);
+            rc = FMB_EXIT_FATAL;
+            break;
+        }
+        if (lost) {
+            fprintf(stderr,
+                    "fmbatch run: %s: lease lost to another worker; its result is "
+                    "theirs\n",
+                    doc.key);
+            pc->skipped++;
+        } else {
+            pc->done++;
+            pc->tokens += out.doc_tokens;
+        }
+        fmb_progress_update(pg, pc, doc.key);
+    }
+    fmb_src_close(src);
+    return rc;
+}
 
 int fmb_cmd_run(int argc, char **argv)
 {
-    (void)argc;
-    fmb_cli_error(argv[0], "not built yet");
-    return FMB_EXIT_FATAL;
+    const char *cmd = argv[0];
+    job_args a;
+    if (parse_args(argc, argv, &a))
+        return FMB_EXIT_USAGE;
+    run_env e;
+    int rc = env_open(cmd, &a, 1, &e);
+    if (rc) {
+        env_free(&e);
+        return rc;
+    }
+    fmb_err err;
+    fmb_queue_counts qc;
+    fmb_progress_counts pc;
+    memset(&pc, 0, sizeof pc);
+    if (!fmb_queue_counts_get(e.q, &qc, &err))
+        pc.total = qc.pending + qc.running + qc.done + qc.failed + qc.dead;
+    install_signals();
+    if (fmb_queue_heartbeat_start(e.q, &err))
+        fmb_cli_error(cmd, "%s (leases will not be renewed)", err.msg);
+    fmb_progress *pg = fmb_progress_new(a.progress, a.progress_interval);
+    int64_t taken = 0;
+    for (int pass = 0; pass < 3 && !rc && !fmb_job_signal; pass++) {
+        rc = run_pass(cmd, &e, &a, pg, &pc, &taken);
+        int64_t left = 0;
+        if (rc || fmb_job_signal || (a.max_items && taken >= a.max_items) ||
+            fmb_queue_claimable(e.q, &left, &err) || left == 0)
+            break;
+        if (pc.total < pc.seen)
+            pc.total = pc.seen;
+        fprintf(stderr, "fmbatch run: %lld items left claimable, another pass\n", (long long)left);
+    }
+    fmb_queue_heartbeat_stop(e.q);
+    int sig = fmb_job_signal;
+    const char *how = sig ? "interrupted (the current item was released)" : "finished";
+    fmb_progress_end(pg, &pc, rc ? "stopped by an error" : how);
+    if (!rc && !sig && !fmb_queue_counts_get(e.q, &qc, &err)) {
+        fprintf(stderr,
+                "fmbatch run: output %s: %lld done, %lld failed, %lld dead, %lld pending, "
+                "%lld running\n",
+                e.job->output, (long long)qc.done, (long long)qc.failed, (long long)qc.dead,
+                (long long)qc.pending, (long long)qc.running);
+        if (qc.failed + qc.dead > 0) {
+            fprintf(stderr,
+                    "fmbatch run: some items failed: `fmbatch status %s` groups the "
+                    "reasons, `fmbatch retry %s --failed` queues them again\n",
+                    a.job_path, a.job_path);
+            rc = FMB_EXIT_ITEMS_FAILED;
+        }
+    }
+    env_free(&e);
+    if (sig)
+        return 128 + sig;
+    return rc;
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* check */
 
 int fmb_cmd_check(int argc, char **argv)
 {
-    (void)argc;
-    fmb_cli_error(argv[0], "not built yet");
-    return FMB_EXIT_FATAL;
+    const char *cmd = argv[0];
+    job_args a;
+    if (parse_args(argc, argv, &a))
+        return FMB_EXIT_USAGE;
+    run_env e;
+    int rc = env_open(cmd, &a, 0, &e);
+    if (rc) {
+        env_free(&e);
+        return rc;
+    }
+    fmb_err err;
+    fmb_source *src = NULL;
+    fmb_status s = fmb_src_open(e.job, &src, &err);
+    if (s) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        env_free(&e);
+        return s == FMB_EINVAL ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
+    }
+    /* Count everything; tokenize a sample of documents for a bytes-per-token estimate. */
+    int64_t items = 0, bad = 0, bytes = 0, sample_bytes = 0, sample_tokens = 0;
+    json_t *bad_list = json_array();
+    for (;;) {
+        fmb_doc doc;
+        int eof;
+        if ((s = fmb_src_next(src, &doc, &eof, &err))) {
+            fmb_cli_error(cmd, "%s", err.msg);
+            rc = FMB_EXIT_FATAL;
+            break;
+        }
+        if (eof)
+            break;
+        items++;
+        if (doc.error) {
+            bad++;
+            if (json_array_size(bad_list) < 20) {
+                json_t *o = json_object();
+                json_object_set_new(o, "key", json_string(doc.key));
+                json_object_set_new(o, "error", json_string(doc.error));
+                json_array_append_new(bad_list, o);
+            }
+            continue;
+        }
+        bytes += (int64_t)doc.len;
+        if (sample_bytes < (1 << 20)) {
+            fmb_ids ids;
+            memset(&ids, 0, sizeof ids);
+            if (!fmb_tok_encode(e.tok, doc.data, doc.len, 0, &ids, &err)) {
+                sample_bytes += (int64_t)doc.len;
+                sample_tokens += (int64_t)ids.n;
+            }
+            fmb_ids_free(&ids);
+        }
+    }
+    fmb_src_close(src);
+    if (!rc && items == 0) {
+        fmb_cli_error(cmd, "%s: the source yields no document", e.job->path);
+        rc = FMB_EXIT_USAGE;
+    }
+    if (!rc) {
+        double tokens =
+            sample_bytes > 0 ? (double)bytes * (double)sample_tokens / (double)sample_bytes : 0;
+        /* Prefill speed measured on a short run of the model. */
+        double tps = NAN;
+        fmb_state *st = NULL;
+        if (!fmb_state_new(e.eng, &st, &err)) {
+            int32_t ids[256];
+            for (int i = 0; i < 256; i++)
+                ids[i] = i % 200 + 10;
+            double t0 = fmb_now();
+            if (!fmb_engine_forward(e.eng, st, ids, 256, NULL, &err))
+                tps = 256 / (fmb_now() - t0);
+            fmb_state_free(st);
+        }
+        const fmb_config *cfg = fmb_engine_config(e.eng);
+        double state_bytes = (double)cfg->L * (double)cfg->E * (double)(cfg->K - 1 + cfg->N) * 4;
+        json_t *o = json_object();
+        json_object_set_new(o, "job", json_string(e.job->name));
+        json_object_set_new(o, "source", json_string(fmb_src_kind_name(e.job->source.kind)));
+        json_object_set_new(o, "items", json_integer(items));
+        json_object_set_new(o, "failing_items", json_integer(bad));
+        json_object_set_new(o, "failing", bad_list);
+        bad_list = NULL;
+        json_object_set_new(o, "bytes", json_integer(bytes));
+        json_object_set_new(o, "estimated_tokens", json_integer((json_int_t)tokens));
+        json_object_set_new(o, "tasks", json_integer((json_int_t)e.job->n_tasks));
+        json_object_set_new(o, "backend", json_string(fmb_engine_backend_name(e.eng)));
+        json_object_set_new(o, "device", json_string(fmb_engine_device_name(e.eng)));
+        json_object_set_new(o, "prefill_tokens_per_second",
+                            isfinite(tps) ? json_real(tps) : json_null());
+        json_object_set_new(o, "estimated_prefill_seconds",
+                            isfinite(tps) && tps > 0 ? json_real(tokens / tps) : json_null());
+        json_t *mem = json_object();
+        json_object_set_new(mem, "state_bytes_per_sequence", json_integer((json_int_t)state_bytes));
+        json_object_set_new(mem, "states", json_integer(2));
+        json_object_set_new(mem, "chunk_tokens",
+                            json_integer((json_int_t)fmb_engine_chunk_tokens(e.eng)));
+        json_object_set_new(o, "memory_plan", mem);
+        json_object_set_new(o, "output", json_string(e.job->output));
+        json_object_set_new(o, "model_hash", json_string(e.model_hash));
+        json_object_set_new(o, "tokenizer_hash", json_string(e.tok_hash));
+        char *txt = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+        printf("%s\n", txt);
+        free(txt);
+        json_decref(o);
+    }
+    json_decref(bad_list);
+    env_free(&e);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* status, retry, export: only the job file and its output are needed (no model). */
+
+static int open_output(const char *cmd, job_args *a, fmb_job **job, fmb_queue **q, int create)
+{
+    fmb_err err;
+    *q = NULL;
+    if (fmb_job_load(a->job_path, job, &err)) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        return FMB_EXIT_USAGE;
+    }
+    if (fmb_queue_open((*job)->output, (*job)->name, create, (int)(*job)->max_attempts,
+                       (double)(*job)->lease_seconds, q, &err)) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        return FMB_EXIT_USAGE;
+    }
+    return 0;
 }
 
 int fmb_cmd_status(int argc, char **argv)
 {
-    (void)argc;
-    fmb_cli_error(argv[0], "not built yet");
-    return FMB_EXIT_FATAL;
-}
-
-int fmb_cmd_export(int argc, char **argv)
-{
-    (void)argc;
-    fmb_cli_error(argv[0], "not built yet");
-    return FMB_EXIT_FATAL;
+    const char *cmd = argv[0];
+    job_args a;
+    if (parse_args(argc, argv, &a))
+        return FMB_EXIT_USAGE;
+    fmb_job *job = NULL;
+    fmb_queue *q = NULL;
+    fmb_err err;
+    fmb_queue_counts c;
+    memset(&c, 0, sizeof c);
+    int rc = 0;
+    if (fmb_job_load(a.job_path, &job, &err)) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        return FMB_EXIT_USAGE;
+    }
+    json_t *fails = json_array();
+    FILE *probe = fopen(job->output, "rb");
+    if (probe) { /* no output yet: every count is 0 */
+        fclose(probe);
+        if ((rc = open_output(cmd, &a, &(fmb_job *){NULL}, &q, 0)) == 0 &&
+            fmb_queue_counts_get(q, &c, &err)) {
+            fmb_cli_error(cmd, "%s", err.msg);
+            rc = FMB_EXIT_FATAL;
+        }
+    }
+    if (q && !rc) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(fmb_queue_db(q),
+                               "SELECT substr(error, 1, instr(error || ':', ':') - 1) AS reason, "
+                               "count(*), min(key) FROM item WHERE job = ?1 AND status IN "
+                               "('failed', 'dead') GROUP BY reason ORDER BY count(*) DESC",
+                               -1, &st, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(st, 1, job->name, -1, SQLITE_STATIC);
+            while (sqlite3_step(st) == SQLITE_ROW) {
+                json_t *o = json_object();
+                const char *r = (const char *)sqlite3_column_text(st, 0);
+                json_object_set_new(o, "reason", json_string(r ? r : ""));
+                json_object_set_new(o, "count", json_integer(sqlite3_column_int64(st, 1)));
+                const char *k = (const char *)sqlite3_column_text(st, 2);
+                json_object_set_new(o, "example", json_string(k ? k : ""));
+                json_array_append_new(fails, o);
+            }
+            sqlite3_finalize(st);
+        }
+    }
+    if (!rc) {
+        double wall = c.last_finished - c.first_started;
+        int64_t left = c.pending + c.running;
+        printf("{\"pending\":%lld,\"running\":%lld,\"done\":%lld,\"failed\":%lld,\"dead\":%lld,"
+               "\"total\":%lld,\"tokens\":%lld,\"item_seconds\":",
+               (long long)c.pending, (long long)c.running, (long long)c.done, (long long)c.failed,
+               (long long)c.dead, (long long)(c.pending + c.running + c.done + c.failed + c.dead),
+               (long long)c.tokens);
+        fmb_cli_json_num(stdout, c.seconds);
+        printf(",\"tokens_per_second\":");
+        fmb_cli_json_num(stdout, wall > 0 ? (double)c.tokens / wall : NAN);
+        printf(",\"items_per_second\":");
+        fmb_cli_json_num(stdout, wall > 0 ? (double)c.done / wall : NAN);
+        printf(",\"eta_seconds\":");
+        fmb_cli_json_num(stdout, c.done > 0 && wall > 0 ? (double)left * wall / (double)c.done
+                                                        : (left ? NAN : 0));
+        char *f = json_dumps(fails, JSON_COMPACT);
+        printf(",\"failures\":%s}\n", f ? f : "[]");
+        free(f);
+    }
+    json_decref(fails);
+    fmb_queue_close(q);
+    fmb_job_free(job);
+    return rc;
 }
 
 int fmb_cmd_retry(int argc, char **argv)
 {
-    (void)argc;
-    fmb_cli_error(argv[0], "not built yet");
-    return FMB_EXIT_FATAL;
+    const char *cmd = argv[0];
+    job_args a;
+    if (parse_args(argc, argv, &a))
+        return FMB_EXIT_USAGE;
+    if (!a.failed) {
+        fmb_cli_error(cmd, "usage: fmbatch retry JOB.toml --failed");
+        return FMB_EXIT_USAGE;
+    }
+    fmb_job *job = NULL;
+    fmb_queue *q = NULL;
+    int rc = open_output(cmd, &a, &job, &q, 0);
+    fmb_err err;
+    int64_t n = 0;
+    if (!rc && fmb_queue_retry_failed(q, &n, &err)) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        rc = FMB_EXIT_FATAL;
+    }
+    if (!rc)
+        printf("{\"retried\":%lld}\n", (long long)n);
+    fmb_queue_close(q);
+    fmb_job_free(job);
+    return rc;
 }
 
+/* Export: a blob column back to a JSON array (the per-token arrays, little-endian). */
+static json_t *blob_json(const char *col, const void *p, int n)
+{
+    json_t *a = json_array();
+    const unsigned char *b = p;
+    int is_float = !strcmp(col, "token_nll") || !strcmp(col, "token_topk_logprobs");
+    int is_unsigned = !strcmp(col, "token_offset");
+    for (int i = 0; i + 4 <= n; i += 4) {
+        uint32_t u = (uint32_t)b[i] | (uint32_t)b[i + 1] << 8 | (uint32_t)b[i + 2] << 16 |
+                     (uint32_t)b[i + 3] << 24;
+        if (is_float) {
+            float f;
+            memcpy(&f, &u, 4);
+            json_array_append_new(a, isfinite(f) ? json_real(f) : json_null());
+        } else if (is_unsigned) {
+            json_array_append_new(a, json_integer((json_int_t)u));
+        } else {
+            int32_t v;
+            memcpy(&v, &u, 4);
+            json_array_append_new(a, json_integer(v));
+        }
+    }
+    return a;
+}
+
+static int is_json_col(const char *c)
+{
+    return !strcmp(c, "choices") || !strcmp(c, "ids") || !strcmp(c, "logprobs") ||
+           !strcmp(c, "extract") || !strcmp(c, "sampling");
+}
+
+static void csv_field(const char *s)
+{
+    if (!s)
+        return;
+    if (!strpbrk(s, ",\"\r\n")) {
+        fputs(s, stdout);
+        return;
+    }
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"')
+            putchar('"');
+        putchar(*s);
+    }
+    putchar('"');
+}
+
+int fmb_cmd_export(int argc, char **argv)
+{
+    const char *cmd = argv[0];
+    job_args a;
+    if (parse_args(argc, argv, &a))
+        return FMB_EXIT_USAGE;
+    int csv = a.format && !strcmp(a.format, "csv");
+    fmb_job *job = NULL;
+    fmb_queue *q = NULL;
+    int rc = open_output(cmd, &a, &job, &q, 0);
+    if (rc) {
+        fmb_queue_close(q);
+        fmb_job_free(job);
+        return rc;
+    }
+    sqlite3 *db = fmb_queue_db(q);
+    sqlite3_stmt *st = NULL;
+    const char *sql =
+        a.include_failed
+            ? "SELECT * FROM result WHERE job = ?1 UNION ALL SELECT job, key AS item_key, NULL, "
+              "item_id, NULL, status, error, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+              "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+              "NULL, NULL, NULL, NULL, NULL, NULL, finished_at FROM item WHERE job = ?1 AND "
+              "status IN ('failed', 'dead') ORDER BY 2, 3"
+            : "SELECT * FROM result WHERE job = ?1 ORDER BY item_key, task";
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        fmb_cli_error(cmd, "%s: %s", job->output, sqlite3_errmsg(db));
+        fmb_queue_close(q);
+        fmb_job_free(job);
+        return FMB_EXIT_FATAL;
+    }
+    sqlite3_bind_text(st, 1, job->name, -1, SQLITE_STATIC);
+    int nc = sqlite3_column_count(st);
+    if (csv) {
+        for (int i = 0; i < nc; i++) {
+            if (i)
+                putchar(',');
+            csv_field(sqlite3_column_name(st, i));
+        }
+        putchar('\n');
+    }
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *o = json_object();
+        for (int i = 0; i < nc; i++) {
+            const char *name = sqlite3_column_name(st, i);
+            json_t *v;
+            switch (sqlite3_column_type(st, i)) {
+            case SQLITE_INTEGER:
+                v = json_integer(sqlite3_column_int64(st, i));
+                break;
+            case SQLITE_FLOAT:
+                v = json_real(sqlite3_column_double(st, i));
+                break;
+            case SQLITE_TEXT: {
+                const char *t = (const char *)sqlite3_column_text(st, i);
+                size_t n = (size_t)sqlite3_column_bytes(st, i);
+                v = is_json_col(name) ? json_loadb(t, n, 0, NULL) : json_stringn(t, n);
+                if (!v)
+                    v = json_stringn(t, n);
+                if (!v)
+                    v = json_null();
+                break;
+            }
+            case SQLITE_BLOB:
+                v = blob_json(name, sqlite3_column_blob(st, i), sqlite3_column_bytes(st, i));
+                break;
+            default:
+                v = json_null();
+            }
+            if (csv) {
+                if (i)
+                    putchar(',');
+                if (json_is_string(v))
+                    csv_field(json_string_value(v));
+                else if (!json_is_null(v)) {
+                    char *t =
+                        json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+                    csv_field(t);
+                    free(t);
+                }
+                json_decref(v);
+            } else {
+                json_object_set_new(o, name, v);
+            }
+        }
+        if (csv) {
+            putchar('\n');
+        } else {
+            char *t = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
+            if (t)
+                puts(t);
+            free(t);
+        }
+        json_decref(o);
+    }
+    if (r != SQLITE_DONE) {
+        fmb_cli_error(cmd, "%s: %s", job->output, sqlite3_errmsg(db));
+        rc = FMB_EXIT_FATAL;
+    }
+    sqlite3_finalize(st);
+    fmb_queue_close(q);
+    fmb_job_free(job);
+    return rc;
+}

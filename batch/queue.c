@@ -1,0 +1,862 @@
+/*
+ * queue: the SQLite queue and result sink (see queue.h for the protocol).
+ *
+ * Every write is a short BEGIN IMMEDIATE transaction (a deferred BEGIN that later writes gets
+ * SQLITE_BUSY at once, ignoring busy_timeout). WAL lets `status` and `export` read while a run
+ * writes. synchronous stays FULL (Debian's default): a done item survives a power loss.
+ */
+#include "batch/queue.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "batch/schema.h"
+#include "engine/sample.h"
+
+struct fmb_queue {
+    sqlite3 *db;
+    char *path;
+    char *job;
+    int max_attempts;
+    double lease_seconds;
+    char host[256];
+    int64_t pid, start; /* this process: the lease owner */
+    int64_t token_seq;
+    char *model, *model_hash, *tokenizer_hash;
+    int64_t cur_token; /* lease token of the item claimed last */
+    /* heartbeat */
+    pthread_t hb;
+    int hb_running;
+    pthread_mutex_t hb_mu;
+    pthread_cond_t hb_cv;
+    int hb_stop;
+};
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), or -1. */
+static int64_t proc_start_time(int64_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    if (!p)
+        return -1;
+    p++;
+    /* after ')': field 3 (state) ... field 22 (starttime) */
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p + 1, ' ');
+        if (!p)
+            return -1;
+    }
+    return strtoll(p + 1, NULL, 10);
+}
+
+/* SQL function owner_gone(host, pid, start): 1 when the owner is known to be gone (same host
+ * and the pid is dead or now a different process), 0 otherwise (alive, or another host). */
+static void sql_owner_gone(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    fmb_queue *q = sqlite3_user_data(ctx);
+    const unsigned char *host = sqlite3_value_text(argv[0]);
+    int64_t pid = sqlite3_value_int64(argv[1]);
+    int64_t start = sqlite3_value_int64(argv[2]);
+    if (!host || strcmp((const char *)host, q->host) || pid <= 0) {
+        sqlite3_result_int(ctx, 0);
+        return;
+    }
+    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+        sqlite3_result_int(ctx, 1);
+        return;
+    }
+    int64_t now_start = proc_start_time(pid);
+    sqlite3_result_int(ctx, now_start >= 0 && now_start != start);
+}
+
+static fmb_status sql_fail(fmb_queue *q, fmb_err *err, const char *what)
+{
+    return fmb_fail(err, FMB_EIO, "%s: %s: %s", q->path, what, sqlite3_errmsg(q->db));
+}
+
+static int exec(fmb_queue *q, const char *sql)
+{
+    return sqlite3_exec(q->db, sql, NULL, NULL, NULL);
+}
+
+fmb_result_row fmb_result_row_empty(void)
+{
+    fmb_result_row r;
+    memset(&r, 0, sizeof r);
+    r.doc_tokens = r.prompt_tokens = r.tokens = r.best_index = r.seed = -1;
+    r.sum_nll = r.mean_nll = r.ppl = r.bits_per_byte = NAN;
+    r.prefill_seconds = r.task_seconds = NAN;
+    return r;
+}
+
+static fmb_status open_db(const char *path, int create, sqlite3 **out, fmb_err *err)
+{
+    int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
+        fmb_status s = fmb_fail(err, create ? FMB_EIO : FMB_EINVAL, "%s: cannot open: %s", path,
+                                db ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close(db);
+        return s;
+    }
+    sqlite3_busy_timeout(db, 30000);
+    sqlite3_exec(db,
+                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
+                 "PRAGMA foreign_keys = ON;",
+                 NULL, NULL, NULL);
+    *out = db;
+    return FMB_OK;
+}
+
+fmb_status fmb_queue_open(const char *path,
+                          const char *job_name,
+                          int create,
+                          int max_attempts,
+                          double lease_seconds,
+                          fmb_queue **out,
+                          fmb_err *err)
+{
+    *out = NULL;
+    if (!create && access(path, F_OK) != 0)
+        return fmb_fail(err, FMB_EINVAL, "%s: no output yet (run the job first)", path);
+    fmb_queue *q = fmb_xcalloc(1, sizeof *q);
+    q->path = fmb_xstrdup(path);
+    q->job = fmb_xstrdup(job_name);
+    q->max_attempts = max_attempts > 0 ? max_attempts : 3;
+    q->lease_seconds = lease_seconds > 0 ? lease_seconds : 600;
+    if (gethostname(q->host, sizeof q->host - 1))
+        snprintf(q->host, sizeof q->host, "localhost");
+    q->pid = (int64_t)getpid();
+    q->start = proc_start_time(q->pid);
+    pthread_mutex_init(&q->hb_mu, NULL);
+    pthread_cond_init(&q->hb_cv, NULL);
+    fmb_status s = open_db(path, create, &q->db, err);
+    if (s)
+        goto fail;
+    sqlite3_create_function(q->db, "fmb_owner_gone", 3, SQLITE_UTF8, q, sql_owner_gone, NULL, NULL);
+    /* Schema: applied once, under the write lock, so concurrent first runs do not race. */
+    if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK) {
+        s = sql_fail(q, err, "cannot lock");
+        goto fail;
+    }
+    sqlite3_stmt *st;
+    int version = 0, tables = 0;
+    if (sqlite3_prepare_v2(q->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW)
+            version = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    if (sqlite3_prepare_v2(q->db, "SELECT count(*) FROM sqlite_master", -1, &st, NULL) ==
+        SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW)
+            tables = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    if (version == 0 && tables > 0) {
+        exec(q, "ROLLBACK");
+        s = fmb_fail(err, FMB_EINVAL, "%s: exists and is not an fmbatch output file", path);
+        goto fail;
+    }
+    if (version > FMB_SCHEMA_VERSION) {
+        exec(q, "ROLLBACK");
+        s = fmb_fail(err, FMB_EINVAL, "%s: schema version %d is newer than this fmbatch (%d)", path,
+                     version, FMB_SCHEMA_VERSION);
+        goto fail;
+    }
+    if (version == 0) {
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", FMB_SCHEMA_VERSION);
+        if (exec(q, fmb_schema_sql) != SQLITE_OK || exec(q, pragma) != SQLITE_OK) {
+            s = sql_fail(q, err, "cannot create the schema");
+            exec(q, "ROLLBACK");
+            goto fail;
+        }
+    }
+    if (exec(q, "COMMIT") != SQLITE_OK) {
+        s = sql_fail(q, err, "commit");
+        goto fail;
+    }
+    *out = q;
+    return FMB_OK;
+fail:
+    fmb_queue_close(q);
+    return s;
+}
+
+void fmb_queue_close(fmb_queue *q)
+{
+    if (!q)
+        return;
+    fmb_queue_heartbeat_stop(q);
+    sqlite3_close(q->db);
+    pthread_mutex_destroy(&q->hb_mu);
+    pthread_cond_destroy(&q->hb_cv);
+    free(q->path);
+    free(q->job);
+    free(q->model);
+    free(q->model_hash);
+    free(q->tokenizer_hash);
+    free(q);
+}
+
+struct sqlite3 *fmb_queue_db(fmb_queue *q)
+{
+    return q->db;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* meta */
+
+static char *meta_get(fmb_queue *q, const char *key)
+{
+    sqlite3_stmt *st;
+    char *v = NULL;
+    if (sqlite3_prepare_v2(q->db, "SELECT value FROM meta WHERE key = ?1", -1, &st, NULL) !=
+        SQLITE_OK)
+        return NULL;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = fmb_xstrdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return v;
+}
+
+static int meta_set(fmb_queue *q, const char *key, const char *value)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(q->db, "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", -1,
+                           &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Appends to err the lines of a not in b with prefix. */
+static void diff_lines(char *out, size_t cap, const char *a, const char *b, char prefix)
+{
+    const char *p = a;
+    while (*p) {
+        const char *e = strchr(p, '\n');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        int found = 0;
+        const char *r = b;
+        while (*r && !found) {
+            const char *re = strchr(r, '\n');
+            size_t rn = re ? (size_t)(re - r) : strlen(r);
+            if (rn == n && !memcmp(r, p, n))
+                found = 1;
+            r += rn + (re ? 1 : 0);
+        }
+        if (!found) {
+            size_t l = strlen(out);
+            snprintf(out + l, cap - l, "\n  %c %.*s", prefix, (int)n, p);
+        }
+        p += n + (e ? 1 : 0);
+    }
+}
+
+fmb_status fmb_queue_bind_job(fmb_queue *q,
+                              const char *fingerprint,
+                              const char *model,
+                              const char *model_hash,
+                              const char *tokenizer_hash,
+                              fmb_err *err)
+{
+    free(q->model);
+    free(q->model_hash);
+    free(q->tokenizer_hash);
+    q->model = fmb_xstrdup(model);
+    q->model_hash = fmb_xstrdup(model_hash);
+    q->tokenizer_hash = fmb_xstrdup(tokenizer_hash);
+    if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
+        return sql_fail(q, err, "cannot lock");
+    char *old_job = meta_get(q, "job_name");
+    char *old_fp = meta_get(q, "fingerprint");
+    fmb_status s = FMB_OK;
+    if (!old_fp) {
+        char now[64];
+        snprintf(now, sizeof now, "%.3f", wall_now());
+        char ver[16];
+        snprintf(ver, sizeof ver, "%d", FMB_SCHEMA_VERSION);
+        char h[33];
+        fmb_queue_content_hash(fingerprint, strlen(fingerprint), h);
+        if (meta_set(q, "job_name", q->job) || meta_set(q, "fingerprint", fingerprint) ||
+            meta_set(q, "fingerprint_hash", h) || meta_set(q, "model", model) ||
+            meta_set(q, "model_hash", model_hash) ||
+            meta_set(q, "tokenizer_hash", tokenizer_hash) ||
+            meta_set(q, "fmbatch_version", FMB_VERSION) || meta_set(q, "created_at", now) ||
+            meta_set(q, "schema_version", ver))
+            s = sql_fail(q, err, "cannot write meta");
+    } else if (!old_job || strcmp(old_job, q->job)) {
+        s = fmb_fail(err, FMB_EINVAL,
+                     "%s was written by job '%s', not '%s': refusing to mix results (use another "
+                     "output file)",
+                     q->path, old_job ? old_job : "?", q->job);
+    } else if (strcmp(old_fp, fingerprint)) {
+        char d[900] = "";
+        diff_lines(d, sizeof d, old_fp, fingerprint, '-');
+        diff_lines(d, sizeof d, fingerprint, old_fp, '+');
+        s = fmb_fail(err, FMB_EINVAL,
+                     "%s was made by a different job: its settings changed (- in the output "
+                     "file, + now); refusing to mix results. Use a new output file, or restore "
+                     "the settings:%s",
+                     q->path, d);
+    }
+    free(old_job);
+    free(old_fp);
+    if (exec(q, s ? "ROLLBACK" : "COMMIT") != SQLITE_OK && !s)
+        s = sql_fail(q, err, "commit");
+    return s;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* claim / complete / fail / release */
+
+fmb_status fmb_queue_claim(fmb_queue *q,
+                           const char *key,
+                           const char *content_hash,
+                           size_t bytes,
+                           fmb_claim *outcome,
+                           int64_t *item_id,
+                           fmb_err *err)
+{
+    *outcome = FMB_CLAIM_BUSY;
+    *item_id = -1;
+    double now = wall_now();
+    int64_t token = ((q->pid & 0xffffff) << 32) | (++q->token_seq & 0xffffffff);
+    if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
+        return sql_fail(q, err, "cannot lock for a claim");
+    fmb_status s = FMB_OK;
+    sqlite3_stmt *st = NULL;
+    /* 1. new key: insert it running, owned by us. */
+    const char *ins = "INSERT INTO item (job, key, content_hash, bytes, status, attempts, "
+                      "lease_host, lease_pid, lease_start, lease_token, lease_expires, "
+                      "enqueued_at, started_at) VALUES (?1, ?2, ?3, ?4, 'running', 1, ?5, ?6, "
+                      "?7, ?8, ?9, ?10, ?10) ON CONFLICT (job, key) DO NOTHING RETURNING item_id";
+    if (sqlite3_prepare_v2(q->db, ins, -1, &st, NULL) != SQLITE_OK)
+        goto sqlerr;
+    sqlite3_bind_text(st, 1, q->job, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, content_hash, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, (int64_t)bytes);
+    sqlite3_bind_text(st, 5, q->host, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, q->pid);
+    sqlite3_bind_int64(st, 7, q->start);
+    sqlite3_bind_int64(st, 8, token);
+    sqlite3_bind_double(st, 9, now + q->lease_seconds);
+    sqlite3_bind_double(st, 10, now);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *item_id = sqlite3_column_int64(st, 0);
+        *outcome = FMB_CLAIM_TAKEN;
+        sqlite3_finalize(st);
+        goto commit;
+    }
+    if (rc != SQLITE_DONE)
+        goto sqlerr;
+    sqlite3_finalize(st);
+    st = NULL;
+    /* 2. known key: look at its state. */
+    if (sqlite3_prepare_v2(q->db,
+                           "SELECT item_id, status, content_hash, attempts, "
+                           "(status = 'running' AND (lease_expires < ?3 OR "
+                           "fmb_owner_gone(lease_host, lease_pid, lease_start))) "
+                           "FROM item WHERE job = ?1 AND key = ?2",
+                           -1, &st, NULL) != SQLITE_OK)
+        goto sqlerr;
+    sqlite3_bind_text(st, 1, q->job, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 3, now);
+    if (sqlite3_step(st) != SQLITE_ROW)
+        goto sqlerr;
+    int64_t id = sqlite3_column_int64(st, 0);
+    char status[16];
+    snprintf(status, sizeof status, "%s", (const char *)sqlite3_column_text(st, 1));
+    const unsigned char *h = sqlite3_column_text(st, 2);
+    int same = h && !strcmp((const char *)h, content_hash);
+    int64_t attempts = sqlite3_column_int64(st, 3);
+    int orphan = sqlite3_column_int(st, 4);
+    sqlite3_finalize(st);
+    st = NULL;
+    *item_id = id;
+    int changed = 0;
+    if (!strcmp(status, "done") || !strcmp(status, "failed") || !strcmp(status, "dead")) {
+        if (same) {
+            *outcome = !strcmp(status, "done") ? FMB_CLAIM_DONE : FMB_CLAIM_FAILED;
+            goto commit;
+        }
+        changed = 1; /* the document changed since: redo it */
+    } else if (!strcmp(status, "running")) {
+        if (!orphan) {
+            *outcome = FMB_CLAIM_BUSY;
+            goto commit;
+        }
+        if (attempts >= q->max_attempts) {
+            if (sqlite3_prepare_v2(q->db,
+                                   "UPDATE item SET status = 'dead', lease_host = NULL, "
+                                   "lease_pid = NULL, lease_token = NULL, finished_at = ?2, "
+                                   "error = 'a worker died on it ' || attempts || ' times' "
+                                   "WHERE item_id = ?1",
+                                   -1, &st, NULL) != SQLITE_OK)
+                goto sqlerr;
+            sqlite3_bind_int64(st, 1, id);
+            sqlite3_bind_double(st, 2, now);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                goto sqlerr;
+            sqlite3_finalize(st);
+            st = NULL;
+            *outcome = FMB_CLAIM_DEAD;
+            goto commit;
+        }
+    }
+    if (changed) {
+        if (sqlite3_prepare_v2(q->db, "DELETE FROM result WHERE item_id = ?1", -1, &st, NULL) !=
+            SQLITE_OK)
+            goto sqlerr;
+        sqlite3_bind_int64(st, 1, id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            goto sqlerr;
+        sqlite3_finalize(st);
+        st = NULL;
+    }
+    /* 3. take it: UPDATE ... RETURNING, conditioned again on the state we saw. */
+    if (sqlite3_prepare_v2(
+            q->db,
+            "UPDATE item SET status = 'running', attempts = CASE WHEN ?9 THEN 1 ELSE attempts + 1 "
+            "END, content_hash = ?2, bytes = ?3, lease_host = ?4, lease_pid = ?5, lease_start = "
+            "?6, lease_token = ?7, lease_expires = ?8 + ?10, started_at = ?8, error = NULL, "
+            "finished_at = NULL WHERE item_id = ?1 AND (status = 'pending' OR ?9 OR (status = "
+            "'running' AND (lease_expires < ?8 OR fmb_owner_gone(lease_host, lease_pid, "
+            "lease_start)))) RETURNING attempts",
+            -1, &st, NULL) != SQLITE_OK)
+        goto sqlerr;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, content_hash, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (int64_t)bytes);
+    sqlite3_bind_text(st, 4, q->host, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, q->pid);
+    sqlite3_bind_int64(st, 6, q->start);
+    sqlite3_bind_int64(st, 7, token);
+    sqlite3_bind_double(st, 8, now);
+    sqlite3_bind_int(st, 9, changed);
+    sqlite3_bind_double(st, 10, q->lease_seconds);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *outcome = FMB_CLAIM_TAKEN;
+    else if (rc != SQLITE_DONE)
+        goto sqlerr;
+    sqlite3_finalize(st);
+    st = NULL;
+commit:
+    if (*outcome == FMB_CLAIM_TAKEN)
+        q->cur_token = token;
+    if (exec(q, "COMMIT") != SQLITE_OK) {
+        s = sql_fail(q, err, "commit a claim");
+        exec(q, "ROLLBACK");
+    }
+    return s;
+sqlerr:
+    s = sql_fail(q, err, "claim");
+    sqlite3_finalize(st);
+    exec(q, "ROLLBACK");
+    return s;
+}
+
+fmb_status fmb_queue_begin(fmb_queue *q, fmb_err *err)
+{
+    if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
+        return sql_fail(q, err, "cannot lock to write results");
+    return FMB_OK;
+}
+
+void fmb_queue_rollback(fmb_queue *q)
+{
+    exec(q, "ROLLBACK");
+}
+
+static void bind_opt_text(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static void bind_opt_real(sqlite3_stmt *st, int i, double x)
+{
+    if (isfinite(x))
+        sqlite3_bind_double(st, i, x);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static void bind_opt_int(sqlite3_stmt *st, int i, int64_t x)
+{
+    if (x >= 0)
+        sqlite3_bind_int64(st, i, x);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static void bind_opt_blob(sqlite3_stmt *st, int i, const void *p, size_t n)
+{
+    if (p)
+        sqlite3_bind_blob64(st, i, p, n, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+fmb_status fmb_queue_add_result(
+    fmb_queue *q, int64_t item_id, const char *key, const fmb_result_row *r, fmb_err *err)
+{
+    static const char *sql =
+        "INSERT OR REPLACE INTO result (job, item_key, task, item_id, kind, status, note, "
+        "doc_tokens, truncated, prompt_tokens, tokens, sum_nll, mean_nll, ppl, bits_per_byte, "
+        "token_nll, token_rank, token_offset, token_topk_ids, token_topk_logprobs, choices, "
+        "best, best_index, text, ids, logprobs, finish_reason, extract, seed, sampling, model, "
+        "model_hash, tokenizer_hash, fmbatch_version, prefill_seconds, task_seconds, "
+        "finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+        "?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, "
+        "?33, ?34, ?35, ?36, ?37)";
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(q, err, "prepare a result insert");
+    sqlite3_bind_text(st, 1, q->job, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, r->task, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, item_id);
+    sqlite3_bind_text(st, 5, r->kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, r->status ? r->status : "ok", -1, SQLITE_STATIC);
+    bind_opt_text(st, 7, r->note);
+    bind_opt_int(st, 8, r->doc_tokens);
+    sqlite3_bind_int(st, 9, r->truncated);
+    bind_opt_int(st, 10, r->prompt_tokens);
+    bind_opt_int(st, 11, r->tokens);
+    bind_opt_real(st, 12, r->sum_nll);
+    bind_opt_real(st, 13, r->mean_nll);
+    bind_opt_real(st, 14, r->ppl);
+    bind_opt_real(st, 15, r->bits_per_byte);
+    bind_opt_blob(st, 16, r->token_nll, r->token_nll_bytes);
+    bind_opt_blob(st, 17, r->token_rank, r->token_rank_bytes);
+    bind_opt_blob(st, 18, r->token_offset, r->token_offset_bytes);
+    bind_opt_blob(st, 19, r->token_topk_ids, r->token_topk_ids_bytes);
+    bind_opt_blob(st, 20, r->token_topk_logprobs, r->token_topk_logprobs_bytes);
+    bind_opt_text(st, 21, r->choices_json);
+    bind_opt_text(st, 22, r->best);
+    bind_opt_int(st, 23, r->best_index);
+    if (r->text)
+        sqlite3_bind_text64(st, 24, r->text, r->text_len, SQLITE_TRANSIENT, SQLITE_UTF8);
+    else
+        sqlite3_bind_null(st, 24);
+    bind_opt_text(st, 25, r->ids_json);
+    bind_opt_text(st, 26, r->logprobs_json);
+    bind_opt_text(st, 27, r->finish_reason);
+    bind_opt_text(st, 28, r->extract_json);
+    bind_opt_int(st, 29, r->seed);
+    bind_opt_text(st, 30, r->sampling_json);
+    bind_opt_text(st, 31, q->model);
+    bind_opt_text(st, 32, q->model_hash);
+    bind_opt_text(st, 33, q->tokenizer_hash);
+    sqlite3_bind_text(st, 34, FMB_VERSION, -1, SQLITE_STATIC);
+    bind_opt_real(st, 35, r->prefill_seconds);
+    bind_opt_real(st, 36, r->task_seconds);
+    sqlite3_bind_double(st, 37, wall_now());
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(q, err, "insert a result");
+    return FMB_OK;
+}
+
+fmb_status fmb_queue_finish(
+    fmb_queue *q, int64_t item_id, int64_t tokens, double seconds, int *lost, fmb_err *err)
+{
+    *lost = 0;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(q->db,
+                           "UPDATE item SET status = 'done', tokens = ?2, seconds = ?3, "
+                           "finished_at = ?4, lease_host = NULL, lease_pid = NULL, lease_start "
+                           "= NULL, lease_token = NULL, lease_expires = NULL, error = NULL "
+                           "WHERE item_id = ?1 AND status = 'running' AND lease_token = ?5",
+                           -1, &st, NULL) != SQLITE_OK) {
+        fmb_status s = sql_fail(q, err, "finish");
+        exec(q, "ROLLBACK");
+        return s;
+    }
+    sqlite3_bind_int64(st, 1, item_id);
+    bind_opt_int(st, 2, tokens);
+    sqlite3_bind_double(st, 3, seconds);
+    sqlite3_bind_double(st, 4, wall_now());
+    sqlite3_bind_int64(st, 5, q->cur_token);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        fmb_status s = sql_fail(q, err, "finish");
+        exec(q, "ROLLBACK");
+        return s;
+    }
+    if (sqlite3_changes(q->db) != 1) { /* the lease was lost: another worker owns it now */
+        *lost = 1;
+        exec(q, "ROLLBACK");
+        return FMB_OK;
+    }
+    if (exec(q, "COMMIT") != SQLITE_OK) {
+        fmb_status s = sql_fail(q, err, "commit results");
+        exec(q, "ROLLBACK");
+        return s;
+    }
+    return FMB_OK;
+}
+
+static fmb_status
+simple_update(fmb_queue *q, const char *sql, int64_t item_id, const char *text, fmb_err *err)
+{
+    if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
+        return sql_fail(q, err, "cannot lock");
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        fmb_status s = sql_fail(q, err, "update");
+        exec(q, "ROLLBACK");
+        return s;
+    }
+    sqlite3_bind_int64(st, 1, item_id);
+    sqlite3_bind_int64(st, 2, q->cur_token);
+    sqlite3_bind_double(st, 3, wall_now());
+    if (text)
+        sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE || exec(q, "COMMIT") != SQLITE_OK) {
+        fmb_status s = sql_fail(q, err, "update");
+        exec(q, "ROLLBACK");
+        return s;
+    }
+    return FMB_OK;
+}
+
+fmb_status fmb_queue_fail(fmb_queue *q, int64_t item_id, const char *reason, fmb_err *err)
+{
+    return simple_update(q,
+                         "UPDATE item SET status = 'failed', error = ?4, finished_at = ?3, "
+                         "lease_host = NULL, lease_pid = NULL, lease_start = NULL, lease_token "
+                         "= NULL, lease_expires = NULL WHERE item_id = ?1 AND lease_token = ?2 "
+                         "AND status = 'running'",
+                         item_id, reason, err);
+}
+
+fmb_status fmb_queue_release(fmb_queue *q, int64_t item_id, fmb_err *err)
+{
+    return simple_update(q,
+                         "UPDATE item SET status = 'pending', attempts = max(attempts - 1, 0), "
+                         "lease_host = NULL, lease_pid = NULL, lease_start = NULL, lease_token "
+                         "= NULL, lease_expires = NULL WHERE item_id = ?1 AND lease_token = ?2 "
+                         "AND status = 'running' AND ?3 IS NOT NULL",
+                         item_id, NULL, err);
+}
+
+fmb_status
+fmb_queue_fail_key(fmb_queue *q, const char *key, const char *reason, int *recorded, fmb_err *err)
+{
+    /* The source could not produce the document, so there is no content: hash the reason, so
+     * that a repaired document (which hashes differently) is taken again. */
+    char h[33];
+    fmb_queue_content_hash(reason, strlen(reason), h);
+    fmb_claim c;
+    int64_t id;
+    *recorded = 0;
+    fmb_status s = fmb_queue_claim(q, key, h, 0, &c, &id, err);
+    if (s || c != FMB_CLAIM_TAKEN)
+        return s;
+    *recorded = 1;
+    return fmb_queue_fail(q, id, reason, err);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* reports */
+
+static fmb_status one_int(fmb_queue *q, const char *sql, int64_t *out, fmb_err *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(q, err, "query");
+    sqlite3_bind_text(st, 1, q->job, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 2, wall_now());
+    int rc = sqlite3_step(st);
+    *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return sql_fail(q, err, "query");
+    return FMB_OK;
+}
+
+fmb_status fmb_queue_claimable(fmb_queue *q, int64_t *n, fmb_err *err)
+{
+    return one_int(q,
+                   "SELECT count(*) FROM item WHERE job = ?1 AND (status = 'pending' OR (status "
+                   "= 'running' AND (lease_expires < ?2 OR fmb_owner_gone(lease_host, lease_pid, "
+                   "lease_start))))",
+                   n, err);
+}
+
+fmb_status fmb_queue_counts_get(fmb_queue *q, fmb_queue_counts *c, fmb_err *err)
+{
+    memset(c, 0, sizeof *c);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(q->db,
+                           "SELECT status, count(*), sum(tokens), sum(seconds), min(started_at), "
+                           "max(finished_at) FROM item WHERE job = ?1 GROUP BY status",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(q, err, "counts");
+    sqlite3_bind_text(st, 1, q->job, -1, SQLITE_STATIC);
+    c->first_started = NAN;
+    c->last_finished = NAN;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *s = (const char *)sqlite3_column_text(st, 0);
+        int64_t n = sqlite3_column_int64(st, 1);
+        if (!strcmp(s, "pending"))
+            c->pending = n;
+        else if (!strcmp(s, "running"))
+            c->running = n;
+        else if (!strcmp(s, "done")) {
+            c->done = n;
+            c->tokens = sqlite3_column_int64(st, 2);
+            c->seconds = sqlite3_column_double(st, 3);
+            if (sqlite3_column_type(st, 4) != SQLITE_NULL)
+                c->first_started = sqlite3_column_double(st, 4);
+            if (sqlite3_column_type(st, 5) != SQLITE_NULL)
+                c->last_finished = sqlite3_column_double(st, 5);
+        } else if (!strcmp(s, "failed"))
+            c->failed = n;
+        else if (!strcmp(s, "dead"))
+            c->dead = n;
+    }
+    sqlite3_finalize(st);
+    return FMB_OK;
+}
+
+fmb_status fmb_queue_retry_failed(fmb_queue *q, int64_t *n, fmb_err *err)
+{
+    if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
+        return sql_fail(q, err, "cannot lock");
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(q->db,
+                           "UPDATE item SET status = 'pending', attempts = 0, error = NULL, "
+                           "finished_at = NULL WHERE job = ?1 AND status IN ('failed', 'dead')",
+                           -1, &st, NULL) != SQLITE_OK) {
+        fmb_status s = sql_fail(q, err, "retry");
+        exec(q, "ROLLBACK");
+        return s;
+    }
+    sqlite3_bind_text(st, 1, q->job, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    *n = sqlite3_changes(q->db);
+    if (rc != SQLITE_DONE || exec(q, "COMMIT") != SQLITE_OK) {
+        fmb_status s = sql_fail(q, err, "retry");
+        exec(q, "ROLLBACK");
+        return s;
+    }
+    return FMB_OK;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* heartbeat: a thread with its own connection extends this process's leases. */
+
+static void *heartbeat_main(void *arg)
+{
+    fmb_queue *q = arg;
+    sqlite3 *db = NULL;
+    fmb_err err;
+    if (open_db(q->path, 0, &db, &err))
+        return NULL;
+    double period = q->lease_seconds / 3;
+    if (period < 0.5)
+        period = 0.5;
+    pthread_mutex_lock(&q->hb_mu);
+    while (!q->hb_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + period;
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&q->hb_cv, &q->hb_mu, &ts);
+        if (q->hb_stop)
+            break;
+        pthread_mutex_unlock(&q->hb_mu);
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db,
+                               "UPDATE item SET lease_expires = ?1 WHERE job = ?2 AND status = "
+                               "'running' AND lease_host = ?3 AND lease_pid = ?4 AND "
+                               "lease_start = ?5",
+                               -1, &st, NULL) == SQLITE_OK) {
+            sqlite3_bind_double(st, 1, wall_now() + q->lease_seconds);
+            sqlite3_bind_text(st, 2, q->job, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 3, q->host, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 4, q->pid);
+            sqlite3_bind_int64(st, 5, q->start);
+            sqlite3_step(st);
+            sqlite3_finalize(st);
+        }
+        pthread_mutex_lock(&q->hb_mu);
+    }
+    pthread_mutex_unlock(&q->hb_mu);
+    sqlite3_close(db);
+    return NULL;
+}
+
+fmb_status fmb_queue_heartbeat_start(fmb_queue *q, fmb_err *err)
+{
+    if (q->hb_running)
+        return FMB_OK;
+    q->hb_stop = 0;
+    if (pthread_create(&q->hb, NULL, heartbeat_main, q))
+        return fmb_fail(err, FMB_EINTERNAL, "cannot start the lease heartbeat thread");
+    q->hb_running = 1;
+    return FMB_OK;
+}
+
+void fmb_queue_heartbeat_stop(fmb_queue *q)
+{
+    if (!q->hb_running)
+        return;
+    pthread_mutex_lock(&q->hb_mu);
+    q->hb_stop = 1;
+    pthread_cond_signal(&q->hb_cv);
+    pthread_mutex_unlock(&q->hb_mu);
+    pthread_join(q->hb, NULL);
+    q->hb_running = 0;
+}
+
+void fmb_queue_content_hash(const void *data, size_t len, char out[33])
+{
+    uint64_t a = fmb_hash64(0, data, len);
+    uint64_t b = fmb_hash64(a ^ 0x9e3779b97f4a7c15ull, data, len);
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
+}

@@ -1,0 +1,45 @@
+/*
+ * source: documents streamed one at a time from an archive, JSON Lines, a directory tree or a
+ * SQLite query. A source is a vtable (next, close) behind an opaque handle; fmb_src_open picks
+ * the implementation from the job's [source].kind.
+ *
+ * Item keys are stable and independent of the working directory (paths as written in the job,
+ * relative to its folder):
+ *   archive  "corpus/a.tar.gz!dir/entry.txt"
+ *   jsonl    "data/x.jsonl.gz#<id>"  (id_field), "data/x.jsonl.gz:<line>" (no id, or a bad line)
+ *   files    "docs/sub/a.txt"
+ *   sqlite   the key column's value as text
+ *
+ * A document that cannot be read (corrupt entry, over a limit, bad JSON line, an archive that
+ * does not open) is yielded as an item with an error message instead of data: the caller records
+ * it as failed and goes on. Only errors that make the whole source unusable (a glob that matches
+ * nothing, a bad query) are returned as a status.
+ */
+#ifndef FMB_SOURCE_H
+#define FMB_SOURCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "batch/job.h"
+#include "kernels/base.h"
+
+typedef struct {
+    const char *key;  /* borrowed until the next fmb_src_next/close */
+    const char *data; /* document bytes, NUL-terminated; NULL when error is set */
+    size_t len;
+    const char *error; /* non-NULL: the item failed in the source, this says why */
+} fmb_doc;
+
+typedef struct fmb_source fmb_source;
+
+/* Opens the job's source (paths resolved against the job folder). */
+FMB_NODISCARD fmb_status fmb_src_open(const fmb_job *job, fmb_source **out, fmb_err *err);
+
+/* Next document into *doc. Returns FMB_OK and sets *eof = 1 at the end. A status other than
+ * FMB_OK means the source as a whole failed (err says why). */
+FMB_NODISCARD fmb_status fmb_src_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *err);
+
+void fmb_src_close(fmb_source *src);
+
+#endif
