@@ -756,7 +756,7 @@ int fmb_cmd_export(int argc, char **argv)
             case SQLITE_TEXT: {
                 const char *t = (const char *)sqlite3_column_text(st, i);
                 size_t n = (size_t)sqlite3_column_bytes(st, i);
-                v = is_json_col(name) ? json_loadb(t, n, 0, NULL) : json_stringn(t, n);
+                v = is_json_col(name) ? json_loadb(t, n, JSON_ALLOW_NUL, NULL) : json_stringn(t, n);
                 if (!v)
                     v = json_stringn(t, n);
                 if (!v)

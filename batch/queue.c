@@ -358,8 +358,9 @@ fmb_status fmb_queue_claim(fmb_queue *q,
     /* 1. new key: insert it running, owned by us. */
     const char *ins = "INSERT INTO item (job, key, content_hash, bytes, status, attempts, "
                       "lease_host, lease_pid, lease_start, lease_token, lease_expires, "
-                      "enqueued_at, started_at) VALUES (?1, ?2, ?3, ?4, 'running', 1, ?5, ?6, "
-                      "?7, ?8, ?9, ?10, ?10) ON CONFLICT (job, key) DO NOTHING RETURNING item_id";
+                      "enqueued_at, started_at, worker) VALUES (?1, ?2, ?3, ?4, 'running', 1, "
+                      "?5, ?6, ?7, ?8, ?9, ?10, ?10, ?5 || ':' || ?6) ON CONFLICT (job, key) DO "
+                      "NOTHING RETURNING item_id";
     if (sqlite3_prepare_v2(q->db, ins, -1, &st, NULL) != SQLITE_OK)
         goto sqlerr;
     sqlite3_bind_text(st, 1, q->job, -1, SQLITE_STATIC);
@@ -452,6 +453,7 @@ fmb_status fmb_queue_claim(fmb_queue *q,
             "UPDATE item SET status = 'running', attempts = CASE WHEN ?9 THEN 1 ELSE attempts + 1 "
             "END, content_hash = ?2, bytes = ?3, lease_host = ?4, lease_pid = ?5, lease_start = "
             "?6, lease_token = ?7, lease_expires = ?8 + ?10, started_at = ?8, error = NULL, "
+            "worker = ?4 || ':' || ?5, "
             "finished_at = NULL WHERE item_id = ?1 AND (status = 'pending' OR ?9 OR (status = "
             "'running' AND (lease_expires < ?8 OR fmb_owner_gone(lease_host, lease_pid, "
             "lease_start)))) RETURNING attempts",

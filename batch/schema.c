@@ -1,16 +1,15 @@
 /* schema: the output database schema, embedded. Must equal schemas/001_init.sql byte for byte
- * (tests/test_batch_queue.c checks it). */
+ * (tests/test_batch_job.c checks it). */
 #include "batch/schema.h"
 
+// clang-format off
 const char fmb_schema_sql[] =
     "-- fmbatch output database, schema version 1 (PRAGMA user_version = 1).\n"
     "-- One file holds one job: its queue (item) and its results (result). The sink applies this\n"
-    "-- text (embedded in the binary, batch/schema.c; tests/test_batch_queue.c checks they "
-    "match).\n"
+    "-- text (embedded in the binary, batch/schema.c; tests/test_batch_job.c checks they match).\n"
     "-- Times are unix seconds (REAL). Connections use WAL, busy_timeout and BEGIN IMMEDIATE.\n"
     "\n"
-    "-- Job identity: job_name, fingerprint (the settings that decide results, \"key = value\" "
-    "lines),\n"
+    "-- Job identity: job_name, fingerprint (the settings that decide results, \"key = value\" lines),\n"
     "-- fingerprint_hash, model, model_hash, tokenizer_hash, fmbatch_version, created_at.\n"
     "CREATE TABLE IF NOT EXISTS meta (\n"
     "    key   TEXT PRIMARY KEY,\n"
@@ -38,6 +37,7 @@ const char fmb_schema_sql[] =
     "    lease_start   INTEGER,                  -- owner start time (ticks since boot, /proc)\n"
     "    lease_token   INTEGER,                  -- fences a late completion after a lost lease\n"
     "    lease_expires REAL,\n"
+    "    worker        TEXT,                     -- host:pid of the worker that took it last\n"
     "    error         TEXT,\n"
     "    tokens        INTEGER,                  -- document tokens processed\n"
     "    seconds       REAL,                     -- wall time of the item\n"
@@ -56,8 +56,7 @@ const char fmb_schema_sql[] =
     "    item_id         INTEGER NOT NULL REFERENCES item (item_id) ON DELETE CASCADE,\n"
     "    kind            TEXT NOT NULL,          -- score | choice | generate\n"
     "    status          TEXT NOT NULL CHECK (status IN ('ok', 'skipped')),\n"
-    "    note            TEXT,                   -- why skipped, or that the document was "
-    "truncated\n"
+    "    note            TEXT,                   -- why skipped, or that the document was truncated\n"
     "    doc_tokens      INTEGER,                -- document tokens used (after truncation)\n"
     "    truncated       INTEGER NOT NULL DEFAULT 0,\n"
     "    prompt_tokens   INTEGER,                -- generate: tokens after the document's state\n"
@@ -73,8 +72,7 @@ const char fmb_schema_sql[] =
     "    token_topk_ids  BLOB,                   -- int32 LE [tokens, top_k_tokens]\n"
     "    token_topk_logprobs BLOB,               -- float32 LE [tokens, top_k_tokens]\n"
     "    -- choice\n"
-    "    choices         TEXT,                   -- JSON "
-    "[{\"text\",\"tokens\",\"total\",\"mean\"}]\n"
+    "    choices         TEXT,                   -- JSON [{\"text\",\"tokens\",\"total\",\"mean\"}]\n"
     "    best            TEXT,\n"
     "    best_index      INTEGER,\n"
     "    -- generate\n"
@@ -82,8 +80,7 @@ const char fmb_schema_sql[] =
     "    ids             TEXT,                   -- JSON array of generated ids\n"
     "    logprobs        TEXT,                   -- JSON array, one per generated id\n"
     "    finish_reason   TEXT,                   -- length | eos | stop\n"
-    "    extract         TEXT,                   -- JSON {\"ok\": bool, \"<group>\": \"...\" | "
-    "null}\n"
+    "    extract         TEXT,                   -- JSON {\"ok\": bool, \"<group>\": \"...\" | null}\n"
     "    -- provenance\n"
     "    seed            INTEGER,                -- the item's sampling seed (generate)\n"
     "    sampling        TEXT,                   -- JSON of the sampling settings\n"
@@ -97,3 +94,4 @@ const char fmb_schema_sql[] =
     "    PRIMARY KEY (job, item_key, task)\n"
     ") STRICT;\n"
     "CREATE INDEX IF NOT EXISTS result_item ON result (item_id);\n";
+// clang-format on

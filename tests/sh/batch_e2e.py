@@ -1,0 +1,451 @@
+"""End-to-end tests of the batch layer (run from the repository root, FMBATCH = the binary).
+
+Prints PASS/FAIL lines for tests/run.sh. Every case builds its inputs in a temporary folder.
+"""
+import gzip
+import io
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+
+FMBATCH = os.environ.get("FMBATCH") or os.path.abspath("build/fmbatch")
+MODEL = os.path.abspath("tests/fixtures/tiny-a")
+failures = 0
+
+
+def check(ok, name, why=""):
+    global failures
+    if ok:
+        print("PASS " + name)
+    else:
+        failures += 1
+        print("FAIL %s: %s" % (name, why))
+    sys.stdout.flush()
+
+
+def run(args, **kw):
+    return subprocess.run([FMBATCH] + args, capture_output=True, text=True, **kw)
+
+
+DOCS = {
+    "a.txt": "The quick brown fox jumps over the lazy dog. Title: Foxes\n",
+    "b.md": "# Report\n\nSales went up by 12% in March; the board was pleased.",
+    "c.txt": "Der schnelle braune Fuchs springt über den faulen Hund.",
+    "sub/d.txt": "Short.",
+    "sub/e.txt": "Numbers 1 2 3 4 5 6 7 8 9 10 and <|endoftext|> stays text here.",
+}
+
+TASKS = r'''
+[[task]]
+name = "ppl"
+kind = "score"
+per_token = true
+top_k_tokens = 2
+
+[[task]]
+name = "lang"
+kind = "choice"
+prompt = "{document}\n\nThe language of this text is"
+choices = [" English", " German", " French"]
+
+[[task]]
+name = "title"
+kind = "generate"
+prompt = "{document}\n\nQuestion: What is the title?\nAnswer:"
+max_new_tokens = 12
+temperature = 0.9
+top_k = 40
+top_p = 0.95
+stop = ["\n"]
+extract = { title = '^\s*(?<title>.+?)\s*$' }
+
+[[task]]
+name = "greedy"
+kind = "generate"
+prompt = "Summary of: {document}\nIn short:"
+max_new_tokens = 6
+'''
+
+
+def job_text(name, source, extra_job="", tasks=TASKS):
+    return """[job]
+name = "%s"
+model = "%s"
+output = "out.db"
+seed = 1234
+threads = 1
+%s
+%s
+%s""" % (name, MODEL, extra_job, source, tasks)
+
+
+def export(d, job="job.toml"):
+    r = run(["export", job, "--format", "jsonl"], cwd=d)
+    rows = [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+    return r.returncode, rows
+
+
+def rows_key(rows, drop=("finished_at", "prefill_seconds", "task_seconds", "item_id")):
+    out = {}
+    for r in rows:
+        k = (r["item_key"], r["task"])
+        out[k] = {c: v for c, v in r.items() if c not in drop}
+    return out
+
+
+def close(a, b, tol=1e-5):
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(a - b) <= tol * max(1.0, abs(a), abs(b))
+
+
+def write_docs(root, docs):
+    for name, text in docs.items():
+        p = os.path.join(root, name)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "w") as f:
+            f.write(text)
+
+
+def compare_with_cli(d, rows, texts, name):
+    """Each row equals the single-document commands on the same text."""
+    ok, why = True, ""
+    by = rows_key(rows)
+    for key, text in texts.items():
+        fn = os.path.join(d, "one.txt")
+        with open(fn, "w") as f:
+            f.write(text)
+        sc = json.loads(run(["score", "--model", MODEL, "--text-file", fn, "--threads", "1"]).stdout)
+        r = by.get((key, "ppl"))
+        if not r:
+            return False, "no ppl row for %s" % key
+        for f in ("sum_nll", "mean_nll", "ppl", "bits_per_byte"):
+            if not close(r[f], sc[f]):
+                ok, why = False, "%s %s: run %r vs score %r" % (key, f, r[f], sc[f])
+        if r["tokens"] != sc["tokens"]:
+            ok, why = False, "%s tokens %r vs %r" % (key, r["tokens"], sc["tokens"])
+        if len(r["token_nll"]) != sc["tokens"] or len(r["token_offset"]) != sc["tokens"]:
+            ok, why = False, "%s per-token arrays have the wrong length" % key
+        for task in ("title", "greedy"):
+            g = by[(key, task)]
+            s = g["sampling"]
+            args = ["generate", "--model", MODEL, "--document-file", fn, "--prompt",
+                    [t for t in TASKS.split("[[task]]") if '"%s"' % task in t][0]
+                    .split('prompt = "')[1].split('"\n')[0].encode().decode("unicode_escape"),
+                    "--max-new-tokens", str(s["max_new_tokens"]), "--seed", str(g["seed"]),
+                    "--threads", "1"]
+            if s["temperature"] > 0:
+                args += ["--temperature", repr(s["temperature"]), "--top-k", str(s["top_k"]),
+                         "--top-p", repr(s["top_p"])]
+            for st in s["stop"]:
+                args += ["--stop", st]
+            gen = run(args)
+            gj = json.loads(gen.stdout)
+            if gj["ids"] != g["ids"] or gj["text"] != g["text"] or \
+                    gj["finish_reason"] != g["finish_reason"]:
+                ok, why = False, "%s %s: run %r/%r vs generate %r/%r" % (
+                    key, task, g["ids"], g["text"], gj["ids"], gj["text"])
+            if not all(close(a, b) for a, b in zip(gj["logprobs"], g["logprobs"])):
+                ok, why = False, "%s %s logprobs differ" % (key, task)
+        ch = by[(key, "lang")]
+        if ch["best"] not in (" English", " German", " French") or len(ch["choices"]) != 3:
+            ok, why = False, "%s choice row malformed: %r" % (key, ch)
+        ex = by[(key, "title")]["extract"]
+        if not isinstance(ex, dict) or "ok" not in ex or "title" not in ex:
+            ok, why = False, "%s extract malformed: %r" % (key, ex)
+    check(ok, name, why)
+
+
+def source_case(kind, make):
+    d = tempfile.mkdtemp(prefix="fmb_e2e_")
+    try:
+        source, texts = make(d)
+        with open(os.path.join(d, "job.toml"), "w") as f:
+            f.write(job_text("e2e-" + kind, source))
+        r = run(["run", "job.toml"], cwd=d)
+        check(r.returncode == 0, "run %s exits 0" % kind, r.stderr[-2000:])
+        st = json.loads(run(["status", "job.toml"], cwd=d).stdout)
+        check(st["done"] == len(texts) and st["failed"] == 0 and st["pending"] == 0,
+              "status %s counts" % kind, repr(st))
+        rc, rows = export(d)
+        check(rc == 0 and len(rows) == 4 * len(texts), "export %s rows" % kind,
+              "%d rows for %d docs" % (len(rows), len(texts)))
+        keys = sorted(set(r["item_key"] for r in rows))
+        check(keys == sorted(texts), "item keys %s" % kind, "%r vs %r" % (keys, sorted(texts)))
+        compare_with_cli(d, rows, texts, "results %s equal score/generate one by one" % kind)
+        csv = run(["export", "job.toml", "--format", "csv"], cwd=d)
+        check(csv.returncode == 0 and len(csv.stdout.splitlines()) >= 1 + 4 * len(texts),
+              "export %s csv" % kind, csv.stderr)
+        # A rerun of a finished job does nothing and keeps the rows.
+        r2 = run(["run", "job.toml"], cwd=d)
+        rc, rows2 = export(d)
+        check(r2.returncode == 0 and rows_key(rows2) == rows_key(rows), "rerun %s is a no-op" % kind,
+              r2.stderr[-500:])
+    finally:
+        shutil.rmtree(d)
+
+
+def make_targz(d):
+    buf = os.path.join(d, "corpus.tar.gz")
+    with tarfile.open(buf, "w:gz") as t:
+        for name, text in DOCS.items():
+            data = text.encode()
+            ti = tarfile.TarInfo("docs/" + name)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+        ti = tarfile.TarInfo("docs/link.txt")
+        ti.type = tarfile.SYMTYPE
+        ti.linkname = "a.txt"
+        t.addfile(ti)
+        ti = tarfile.TarInfo("docs/skip.bin")
+        ti.size = 3
+        t.addfile(ti, io.BytesIO(b"xyz"))
+    src = '[source]\nkind = "archive"\npaths = ["corpus.*"]\ninclude = ["*.txt", "*.md"]\n'
+    return src, {"corpus.tar.gz!docs/" + n: t for n, t in DOCS.items()}
+
+
+def make_zip(d):
+    os.makedirs(os.path.join(d, "in"))
+    with zipfile.ZipFile(os.path.join(d, "in", "c.zip"), "w", zipfile.ZIP_DEFLATED) as z:
+        for name, text in DOCS.items():
+            z.writestr(name, text)
+    return '[source]\nkind = "archive"\npaths = "in/*.zip"\n', \
+        {"in/c.zip!" + n: t for n, t in DOCS.items()}
+
+
+def make_jsonl(d):
+    with gzip.open(os.path.join(d, "data.jsonl.gz"), "wt") as f:
+        for i, (name, text) in enumerate(DOCS.items()):
+            f.write(json.dumps({"id": "doc%d" % i, "body": text, "meta": {"n": name}}) + "\n")
+            if i == 1:
+                f.write("\n")
+    return ('[source]\nkind = "jsonl"\npaths = ["data.jsonl.gz"]\ntext_field = "body"\n'
+            'id_field = "id"\n',
+            {"data.jsonl.gz#doc%d" % i: t for i, t in enumerate(DOCS.values())})
+
+
+def make_dir(d):
+    write_docs(os.path.join(d, "tree"), DOCS)
+    return '[source]\nkind = "files"\npaths = ["tree"]\nexclude = ["*.md"]\n', \
+        {"tree/" + n: t for n, t in DOCS.items() if not n.endswith(".md")}
+
+
+def make_sqlite(d):
+    db = sqlite3.connect(os.path.join(d, "src.db"))
+    db.execute("CREATE TABLE docs (id INTEGER PRIMARY KEY, body TEXT)")
+    for i, text in enumerate(DOCS.values()):
+        db.execute("INSERT INTO docs VALUES (?, ?)", (i * 10 + 1, text))
+    db.commit()
+    db.close()
+    return ('[source]\nkind = "sqlite"\ndatabase = "src.db"\nquery = "SELECT id, body FROM docs"\n'
+            'page_rows = 2\n', {str(i * 10 + 1): t for i, t in enumerate(DOCS.values())})
+
+
+def failing_items():
+    d = tempfile.mkdtemp(prefix="fmb_e2e_")
+    try:
+        # A corrupt zip entry (bad CRC), an entry over max_entry_bytes, a bad JSONL line and a
+        # regex that hits its match limit, each recorded with its reason; the run goes on.
+        good = "A fine document about cats."
+        with zipfile.ZipFile(os.path.join(d, "z.zip"), "w", zipfile.ZIP_STORED) as z:
+            z.writestr("good.txt", good)
+            z.writestr("bad.txt", "this entry will be corrupted on disk")
+            z.writestr("big.txt", "x" * 5000)
+        raw = bytearray(open(os.path.join(d, "z.zip"), "rb").read())
+        i = raw.find(b"this entry will be corrupted")
+        raw[i + 5] ^= 0x55
+        open(os.path.join(d, "z.zip"), "wb").write(raw)
+        src = ('[source]\nkind = "archive"\npaths = ["z.zip"]\nmax_entry_bytes = 1000\n')
+        tasks = '[[task]]\nname = "ppl"\nkind = "score"\n'
+        with open(os.path.join(d, "job.toml"), "w") as f:
+            f.write(job_text("fail-archive", src, tasks=tasks))
+        r = run(["run", "job.toml"], cwd=d)
+        check(r.returncode == 3, "failed items: exit 3 (archive)", "rc %d %s" % (r.returncode, r.stderr))
+        db = sqlite3.connect(os.path.join(d, "out.db"))
+        st = dict(db.execute("SELECT key, status || ': ' || coalesce(error, '') FROM item"))
+        check(st.get("z.zip!good.txt", "").startswith("done"), "good entry done next to bad ones", repr(st))
+        check("corrupt" in st.get("z.zip!bad.txt", "") or "CRC" in st.get("z.zip!bad.txt", ""),
+              "corrupt entry recorded", repr(st))
+        check("max_entry_bytes" in st.get("z.zip!big.txt", ""), "entry over limit recorded", repr(st))
+        stj = json.loads(run(["status", "job.toml"], cwd=d).stdout)
+        check(stj["failed"] == 2 and len(stj["failures"]) >= 1, "status groups failures", repr(stj))
+        db.close()
+        # JSONL with a bad line and a regex with catastrophic backtracking + tiny match limit.
+        with open(os.path.join(d, "x.jsonl"), "w") as f:
+            f.write(json.dumps({"text": "first good line"}) + "\n")
+            f.write('{"text": "broken\n')
+            f.write(json.dumps({"nottext": 1}) + "\n")
+            f.write(json.dumps({"text": "fourth good line"}) + "\n")
+        tasks = r'''[[task]]
+name = "g"
+kind = "generate"
+prompt = "{document} =>"
+max_new_tokens = 24
+ignore_eos = true
+match_limit = 20
+extract = { x = '^(?<x>(?:.|\s)*(?:.|\s)*\d{9}\b)' }
+'''
+        src = '[source]\nkind = "jsonl"\npaths = ["x.jsonl"]\n'
+        with open(os.path.join(d, "job2.toml"), "w") as f:
+            f.write(job_text("fail-jsonl", src, tasks=tasks).replace('"out.db"', '"out2.db"'))
+        r = run(["run", "job2.toml"], cwd=d)
+        check(r.returncode == 3, "failed items: exit 3 (jsonl, regex)", "rc %d %s" % (r.returncode, r.stderr))
+        db = sqlite3.connect(os.path.join(d, "out2.db"))
+        st = dict(db.execute("SELECT key, status || ': ' || coalesce(error, '') FROM item"))
+        check("bad JSON" in st.get("x.jsonl:2", ""), "bad JSONL line recorded", repr(st))
+        check("text field" in st.get("x.jsonl:3", ""), "JSONL line without text recorded", repr(st))
+        check("limit" in st.get("x.jsonl:1", "") and "limit" in st.get("x.jsonl:4", ""),
+              "regex match limit recorded", repr(st))
+        db.close()
+        # retry --failed puts them back; the source failures fail again, the run still exits 3
+        rr = run(["retry", "job2.toml", "--failed"], cwd=d)
+        check(rr.returncode == 0 and json.loads(rr.stdout)["retried"] == 4, "retry --failed",
+              rr.stdout + rr.stderr)
+    finally:
+        shutil.rmtree(d)
+
+
+def many_docs(d, n):
+    os.makedirs(os.path.join(d, "many"), exist_ok=True)
+    texts = {}
+    for i in range(n):
+        t = ("Document %d. " % i) + ("word%d " % (i * 7 % 13)) * (20 + i % 17)
+        with open(os.path.join(d, "many", "doc%03d.txt" % i), "w") as f:
+            f.write(t)
+        texts["many/doc%03d.txt" % i] = t
+    return texts
+
+
+RESUME_TASKS = r'''
+[[task]]
+name = "ppl"
+kind = "score"
+
+[[task]]
+name = "gen"
+kind = "generate"
+prompt = "{document}\nNext:"
+max_new_tokens = 24
+temperature = 1.0
+top_k = 50
+ignore_eos = true
+'''
+
+
+def resume_and_concurrency():
+    d = tempfile.mkdtemp(prefix="fmb_e2e_")
+    try:
+        many_docs(d, 100)
+        src = '[source]\nkind = "files"\npaths = ["many"]\n'
+        for name, out in (("ref.toml", "ref.db"), ("job.toml", "out.db"), ("two.toml", "two.db")):
+            with open(os.path.join(d, name), "w") as f:
+                f.write(job_text("resume", src, tasks=RESUME_TASKS).replace('"out.db"', '"%s"' % out))
+        r = run(["run", "ref.toml"], cwd=d)
+        _, ref = export(d, "ref.toml")
+        check(r.returncode == 0 and len(ref) == 200, "uninterrupted reference run", r.stderr[-500:])
+        # kill -9 at several points, then a final rerun
+        kills = 0
+        for delay in (0.03, 0.08, 0.15, 0.25):
+            p = subprocess.Popen([FMBATCH, "run", "job.toml", "--progress", "none"], cwd=d,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(delay)
+            if p.poll() is None:
+                p.kill()
+                kills += 1
+            p.wait()
+        r = run(["run", "job.toml"], cwd=d)
+        _, got = export(d)
+        db = sqlite3.connect(os.path.join(d, "out.db"))
+        dup = db.execute("SELECT count(*) - count(DISTINCT item_key || '/' || task) FROM result").fetchone()[0]
+        db.close()
+        check(r.returncode == 0 and rows_key(got, drop=("finished_at", "prefill_seconds",
+                                                        "task_seconds", "item_id")) ==
+              rows_key(ref), "kill -9 x%d then rerun equals an uninterrupted run" % kills,
+              "rc %d, %d rows vs %d" % (r.returncode, len(got), len(ref)))
+        check(dup == 0 and len(got) == 200, "no duplicate and no missing row after kills", "dup %d" % dup)
+        # SIGINT: releases the current item (no attempt counted), exit 130
+        os.remove(os.path.join(d, "out.db"))
+        p = subprocess.Popen([FMBATCH, "run", "job.toml", "--progress", "none"], cwd=d,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate()
+        db = sqlite3.connect(os.path.join(d, "out.db"))
+        running = db.execute("SELECT count(*) FROM item WHERE status = 'running'").fetchone()[0]
+        pend_att = db.execute("SELECT coalesce(max(attempts), 0) FROM item WHERE status = 'pending'").fetchone()[0]
+        db.close()
+        check(p.returncode in (130, 0) and running == 0 and pend_att == 0,
+              "SIGINT releases the item and exits 130", "rc %d running %d attempts %d" % (p.returncode, running, pend_att))
+        r = run(["run", "job.toml"], cwd=d)
+        _, got = export(d)
+        check(r.returncode == 0 and rows_key(got) == rows_key(ref), "rerun after SIGINT completes", r.stderr[-300:])
+        # two runs started together share the queue and do each item exactly once
+        ps = [subprocess.Popen([FMBATCH, "run", "two.toml", "--progress", "none"], cwd=d,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+        rcs = [p.wait() for p in ps]
+        db = sqlite3.connect(os.path.join(d, "two.db"))
+        owners = db.execute("SELECT count(*), max(attempts), count(DISTINCT worker) FROM item WHERE status='done'").fetchone()
+        db.close()
+        _, two = export(d, "two.toml")
+        check(rcs == [0, 0] and owners[0] == 100 and owners[1] == 1 and owners[2] == 2 and rows_key(two) == rows_key(ref),
+              "two concurrent runs do every item exactly once", "rcs %r, %r" % (rcs, owners))
+    finally:
+        shutil.rmtree(d)
+
+
+def fingerprint_and_changes():
+    d = tempfile.mkdtemp(prefix="fmb_e2e_")
+    try:
+        texts = many_docs(d, 6)
+        src = '[source]\nkind = "files"\npaths = ["many"]\n'
+        with open(os.path.join(d, "job.toml"), "w") as f:
+            f.write(job_text("fp", src, tasks=RESUME_TASKS))
+        r = run(["run", "job.toml"], cwd=d)
+        _, before = export(d)
+        with open(os.path.join(d, "job.toml"), "w") as f:
+            f.write(job_text("fp", src, tasks=RESUME_TASKS.replace("max_new_tokens = 24", "max_new_tokens = 25")))
+        r = run(["run", "job.toml"], cwd=d)
+        check(r.returncode == 2 and "max_new_tokens = 24" in r.stderr and "max_new_tokens = 25" in r.stderr,
+              "edited task settings are refused with the difference", "rc %d: %s" % (r.returncode, r.stderr))
+        with open(os.path.join(d, "job.toml"), "w") as f:
+            f.write(job_text("fp", src, tasks=RESUME_TASKS))
+        with open(os.path.join(d, "many", "doc002.txt"), "a") as f:
+            f.write(" changed!")
+        r = run(["run", "job.toml"], cwd=d)
+        _, after = export(d)
+        b, a = rows_key(before, drop=("item_id",)), rows_key(after, drop=("item_id",))
+        changed = sorted(set(k[0] for k in a if a[k] != b.get(k)))
+        check(r.returncode == 0 and changed == ["many/doc002.txt"], "a changed document alone is redone",
+              repr(changed))
+        # a job file error names file:line:column
+        with open(os.path.join(d, "bad.toml"), "w") as f:
+            f.write(job_text("fp", src, tasks=RESUME_TASKS.replace("top_k = 50", "top_kk = 50")))
+        r = run(["run", "bad.toml"], cwd=d)
+        check(r.returncode == 2 and "bad.toml:" in r.stderr and "top_kk" in r.stderr,
+              "unknown key is a config error with its position", r.stderr)
+        c = run(["check", "job.toml"], cwd=d)
+        cj = json.loads(c.stdout) if c.returncode == 0 else {}
+        check(c.returncode == 0 and cj.get("items") == 6 and cj.get("bytes", 0) > 0,
+              "check counts items and bytes", c.stdout + c.stderr)
+    finally:
+        shutil.rmtree(d)
+
+
+if not os.path.exists(FMBATCH):
+    check(False, "batch e2e", "no binary at " + FMBATCH)
+    sys.exit(1)
+for kind, make in (("tar.gz", make_targz), ("zip", make_zip), ("jsonl.gz", make_jsonl),
+                   ("files", make_dir), ("sqlite", make_sqlite)):
+    source_case(kind, make)
+failing_items()
+resume_and_concurrency()
+fingerprint_and_changes()
+sys.exit(1 if failures else 0)
