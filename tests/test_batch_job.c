@@ -1,0 +1,152 @@
+/* test_batch_job: the TOML shim, job-file validation (errors name file:line:column), path
+ * resolution, fingerprints, and the embedded schema equal to schemas/001_init.sql. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch/job.h"
+#include "batch/schema.h"
+#include "batch/toml.h"
+#include "tests/check.h"
+
+/* The job-file sketch of ARCHITECTURE.md, verbatim: it must work as written. */
+static const char *sketch =
+    "[job]\n"
+    "name    = \"nightly-score\"\n"
+    "model   = \"models/falcon-mamba-7b\"     # HF folder\n"
+    "backend = \"auto\"\n"
+    "output  = \"results.db\"                 # SQLite: results and the queue\n"
+    "seed    = 1234\n"
+    "\n"
+    "[source]\n"
+    "kind    = \"archive\"                    # archive | sqlite | files\n"
+    "paths   = [\"corpus/*.tar.zst\"]\n"
+    "include = [\"*.txt\", \"*.md\"]\n"
+    "\n"
+    "[[task]]\n"
+    "name = \"ppl\"\n"
+    "kind = \"score\"\n"
+    "\n"
+    "[[task]]\n"
+    "name    = \"lang\"\n"
+    "kind    = \"choice\"\n"
+    "prompt  = \"{document}\\n\\nThe language of this text is\"\n"
+    "choices = [\" English\", \" German\", \" Russian\", \" Chinese\"]\n"
+    "\n"
+    "[[task]]\n"
+    "name   = \"title\"\n"
+    "kind   = \"generate\"\n"
+    "prompt = \"{document}\\n\\nQuestion: What is the title of this document?\\nAnswer:\"\n"
+    "max_new_tokens = 32\n"
+    "stop   = [\"\\n\"]\n"
+    "extract = { title = '^\\s*(?<title>.+?)\\s*$' }\n";
+
+static fmb_status parse(const char *text, fmb_job **job, fmb_err *err)
+{
+    return fmb_job_parse(text, strlen(text), "j.toml", "/data/jobs", job, err);
+}
+
+/* Replaces the first occurrence of from in sketch by to and expects an error containing want. */
+static void expect_error(const char *name, const char *from, const char *to, const char *want)
+{
+    const char *p = strstr(sketch, from);
+    if (!p) {
+        check(0, name, "pattern '%s' not in the sketch", from);
+        return;
+    }
+    size_t n = strlen(sketch) + strlen(to) + 1;
+    char *t = malloc(n);
+    snprintf(t, n, "%.*s%s%s", (int)(p - sketch), sketch, to, p + strlen(from));
+    fmb_job *job = NULL;
+    fmb_err err = {{0}};
+    fmb_status s = parse(t, &job, &err);
+    check(s == FMB_EINVAL && strstr(err.msg, want) != NULL, name, "status %d, message '%s'", s,
+          err.msg);
+    fmb_job_free(job);
+    free(t);
+}
+
+int main(void)
+{
+    fmb_job *job = NULL;
+    fmb_err err = {{0}};
+    fmb_status s = parse(sketch, &job, &err);
+    if (check(s == FMB_OK, "sketch job parses", "%s", err.msg)) {
+        check(!strcmp(job->name, "nightly-score") && job->seed == 1234, "job fields", "%s",
+              job->name);
+        check(!strcmp(job->model, "/data/jobs/models/falcon-mamba-7b") &&
+                  !strcmp(job->output, "/data/jobs/results.db") &&
+                  !strcmp(job->tokenizer, "/data/jobs/models/falcon-mamba-7b/tokenizer.json"),
+              "relative paths resolve against the job folder", "%s %s", job->model, job->output);
+        check(job->source.kind == FMB_SRC_ARCHIVE && job->source.n_paths == 1 &&
+                  job->source.n_include == 2,
+              "source fields", "kind %d", job->source.kind);
+        check(job->n_tasks == 3 && job->tasks[1].n_choices == 4 &&
+                  !strcmp(job->tasks[1].prefix, "") &&
+                  !strcmp(job->tasks[1].suffix, "\n\nThe language of this text is"),
+              "template split at {document}", "'%s'", job->n_tasks ? job->tasks[1].suffix : "");
+        check(job->tasks[2].n_extract == 1 && !strcmp(job->tasks[2].extract[0].name, "title") &&
+                  job->tasks[2].max_new_tokens == 32 && job->tasks[2].n_stop == 1,
+              "generate fields", "%s", "");
+        char *fp = fmb_job_fingerprint_text(job, "m", "t");
+        check(strstr(fp, "task.title.max_new_tokens = 32") && strstr(fp, "model_hash = \"m\"") &&
+                  strstr(fp, "fmbatch_version"),
+              "fingerprint lists the settings", "%s", fp);
+        fmb_job *j2 = NULL;
+        char *t2 = strdup(sketch);
+        char *p = strstr(t2, "max_new_tokens = 32");
+        p[18] = '3'; /* 32 -> 33 */
+        if (!parse(t2, &j2, &err)) {
+            char *fp2 = fmb_job_fingerprint_text(j2, "m", "t");
+            check(strcmp(fp, fp2) != 0, "fingerprint changes with a task setting", "%s", "");
+            free(fp2);
+        }
+        fmb_job_free(j2);
+        free(t2);
+        free(fp);
+    }
+    fmb_job_free(job);
+
+    expect_error("unknown key names file:line:column", "seed    = 1234", "sed = 1234",
+                 "j.toml:6:1: [job]: unknown key 'sed'");
+    expect_error("wrong type names file:line:column", "max_new_tokens = 32",
+                 "max_new_tokens = \"32\"", "j.toml:27:");
+    expect_error("wrong type says what was expected", "max_new_tokens = 32",
+                 "max_new_tokens = \"32\"", "expected integer, got string");
+    expect_error("missing required key", "output  = \"results.db\"", "",
+                 "missing required key 'output'");
+    expect_error("bad source kind", "kind    = \"archive\"", "kind = \"tarball\"", "j.toml:9:");
+    expect_error("template without {document}", "prompt  = \"{document}\\n\\nThe",
+                 "prompt  = \"\\n\\nThe", "has no {document}");
+    expect_error("unknown key in a task", "stop   = [", "stops = [", "unknown key 'stops'");
+    expect_error("inline table key checked", "extract = { title = '",
+                 "extract = { title = 3, x = '", "expected a regex string");
+    expect_error("duplicate task name", "name   = \"title\"", "name = \"lang\"", "used twice");
+    expect_error("bad TOML syntax", "seed    = 1234", "seed = = 1", "j.toml:6:");
+    expect_error("a TOML error from toml++", "[[task]]\nname = \"ppl\"",
+                 "[[task]]\nname = \"ppl\"\nname = \"x\"", "j.toml:15:");
+
+    /* The shim: types, positions, NUL bytes in strings. */
+    fmb_toml_value *root = NULL;
+    const char *doc = "a = 1\nb = 2.5\n[t]\nc = [true, \"x\\u0000y\"]\nd = 1979-05-27\n";
+    s = fmb_toml_parse(doc, strlen(doc), "s.toml", &root, &err);
+    if (check(s == FMB_OK, "shim parses", "%s", err.msg)) {
+        const fmb_toml_value *t = fmb_toml_get(root, "t");
+        const fmb_toml_value *c = fmb_toml_get(t, "c");
+        check(fmb_toml_get(root, "a")->i == 1 && fmb_toml_get(root, "b")->f == 2.5 && c->n == 2 &&
+                  c->kids[0].b == 1 && c->kids[1].str_len == 3 && c->line == 4 &&
+                  c->key_line == 4 && c->key_col == 1,
+              "shim values and positions", "line %d", c ? c->line : -1);
+        check(fmb_toml_get(t, "d")->type == FMB_TOML_DATETIME, "shim keeps date-times", "%s", "");
+    }
+    fmb_toml_free(root);
+
+    /* The schema compiled into the binary equals schemas/001_init.sql byte for byte. */
+    size_t len = 0;
+    char *file = check_read_file(FMB_SCHEMA_FILE, &len);
+    check(file && len == strlen(fmb_schema_sql) && !memcmp(file, fmb_schema_sql, len),
+          "embedded schema equals " FMB_SCHEMA_FILE, "lengths %zu vs %zu", len,
+          strlen(fmb_schema_sql));
+    free(file);
+    return check_exit();
+}

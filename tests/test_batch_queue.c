@@ -1,0 +1,190 @@
+/* test_batch_queue: the SQLite queue protocol: claims, skips, content changes, orphaned leases
+ * (owner gone: reclaimed at once; owner alive: busy), dead after max_attempts, release without
+ * an attempt, fenced completion, the fingerprint guard. */
+#include <math.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "batch/queue.h"
+#include "tests/check.h"
+
+static char path[256];
+
+static int64_t one(fmb_queue *q, const char *sql)
+{
+    sqlite3_stmt *st;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(fmb_queue_db(q), sql, -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static void exec(fmb_queue *q, const char *sql)
+{
+    sqlite3_exec(fmb_queue_db(q), sql, NULL, NULL, NULL);
+}
+
+static int claim(fmb_queue *q, const char *key, const char *hash, int64_t *id)
+{
+    fmb_claim c;
+    fmb_err err;
+    int64_t tmp;
+    if (fmb_queue_claim(q, key, hash, 3, &c, id ? id : &tmp, &err)) {
+        printf("NOTE claim: %s\n", err.msg);
+        return -1;
+    }
+    return (int)c;
+}
+
+static int complete(fmb_queue *q, int64_t id, const char *key)
+{
+    fmb_err err;
+    fmb_result_row r = fmb_result_row_empty();
+    r.task = "t";
+    r.kind = "score";
+    r.sum_nll = 1.5;
+    int lost = 0;
+    if (fmb_queue_begin(q, &err) || fmb_queue_add_result(q, id, key, &r, &err) ||
+        fmb_queue_finish(q, id, 10, 0.1, &lost, &err)) {
+        printf("NOTE complete: %s\n", err.msg);
+        return -1;
+    }
+    return lost;
+}
+
+int main(void)
+{
+    snprintf(path, sizeof path, "/tmp/fmb_queue_%d.db", (int)getpid());
+    unlink(path);
+    fmb_queue *q = NULL;
+    fmb_err err;
+    if (!check(fmb_queue_open(path, "job", 1, 2, 600, &q, &err) == FMB_OK, "open creates", "%s",
+               err.msg))
+        return check_exit();
+    check(one(q, "PRAGMA user_version") == 1 && one(q, "SELECT count(*) FROM item") == 0,
+          "schema version 1", "%s", "");
+    check(fmb_queue_bind_job(q, "a = 1\nb = 2\n", "m", "mh", "th", &err) == FMB_OK,
+          "first run stores the fingerprint", "%s", err.msg);
+    check(fmb_queue_bind_job(q, "a = 1\nb = 2\n", "m", "mh", "th", &err) == FMB_OK,
+          "same fingerprint accepted", "%s", err.msg);
+    fmb_status s = fmb_queue_bind_job(q, "a = 1\nb = 3\n", "m", "mh", "th", &err);
+    check(s == FMB_EINVAL && strstr(err.msg, "- b = 2") && strstr(err.msg, "+ b = 3"),
+          "changed fingerprint refused with the difference", "%s", err.msg);
+
+    int64_t id = -1, id2 = -1;
+    check(claim(q, "k1", "h1", &id) == FMB_CLAIM_TAKEN, "new key is taken", "%s", "");
+    check(claim(q, "k1", "h1", NULL) == FMB_CLAIM_BUSY, "own live lease is busy", "%s", "");
+    check(complete(q, id, "k1") == 0, "complete writes rows and done", "%s", "");
+    check(claim(q, "k1", "h1", NULL) == FMB_CLAIM_DONE, "done key with the same content skipped",
+          "%s", "");
+    check(one(q, "SELECT count(*) FROM result") == 1, "one result row", "%s", "");
+    check(claim(q, "k1", "h2", &id2) == FMB_CLAIM_TAKEN && id2 == id &&
+              one(q, "SELECT count(*) FROM result") == 0 &&
+              one(q, "SELECT attempts FROM item WHERE key = 'k1'") == 1,
+          "changed content is taken again, old rows dropped", "%s", "");
+    check(complete(q, id2, "k1") == 0 && one(q, "SELECT count(*) FROM result") == 1,
+          "redo completes", "%s", "");
+
+    /* An orphaned lease: the owner pid does not exist -> reclaimed at once. */
+    check(claim(q, "k2", "h", &id) == FMB_CLAIM_TAKEN, "k2 taken", "%s", "");
+    exec(q, "UPDATE item SET lease_pid = 999999999 WHERE key = 'k2'");
+    check(claim(q, "k2", "h", &id2) == FMB_CLAIM_TAKEN &&
+              one(q, "SELECT attempts FROM item WHERE key = 'k2'") == 2,
+          "lease of a dead process is reclaimed at once", "%s", "");
+    /* attempts == max_attempts (2) and the owner dies again -> dead */
+    exec(q, "UPDATE item SET lease_pid = 999999999 WHERE key = 'k2'");
+    check(claim(q, "k2", "h", NULL) == FMB_CLAIM_DEAD &&
+              one(q, "SELECT count(*) FROM item WHERE key = 'k2' AND status = 'dead'") == 1,
+          "dead after max_attempts", "%s", "");
+    check(claim(q, "k2", "h", NULL) == FMB_CLAIM_FAILED, "dead item skipped", "%s", "");
+
+    /* A live owner on this host (pid 1 exists) with a valid lease: busy. With an expired lease:
+     * reclaimed. A lease from another host: busy until expiry. */
+    check(claim(q, "k3", "h", &id) == FMB_CLAIM_TAKEN, "k3 taken", "%s", "");
+    exec(q, "UPDATE item SET lease_pid = 1, lease_start = (SELECT lease_start FROM item WHERE "
+            "key='k3') WHERE key = 'k3'");
+    int64_t start1 = -1;
+    {
+        FILE *f = fopen("/proc/1/stat", "r");
+        char buf[1024] = "";
+        if (f) {
+            size_t n = fread(buf, 1, sizeof buf - 1, f);
+            buf[n] = 0;
+            fclose(f);
+        }
+        char *p = strrchr(buf, ')');
+        for (int i = 2; p && i < 22; i++)
+            p = strchr(p + 1, ' ');
+        if (p)
+            start1 = strtoll(p + 1, NULL, 10);
+    }
+    char sql[200];
+    snprintf(sql, sizeof sql, "UPDATE item SET lease_start = %lld WHERE key = 'k3'",
+             (long long)start1);
+    exec(q, sql);
+    int cl = claim(q, "k3", "h", NULL);
+    check(cl == FMB_CLAIM_BUSY, "live owner's lease is respected", "claim %d, start %lld", cl,
+          (long long)start1);
+    exec(q, "UPDATE item SET lease_expires = 0 WHERE key = 'k3'");
+    check(claim(q, "k3", "h", &id) == FMB_CLAIM_TAKEN, "expired lease is reclaimed", "%s", "");
+    exec(q, "UPDATE item SET lease_host = 'elsewhere', lease_pid = 999999999 WHERE key = 'k3'");
+    check(claim(q, "k3", "h", NULL) == FMB_CLAIM_BUSY, "another host's lease waits for expiry",
+          "%s", "");
+    exec(q, "UPDATE item SET lease_token = 12345 WHERE key = 'k3'"); /* another worker's */
+    /* A late completion after the lease was stolen is fenced off. */
+    check(complete(q, id, "k3") == 1 && one(q, "SELECT count(*) FROM result WHERE item_key = "
+                                               "'k3'") == 0,
+          "completion after a lost lease is rolled back", "%s", "");
+
+    /* release: back to pending, the attempt not counted */
+    check(claim(q, "k4", "h", &id) == FMB_CLAIM_TAKEN, "k4 taken", "%s", "");
+    check(fmb_queue_release(q, id, &err) == FMB_OK &&
+              one(q, "SELECT attempts FROM item WHERE key = 'k4'") == 0 &&
+              one(q, "SELECT count(*) FROM item WHERE key = 'k4' AND status = 'pending'") == 1,
+          "release counts no attempt", "%s", err.msg);
+    int64_t n = -1;
+    check(fmb_queue_claimable(q, &n, &err) == FMB_OK && n == 1, "claimable counts pending", "%lld",
+          (long long)n);
+    /* failures from the source and from tasks */
+    int rec = 0;
+    check(fmb_queue_fail_key(q, "bad!entry", "corrupt entry: CRC", &rec, &err) == FMB_OK &&
+              rec == 1,
+          "source failure recorded", "%s", err.msg);
+    check(fmb_queue_fail_key(q, "bad!entry", "corrupt entry: CRC", &rec, &err) == FMB_OK &&
+              rec == 0,
+          "same source failure not recorded twice", "%s", err.msg);
+    fmb_queue_counts c;
+    memset(&c, 0, sizeof c);
+    s = fmb_queue_counts_get(q, &c, &err);
+    check(s == FMB_OK && c.done == 1 && c.failed == 1 && c.dead == 1 && c.pending == 1 &&
+              c.running == 1,
+          "counts", "done %lld failed %lld dead %lld pending %lld running %lld", (long long)c.done,
+          (long long)c.failed, (long long)c.dead, (long long)c.pending, (long long)c.running);
+    check(fmb_queue_retry_failed(q, &n, &err) == FMB_OK && n == 2, "retry --failed", "%lld",
+          (long long)n);
+    /* a second connection: the job name guards the file */
+    fmb_queue *q2 = NULL;
+    if (fmb_queue_open(path, "other", 0, 2, 600, &q2, &err) == FMB_OK) {
+        s = fmb_queue_bind_job(q2, "a = 1\nb = 2\n", "m", "mh", "th", &err);
+        check(s == FMB_EINVAL && strstr(err.msg, "job 'job'"), "another job's output refused", "%s",
+              err.msg);
+    }
+    fmb_queue_close(q2);
+    char h1[33], h2[33];
+    fmb_queue_content_hash("abc", 3, h1);
+    fmb_queue_content_hash("abd", 3, h2);
+    check(strlen(h1) == 32 && strcmp(h1, h2), "content hash", "%s %s", h1, h2);
+    fmb_queue_close(q);
+    unlink(path);
+    char wal[300];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    unlink(wal);
+    snprintf(wal, sizeof wal, "%s-shm", path);
+    unlink(wal);
+    return check_exit();
+}
