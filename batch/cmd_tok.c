@@ -10,6 +10,8 @@
  *   tokenize --hex-lines: each line is the input bytes in hex; prints one JSON array per line.
  *   detokenize --json-lines: each line is a JSON array of ids; prints one JSON string per line.
  *
+ *   tokenize --time: prints the encode call's wall time to stderr (tools/bench_tokenizer.py).
+ *
  * Exit codes: 0 ok; 2 bad flag, unreadable or malformed input or tokenizer.json; 1 otherwise.
  */
 #include <getopt.h>
@@ -21,11 +23,19 @@
 #include "batch/cli.h"
 #include "engine/tokenizer.h"
 
-enum { OPT_TOKENIZER = 256, OPT_MODEL, OPT_NO_SPECIAL, OPT_SKIP_SPECIAL, OPT_HEX, OPT_JSONL };
+enum {
+    OPT_TOKENIZER = 256,
+    OPT_MODEL,
+    OPT_NO_SPECIAL,
+    OPT_SKIP_SPECIAL,
+    OPT_HEX,
+    OPT_JSONL,
+    OPT_TIME
+};
 
 typedef struct {
     const char *tokenizer, *model, *file;
-    int no_special, skip_special, hex_lines, json_lines;
+    int no_special, skip_special, hex_lines, json_lines, time;
 } tok_args;
 
 static int parse_args(int argc, char **argv, tok_args *a)
@@ -36,6 +46,7 @@ static int parse_args(int argc, char **argv, tok_args *a)
                                              {"skip-special", no_argument, 0, OPT_SKIP_SPECIAL},
                                              {"hex-lines", no_argument, 0, OPT_HEX},
                                              {"json-lines", no_argument, 0, OPT_JSONL},
+                                             {"time", no_argument, 0, OPT_TIME},
                                              {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     optind = 1;
@@ -60,6 +71,9 @@ static int parse_args(int argc, char **argv, tok_args *a)
             break;
         case OPT_JSONL:
             a->json_lines = 1;
+            break;
+        case OPT_TIME:
+            a->time = 1;
             break;
         default:
             fmb_cli_error(argv[0], "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -178,7 +192,10 @@ int fmb_cmd_tokenize(int argc, char **argv)
         goto out;
     }
     fmb_ids v = {0};
+    double t0 = fmb_now();
     s = fmb_tok_encode(tok, text, len, !a.no_special, &v, &err);
+    if (a.time)
+        fprintf(stderr, "encode_s=%.6f tokens=%zu bytes=%zu\n", fmb_now() - t0, v.n, len);
     if (s) {
         fmb_cli_error(cmd, "%s: %s", a.file, err.msg);
         rc = fmb_cli_exit_code(s);

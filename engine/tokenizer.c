@@ -377,7 +377,6 @@ typedef struct {
     int invert;    /* Split: swap matches and gaps */
     int byte_dom;  /* runs after ByteLevel: chars are bytes seen through the byte map */
     int use_regex; /* ByteLevel */
-    int run_re;    /* re matches whole runs of the class (Contiguous predicate) */
     pcre2_code *re;
     uint8_t pred[256]; /* byte domain predicate (Punctuation, Digits) */
 } stage;
@@ -630,15 +629,13 @@ add_pretok(fmb_tok *t, const load_ctx *lc, json_t *pt, const char *field, int *s
             return s;
         char cls[2048];
         class_re(cls, sizeof cls, "\\p{P}" ASCII_PUNCT, FMB_TOK_UNI_P_ADD, FMB_TOK_UNI_P_REM);
-        st->run_re = st->behavior == B_CONTIGUOUS;
-        snprintf(buf, sizeof buf, "%s%s", cls, st->run_re ? "+" : "");
+        snprintf(buf, sizeof buf, "%s", cls);
     } else if (!strcmp(type, "Digits")) {
         st->kind = ST_DIGITS;
         st->behavior = json_flag(pt, "individual_digits", 0) ? B_ISOLATED : B_CONTIGUOUS;
         char cls[2048];
         class_re(cls, sizeof cls, "\\p{N}", FMB_TOK_UNI_D_ADD, FMB_TOK_UNI_D_REM);
-        st->run_re = st->behavior == B_CONTIGUOUS;
-        snprintf(buf, sizeof buf, "%s%s", cls, st->run_re ? "+" : "");
+        snprintf(buf, sizeof buf, "%s", cls);
     } else if (!strcmp(type, "ByteLevel")) {
         if (*seen_bytelevel)
             return bad(lc, FMB_EUNSUP, "%s: a second ByteLevel stage is not supported", field);
@@ -650,19 +647,19 @@ add_pretok(fmb_tok *t, const load_ctx *lc, json_t *pt, const char *field, int *s
             return bad(lc, FMB_EUNSUP, "%s.add_prefix_space: true is not supported", field);
         st->use_regex = json_flag(pt, "use_regex", 1);
         /* HF's ByteLevel regex (GPT-2's, run by Oniguruma), with its classes corrected to
-         * Oniguruma's Unicode: L, N, whitespace WS and the complement O of all three. */
+         * Oniguruma's Unicode: L, N, whitespace WS (listed in full) and O, the complement of
+         * all three. All four are plain classes when L and N only gain code points, so the
+         * repeats need no JIT stack per char (a group under + would, and a 10 MB run of
+         * punctuation would exhaust it). */
         char L[1024], N[1024], WS[256], O[4096];
         class_re(L, sizeof L, "\\p{L}", FMB_TOK_UNI_L_ADD, FMB_TOK_UNI_L_REM);
         class_re(N, sizeof N, "\\p{N}", FMB_TOK_UNI_N_ADD, FMB_TOK_UNI_N_REM);
-        class_re(WS, sizeof WS, "\\s", FMB_TOK_UNI_S_ADD, FMB_TOK_UNI_S_REM);
-        /* O: PCRE2's complement minus the additions, plus the removals that are in no class. */
-        if (*FMB_TOK_UNI_L_REM || *FMB_TOK_UNI_N_REM || *FMB_TOK_UNI_S_REM)
-            snprintf(O, sizeof O, "(?:[^\\s\\p{L}\\p{N}%s%s%s]|(?!%s|%s|%s)[%s%s%s])",
-                     FMB_TOK_UNI_L_ADD, FMB_TOK_UNI_N_ADD, FMB_TOK_UNI_S_ADD, WS, L, N,
-                     FMB_TOK_UNI_L_REM, FMB_TOK_UNI_N_REM, FMB_TOK_UNI_S_REM);
+        snprintf(WS, sizeof WS, "[%s]", FMB_TOK_UNI_S_ALL);
+        if (*FMB_TOK_UNI_L_REM || *FMB_TOK_UNI_N_REM)
+            snprintf(O, sizeof O, "(?:(?!%s|%s|%s)[\\s\\S])", WS, L, N);
         else
-            snprintf(O, sizeof O, "[^\\s\\p{L}\\p{N}%s%s%s]", FMB_TOK_UNI_L_ADD, FMB_TOK_UNI_N_ADD,
-                     FMB_TOK_UNI_S_ADD);
+            snprintf(O, sizeof O, "[^%s\\p{L}\\p{N}%s%s]", FMB_TOK_UNI_S_ALL, FMB_TOK_UNI_L_ADD,
+                     FMB_TOK_UNI_N_ADD);
         snprintf(buf, sizeof buf, "'s|'t|'re|'ve|'m|'ll|'d| ?%s+| ?%s+| ?%s+|%s+(?=%s|\\z)|%s+", L,
                  N, O, WS, WS, WS);
         if (!st->use_regex)
@@ -1180,7 +1177,7 @@ fmb_status fmb_tok_load(const char *path, fmb_tok **out, fmb_err *err)
         goto fail;
     {
         char ws[256];
-        class_re(ws, sizeof ws, "\\s", FMB_TOK_UNI_S_ADD, FMB_TOK_UNI_S_REM);
+        snprintf(ws, sizeof ws, "[%s]", FMB_TOK_UNI_S_ALL);
         if ((s = compile_re(&lc, "(\\s)", ws, PCRE2_ZERO_TERMINATED, 0, &t->re_space)))
             goto fail;
     }

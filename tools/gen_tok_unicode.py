@@ -93,6 +93,22 @@ def ranges(cs):
     return "".join(("\\\\x{%X}" % a) if a == b else ("\\\\x{%X}-\\\\x{%X}" % (a, b)) for a, b in rs)
 
 
+def emit(name, items):
+    """#define name "items" wrapped to fit 100 columns (adjacent literals)."""
+    parts, cur = [], ""
+    for it in items.split("\\\\x{")[1:]:
+        it = "\\\\x{" + it
+        if len(cur) + len(it) > 80:
+            parts.append(cur)
+            cur = ""
+        cur += it
+    parts.append(cur)
+    if len(parts) == 1:
+        print('#define %s "%s"' % (name, parts[0]))
+    else:
+        print("#define %s" % name + "".join(' \\\n    "%s"' % x for x in parts))
+
+
 def main():
     import tokenizers
     pc, ver = pcre2_sets()
@@ -106,8 +122,11 @@ def main():
     print(" * is_ascii_punctuation || unicode_categories' is_punctuation (the Punctuation stage). */")
     print("#ifndef FMB_TOK_UNICODE_H\n#define FMB_TOK_UNICODE_H\n")
     for k in "LNDSP":
-        print('#define FMB_TOK_UNI_%s_ADD "%s"' % (k, ranges(hf[k] - pc[k])))
-        print('#define FMB_TOK_UNI_%s_REM "%s"' % (k, ranges(pc[k] - hf[k])))
+        emit("FMB_TOK_UNI_%s_ADD" % k, ranges(hf[k] - pc[k]))
+        emit("FMB_TOK_UNI_%s_REM" % k, ranges(pc[k] - hf[k]))
+    print("/* HF's whitespace (Oniguruma \\s = Unicode White_Space), all of it: a plain class keeps")
+    print(" * the ByteLevel regex free of groups, whose repetition would need JIT stack per char. */")
+    emit("FMB_TOK_UNI_S_ALL", ranges(hf["S"]))
     print("\n#endif")
 
 
