@@ -94,12 +94,14 @@ int fmb_cmd_score(int argc, char **argv)
                                        {"prompt", required_argument, 0, OPT_PROMPT},
                                        {"per-token", no_argument, 0, OPT_PER_TOKEN},
                                        {"top-k", required_argument, 0, OPT_TOPK_OUT},
+                                       {"verbose", no_argument, 0, 'v'},
                                        ENGINE_LONGOPTS,
                                        {0, 0, 0, 0}};
     const char *cmd = "score", *model = NULL, *ids_file = NULL, *text_file = NULL,
                *prompt = NULL;
-    int per_token = 0, top_k = 0, c, h;
+    int per_token = 0, top_k = 0, verbose = 0, c, h;
     uint64_t u;
+    double t_start = fmb_now();
     fmb_engine_opts eo = {0};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -121,6 +123,9 @@ int fmb_cmd_score(int argc, char **argv)
             break;
         case OPT_PER_TOKEN:
             per_token = 1;
+            break;
+        case 'v':
+            verbose = 1;
             break;
         case OPT_TOPK_OUT:
             if (fmb_cli_parse_u64(optarg, &u) || u > 64) {
@@ -178,8 +183,16 @@ int fmb_cmd_score(int argc, char **argv)
         // EOS is the context of the first token, so every token and byte is scored
         so.context_id = cfg->n_eos ? cfg->eos_ids[0] : -1;
     }
+    double t_score = fmb_now();
     if ((s = fmb_state_new(eng, &st, &err)) || (s = fmb_score(eng, st, ids, n, bytes, &so, &r, &err)))
         goto fail;
+    if (verbose) {
+        double el = fmb_now() - t_score;
+        fprintf(stderr,
+                "score: %zu tokens in %.3f s (%.1f tokens/s) on %s, chunk %zu; load %.3f s\n",
+                r.scored + 1, el, (double)(r.scored + 1) / el, fmb_engine_device_name(eng),
+                fmb_engine_chunk_tokens(eng), t_score - t_start);
+    }
     printf("{\"tokens\":%zu,\"sum_nll\":", r.tokens);
     fmb_cli_json_num(stdout, r.scored ? r.sum_nll : NAN);
     printf(",\"mean_nll\":");

@@ -107,10 +107,11 @@ static fmb_status cpu_open(const fmb_model *m, const fmb_engine_opts *o, void **
     p->m = m;
     p->c = m->cfg;
     const fmb_config *c = &p->c;
-    if (o->threads > 0) {
+    // OpenMP threads split the GEMMs (kcpu.h); OpenBLAS itself stays single-threaded so the
+    // two pools never compete for cores. Process-wide settings: the engine is the only user.
+    openblas_set_num_threads(1);
+    if (o->threads > 0)
         omp_set_num_threads(o->threads);
-        openblas_set_num_threads(o->threads);
-    }
     p->chunk = o->chunk_tokens ? o->chunk_tokens : 512;
     size_t V = (size_t)c->V, D = (size_t)c->D, E = (size_t)c->E;
     // Logits tile: at most ~64 MiB of rows, never more rows than a chunk.
