@@ -74,10 +74,20 @@ int fmb_cli_parse_size(const char *s, size_t *out)
     static const struct {
         const char *suffix;
         double mult;
-    } units[] = {{"", 1},         {"B", 1},          {"K", 1e3},         {"KB", 1e3},
-                 {"KiB", 1024.0}, {"M", 1e6},        {"MB", 1e6},        {"MiB", 1048576.0},
-                 {"G", 1e9},      {"GB", 1e9},       {"GiB", 1073741824.0}, {"T", 1e12},
-                 {"TB", 1e12},    {"TiB", 1099511627776.0}};
+    } units[] = {{"", 1},
+                 {"B", 1},
+                 {"K", 1e3},
+                 {"KB", 1e3},
+                 {"KiB", 1024.0},
+                 {"M", 1e6},
+                 {"MB", 1e6},
+                 {"MiB", 1048576.0},
+                 {"G", 1e9},
+                 {"GB", 1e9},
+                 {"GiB", 1073741824.0},
+                 {"T", 1e12},
+                 {"TB", 1e12},
+                 {"TiB", 1099511627776.0}};
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
         if (!strcasecmp(end, units[i].suffix)) {
             *out = (size_t)(v * units[i].mult);

@@ -8,10 +8,10 @@
 #ifndef FMB_CLI_H
 #define FMB_CLI_H
 
+#include <stdio.h>
+
 #include "engine/engine.h"
 #include "kernels/base.h"
-
-#include <stdio.h>
 
 enum { FMB_EXIT_OK = 0, FMB_EXIT_FATAL = 1, FMB_EXIT_USAGE = 2, FMB_EXIT_ITEMS_FAILED = 3 };
 
@@ -46,12 +46,10 @@ int fmb_cli_parse_float(const char *s, double *out);
 int fmb_cli_engine_opt(const char *name, const char *value, fmb_engine_opts *opts, int *bad);
 
 /* Reads a whole file (path "-" = stdin). Caller frees; NUL-terminated. */
-FMB_NODISCARD fmb_status fmb_cli_read_file(const char *path, char **out, size_t *len,
-                                           fmb_err *err);
+FMB_NODISCARD fmb_status fmb_cli_read_file(const char *path, char **out, size_t *len, fmb_err *err);
 
 /* Reads whitespace-separated token ids. Caller frees *ids. Names the file and the bad word. */
-FMB_NODISCARD fmb_status fmb_cli_read_ids(const char *path, int32_t **ids, size_t *n,
-                                          fmb_err *err);
+FMB_NODISCARD fmb_status fmb_cli_read_ids(const char *path, int32_t **ids, size_t *n, fmb_err *err);
 
 /* JSON number for a double: NaN and infinities print as null. */
 void fmb_cli_json_num(FILE *f, double x);

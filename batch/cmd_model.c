@@ -2,18 +2,18 @@
  * cmd_model: the single-document commands `score`, `generate` and `inspect`, on top of
  * engine/score, engine/generate and engine/model. Output contracts: ARCHITECTURE.md.
  */
-#include "batch/cli.h"
-#include "engine/generate.h"
-#include "engine/model.h"
-#include "engine/prompt.h"
-#include "engine/score.h"
-
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "batch/cli.h"
+#include "engine/generate.h"
+#include "engine/model.h"
+#include "engine/prompt.h"
+#include "engine/score.h"
 
 enum {
     OPT_MODEL = 256,
@@ -38,10 +38,12 @@ enum {
 };
 
 #define ENGINE_LONGOPTS                                                                            \
-    {"backend", required_argument, 0, OPT_BACKEND}, {"dtype", required_argument, 0, OPT_DTYPE},   \
+    {"backend", required_argument, 0, OPT_BACKEND}, {"dtype", required_argument, 0, OPT_DTYPE},    \
         {"chunk-tokens", required_argument, 0, OPT_CHUNK},                                         \
         {"mem-limit", required_argument, 0, OPT_MEMLIMIT},                                         \
-        {"threads", required_argument, 0, OPT_THREADS}
+    {                                                                                              \
+        "threads", required_argument, 0, OPT_THREADS                                               \
+    }
 
 /* Handles the engine options; returns 1 if handled (0 ok), -1 on a bad value, 0 otherwise. */
 static int engine_opt(int c, const char *cmd, fmb_engine_opts *eo)
@@ -97,8 +99,7 @@ int fmb_cmd_score(int argc, char **argv)
                                        {"verbose", no_argument, 0, 'v'},
                                        ENGINE_LONGOPTS,
                                        {0, 0, 0, 0}};
-    const char *cmd = "score", *model = NULL, *ids_file = NULL, *text_file = NULL,
-               *prompt = NULL;
+    const char *cmd = "score", *model = NULL, *ids_file = NULL, *text_file = NULL, *prompt = NULL;
     int per_token = 0, top_k = 0, verbose = 0, c, h;
     uint64_t u;
     double t_start = fmb_now();
@@ -184,7 +185,8 @@ int fmb_cmd_score(int argc, char **argv)
         so.context_id = cfg->n_eos ? cfg->eos_ids[0] : -1;
     }
     double t_score = fmb_now();
-    if ((s = fmb_state_new(eng, &st, &err)) || (s = fmb_score(eng, st, ids, n, bytes, &so, &r, &err)))
+    if ((s = fmb_state_new(eng, &st, &err)) ||
+        (s = fmb_score(eng, st, ids, n, bytes, &so, &r, &err)))
         goto fail;
     if (verbose) {
         double el = fmb_now() - t_score;
@@ -489,8 +491,7 @@ int fmb_cmd_inspect(int argc, char **argv)
         by_dtype[t->dtype] += t->numel;
     }
     size_t chunk = eo.chunk_tokens ? eo.chunk_tokens : 512;
-    size_t D = (size_t)k->D, E = (size_t)k->E, N = (size_t)k->N, R = (size_t)k->R,
-           V = (size_t)k->V;
+    size_t D = (size_t)k->D, E = (size_t)k->E, N = (size_t)k->N, R = (size_t)k->R, V = (size_t)k->V;
     size_t state = (size_t)k->L * E * ((size_t)k->K - 1 + N) * 4;
     size_t scratch = chunk * (3 * D + 5 * E + R + 2 * N) * 4;
     printf("{\"model\":");

@@ -1,18 +1,16 @@
 /* cmd_synth: `fmbatch synth` writes a random checkpoint in the HF layout (engine/synth.h). */
-#include "batch/cli.h"
-#include "engine/synth.h"
-
 #include <getopt.h>
 #include <string.h>
 
+#include "batch/cli.h"
+#include "engine/synth.h"
+
 int fmb_cmd_synth(int argc, char **argv)
 {
-    static const struct option lo[] = {{"shape", required_argument, 0, 's'},
-                                       {"out", required_argument, 0, 'o'},
-                                       {"dtype", required_argument, 0, 'd'},
-                                       {"shards", required_argument, 0, 'n'},
-                                       {"seed", required_argument, 0, 'r'},
-                                       {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"shape", required_argument, 0, 's'}, {"out", required_argument, 0, 'o'},
+        {"dtype", required_argument, 0, 'd'}, {"shards", required_argument, 0, 'n'},
+        {"seed", required_argument, 0, 'r'},  {0, 0, 0, 0}};
     const char *cmd = "synth", *shape = NULL, *out = NULL;
     fmb_synth_opts o = {FMB_DT_BF16, 0, 1, 0};
     int c;

@@ -1,8 +1,8 @@
 /* fmbatch: command dispatch. Each command lives in batch/cmd_*.c. */
-#include "batch/cli.h"
-
 #include <stdio.h>
 #include <string.h>
+
+#include "batch/cli.h"
 
 typedef struct {
     const char *name;

@@ -21,10 +21,10 @@ typedef struct {
     void (*state_copy)(void *impl, void *dst, const void *src);
     void (*state_read)(void *impl, const void *st, float *conv, float *ssm);
     void (*state_write)(void *impl, void *st, const float *conv, const float *ssm);
-    fmb_status (*forward)(void *impl, void *st, const int32_t *ids, size_t n,
-                          const fmb_outputs *out, fmb_err *err);
-    fmb_status (*step)(void *impl, void *const *sts, const int32_t *ids, size_t nseq,
-                       float *logits, fmb_err *err);
+    fmb_status (*forward)(
+        void *impl, void *st, const int32_t *ids, size_t n, const fmb_outputs *out, fmb_err *err);
+    fmb_status (*step)(
+        void *impl, void *const *sts, const int32_t *ids, size_t nseq, float *logits, fmb_err *err);
 } fmb_backend_ops;
 
 extern const fmb_backend_ops fmb_backend_cpu;

@@ -12,8 +12,15 @@
 #include <math.h>
 #include <string.h>
 
-static fmb_status get_int(json_t *root, const char *path, const char *key, int required,
-                          int64_t def, int64_t lo, int64_t hi, int64_t *out, fmb_err *err)
+static fmb_status get_int(json_t *root,
+                          const char *path,
+                          const char *key,
+                          int required,
+                          int64_t def,
+                          int64_t lo,
+                          int64_t hi,
+                          int64_t *out,
+                          fmb_err *err)
 {
     json_t *v = json_object_get(root, key);
     if (!v || json_is_null(v)) {
@@ -32,8 +39,8 @@ static fmb_status get_int(json_t *root, const char *path, const char *key, int r
     return FMB_OK;
 }
 
-static fmb_status get_float(json_t *root, const char *path, const char *key, double def,
-                            float *out, fmb_err *err)
+static fmb_status
+get_float(json_t *root, const char *path, const char *key, double def, float *out, fmb_err *err)
 {
     json_t *v = json_object_get(root, key);
     if (!v || json_is_null(v)) {
@@ -49,8 +56,8 @@ static fmb_status get_float(json_t *root, const char *path, const char *key, dou
     return FMB_OK;
 }
 
-static fmb_status get_bool(json_t *root, const char *path, const char *key, bool def, bool *out,
-                           fmb_err *err)
+static fmb_status
+get_bool(json_t *root, const char *path, const char *key, bool def, bool *out, fmb_err *err)
 {
     json_t *v = json_object_get(root, key);
     if (!v || json_is_null(v)) {
@@ -63,8 +70,8 @@ static fmb_status get_bool(json_t *root, const char *path, const char *key, bool
     return FMB_OK;
 }
 
-static fmb_status get_token_id(json_t *root, const char *path, const char *key, int32_t *out,
-                               fmb_err *err)
+static fmb_status
+get_token_id(json_t *root, const char *path, const char *key, int32_t *out, fmb_err *err)
 {
     json_t *v = json_object_get(root, key);
     *out = -1;
@@ -76,8 +83,8 @@ static fmb_status get_token_id(json_t *root, const char *path, const char *key, 
     return FMB_OK;
 }
 
-fmb_status fmb_config_parse(const char *text, size_t len, const char *path, fmb_config *cfg,
-                            fmb_err *err)
+fmb_status
+fmb_config_parse(const char *text, size_t len, const char *path, fmb_config *cfg, fmb_err *err)
 {
     json_error_t je;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
@@ -121,8 +128,7 @@ fmb_status fmb_config_parse(const char *text, size_t len, const char *path, fmb_
     v = json_object_get(root, "time_step_rank");
     if (!v || json_is_null(v) || (json_is_string(v) && !strcmp(json_string_value(v), "auto"))) {
         cfg->R = (cfg->D + 15) / 16;
-    } else if (json_is_integer(v) && json_integer_value(v) >= 1 &&
-               json_integer_value(v) <= 65536) {
+    } else if (json_is_integer(v) && json_integer_value(v) >= 1 && json_integer_value(v) <= 65536) {
         cfg->R = json_integer_value(v);
     } else {
         s = fmb_fail(err, FMB_EINVAL,
@@ -183,8 +189,9 @@ fmb_status fmb_config_parse(const char *text, size_t len, const char *path, fmb_
     }
     for (int i = 0; i < cfg->n_eos; i++)
         if (cfg->eos_ids[i] >= cfg->V) {
-            s = fmb_fail(err, FMB_EINVAL, "%s: field \"eos_token_id\" = %d is not below vocab_size %lld",
-                         path, cfg->eos_ids[i], (long long)cfg->V);
+            s = fmb_fail(err, FMB_EINVAL,
+                         "%s: field \"eos_token_id\" = %d is not below vocab_size %lld", path,
+                         cfg->eos_ids[i], (long long)cfg->V);
             goto out;
         }
 out:
@@ -209,12 +216,12 @@ fmb_status fmb_config_load(const char *path, fmb_config *cfg, fmb_err *err)
 int64_t fmb_config_param_count(const fmb_config *c)
 {
     int64_t D = c->D, E = c->E, N = c->N, K = c->K, R = c->R, V = c->V;
-    int64_t layer = D                          /* norm */
-                    + 2 * E * D                /* in_proj */
+    int64_t layer = D                                                                /* norm */
+                    + 2 * E * D                                                      /* in_proj */
                     + (c->use_bias ? 2 * E : 0) + E * K + (c->use_conv_bias ? E : 0) /* conv */
-                    + (R + 2 * N) * E          /* x_proj */
-                    + E * R + E                /* dt_proj + bias */
-                    + E * N + E                /* A_log, D */
+                    + (R + 2 * N) * E                                                /* x_proj */
+                    + E * R + E                      /* dt_proj + bias */
+                    + E * N + E                      /* A_log, D */
                     + D * E + (c->use_bias ? D : 0); /* out_proj */
     return c->L * layer + V * D + D + (c->tie_embeddings ? 0 : V * D);
 }

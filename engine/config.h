@@ -8,10 +8,10 @@
 #ifndef FMB_CONFIG_H
 #define FMB_CONFIG_H
 
-#include "kernels/base.h"
-
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "kernels/base.h"
 
 #define FMB_MAX_EOS 8
 
@@ -31,8 +31,8 @@ typedef struct {
 } fmb_config;
 
 /* Parses config.json text; path is used in messages only. */
-FMB_NODISCARD fmb_status fmb_config_parse(const char *text, size_t len, const char *path,
-                                          fmb_config *cfg, fmb_err *err);
+FMB_NODISCARD fmb_status
+fmb_config_parse(const char *text, size_t len, const char *path, fmb_config *cfg, fmb_err *err);
 FMB_NODISCARD fmb_status fmb_config_load(const char *path, fmb_config *cfg, fmb_err *err);
 
 /* Parameter count implied by the config (lm_head counted only when untied). */

@@ -13,16 +13,15 @@
  * lm_head a vocabulary tile at a time: anonymous memory stays at about one layer (0.4 GiB at
  * 7B) plus the lm_head tile and the chunk's activations.
  */
-#include "engine/backend.h"
-
-#include "kernels/cpu/kcpu.h"
-
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "engine/backend.h"
+#include "kernels/cpu/kcpu.h"
 
 void openblas_set_num_threads(int n); /* OpenBLAS extension (cblas.h declares it too) */
 
@@ -36,7 +35,7 @@ typedef struct {
 typedef struct {
     const fmb_model *m;
     fmb_config c;
-    size_t chunk;   /* T: tokens per chunk */
+    size_t chunk;     /* T: tokens per chunk */
     size_t head_rows; /* rows of the logits tile */
     size_t head_vt;   /* vocabulary rows per lm_head tile when not cached */
     int cached;
@@ -100,8 +99,7 @@ static size_t layer_big_floats(const fmb_config *c)
     return (size_t)(2 * c->E * c->D + (c->R + 2 * c->N) * c->E + c->E * c->R + c->D * c->E);
 }
 
-static fmb_status cpu_open(const fmb_model *m, const fmb_engine_opts *o, void **out,
-                           fmb_err *err)
+static fmb_status cpu_open(const fmb_model *m, const fmb_engine_opts *o, void **out, fmb_err *err)
 {
     cpu_impl *p = fmb_xcalloc(1, sizeof *p);
     p->m = m;
@@ -293,8 +291,12 @@ static void add_bias_rows(float *x, size_t ld, size_t T, size_t n, const float *
 }
 
 /* The big matrices of layer l: resident, or converted into layer_buf now. */
-static void layer_mats(cpu_impl *p, int64_t l, const float **in_proj, const float **x_proj,
-                       const float **dt_proj, const float **out_proj)
+static void layer_mats(cpu_impl *p,
+                       int64_t l,
+                       const float **in_proj,
+                       const float **x_proj,
+                       const float **dt_proj,
+                       const float **out_proj)
 {
     const cpu_layer *cl = &p->layers[l];
     if (p->cached) {
@@ -324,8 +326,8 @@ static void run_layer(cpu_impl *p, cpu_state *s, int64_t l, size_t T)
 {
     const fmb_config *c = &p->c;
     const cpu_layer *cl = &p->layers[l];
-    size_t D = (size_t)c->D, E = (size_t)c->E, N = (size_t)c->N, K = (size_t)c->K,
-           R = (size_t)c->R, S = R + 2 * N;
+    size_t D = (size_t)c->D, E = (size_t)c->E, N = (size_t)c->N, K = (size_t)c->K, R = (size_t)c->R,
+           S = R + 2 * N;
     const float *in_proj, *x_proj, *dt_proj, *out_proj;
     layer_mats(p, l, &in_proj, &x_proj, &dt_proj, &out_proj);
     int32_t starts[2] = {0, (int32_t)T}, slot = 0;
@@ -397,8 +399,8 @@ static int wants_head(const fmb_outputs *o, size_t t0, size_t T)
     return o->logits && o->logits_from < t0 + T;
 }
 
-static fmb_status cpu_forward(void *impl, void *st, const int32_t *ids, size_t n,
-                              const fmb_outputs *o, fmb_err *err)
+static fmb_status
+cpu_forward(void *impl, void *st, const int32_t *ids, size_t n, const fmb_outputs *o, fmb_err *err)
 {
     (void)err;
     cpu_impl *p = impl;
@@ -424,8 +426,8 @@ static fmb_status cpu_forward(void *impl, void *st, const int32_t *ids, size_t n
     return FMB_OK;
 }
 
-static fmb_status cpu_step(void *impl, void *const *sts, const int32_t *ids, size_t nseq,
-                           float *logits, fmb_err *err)
+static fmb_status
+cpu_step(void *impl, void *const *sts, const int32_t *ids, size_t nseq, float *logits, fmb_err *err)
 {
     cpu_impl *p = impl;
     for (size_t i = 0; i < nseq; i++) {

@@ -43,9 +43,14 @@ static long find_stop(const fmb_gen_opts *o, const char *hay, size_t n, size_t f
     return best;
 }
 
-fmb_status fmb_generate(fmb_engine *eng, fmb_state *st, const fmb_tok *tok,
-                        const int32_t *prompt, size_t n_prompt, const fmb_gen_opts *o,
-                        fmb_gen_result *r, fmb_err *err)
+fmb_status fmb_generate(fmb_engine *eng,
+                        fmb_state *st,
+                        const fmb_tok *tok,
+                        const int32_t *prompt,
+                        size_t n_prompt,
+                        const fmb_gen_opts *o,
+                        fmb_gen_result *r,
+                        fmb_err *err)
 {
     memset(r, 0, sizeof *r);
     r->prompt_tokens = n_prompt;

@@ -24,19 +24,24 @@ typedef struct {
 
 typedef struct {
     size_t prompt_tokens;
-    int32_t *ids;      /* [n] generated ids */
-    float *logprobs;   /* [n] */
+    int32_t *ids;    /* [n] generated ids */
+    float *logprobs; /* [n] */
     size_t n;
-    char *text;        /* decoded text, cut before a stop string; NULL without a tokenizer */
+    char *text; /* decoded text, cut before a stop string; NULL without a tokenizer */
     size_t text_len;
     const char *finish_reason; /* "length", "eos" or "stop" (static) */
 } fmb_gen_result;
 
 /* tok may be NULL (no text, no stop strings). st is advanced through the prompt and the
  * generated tokens. */
-FMB_NODISCARD fmb_status fmb_generate(fmb_engine *eng, fmb_state *st, const fmb_tok *tok,
-                                      const int32_t *prompt, size_t n_prompt,
-                                      const fmb_gen_opts *opts, fmb_gen_result *r, fmb_err *err);
+FMB_NODISCARD fmb_status fmb_generate(fmb_engine *eng,
+                                      fmb_state *st,
+                                      const fmb_tok *tok,
+                                      const int32_t *prompt,
+                                      size_t n_prompt,
+                                      const fmb_gen_opts *opts,
+                                      fmb_gen_result *r,
+                                      fmb_err *err);
 void fmb_gen_result_free(fmb_gen_result *r);
 
 #endif

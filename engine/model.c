@@ -3,11 +3,11 @@
  */
 #include "engine/model.h"
 
-#include "kernels/cpu/kcpu.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kernels/cpu/kcpu.h"
 
 void fmb_model_free(fmb_model *m)
 {
@@ -20,8 +20,14 @@ void fmb_model_free(fmb_model *m)
 
 /* Finds name (or alt) and checks its shape; sets *used[index] so unexpected tensors can be
  * reported. want[] lists ndim sizes. */
-static fmb_status need(const fmb_model *m, char *used, const char *name, const char *alt,
-                       int optional, int ndim, const int64_t *want, const fmb_tensor **out,
+static fmb_status need(const fmb_model *m,
+                       char *used,
+                       const char *name,
+                       const char *alt,
+                       int optional,
+                       int ndim,
+                       const int64_t *want,
+                       const fmb_tensor **out,
                        fmb_err *err)
 {
     const fmb_tensor *t = fmb_st_find(m->st, name);
@@ -80,8 +86,7 @@ fmb_status fmb_model_open(const char *dir, fmb_model **out, fmb_err *err)
         s = fmb_fail(err, FMB_EINVAL,
                      "%s: tensor \"%s\" has %lld rows but config.json's intermediate_size = %lld "
                      "needs 2 × %lld",
-                     ip->file, ip->name, (long long)ip->shape[0], (long long)c->E,
-                     (long long)c->E);
+                     ip->file, ip->name, (long long)ip->shape[0], (long long)c->E, (long long)c->E);
         goto fail;
     }
 

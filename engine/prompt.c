@@ -17,8 +17,13 @@ void fmb_prompt_parts(const char *t, size_t *before_len, const char **after)
     *after = m + strlen(DOC_MARK);
 }
 
-fmb_status fmb_prompt_build(const fmb_tok *tok, int32_t context_id, const char *t,
-                            const char *doc, size_t doc_len, fmb_ids *prefix, fmb_ids *rest,
+fmb_status fmb_prompt_build(const fmb_tok *tok,
+                            int32_t context_id,
+                            const char *t,
+                            const char *doc,
+                            size_t doc_len,
+                            fmb_ids *prefix,
+                            fmb_ids *rest,
                             fmb_err *err)
 {
     size_t before;

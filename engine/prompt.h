@@ -21,9 +21,13 @@ void fmb_prompt_parts(const char *template_text, size_t *before_len, const char 
 /* Appends the prefix ids to prefix and the rest ids to rest (both caller-owned). Offsets, if
  * requested on prefix, are byte offsets into the document for document tokens and SIZE_MAX
  * for the context and template tokens. */
-FMB_NODISCARD fmb_status fmb_prompt_build(const fmb_tok *tok, int32_t context_id,
-                                          const char *template_text, const char *doc,
-                                          size_t doc_len, fmb_ids *prefix, fmb_ids *rest,
+FMB_NODISCARD fmb_status fmb_prompt_build(const fmb_tok *tok,
+                                          int32_t context_id,
+                                          const char *template_text,
+                                          const char *doc,
+                                          size_t doc_len,
+                                          fmb_ids *prefix,
+                                          fmb_ids *rest,
                                           fmb_err *err);
 
 #endif

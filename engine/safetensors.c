@@ -113,8 +113,9 @@ static fmb_status add_file(fmb_st *st, const char *path, fmb_err *err)
     size_t size = (size_t)sb.st_size;
     if (size < 8) {
         close(fd);
-        return fmb_fail(err, FMB_EINVAL, "%s: truncated: %zu bytes, shorter than the 8-byte header length",
-                        path, size);
+        return fmb_fail(err, FMB_EINVAL,
+                        "%s: truncated: %zu bytes, shorter than the 8-byte header length", path,
+                        size);
     }
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
@@ -335,13 +336,14 @@ fmb_status fmb_st_open_dir(const char *dir, fmb_st **out, fmb_err *err)
         char sp[4200];
         snprintf(sp, sizeof sp, "%s/%s", dir, json_string_value(val));
         if (!t) {
-            s = fmb_fail(err, FMB_EINVAL, "%s: tensor \"%s\" is listed in the index but missing from %s",
-                         path, key, sp);
+            s = fmb_fail(err, FMB_EINVAL,
+                         "%s: tensor \"%s\" is listed in the index but missing from %s", path, key,
+                         sp);
             goto out;
         }
         if (strcmp(t->file, sp)) {
-            s = fmb_fail(err, FMB_EINVAL, "%s: tensor \"%s\" is in %s, the index says %s", path, key,
-                         t->file, sp);
+            s = fmb_fail(err, FMB_EINVAL, "%s: tensor \"%s\" is in %s, the index says %s", path,
+                         key, t->file, sp);
             goto out;
         }
     }

@@ -10,14 +10,21 @@
 #ifndef FMB_SAFETENSORS_H
 #define FMB_SAFETENSORS_H
 
-#include "kernels/base.h"
-
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/base.h"
+
 /* Weights are F32, BF16 or F16; the others are read (reference fixtures hold F64 and I32)
  * but rejected by the model loader. */
-typedef enum { FMB_DT_F32 = 0, FMB_DT_BF16, FMB_DT_F16, FMB_DT_F64, FMB_DT_I32, FMB_DT_I64 } fmb_dtype;
+typedef enum {
+    FMB_DT_F32 = 0,
+    FMB_DT_BF16,
+    FMB_DT_F16,
+    FMB_DT_F64,
+    FMB_DT_I32,
+    FMB_DT_I64
+} fmb_dtype;
 
 size_t fmb_dtype_size(fmb_dtype dt);
 const char *fmb_dtype_name(fmb_dtype dt);

@@ -7,11 +7,11 @@
  */
 #include "engine/sample.h"
 
-#include "kernels/base.h"
-
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kernels/base.h"
 
 static uint64_t mix64(uint64_t x)
 {
@@ -65,8 +65,12 @@ static int cmp_cand(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-int32_t fmb_sample(const float *logits, int32_t V, const fmb_sample_params *p, uint64_t step,
-                   void *scratch, float *logprob)
+int32_t fmb_sample(const float *logits,
+                   int32_t V,
+                   const fmb_sample_params *p,
+                   uint64_t step,
+                   void *scratch,
+                   float *logprob)
 {
     FMB_ASSERT(V > 0);
     int32_t pick = 0;

@@ -27,8 +27,12 @@ uint64_t fmb_hash64(uint64_t h, const void *data, size_t len);
 /* Picks a token from logits [V]. scratch must hold 2*V floats' worth (8*V bytes) or be NULL
  * (then it allocates). *logprob (if non-NULL) receives the chosen token's log-probability
  * under the model's raw distribution (log-softmax of the unscaled logits). */
-int32_t fmb_sample(const float *logits, int32_t V, const fmb_sample_params *p, uint64_t step,
-                   void *scratch, float *logprob);
+int32_t fmb_sample(const float *logits,
+                   int32_t V,
+                   const fmb_sample_params *p,
+                   uint64_t step,
+                   void *scratch,
+                   float *logprob);
 
 /* log-softmax value of logits[id] (double precision sum). */
 double fmb_logprob_of(const float *logits, int32_t V, int32_t id);

@@ -22,8 +22,14 @@ void fmb_score_result_free(fmb_score_result *r)
     memset(r, 0, sizeof *r);
 }
 
-fmb_status fmb_score(fmb_engine *eng, fmb_state *st, const int32_t *ids, size_t n, size_t bytes,
-                     const fmb_score_opts *opts, fmb_score_result *r, fmb_err *err)
+fmb_status fmb_score(fmb_engine *eng,
+                     fmb_state *st,
+                     const int32_t *ids,
+                     size_t n,
+                     size_t bytes,
+                     const fmb_score_opts *opts,
+                     fmb_score_result *r,
+                     fmb_err *err)
 {
     memset(r, 0, sizeof *r);
     int ctx = opts->context_id >= 0;

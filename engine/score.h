@@ -34,8 +34,13 @@ typedef struct {
 
 /* Scores ids[0..n) from st (which it advances: afterwards st is the state after the document,
  * with the context token included). bytes is the document's byte length (0: unknown). */
-FMB_NODISCARD fmb_status fmb_score(fmb_engine *eng, fmb_state *st, const int32_t *ids, size_t n,
-                                   size_t bytes, const fmb_score_opts *opts, fmb_score_result *r,
+FMB_NODISCARD fmb_status fmb_score(fmb_engine *eng,
+                                   fmb_state *st,
+                                   const int32_t *ids,
+                                   size_t n,
+                                   size_t bytes,
+                                   const fmb_score_opts *opts,
+                                   fmb_score_result *r,
                                    fmb_err *err);
 void fmb_score_result_free(fmb_score_result *r);
 

@@ -1,15 +1,15 @@
 /* synth: random FalconMamba checkpoints in the HF layout. See synth.h. */
 #include "engine/synth.h"
 
-#include "engine/sample.h"
-#include "kernels/cpu/kcpu.h"
-
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include "engine/sample.h"
+#include "kernels/cpu/kcpu.h"
 
 fmb_status fmb_synth_shape(const char *spec, fmb_config *c, fmb_err *err)
 {
@@ -83,8 +83,15 @@ typedef struct {
     size_t offset; /* within its shard's data area */
 } synth_tensor;
 
-static void add(synth_tensor **v, size_t *n, const char *name, int ndim, int64_t a, int64_t b,
-                int64_t c, int init, float scale)
+static void add(synth_tensor **v,
+                size_t *n,
+                const char *name,
+                int ndim,
+                int64_t a,
+                int64_t b,
+                int64_t c,
+                int init,
+                float scale)
 {
     *v = realloc(*v, (*n + 1) * sizeof **v);
     FMB_ASSERT(*v);
@@ -110,8 +117,7 @@ static size_t build_table(const fmb_config *c, synth_tensor **v)
             1.0f / sqrtf((float)c->D));
         add(v, &n, L_("mixer.conv1d.weight"), 3, c->E, 1, c->K, INIT_UNIFORM,
             1.0f / sqrtf((float)c->K));
-        add(v, &n, L_("mixer.conv1d.bias"), 1, c->E, 0, 0, INIT_UNIFORM,
-            1.0f / sqrtf((float)c->K));
+        add(v, &n, L_("mixer.conv1d.bias"), 1, c->E, 0, 0, INIT_UNIFORM, 1.0f / sqrtf((float)c->K));
         add(v, &n, L_("mixer.x_proj.weight"), 2, c->R + 2 * c->N, c->E, 0, INIT_UNIFORM,
             1.0f / sqrtf((float)c->E));
         add(v, &n, L_("mixer.dt_proj.weight"), 2, c->E, c->R, 0, INIT_UNIFORM,
@@ -181,8 +187,8 @@ static void gen(const synth_tensor *t, uint64_t seed, size_t i0, size_t n, float
     }
 }
 
-static fmb_status write_config(const fmb_config *c, const char *dir, const fmb_synth_opts *o,
-                               fmb_err *err)
+static fmb_status
+write_config(const fmb_config *c, const char *dir, const fmb_synth_opts *o, fmb_err *err)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -205,9 +211,8 @@ static fmb_status write_config(const fmb_config *c, const char *dir, const fmb_s
             o->dtype == FMB_DT_BF16 ? "bfloat16" : "float32", (long long)c->D, (long long)c->L,
             (long long)c->V, (long long)c->N,
             // the real 7B config says expand 16 (wrong; intermediate_size is what counts)
-            o->like_7b_config ? 16LL : (long long)(c->E / c->D), (long long)c->E,
-            (long long)c->K, (long long)c->R, c->tie_embeddings ? "true" : "false",
-            c->eos_ids[0]);
+            o->like_7b_config ? 16LL : (long long)(c->E / c->D), (long long)c->E, (long long)c->K,
+            (long long)c->R, c->tie_embeddings ? "true" : "false", c->eos_ids[0]);
     if (!o->like_7b_config)
         fprintf(f, "  \"mixer_rms_eps\": %g,\n", c->mixer_eps);
     fprintf(f, "  \"transformers_version\": \"4.43.0.dev0\"\n}\n");
@@ -216,8 +221,8 @@ static fmb_status write_config(const fmb_config *c, const char *dir, const fmb_s
     return FMB_OK;
 }
 
-fmb_status fmb_synth_write(const fmb_config *c, const char *dir, const fmb_synth_opts *o,
-                           int verbose, fmb_err *err)
+fmb_status fmb_synth_write(
+    const fmb_config *c, const char *dir, const fmb_synth_opts *o, int verbose, fmb_err *err)
 {
     if (o->dtype != FMB_DT_BF16 && o->dtype != FMB_DT_F32)
         return fmb_fail(err, FMB_EINVAL, "synth: dtype must be bf16 or f32");

@@ -26,7 +26,7 @@ FMB_NODISCARD fmb_status fmb_synth_shape(const char *spec, fmb_config *cfg, fmb_
 
 /* Writes the checkpoint into dir (created if absent). Progress lines go to stderr when
  * verbose. */
-FMB_NODISCARD fmb_status fmb_synth_write(const fmb_config *cfg, const char *dir,
-                                         const fmb_synth_opts *o, int verbose, fmb_err *err);
+FMB_NODISCARD fmb_status fmb_synth_write(
+    const fmb_config *cfg, const char *dir, const fmb_synth_opts *o, int verbose, fmb_err *err);
 
 #endif

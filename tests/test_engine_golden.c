@@ -4,14 +4,14 @@
  * logits at every position, per-position NLL over a 2,500-4,500-token prompt, 12 greedy tokens
  * and their log-probabilities; then chunk invariance, decode invariance and state save/restore.
  */
-#include "engine/engine.h"
-#include "engine/safetensors.h"
-#include "tests/check.h"
-
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "engine/engine.h"
+#include "engine/safetensors.h"
+#include "tests/check.h"
 
 static const fmb_tensor *ref(const fmb_st *st, const char *name)
 {

@@ -4,16 +4,16 @@
  * sampler (greedy ties, determinism of the counter-based RNG, top-k/top-p support) and the
  * reference kernels' varlen handling (several sequences in one chunk equal separate runs).
  */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "engine/config.h"
 #include "engine/sample.h"
 #include "engine/synth.h"
 #include "kernels/cpu/kcpu.h"
 #include "tests/check.h"
-
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 static int parse(const char *json, fmb_config *c, fmb_err *e)
 {
@@ -25,11 +25,12 @@ static void test_config(void)
     fmb_config c;
     fmb_err e;
     // The real 7B config.json: expand 16 (wrong) and intermediate_size 8192, no mixer_rms_eps.
-    const char *real = "{\"model_type\":\"falcon_mamba\",\"hidden_size\":4096,\"num_hidden_layers\":64,"
-                       "\"vocab_size\":65024,\"state_size\":16,\"expand\":16,\"intermediate_size\":8192,"
-                       "\"conv_kernel\":4,\"time_step_rank\":256,\"use_bias\":false,\"use_conv_bias\":true,"
-                       "\"layer_norm_epsilon\":1e-05,\"tie_word_embeddings\":false,\"bos_token_id\":0,"
-                       "\"eos_token_id\":11,\"pad_token_id\":0}";
+    const char *real =
+        "{\"model_type\":\"falcon_mamba\",\"hidden_size\":4096,\"num_hidden_layers\":64,"
+        "\"vocab_size\":65024,\"state_size\":16,\"expand\":16,\"intermediate_size\":8192,"
+        "\"conv_kernel\":4,\"time_step_rank\":256,\"use_bias\":false,\"use_conv_bias\":true,"
+        "\"layer_norm_epsilon\":1e-05,\"tie_word_embeddings\":false,\"bos_token_id\":0,"
+        "\"eos_token_id\":11,\"pad_token_id\":0}";
     int ok = parse(real, &c, &e) == FMB_OK;
     check(ok && c.E == 8192 && c.R == 256 && c.N == 16 && c.K == 4 && c.L == 64,
           "config: 7B d_inner from intermediate_size, not expand", "E=%lld", (long long)c.E);
@@ -105,7 +106,8 @@ static void test_sampler(void)
 {
     float l[6] = {1.0f, 3.0f, 3.0f, -2.0f, 0.5f, 2.9f};
     fmb_sample_params g = {0};
-    check(fmb_sample(l, 6, &g, 0, NULL, NULL) == 1, "greedy ties go to the lowest id", "%s", "mismatch");
+    check(fmb_sample(l, 6, &g, 0, NULL, NULL) == 1, "greedy ties go to the lowest id", "%s",
+          "mismatch");
     fmb_sample_params p = {0.8f, 0, 1.0f, 42, 7};
     int same = 1, counts[6] = {0};
     for (uint64_t s = 0; s < 4000; s++) {
@@ -203,8 +205,8 @@ static void test_varlen(void)
     fmb_kcpu_conv1d(x, E, c2, E, w, cb, E, K, cs, E * (K - 1), &va);
     fmb_kcpu_scan(c2, E, dt, E, bias, A, bc, bc + N, 2 * N, Dv, z, E, y2, E, E, N, hs, E * N, &va);
     fmb_kcpu_conv1d(x + 10 * E, E, c2 + 10 * E, E, w, cb, E, K, cs, E * (K - 1), &vb);
-    fmb_kcpu_scan(c2 + 10 * E, E, dt + 10 * E, E, bias, A, bc + 20 * N, bc + 20 * N + N, 2 * N,
-                  Dv, z + 10 * E, E, y2 + 10 * E, E, E, N, hs, E * N, &vb);
+    fmb_kcpu_scan(c2 + 10 * E, E, dt + 10 * E, E, bias, A, bc + 20 * N, bc + 20 * N + N, 2 * N, Dv,
+                  z + 10 * E, E, y2 + 10 * E, E, E, N, hs, E * N, &vb);
     worst = 0;
     for (size_t i = 0; i < T * E; i++)
         worst = fmax(worst, fabs(y1[i] - y2[i]));
@@ -222,8 +224,8 @@ static void test_head(void)
     float lp[2], tkl[6];
     fmb_kcpu_head_reduce(&l[0][0], 7, 2, 7, tg, lp, rank, am, 3, tk, tkl);
     double lse = 5 + log(3 + exp(-5) + exp(-4) + exp(-6) + exp(-1));
-    check(am[0] == 1 && rank[0] == 3 && fabs(lp[0] - (4 - lse)) < 1e-6, "head: argmax, rank, logprob",
-          "am %d rank %d lp %g", am[0], rank[0], lp[0]);
+    check(am[0] == 1 && rank[0] == 3 && fabs(lp[0] - (4 - lse)) < 1e-6,
+          "head: argmax, rank, logprob", "am %d rank %d lp %g", am[0], rank[0], lp[0]);
     check(tk[0] == 1 && tk[1] == 2 && tk[2] == 6 && tk[3] == 0 && tk[4] == 1 && tk[5] == 2 &&
               rank[1] == 0 && am[1] == 0,
           "head: top-k ties to the lowest id", "%d %d %d / %d %d %d", tk[0], tk[1], tk[2], tk[3],

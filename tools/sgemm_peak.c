@@ -18,7 +18,8 @@ static double now(void)
 /* GFLOP/s of C[M,N] = A[M,K] B[N,K]^T, best of reps. */
 static double rate(int M, int N, int K, int reps)
 {
-    float *A = malloc((size_t)M * K * 4), *B = malloc((size_t)N * K * 4), *C = malloc((size_t)M * N * 4);
+    float *A = malloc((size_t)M * K * 4), *B = malloc((size_t)N * K * 4),
+          *C = malloc((size_t)M * N * 4);
     for (size_t i = 0; i < (size_t)M * K; i++)
         A[i] = (float)(i % 17) * 0.01f;
     for (size_t i = 0; i < (size_t)N * K; i++)

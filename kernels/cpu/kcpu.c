@@ -1,16 +1,24 @@
 /* kcpu: float32 CPU reference kernels. See kcpu.h for shapes and semantics. */
 #include "kernels/cpu/kcpu.h"
 
-#include "kernels/base.h"
-
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 
+#include "kernels/base.h"
+
 // --- GEMM ---------------------------------------------------------------------------------
 
-void fmb_kcpu_gemm_nt(size_t T, size_t M, size_t Kd, const float *A, size_t lda, const float *W,
-                      size_t ldw, float *C, size_t ldc, int accumulate)
+void fmb_kcpu_gemm_nt(size_t T,
+                      size_t M,
+                      size_t Kd,
+                      const float *A,
+                      size_t lda,
+                      const float *W,
+                      size_t ldw,
+                      float *C,
+                      size_t ldc,
+                      int accumulate)
 {
     if (T == 0 || M == 0)
         return;
@@ -22,16 +30,16 @@ void fmb_kcpu_gemm_nt(size_t T, size_t M, size_t Kd, const float *A, size_t lda,
 #pragma omp parallel for schedule(static) if (blocks > 1 && T * M * Kd > 32768)
     for (size_t b = 0; b < blocks; b++) {
         size_t m0 = b * 64, m1 = m0 + 64 < M ? m0 + 64 : M;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)(m1 - m0), (int)Kd,
-                    1.0f, A, (int)lda, W + m0 * ldw, (int)ldw, accumulate ? 1.0f : 0.0f, C + m0,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)(m1 - m0), (int)Kd, 1.0f,
+                    A, (int)lda, W + m0 * ldw, (int)ldw, accumulate ? 1.0f : 0.0f, C + m0,
                     (int)ldc);
     }
 }
 
 // --- norms -------------------------------------------------------------------------------
 
-void fmb_kcpu_add_rmsnorm(float *resid, const float *add, const float *w, float eps, float *out,
-                          size_t T, size_t D)
+void fmb_kcpu_add_rmsnorm(
+    float *resid, const float *add, const float *w, float eps, float *out, size_t T, size_t D)
 {
 #pragma omp parallel for schedule(static)
     for (size_t t = 0; t < T; t++) {
@@ -73,8 +81,16 @@ static inline float silu(float x)
     return x / (1.0f + expf(-x));
 }
 
-void fmb_kcpu_conv1d(const float *x, size_t ldx, float *y, size_t ldy, const float *w,
-                     const float *b, size_t E, size_t K, float *state, size_t state_stride,
+void fmb_kcpu_conv1d(const float *x,
+                     size_t ldx,
+                     float *y,
+                     size_t ldy,
+                     const float *w,
+                     const float *b,
+                     size_t E,
+                     size_t K,
+                     float *state,
+                     size_t state_stride,
                      const fmb_varlen *vl)
 {
     FMB_ASSERT(K >= 1 && K <= 16);
@@ -114,10 +130,24 @@ static inline float softplus(float x)
     return x > 20.0f ? x : log1pf(expf(x));
 }
 
-void fmb_kcpu_scan(const float *u, size_t ldu, const float *dt_pre, size_t lddt,
-                   const float *dt_bias, const float *A, const float *B, const float *C,
-                   size_t ldbc, const float *Dskip, const float *z, size_t ldz, float *y,
-                   size_t ldy, size_t E, size_t N, float *ssm, size_t ssm_stride,
+void fmb_kcpu_scan(const float *u,
+                   size_t ldu,
+                   const float *dt_pre,
+                   size_t lddt,
+                   const float *dt_bias,
+                   const float *A,
+                   const float *B,
+                   const float *C,
+                   size_t ldbc,
+                   const float *Dskip,
+                   const float *z,
+                   size_t ldz,
+                   float *y,
+                   size_t ldy,
+                   size_t E,
+                   size_t N,
+                   float *ssm,
+                   size_t ssm_stride,
                    const fmb_varlen *vl)
 {
     FMB_ASSERT(N >= 1 && N <= 256);
@@ -156,9 +186,17 @@ void fmb_kcpu_scan(const float *u, size_t ldu, const float *dt_pre, size_t lddt,
 
 // --- lm_head reductions ------------------------------------------------------------------
 
-void fmb_kcpu_head_reduce(const float *logits, size_t ld, size_t T, size_t V,
-                          const int32_t *targets, float *logprob, int32_t *rank, int32_t *argmax,
-                          int top_k, int32_t *topk_ids, float *topk_logprobs)
+void fmb_kcpu_head_reduce(const float *logits,
+                          size_t ld,
+                          size_t T,
+                          size_t V,
+                          const int32_t *targets,
+                          float *logprob,
+                          int32_t *rank,
+                          int32_t *argmax,
+                          int top_k,
+                          int32_t *topk_ids,
+                          float *topk_logprobs)
 {
     FMB_ASSERT(top_k <= 0 || top_k <= 64);
 #pragma omp parallel for schedule(static)

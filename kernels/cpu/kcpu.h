@@ -30,15 +30,23 @@ typedef struct {
 } fmb_varlen;
 
 /* C[T, M] = A[T, Kd] · W[M, Kd]ᵀ (+ C if accumulate). Leading dimensions in elements. BLAS. */
-void fmb_kcpu_gemm_nt(size_t T, size_t M, size_t Kd, const float *A, size_t lda, const float *W,
-                      size_t ldw, float *C, size_t ldc, int accumulate);
+void fmb_kcpu_gemm_nt(size_t T,
+                      size_t M,
+                      size_t Kd,
+                      const float *A,
+                      size_t lda,
+                      const float *W,
+                      size_t ldw,
+                      float *C,
+                      size_t ldc,
+                      int accumulate);
 
 /* Block pre-norm with the residual add fused in:
  *   resid += add                      (h' = residual + Mixer(u); skipped when add == NULL)
  *   out = w ⊙ resid / sqrt(mean(resid²) + eps)      (FalconMambaRMSNorm)
  * resid, add, out: [T, D]. w: [D]. */
-void fmb_kcpu_add_rmsnorm(float *resid, const float *add, const float *w, float eps, float *out,
-                          size_t T, size_t D);
+void fmb_kcpu_add_rmsnorm(
+    float *resid, const float *add, const float *w, float eps, float *out, size_t T, size_t D);
 
 /* Weightless RMS norm in place over n columns of each of T rows (ld apart):
  *   rms_forward(v, variance_epsilon=mixer_rms_eps)  for dt (n = R), B and C (n = N). */
@@ -49,8 +57,16 @@ void fmb_kcpu_rms_rows(float *x, size_t ld, size_t T, size_t n, float eps);
  * x: [T, E] (ld ldx), y: [T, E] (ld ldy), w: [E, K] (w[e, K-1] multiplies the current token),
  * b: [E] or NULL. state: slots of [E, K-1] floats (the last K-1 inputs, oldest first),
  * state_stride floats apart; updated to the last K-1 inputs of each sequence. */
-void fmb_kcpu_conv1d(const float *x, size_t ldx, float *y, size_t ldy, const float *w,
-                     const float *b, size_t E, size_t K, float *state, size_t state_stride,
+void fmb_kcpu_conv1d(const float *x,
+                     size_t ldx,
+                     float *y,
+                     size_t ldy,
+                     const float *w,
+                     const float *b,
+                     size_t E,
+                     size_t K,
+                     float *state,
+                     size_t state_stride,
                      const fmb_varlen *vl);
 
 /* The selective scan with its elementwise work fused, continuing from each sequence's state:
@@ -60,10 +76,24 @@ void fmb_kcpu_conv1d(const float *x, size_t ldx, float *y, size_t ldy, const flo
  * u, dt_pre, z, y: [T, E] with their leading dims; B, C: [T, N] rows ldbc apart (the x_proj
  * output after the weightless norms); A = -exp(A_log): [E, N]; dt_bias, Dskip: [E].
  * ssm: slots of [E, N] floats, ssm_stride apart, left holding h at each sequence's end. */
-void fmb_kcpu_scan(const float *u, size_t ldu, const float *dt_pre, size_t lddt,
-                   const float *dt_bias, const float *A, const float *B, const float *C,
-                   size_t ldbc, const float *Dskip, const float *z, size_t ldz, float *y,
-                   size_t ldy, size_t E, size_t N, float *ssm, size_t ssm_stride,
+void fmb_kcpu_scan(const float *u,
+                   size_t ldu,
+                   const float *dt_pre,
+                   size_t lddt,
+                   const float *dt_bias,
+                   const float *A,
+                   const float *B,
+                   const float *C,
+                   size_t ldbc,
+                   const float *Dskip,
+                   const float *z,
+                   size_t ldz,
+                   float *y,
+                   size_t ldy,
+                   size_t E,
+                   size_t N,
+                   float *ssm,
+                   size_t ssm_stride,
                    const fmb_varlen *vl);
 
 /* Per-row reductions of logits [T, V] (ld apart), in double where it sums:
@@ -72,9 +102,17 @@ void fmb_kcpu_scan(const float *u, size_t ldu, const float *dt_pre, size_t lddt,
  *   argmax[t]  = the first v with the largest logit
  *   top-k      = the k largest, descending, ties to the lowest id, as log-probabilities
  * Every output pointer may be NULL. */
-void fmb_kcpu_head_reduce(const float *logits, size_t ld, size_t T, size_t V,
-                          const int32_t *targets, float *logprob, int32_t *rank, int32_t *argmax,
-                          int top_k, int32_t *topk_ids, float *topk_logprobs);
+void fmb_kcpu_head_reduce(const float *logits,
+                          size_t ld,
+                          size_t T,
+                          size_t V,
+                          const int32_t *targets,
+                          float *logprob,
+                          int32_t *rank,
+                          int32_t *argmax,
+                          int top_k,
+                          int32_t *topk_ids,
+                          float *topk_logprobs);
 
 /* bf16 / f16 → f32 conversion of n elements (exact). */
 void fmb_kcpu_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
