@@ -1,10 +1,410 @@
-/* placeholder until the module lands */
+/*
+ * cmd_bench: `fmbatch bench (--model DIR | --synthetic 7b)` measures prefill (scoring every
+ * token: lm_head + log-probability of the next token), decode at batch 1 and batch B, the
+ * selective scan alone, and device memory as the driver reports it (cudaMemGetInfo: total −
+ * free, so the CUDA context and everything else in the process counts). Prints the JSON of
+ * ARCHITECTURE.md plus "scan" and "ballast_bytes". Wall-clock timings around synchronous
+ * engine calls after a warm-up.
+ *
+ *   --tokens 1024,16384,100000   prefill lengths (the last one's state serves the long decode)
+ *   --decode-batch 16            the batched decode size (batch 1 is always measured)
+ *   --decode-steps 64            steps per decode measurement
+ *   --ballast-free 22GiB         first allocate device memory so that only this much is free
+ *                                (a 24 GB card), then run everything
+ *   --seed S                     synthetic weights and token ids
+ */
 #include "batch/cli.h"
+#include "engine/synth.h"
+
+#ifdef FMB_HAVE_CUDA
+#include "kernels/kernels.h"
+#endif
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_LENS 8
+
+typedef struct {
+    size_t tokens;
+    double seconds;
+    size_t peak;
+} prefill_row;
+
+typedef struct {
+    size_t batch, context;
+    double ms;
+} decode_row;
+
+static size_t used_device_bytes(void)
+{
+#ifdef FMB_HAVE_CUDA
+    size_t fr = 0, tot = 0;
+    if (fmb_cuda_device_count() == 0)
+        return 0;
+    fmb_cuda_mem_info(&fr, &tot);
+    return tot - fr;
+#else
+    return 0;
+#endif
+}
+
+static int32_t *random_ids(size_t n, int64_t V, uint64_t *s)
+{
+    int32_t *ids = fmb_xmalloc((n ? n : 1) * sizeof *ids);
+    for (size_t i = 0; i < n; i++) {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        ids[i] = (int32_t)(*s % (uint64_t)V);
+    }
+    return ids;
+}
+
+/* Scores n tokens from a fresh state (left in *st); returns seconds. */
+static double prefill(fmb_engine *e, fmb_state *st, const int32_t *ids, size_t n, fmb_err *err,
+                      fmb_status *rc)
+{
+    int32_t *tg = fmb_xmalloc(n * sizeof *tg);
+    float *lp = fmb_xmalloc(n * sizeof *lp);
+    for (size_t i = 0; i < n; i++)
+        tg[i] = i + 1 < n ? ids[i + 1] : -1;
+    fmb_outputs o = {0};
+    o.targets = tg;
+    o.logprob = lp;
+    fmb_state_reset(st);
+    double t0 = fmb_now();
+    *rc = fmb_engine_forward(e, st, ids, n, &o, err);
+    double dt = fmb_now() - t0;
+    free(tg);
+    free(lp);
+    return dt;
+}
+
+/* ms per decode step of `batch` sequences copied from src. */
+static double decode(fmb_engine *e, fmb_state *src, size_t batch, int steps, uint64_t *seed,
+                     fmb_err *err, fmb_status *rc)
+{
+    size_t V = (size_t)fmb_engine_config(e)->V;
+    fmb_state **sts = fmb_xcalloc(batch, sizeof *sts);
+    float *logits = fmb_xmalloc(batch * V * sizeof(float));
+    *rc = FMB_OK;
+    for (size_t i = 0; i < batch && !*rc; i++)
+        if (!(*rc = fmb_state_new(e, &sts[i], err)))
+            fmb_state_copy(sts[i], src);
+    double ms = -1;
+    if (!*rc) {
+        int32_t *ids = random_ids(batch * (size_t)(steps + 3), fmb_engine_config(e)->V, seed);
+        for (int s = 0; s < 3 && !*rc; s++) // warm-up (and graph capture)
+            *rc = fmb_engine_step(e, sts, ids + (size_t)s * batch, batch, logits, err);
+        double t0 = fmb_now();
+        for (int s = 0; s < steps && !*rc; s++)
+            *rc = fmb_engine_step(e, sts, ids + (size_t)(s + 3) * batch, batch, logits, err);
+        ms = (fmb_now() - t0) * 1e3 / steps;
+        free(ids);
+    }
+    for (size_t i = 0; i < batch; i++)
+        fmb_state_free(sts[i]);
+    free(sts);
+    free(logits);
+    return ms;
+}
+
+/* The selective scan alone at the model's shape over one chunk of T tokens: median ms per
+ * layer-call (bf16, one sequence, continuing from a state). */
+static double scan_ms(const fmb_config *c, size_t T)
+{
+#ifdef FMB_HAVE_CUDA
+    fmb_cuda_ctx ctx;
+    fmb_err err;
+    if (fmb_cuda_ctx_init(&ctx, 0, &err))
+        return -1;
+    size_t E = (size_t)c->E, N = (size_t)c->N;
+    float *st = fmb_cuda_malloc(E * N * 4);
+    void *u = fmb_cuda_malloc(T * E * 2), *dt = fmb_cuda_malloc(T * E * 2);
+    void *z = fmb_cuda_malloc(T * E * 2), *y = fmb_cuda_malloc(T * E * 2);
+    float *BC = fmb_cuda_malloc(T * 2 * N * 4), *sc = fmb_cuda_malloc(T * 4);
+    float *A = fmb_cuda_malloc(E * N * 4), *b = fmb_cuda_malloc(E * 4), *D = fmb_cuda_malloc(E * 4);
+    fmb_k_fill_uniform(&ctx, st, FMB_KDT_F32, E * N, 9, 1.0f, 0.0f);
+    fmb_k_fill_uniform(&ctx, u, FMB_KDT_BF16, T * E, 1, 1.0f, 0.0f);
+    fmb_k_fill_uniform(&ctx, dt, FMB_KDT_BF16, T * E, 2, 2.0f, -3.0f);
+    fmb_k_fill_uniform(&ctx, z, FMB_KDT_BF16, T * E, 3, 1.0f, 0.0f);
+    fmb_k_fill_uniform(&ctx, BC, FMB_KDT_F32, T * 2 * N, 4, 1.0f, 0.0f);
+    fmb_k_fill_uniform(&ctx, sc, FMB_KDT_F32, T, 5, 0.1f, 1.0f);
+    fmb_k_fill_alog(&ctx, A, E, N, 6, 0.1f);
+    fmb_k_neg_exp(&ctx, A, A, E * N);
+    fmb_k_fill_uniform(&ctx, b, FMB_KDT_F32, E, 7, 2.3f, -4.6f);
+    fmb_k_fill_uniform(&ctx, D, FMB_KDT_F32, E, 8, 0.1f, 1.0f);
+    int32_t start[2] = {0, (int32_t)T};
+    uint8_t has = 1;
+    float *ptrs[1] = {st};
+    size_t bytes = fmb_k_plan_bytes(T, 1);
+    void *h = fmb_cuda_host_alloc(bytes), *d = fmb_cuda_malloc(bytes);
+    fmb_kplan p;
+    fmb_k_plan_build(&p, h, d, T, 1, start, &has, ptrs, fmb_k_scan_seg_len(&ctx, T, E, 1));
+    fmb_cuda_h2d(&ctx, d, h, p.bytes);
+    void *ws = fmb_cuda_malloc(fmb_k_scan_ws_bytes((size_t)p.nsegs, E, N));
+    void *e0 = fmb_cuda_event_new(), *e1 = fmb_cuda_event_new();
+    float ms[11];
+    for (int r = -2; r < 11; r++) {
+        fmb_cuda_event_record(&ctx, e0);
+        fmb_k_scan(&ctx, FMB_KDT_BF16, u, E, dt, E, sc, b, A, BC, 2 * N, D, z, E, y, E, E, N, &p,
+                   0, ws);
+        fmb_cuda_event_record(&ctx, e1);
+        float t = fmb_cuda_event_ms(e0, e1);
+        if (r >= 0)
+            ms[r] = t;
+    }
+    for (int i = 0; i < 11; i++)
+        for (int j = i + 1; j < 11; j++)
+            if (ms[j] < ms[i]) {
+                float x = ms[i];
+                ms[i] = ms[j];
+                ms[j] = x;
+            }
+    fmb_cuda_event_free(e0), fmb_cuda_event_free(e1);
+    fmb_cuda_host_free(h);
+    void *fr[] = {d, ws, st, u, dt, z, y, BC, sc, A, b, D};
+    for (size_t i = 0; i < sizeof fr / sizeof fr[0]; i++)
+        fmb_cuda_free(fr[i]);
+    fmb_cuda_ctx_free(&ctx);
+    return ms[5];
+#else
+    (void)c, (void)T;
+    return -1;
+#endif
+}
 
 int fmb_cmd_bench(int argc, char **argv)
 {
-    (void)argc;
-    fmb_cli_error(argv[0], "not built yet");
-    return FMB_EXIT_FATAL;
-}
+    const char *cmd = "bench", *model = NULL, *synthetic = NULL;
+    fmb_engine_opts eo = {0};
+    size_t lens[MAX_LENS] = {1024, 16384, 100000};
+    int nlens = 3, steps = 64;
+    size_t dbatch = 16, ballast_free = 0;
+    uint64_t seed = 1;
+    enum { O_MODEL = 256, O_SYN, O_TOKENS, O_DB, O_DS, O_BALLAST, O_SEED, O_BACKEND, O_DTYPE,
+           O_CHUNK, O_MEM };
+    static const struct option lo[] = {
+        {"model", required_argument, 0, O_MODEL},
+        {"synthetic", required_argument, 0, O_SYN},
+        {"tokens", required_argument, 0, O_TOKENS},
+        {"decode-batch", required_argument, 0, O_DB},
+        {"decode-steps", required_argument, 0, O_DS},
+        {"ballast-free", required_argument, 0, O_BALLAST},
+        {"seed", required_argument, 0, O_SEED},
+        {"backend", required_argument, 0, O_BACKEND},
+        {"dtype", required_argument, 0, O_DTYPE},
+        {"chunk-tokens", required_argument, 0, O_CHUNK},
+        {"mem-limit", required_argument, 0, O_MEM},
+        {0, 0, 0, 0},
+    };
+    optind = 1;
+    int ch;
+    uint64_t u;
+    while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        int bad = 0;
+        switch (ch) {
+        case O_MODEL:
+            model = optarg;
+            break;
+        case O_SYN:
+            synthetic = optarg;
+            break;
+        case O_TOKENS: {
+            nlens = 0;
+            char *s = fmb_xstrdup(optarg), *save = NULL;
+            for (char *t = strtok_r(s, ",", &save); t && !bad; t = strtok_r(NULL, ",", &save)) {
+                if (nlens == MAX_LENS || fmb_cli_parse_u64(t, &u) || u == 0)
+                    bad = 1;
+                else
+                    lens[nlens++] = (size_t)u;
+            }
+            free(s);
+            break;
+        }
+        case O_DB:
+            bad = fmb_cli_parse_u64(optarg, &u) || u == 0 || u > 256;
+            dbatch = (size_t)u;
+            break;
+        case O_DS:
+            bad = fmb_cli_parse_u64(optarg, &u) || u == 0 || u > 100000;
+            steps = (int)u;
+            break;
+        case O_BALLAST:
+            bad = fmb_cli_parse_size(optarg, &ballast_free);
+            break;
+        case O_SEED:
+            bad = fmb_cli_parse_u64(optarg, &seed);
+            break;
+        case O_BACKEND:
+            fmb_cli_engine_opt("backend", optarg, &eo, &bad);
+            break;
+        case O_DTYPE:
+            fmb_cli_engine_opt("dtype", optarg, &eo, &bad);
+            break;
+        case O_CHUNK:
+            fmb_cli_engine_opt("chunk-tokens", optarg, &eo, &bad);
+            break;
+        case O_MEM:
+            fmb_cli_engine_opt("mem-limit", optarg, &eo, &bad);
+            break;
+        default:
+            bad = 1;
+        }
+        if (bad) {
+            fmb_cli_error(cmd, "bad option or value (see the comment of batch/cmd_bench.c)");
+            return FMB_EXIT_USAGE;
+        }
+    }
+    if (!!model == !!synthetic || optind != argc) {
+        fmb_cli_error(cmd, "usage: fmbatch bench (--model DIR | --synthetic 7b|SHAPE) [--tokens "
+                           "N,N,..] [--decode-batch B] [--decode-steps S] [--ballast-free SIZE] "
+                           "[--backend ..] [--dtype ..] [--chunk-tokens N] [--mem-limit SIZE]");
+        return FMB_EXIT_USAGE;
+    }
+    if (eo.max_batch < dbatch)
+        eo.max_batch = dbatch;
 
+    fmb_err err;
+    fmb_status s;
+    void *ballast = NULL;
+    size_t ballast_bytes = 0;
+#ifdef FMB_HAVE_CUDA
+    if (ballast_free) {
+        size_t fr = 0, tot = 0;
+        if (fmb_cuda_device_count() == 0) {
+            fmb_cli_error(cmd, "--ballast-free needs a CUDA device");
+            return FMB_EXIT_USAGE;
+        }
+        fmb_cuda_mem_info(&fr, &tot);
+        if (fr > ballast_free) {
+            ballast_bytes = fr - ballast_free;
+            ballast = fmb_cuda_try_malloc(ballast_bytes);
+            if (!ballast) {
+                fmb_cli_error(cmd, "could not allocate a %.2f GiB ballast",
+                              ballast_bytes / 1073741824.0);
+                return FMB_EXIT_FATAL;
+            }
+        }
+    }
+#else
+    if (ballast_free) {
+        fmb_cli_error(cmd, "--ballast-free needs the CUDA backend");
+        return FMB_EXIT_USAGE;
+    }
+#endif
+    fmb_engine *e = NULL;
+    if (synthetic) {
+        fmb_config cfg;
+        if ((s = fmb_synth_shape(synthetic, &cfg, &err))) {
+            fmb_cli_error(cmd, "%s", err.msg);
+            return fmb_cli_exit_code(s);
+        }
+        s = fmb_engine_open_synthetic(&cfg, &eo, seed, &e, &err);
+    } else {
+        s = fmb_engine_open(model, &eo, &e, &err);
+    }
+    if (s) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        return fmb_cli_exit_code(s);
+    }
+    const fmb_config *c = fmb_engine_config(e);
+    int64_t params = fmb_config_param_count(c);
+    size_t wbytes = (size_t)params * (eo.compute == FMB_COMPUTE_F32 ? 4 : 2);
+
+    uint64_t rs = seed * 2654435761u + 7;
+    prefill_row pr[MAX_LENS];
+    decode_row dr[4];
+    int ndr = 0;
+    size_t peak = 0;
+    fmb_state *st = NULL, *st1k = NULL;
+    if ((s = fmb_state_new(e, &st, &err)) || (s = fmb_state_new(e, &st1k, &err)))
+        goto fail;
+    { // warm-up: load modules, cuBLAS heuristics
+        int32_t *w = random_ids(512, c->V, &rs);
+        prefill(e, st, w, 512, &err, &s);
+        free(w);
+        if (s)
+            goto fail;
+    }
+    for (int i = 0; i < nlens; i++) {
+        int32_t *ids = random_ids(lens[i], c->V, &rs);
+        pr[i].tokens = lens[i];
+        pr[i].seconds = prefill(e, st, ids, lens[i], &err, &s);
+        pr[i].peak = used_device_bytes() - ballast_bytes;
+        if (pr[i].peak > peak)
+            peak = pr[i].peak;
+        fprintf(stderr, "bench: prefill %zu tokens: %.3f s, %.0f tok/s\n", lens[i], pr[i].seconds,
+                lens[i] / pr[i].seconds);
+        free(ids);
+        if (s)
+            goto fail;
+        if (i == 0)
+            fmb_state_copy(st1k, st);
+    }
+    // decode: batch 1 after the first (short) and the last (long) prefill; batch B after short
+    dr[ndr].batch = 1, dr[ndr].context = lens[0];
+    dr[ndr++].ms = decode(e, st1k, 1, steps, &rs, &err, &s);
+    if (s)
+        goto fail;
+    if (nlens > 1) {
+        dr[ndr].batch = 1, dr[ndr].context = lens[nlens - 1];
+        dr[ndr++].ms = decode(e, st, 1, steps, &rs, &err, &s);
+        if (s)
+            goto fail;
+    }
+    if (dbatch > 1) {
+        dr[ndr].batch = dbatch, dr[ndr].context = lens[0];
+        dr[ndr++].ms = decode(e, st1k, dbatch, steps, &rs, &err, &s);
+        if (s)
+            goto fail;
+    }
+    for (int i = 0; i < ndr; i++)
+        fprintf(stderr, "bench: decode batch %zu context %zu: %.3f ms/step\n", dr[i].batch,
+                dr[i].context, dr[i].ms);
+    {
+        size_t now = used_device_bytes() - ballast_bytes;
+        if (now > peak)
+            peak = now;
+    }
+    size_t chunk = fmb_engine_chunk_tokens(e);
+    char dev[512];
+    snprintf(dev, sizeof dev, "%s", fmb_engine_device_name(e));
+    const char *backend = fmb_engine_backend_name(e);
+    fmb_state_free(st);
+    fmb_state_free(st1k);
+    fmb_engine_free(e);
+    e = NULL;
+    double sms = strcmp(backend, "cuda") == 0 ? scan_ms(c, chunk) : -1;
+
+    printf("{\"device\":\"%s\",\"backend\":\"%s\",\"weights_bytes\":%zu,\"chunk_tokens\":%zu,"
+           "\"prefill\":[",
+           dev, backend, wbytes, chunk);
+    for (int i = 0; i < nlens; i++)
+        printf("%s{\"tokens\":%zu,\"seconds\":%.4f,\"tok_per_s\":%.1f,\"peak_device_bytes\":%zu}",
+               i ? "," : "", pr[i].tokens, pr[i].seconds, pr[i].tokens / pr[i].seconds,
+               pr[i].peak);
+    printf("],\"decode\":[");
+    for (int i = 0; i < ndr; i++)
+        printf("%s{\"batch\":%zu,\"context\":%zu,\"ms_per_token\":%.4f,\"tok_per_s\":%.1f}",
+               i ? "," : "", dr[i].batch, dr[i].context, dr[i].ms, dr[i].batch * 1e3 / dr[i].ms);
+    printf("],\"scan\":{\"tokens\":%zu,\"ms_per_layer\":%.4f,\"us_per_token_all_layers\":%.3f},",
+           chunk, sms, sms >= 0 ? sms * 1e3 * (double)c->L / (double)chunk : -1.0);
+    printf("\"ballast_bytes\":%zu,\"peak_device_bytes\":%zu}\n", ballast_bytes, peak);
+#ifdef FMB_HAVE_CUDA
+    fmb_cuda_free(ballast);
+#endif
+    return FMB_EXIT_OK;
+fail:
+    fmb_cli_error(cmd, "%s", err.msg);
+    fmb_state_free(st);
+    fmb_state_free(st1k);
+    fmb_engine_free(e);
+#ifdef FMB_HAVE_CUDA
+    fmb_cuda_free(ballast);
+#endif
+    return fmb_cli_exit_code(s);
+}

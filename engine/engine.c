@@ -4,11 +4,12 @@
  */
 #include "engine/engine.h"
 
-#include "engine/backend.h"
-
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "engine/backend.h"
 
 struct fmb_engine {
     fmb_model *model;
@@ -21,8 +22,8 @@ struct fmb_state {
     void *impl;
 };
 
-fmb_status fmb_engine_open(const char *model_dir, const fmb_engine_opts *opts, fmb_engine **out,
-                           fmb_err *err)
+fmb_status
+fmb_engine_open(const char *model_dir, const fmb_engine_opts *opts, fmb_engine **out, fmb_err *err)
 {
     fmb_engine_opts o = opts ? *opts : (fmb_engine_opts){0};
     const fmb_backend_ops *ops = &fmb_backend_cpu;
@@ -135,8 +136,12 @@ static fmb_status check_ids(const fmb_config *c, const int32_t *ids, size_t n, f
     return FMB_OK;
 }
 
-fmb_status fmb_engine_forward(fmb_engine *eng, fmb_state *st, const int32_t *ids, size_t n,
-                              const fmb_outputs *out, fmb_err *err)
+fmb_status fmb_engine_forward(fmb_engine *eng,
+                              fmb_state *st,
+                              const int32_t *ids,
+                              size_t n,
+                              const fmb_outputs *out,
+                              fmb_err *err)
 {
     FMB_ASSERT(st->eng == eng);
     fmb_status s = check_ids(&eng->model->cfg, ids, n, err);
@@ -145,7 +150,8 @@ fmb_status fmb_engine_forward(fmb_engine *eng, fmb_state *st, const int32_t *ids
     if (out && out->targets)
         for (size_t i = 0; i < n; i++)
             if (out->targets[i] >= eng->model->cfg.V)
-                return fmb_fail(err, FMB_EINVAL, "target id %d at position %zu is outside the vocabulary",
+                return fmb_fail(err, FMB_EINVAL,
+                                "target id %d at position %zu is outside the vocabulary",
                                 out->targets[i], i);
     if (out && out->top_k > 64)
         return fmb_fail(err, FMB_EINVAL, "top-k of %d is over the limit of 64", out->top_k);
@@ -154,8 +160,12 @@ fmb_status fmb_engine_forward(fmb_engine *eng, fmb_state *st, const int32_t *ids
     return eng->ops->forward(eng->impl, st->impl, ids, n, out, err);
 }
 
-fmb_status fmb_engine_step(fmb_engine *eng, fmb_state *const *states, const int32_t *ids,
-                           size_t nseq, float *logits, fmb_err *err)
+fmb_status fmb_engine_step(fmb_engine *eng,
+                           fmb_state *const *states,
+                           const int32_t *ids,
+                           size_t nseq,
+                           float *logits,
+                           fmb_err *err)
 {
     fmb_status s = check_ids(&eng->model->cfg, ids, nseq, err);
     if (s)
@@ -172,4 +182,36 @@ fmb_status fmb_engine_step(fmb_engine *eng, fmb_state *const *states, const int3
     if (v != impls)
         free(v);
     return s;
+}
+
+/* Added by the CUDA backend work (see engine.h): a model whose tensor views are NULL tells
+ * the CUDA backend to generate its weights on the device; the seed travels in the dir. */
+fmb_status fmb_engine_open_synthetic(const fmb_config *cfg,
+                                     const fmb_engine_opts *opts,
+                                     uint64_t seed,
+                                     fmb_engine **out,
+                                     fmb_err *err)
+{
+#ifdef FMB_HAVE_CUDA
+    if (!fmb_cuda_available())
+        return fmb_fail(err, FMB_EUNSUP, "--synthetic needs a CUDA device; none is usable");
+    fmb_engine_opts o = opts ? *opts : (fmb_engine_opts){0};
+    fmb_engine *e = fmb_xcalloc(1, sizeof *e);
+    e->model = fmb_xcalloc(1, sizeof *e->model);
+    e->model->cfg = *cfg;
+    e->model->layers = fmb_xcalloc((size_t)cfg->L, sizeof *e->model->layers);
+    snprintf(e->model->dir, sizeof e->model->dir, "synthetic:%llu", (unsigned long long)seed);
+    e->ops = &fmb_backend_cuda;
+    fmb_status s = e->ops->open(e->model, &o, &e->impl, err);
+    if (s) {
+        fmb_model_free(e->model);
+        free(e);
+        return s;
+    }
+    *out = e;
+    return FMB_OK;
+#else
+    (void)cfg, (void)opts, (void)seed, (void)out;
+    return fmb_fail(err, FMB_EUNSUP, "--synthetic needs the CUDA backend (built without CUDA)");
+#endif
 }

@@ -13,11 +13,11 @@
 #ifndef FMB_ENGINE_H
 #define FMB_ENGINE_H
 
-#include "engine/config.h"
-#include "kernels/base.h"
-
 #include <stddef.h>
 #include <stdint.h>
+
+#include "engine/config.h"
+#include "kernels/base.h"
 
 typedef enum { FMB_BACKEND_AUTO = 0, FMB_BACKEND_CPU, FMB_BACKEND_CUDA } fmb_backend_kind;
 typedef enum { FMB_COMPUTE_DEFAULT = 0, FMB_COMPUTE_BF16, FMB_COMPUTE_F32 } fmb_compute_kind;
@@ -36,8 +36,10 @@ typedef struct fmb_engine fmb_engine;
 typedef struct fmb_state fmb_state; /* one sequence's conv + ssm state, all layers */
 
 /* Loads model_dir (config.json + safetensors, validated) onto the chosen backend. */
-FMB_NODISCARD fmb_status fmb_engine_open(const char *model_dir, const fmb_engine_opts *opts,
-                                         fmb_engine **out, fmb_err *err);
+FMB_NODISCARD fmb_status fmb_engine_open(const char *model_dir,
+                                         const fmb_engine_opts *opts,
+                                         fmb_engine **out,
+                                         fmb_err *err);
 void fmb_engine_free(fmb_engine *eng);
 
 const fmb_config *fmb_engine_config(const fmb_engine *eng);
@@ -70,13 +72,29 @@ typedef struct {
 } fmb_outputs;
 
 /* Runs ids[0..n) from st (advanced in place). */
-FMB_NODISCARD fmb_status fmb_engine_forward(fmb_engine *eng, fmb_state *st, const int32_t *ids,
-                                            size_t n, const fmb_outputs *out, fmb_err *err);
+FMB_NODISCARD fmb_status fmb_engine_forward(fmb_engine *eng,
+                                            fmb_state *st,
+                                            const int32_t *ids,
+                                            size_t n,
+                                            const fmb_outputs *out,
+                                            fmb_err *err);
 
 /* One decode step for nseq independent sequences: token ids[i] continues states[i]; writes
  * logits [nseq, V] (float32). Batch-invariant: a sequence's logits do not depend on the others. */
-FMB_NODISCARD fmb_status fmb_engine_step(fmb_engine *eng, fmb_state *const *states,
-                                         const int32_t *ids, size_t nseq, float *logits,
+FMB_NODISCARD fmb_status fmb_engine_step(fmb_engine *eng,
+                                         fmb_state *const *states,
+                                         const int32_t *ids,
+                                         size_t nseq,
+                                         float *logits,
                                          fmb_err *err);
+
+/* A model with random weights generated on the device (no checkpoint): for `fmbatch bench
+ * --synthetic`. cfg gives the shape (e.g. from fmb_synth_shape("7b")); the weights depend only
+ * on seed. Needs the CUDA backend (FMB_EUNSUP otherwise). Added by the CUDA backend work. */
+FMB_NODISCARD fmb_status fmb_engine_open_synthetic(const fmb_config *cfg,
+                                                   const fmb_engine_opts *opts,
+                                                   uint64_t seed,
+                                                   fmb_engine **out,
+                                                   fmb_err *err);
 
 #endif

@@ -46,7 +46,7 @@ extern "C" void fmb_k_add_rmsnorm(const fmb_cuda_ctx *c, float *resid, const flo
 // One warp per token: S row = [δ (R) | B (N) | C (N)].
 template <typename S>
 static __global__ void ssm_params_kernel(const S *Sm, size_t lds, size_t T, int R, int N,
-                                         float eps, float *BC, float *dtscale)
+                                         float eps, int norm, float *BC, float *dtscale)
 {
     size_t t = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5;
     int lane = threadIdx.x & 31;
@@ -60,20 +60,20 @@ static __global__ void ssm_params_kernel(const S *Sm, size_t lds, size_t T, int 
     }
     ss = fmb_warp_sum(ss);
     if (lane == 0)
-        dtscale[t] = 1.0f / sqrtf(ss / (float)R + eps); // rms_forward(time_step)
+        dtscale[t] = norm ? 1.0f / sqrtf(ss / (float)R + eps) : 1.0f; // rms_forward(time_step)
     // B in lanes 0..N-1, C in lanes 16..16+N-1 (N ≤ 16)
     int half = lane >> 4, j = lane & 15;
     float v = j < N ? fmb_ld(row + R + half * N + j) : 0.0f;
     float s2 = v * v;
     for (int o = 8; o > 0; o >>= 1)
         s2 += __shfl_xor_sync(0xffffffffu, s2, o);
-    float inv = 1.0f / sqrtf(s2 / (float)N + eps); // rms_forward(B), rms_forward(C)
+    float inv = norm ? 1.0f / sqrtf(s2 / (float)N + eps) : 1.0f; // rms_forward(B), (C)
     if (j < N)
         BC[t * 2 * N + half * N + j] = v * inv;
 }
 
 extern "C" void fmb_k_ssm_params(const fmb_cuda_ctx *c, const void *S, size_t lds, fmb_kdt st,
-                                 size_t T, size_t R, size_t N, float eps, float *BC,
+                                 size_t T, size_t R, size_t N, float eps, int norm, float *BC,
                                  float *dtscale)
 {
     if (T == 0)
@@ -81,6 +81,6 @@ extern "C" void fmb_k_ssm_params(const fmb_cuda_ctx *c, const void *S, size_t ld
     FMB_ASSERT(N >= 1 && N <= 16 && lds >= R + 2 * N);
     FMB_DISPATCH_ACT(st, ST,
                      ssm_params_kernel<<<fmb_cdiv(T * 32, 256), 256, 0, FMB_STREAM(c)>>>(
-                         (const ST *)S, lds, T, (int)R, (int)N, eps, BC, dtscale));
+                         (const ST *)S, lds, T, (int)R, (int)N, eps, norm, BC, dtscale));
     FMB_LAUNCH_CHECK(c);
 }

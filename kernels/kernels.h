@@ -137,9 +137,10 @@ void fmb_k_add_rmsnorm(const fmb_cuda_ctx *c, float *resid, const float *add, co
  *   BC[t, 0:N] = rms(B_t), BC[t, N:2N] = rms(C_t)    (weightless norms, f32, ld 2N)
  *   dtscale[t] = 1 / sqrt(mean(δ_t²) + eps)           (δ's norm is a per-token scalar that
  *                                                      commutes with dt_proj)
+ * norm == 0 (plain Mamba): BC is B and C copied, dtscale = 1.
  * kcpu twin: fmb_kcpu_rms_rows on each part. */
 void fmb_k_ssm_params(const fmb_cuda_ctx *c, const void *S, size_t lds, fmb_kdt st, size_t T,
-                      size_t R, size_t N, float eps, float *BC, float *dtscale);
+                      size_t R, size_t N, float eps, int norm, float *BC, float *dtscale);
 
 // --- varlen chunk plan ----------------------------------------------------------------------
 

@@ -159,7 +159,7 @@ static void t_ssm_params(size_t T, size_t R, size_t N, fmb_kdt st)
     round_to(S, T * ld, st);
     void *dS = up(S, T * ld, st);
     float *dBC = poisoned(T * 2 * N, FMB_KDT_F32), *dsc = poisoned(T, FMB_KDT_F32);
-    fmb_k_ssm_params(&ctx, dS, ld, st, T, R, N, 1e-6f, dBC, dsc);
+    fmb_k_ssm_params(&ctx, dS, ld, st, T, R, N, 1e-6f, 1, dBC, dsc);
     // twin: rms_rows over each part; dt's scale = normalised δ / δ (checked via δ̂ = δ·scale)
     float *ref = hnew(T * ld);
     memcpy(ref, S, T * ld * 4);
@@ -603,7 +603,7 @@ int main(int argc, char **argv)
     t_matvec(8, 77, 1024, FMB_KDT_F32, 1);
     t_matvec(5, 260, 8192, FMB_KDT_F32, 0);
     if (!small_only) {
-        size_t segs[4] = {32, 64, 128, 256};
+        size_t segs[4] = {64, 128, 256, 512};
         for (int i = 0; i < 4; i++)
             time_scan(4096, segs[i]);
         time_scan(2048, fmb_k_scan_seg_len(&ctx, 2048, 8192, 1));

@@ -1,0 +1,261 @@
+/*
+ * test_engine_cuda: the CUDA engine on the HF fixtures (tests/fixtures/tiny-{a,b,bf16}).
+ *   --dtype f32: logits of every prompt and the long prompt's per-position NLL within 1e-4 of
+ *     HF at chunk lengths 1, 3, 64 and 1000; greedy decoding (CUDA-graph steps) gives HF's
+ *     tokens; the final state equals the CPU engine's; batched decode equals single decode.
+ *   bf16: per-position |ΔNLL| ≤ 0.1 and mean |ΔNLL| ≤ 0.01 against HF.
+ */
+#include "engine/engine.h"
+#include "engine/safetensors.h"
+#include "tests/check.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const fmb_tensor *ref(const fmb_st *st, const char *name)
+{
+    const fmb_tensor *t = fmb_st_find(st, name);
+    if (!t) {
+        printf("FAIL fixture: %s missing\n", name);
+        exit(1);
+    }
+    return t;
+}
+
+static int32_t *ref_ids(const fmb_st *st, const char *name, size_t *n)
+{
+    const fmb_tensor *t = ref(st, name);
+    *n = t->numel;
+    int32_t *v = malloc(t->numel * sizeof *v);
+    memcpy(v, t->data, t->numel * sizeof *v);
+    return v;
+}
+
+static double ref_at(const fmb_tensor *t, size_t i)
+{
+    if (t->nbytes == t->numel * 8) {
+        double d;
+        memcpy(&d, (const char *)t->data + i * 8, 8);
+        return d;
+    }
+    float f;
+    memcpy(&f, (const char *)t->data + i * 4, 4);
+    return f;
+}
+
+static fmb_engine *open_engine(const char *dir, fmb_backend_kind b, fmb_compute_kind ck,
+                               size_t chunk)
+{
+    fmb_engine_opts o = {0};
+    o.backend = b;
+    o.compute = ck;
+    o.chunk_tokens = chunk;
+    fmb_engine *e = NULL;
+    fmb_err err;
+    if (fmb_engine_open(dir, &o, &e, &err)) {
+        printf("FAIL open %s: %s\n", dir, err.msg);
+        exit(1);
+    }
+    return e;
+}
+
+static float *long_nll(fmb_engine *e, const int32_t *ids, size_t n, fmb_state **keep)
+{
+    fmb_state *st;
+    fmb_err err;
+    FMB_ASSERT(!fmb_state_new(e, &st, &err));
+    int32_t *tg = malloc(n * sizeof *tg);
+    float *lp = malloc(n * sizeof *lp);
+    for (size_t i = 0; i < n; i++)
+        tg[i] = i + 1 < n ? ids[i + 1] : -1;
+    for (size_t i = 0; i < n; i++)
+        lp[i] = 12345.0f; /* poison: every position must be written */
+    fmb_outputs o = {0};
+    o.targets = tg;
+    o.logprob = lp;
+    FMB_ASSERT(!fmb_engine_forward(e, st, ids, n, &o, &err));
+    for (size_t i = 0; i + 1 < n; i++)
+        lp[i] = -lp[i];
+    free(tg);
+    if (keep)
+        *keep = st;
+    else
+        fmb_state_free(st);
+    return lp;
+}
+
+static void fixture(const char *name)
+{
+    char dir[256], path[300], tn[64], label[160];
+    snprintf(dir, sizeof dir, "tests/fixtures/%s", name);
+    snprintf(path, sizeof path, "%s/ref.safetensors", dir);
+    fmb_st *rs;
+    fmb_err err;
+    if (fmb_st_open_file(path, &rs, &err)) {
+        printf("FAIL %s: %s\n", name, err.msg);
+        return;
+    }
+    fmb_engine *e = open_engine(dir, FMB_BACKEND_CUDA, FMB_COMPUTE_F32, 0);
+    check(strcmp(fmb_engine_backend_name(e), "cuda") == 0, "backend is cuda", "got %s",
+          fmb_engine_backend_name(e));
+    const fmb_config *cfg = fmb_engine_config(e);
+    size_t V = (size_t)cfg->V;
+
+    // prompts: logits at every position, then 12 greedy tokens by decode steps (graphs)
+    for (int p = 0; p < 4; p++) {
+        size_t n;
+        snprintf(tn, sizeof tn, "prompt%d.ids", p);
+        if (!fmb_st_find(rs, tn))
+            break;
+        int32_t *ids = ref_ids(rs, tn, &n);
+        snprintf(tn, sizeof tn, "prompt%d.logits", p);
+        const fmb_tensor *rl = ref(rs, tn);
+        float *lg = malloc(n * V * sizeof *lg);
+        for (size_t i = 0; i < n * V; i++)
+            lg[i] = NAN;
+        fmb_state *st;
+        FMB_ASSERT(!fmb_state_new(e, &st, &err));
+        fmb_outputs o = {0};
+        o.logits = lg;
+        FMB_ASSERT(!fmb_engine_forward(e, st, ids, n, &o, &err));
+        double w = 0;
+        for (size_t i = 0; i < n * V; i++)
+            w = isnan(lg[i]) ? INFINITY : fmax(w, fabs(lg[i] - ref_at(rl, i)));
+        snprintf(label, sizeof label, "cuda f32 %s prompt%d logits (%zu positions)", name, p, n);
+        check(w <= 1e-4, label, "max |diff| %.3g > 1e-4", w);
+
+        size_t ng;
+        snprintf(tn, sizeof tn, "prompt%d.greedy_ids", p);
+        int32_t *gids = ref_ids(rs, tn, &ng);
+        float *step = malloc(V * sizeof *step);
+        memcpy(step, lg + (n - 1) * V, V * sizeof *step);
+        int ok = 1;
+        for (size_t g = 0; g < ng; g++) {
+            size_t am = 0;
+            for (size_t v = 1; v < V; v++)
+                if (step[v] > step[am])
+                    am = v;
+            ok &= (int32_t)am == gids[g];
+            int32_t id = (int32_t)am;
+            fmb_state *sts[1] = {st};
+            FMB_ASSERT(!fmb_engine_step(e, sts, &id, 1, step, &err));
+        }
+        snprintf(label, sizeof label, "cuda f32 %s prompt%d greedy tokens (decode steps)", name,
+                 p);
+        check(ok, label, "greedy ids differ from HF's");
+        free(step), free(gids), free(lg), free(ids);
+        fmb_state_free(st);
+    }
+
+    // long prompt at several chunk lengths, f32
+    size_t n;
+    int32_t *ids = ref_ids(rs, "long.ids", &n);
+    const fmb_tensor *rn = ref(rs, "long.nll");
+    size_t chunks[] = {1, 3, 64, 1000, 0};
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        fmb_engine *ec = chunks[c] ? open_engine(dir, FMB_BACKEND_CUDA, FMB_COMPUTE_F32, chunks[c])
+                                   : e;
+        fmb_state *st;
+        float *nll = long_nll(ec, ids, n, &st);
+        double w = 0;
+        for (size_t i = 0; i + 1 < n; i++)
+            w = fmax(w, fabs(nll[i] - ref_at(rn, i)));
+        snprintf(label, sizeof label, "cuda f32 %s long NLL chunk=%zu (%zu positions)", name,
+                 fmb_engine_chunk_tokens(ec), n - 1);
+        check(w <= 1e-4, label, "max |diff| %.3g > 1e-4", w);
+        if (!chunks[c]) {
+            // the final state against the CPU engine's
+            fmb_engine *cpu = open_engine(dir, FMB_BACKEND_CPU, FMB_COMPUTE_DEFAULT, 0);
+            fmb_state *cs;
+            free(long_nll(cpu, ids, n, &cs));
+            size_t cf = (size_t)(cfg->L * cfg->E * (cfg->K - 1)),
+                   sf = (size_t)(cfg->L * cfg->E * cfg->N);
+            float *a = malloc((cf + sf) * 4), *b = malloc((cf + sf) * 4);
+            fmb_state_read(st, a, a + cf);
+            fmb_state_read(cs, b, b + cf);
+            double num = 0, den = 0;
+            for (size_t i = 0; i < cf + sf; i++) {
+                num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+                den += (double)b[i] * b[i];
+            }
+            snprintf(label, sizeof label, "cuda f32 %s final state vs cpu engine", name);
+            check(sqrt(num / den) <= 1e-5, label, "rel L2 %.3g", sqrt(num / den));
+            // state write/read round trip
+            fmb_state_write(cs, a, a + cf);
+            fmb_state_read(cs, b, b + cf);
+            check(memcmp(a, b, (cf + sf) * 4) == 0, "cuda state write/read round trip",
+                  "differs");
+            fmb_state_free(cs);
+            fmb_engine_free(cpu);
+            free(a), free(b);
+        }
+        check_note("cuda f32 %s chunk %zu: worst NLL diff %.3g", name, fmb_engine_chunk_tokens(ec),
+                   w);
+        free(nll);
+        fmb_state_free(st);
+        if (chunks[c])
+            fmb_engine_free(ec);
+    }
+
+    // batched decode (3 sequences, batch-invariant) against one at a time
+    {
+        fmb_state *s1[3], *s2[3];
+        for (int i = 0; i < 3; i++) {
+            FMB_ASSERT(!fmb_state_new(e, &s1[i], &err) && !fmb_state_new(e, &s2[i], &err));
+            FMB_ASSERT(!fmb_engine_forward(e, s1[i], ids + 10 * i, 5 + (size_t)i, NULL, &err));
+            fmb_state_copy(s2[i], s1[i]);
+        }
+        float *lb = malloc(3 * V * 4), *l1 = malloc(3 * V * 4);
+        double w = 0;
+        for (int step = 0; step < 4; step++) {
+            int32_t tk[3] = {ids[100 + step], ids[200 + step], ids[300 + step]};
+            FMB_ASSERT(!fmb_engine_step(e, s1, tk, 3, lb, &err));
+            for (int i = 0; i < 3; i++) {
+                fmb_state *one[1] = {s2[i]};
+                FMB_ASSERT(!fmb_engine_step(e, one, &tk[i], 1, l1 + (size_t)i * V, &err));
+            }
+            for (size_t i = 0; i < 3 * V; i++)
+                w = fmax(w, fabs(lb[i] - l1[i]));
+        }
+        snprintf(label, sizeof label, "cuda f32 %s batched decode = single decode", name);
+        check(w <= 1e-5, label, "max |diff| %.3g", w);
+        for (int i = 0; i < 3; i++)
+            fmb_state_free(s1[i]), fmb_state_free(s2[i]);
+        free(lb), free(l1);
+    }
+    fmb_engine_free(e);
+
+    // bf16 against HF's fp32 NLL
+    fmb_engine *eb = open_engine(dir, FMB_BACKEND_CUDA, FMB_COMPUTE_BF16, 0);
+    float *nb = long_nll(eb, ids, n, NULL);
+    double w = 0, mean = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        double d = fabs(nb[i] - ref_at(rn, i));
+        w = fmax(w, isnan(d) ? INFINITY : d);
+        mean += d;
+    }
+    mean /= (double)(n - 1);
+    snprintf(label, sizeof label, "cuda bf16 %s long NLL per position", name);
+    check(w <= 0.1, label, "max |diff| %.3g > 0.1", w);
+    snprintf(label, sizeof label, "cuda bf16 %s long NLL mean |diff|", name);
+    check(mean <= 0.01, label, "mean |diff| %.3g > 0.01", mean);
+    check_note("cuda bf16 %s: worst |dNLL| %.4f, mean %.5f", name, w, mean);
+    free(nb);
+    fmb_engine_free(eb);
+    free(ids);
+    fmb_st_close(rs);
+}
+
+int main(void)
+{
+#ifdef FMB_HAVE_CUDA
+    fixture("tiny-a");
+    fixture("tiny-b");
+    fixture("tiny-bf16");
+#else
+    check(0, "cuda build", "built without CUDA");
+#endif
+    return check_exit();
+}

@@ -1,0 +1,74 @@
+#!/bin/sh
+# gpu-check: one call on a GPU machine does it all, without stopping at the first failure:
+#   1. build (skipped with --no-build: binaries carried from a build machine),
+#   2. every GPU test binary in $BUILD/tests/gpu (tests/run.sh),
+#   3. compute-sanitizer memcheck and racecheck on the kernel test's small shapes,
+#   4. fmbatch bench --synthetic 7b (prefill 1K/16K/100K, decode, scan) and the same with a
+#      ballast leaving 22 GiB free (a 24 GB card),
+#   5. a short table, and tests/GPU-STATUS.json (also copied to $OUT) with the commit tested.
+# Usage: tools/gpu-check.sh [--no-build] [--no-bench]   (BUILD=build-cuda, OUT=/tmp/gpu-check)
+BUILD=${BUILD:-build-cuda}
+OUT=${OUT:-/tmp/gpu-check}
+CUDA_ARCH=${CUDA_ARCH:--gencode arch=compute_90,code=sm_90}
+build=yes
+bench=yes
+for a in "$@"; do
+    case $a in
+    --no-build) build=no ;;
+    --no-bench) bench=no ;;
+    esac
+done
+mkdir -p "$OUT"
+[ -d .gpulib ] && export LD_LIBRARY_PATH="$PWD/.gpulib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+commit=$(git rev-parse HEAD 2>/dev/null || cat .gpu-commit 2>/dev/null || echo unknown)
+status=0
+if [ $build = yes ]; then
+    make BUILD="$BUILD" CUDA_ARCH="$CUDA_ARCH" -j"$(nproc)" all >"$OUT/build.log" 2>&1 ||
+        { echo "build failed"; tail -20 "$OUT/build.log"; exit 1; }
+    for t in tests/gpu/test_*.c; do
+        b=$(basename "$t" .c)
+        make BUILD="$BUILD" CUDA_ARCH="$CUDA_ARCH" "$BUILD/tests/gpu/$b" >>"$OUT/build.log" 2>&1 ||
+            status=1
+    done
+fi
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used --format=csv \
+    >"$OUT/gpu.txt" 2>&1
+
+# 2. tests
+FMBATCH="$PWD/$BUILD/fmbatch" tests/run.sh "$BUILD/tests/gpu" --no-scripts >"$OUT/tests.log" 2>&1 ||
+    status=1
+tests_line=$(tail -1 "$OUT/tests.log")
+
+# 3. sanitizers on small shapes
+san=skipped
+if command -v compute-sanitizer >/dev/null 2>&1 && [ -x "$BUILD/tests/gpu/test_kernels" ]; then
+    compute-sanitizer --tool memcheck --error-exitcode 9 "$BUILD/tests/gpu/test_kernels" small \
+        >"$OUT/memcheck.log" 2>&1
+    m=$?
+    compute-sanitizer --tool racecheck --error-exitcode 9 "$BUILD/tests/gpu/test_kernels" small \
+        >"$OUT/racecheck.log" 2>&1
+    r=$?
+    san="memcheck rc=$m ($(grep -h 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1)); racecheck rc=$r ($(grep -h 'RACECHECK SUMMARY' "$OUT/racecheck.log" | tail -1))"
+    [ $m -eq 0 ] && [ $r -eq 0 ] || status=1
+fi
+
+# 4. bench
+if [ $bench = yes ]; then
+    "$BUILD/fmbatch" bench --synthetic 7b >"$OUT/bench.json" 2>"$OUT/bench.log" || status=1
+    "$BUILD/fmbatch" bench --synthetic 7b --ballast-free 22GiB --tokens 1024,100000 \
+        --decode-batch 16 >"$OUT/bench-24g.json" 2>"$OUT/bench-24g.log" || status=1
+fi
+
+# 5. table and status
+echo "== gpu-check at $commit"
+grep -E '^(FAIL|NOTE)' "$OUT/tests.log" | head -40
+echo "tests: $tests_line"
+echo "sanitizers: $san"
+for f in bench.json bench-24g.json; do
+    [ -s "$OUT/$f" ] && { echo "$f:"; cat "$OUT/$f"; }
+done
+cat >"$OUT/GPU-STATUS.json" <<J
+{"commit":"$commit","date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","gpu":"$(tail -1 "$OUT/gpu.txt" | cut -d, -f1)","tests":"$tests_line","sanitizers":"$san","ok":$([ $status = 0 ] && echo true || echo false)}
+J
+cp "$OUT/GPU-STATUS.json" tests/GPU-STATUS.json 2>/dev/null
+exit $status
