@@ -573,8 +573,11 @@ int fmb_cmd_status(int argc, char **argv)
     FILE *probe = fopen(job->output, "rb");
     if (probe) { /* no output yet: every count is 0 */
         fclose(probe);
-        if ((rc = open_output(cmd, &a, &(fmb_job *){NULL}, &q, 0)) == 0 &&
-            fmb_queue_counts_get(q, &c, &err)) {
+        if (fmb_queue_open(job->output, job->name, 0, (int)job->max_attempts,
+                           (double)job->lease_seconds, &q, &err)) {
+            fmb_cli_error(cmd, "%s", err.msg);
+            rc = FMB_EXIT_USAGE;
+        } else if (fmb_queue_counts_get(q, &c, &err)) {
             fmb_cli_error(cmd, "%s", err.msg);
             rc = FMB_EXIT_FATAL;
         }

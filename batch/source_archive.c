@@ -166,7 +166,8 @@ static fmb_status archive_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err 
                 break;
             }
             memset(src->buf + src->len, 0, at - src->len);
-            memcpy(src->buf + at, buf, size);
+            if (size)
+                memcpy(src->buf + at, buf, size);
             src->len = at + size;
             s->total_out += size;
             if (over_limits(src, s->a, s->total_out)) {

@@ -11,10 +11,25 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
-#define TOML_HEADER_ONLY 1
+// toml++ 3.3.0 guards internal invariants with assert(), and fuzzing (tests/fuzz/fuzz_job.c)
+// found inputs that reach one (parse_key on a malformed table header): an abort on a bad job
+// file. Turn its checks into an exception that the entry point reports as a parse error. Never
+// build this file with NDEBUG: toml++ then turns the checks into optimiser assumptions.
+#ifdef NDEBUG
+#error "batch/toml.cc must keep toml++'s internal checks (see above)"
+#endif
+[[noreturn]] static void fmb_toml_check_failed(const char *what)
+{
+    throw std::runtime_error(std::string("malformed TOML (toml++ internal check: ") + what + ")");
+}
+// Checks inside toml++'s noexcept functions still end the process (std::terminate), as the
+// assert did; fuzzing has reached only the throwing kind so far.
+#define TOML_ASSERT(expr) ((expr) ? static_cast<void>(0) : fmb_toml_check_failed(#expr))
+#define TOML_HEADER_ONLY  1
 #include <toml++/toml.h>
 
 namespace

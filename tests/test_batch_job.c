@@ -141,6 +141,26 @@ int main(void)
     }
     fmb_toml_free(root);
 
+    /* Fuzzing found "[#" reaching an assert() inside toml++ 3.3.0: now a parse error. */
+    {
+        fmb_job *fj = NULL;
+        s = fmb_job_parse("[#", 2, "f.toml", "/tmp", &fj, &err);
+        check(s == FMB_EINVAL && strstr(err.msg, "f.toml"), "toml++ internal check is an error",
+              "%d %s", s, err.msg);
+        fmb_job_free(fj);
+    }
+
+    /* Every example job in jobs/ is a valid job file. */
+    const char *examples[] = {"jobs/corpus-score.toml",    "jobs/qa-extract.toml",
+                              "jobs/classify-choice.toml", "jobs/jsonl-source.toml",
+                              "jobs/sqlite-source.toml",   "jobs/resume.toml"};
+    for (size_t i = 0; i < sizeof examples / sizeof examples[0]; i++) {
+        fmb_job *ej = NULL;
+        s = fmb_job_load(examples[i], &ej, &err);
+        check(s == FMB_OK, examples[i], "%s", err.msg);
+        fmb_job_free(ej);
+    }
+
     /* The schema compiled into the binary equals schemas/001_init.sql byte for byte. */
     size_t len = 0;
     char *file = check_read_file(FMB_SCHEMA_FILE, &len);
