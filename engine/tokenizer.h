@@ -35,9 +35,14 @@ void fmb_ids_push(fmb_ids *v, int32_t id, size_t offset);
 FMB_NODISCARD fmb_status fmb_tok_load(const char *path, fmb_tok **out, fmb_err *err);
 void fmb_tok_free(fmb_tok *tok);
 
-/* Encodes len bytes of text and appends to out. Invalid UTF-8 is replaced by U+FFFD first.
- * special != 0 matches added tokens in the text (prompt templates); special == 0 never does
- * (document text: "<|endoftext|>" in a web page stays text). Offsets refer to text. */
+/* Encodes len bytes of text and appends to out. Invalid UTF-8 is replaced by U+FFFD first
+ * (exactly as Rust's String::from_utf8_lossy). special != 0 matches special added tokens in the
+ * text (prompt templates); special == 0 never does (document text: "<|endoftext|>" in a web
+ * page stays text), which is HF's encode_special_tokens=True: non-special added tokens, if a
+ * file has any, still match, as in HF. A TemplateProcessing post-processor's ids are added
+ * (HF's add_special_tokens=True). Offsets (if out->want_offsets) are byte offsets into text.
+ * Thread-safe: all scratch is per call. Errors: FMB_ENOMEM, FMB_ELIMIT (over 4 GiB, a regex
+ * match limit). */
 FMB_NODISCARD fmb_status fmb_tok_encode(
     const fmb_tok *tok, const char *text, size_t len, int special, fmb_ids *out, fmb_err *err);
 

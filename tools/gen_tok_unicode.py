@@ -130,4 +130,14 @@ def main():
     print("\n#endif")
 
 
-main()
+if __name__ == "__main__":
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        main()
+    # The repository's clang-format style (aligned macro continuations).
+    res = subprocess.run(["clang-format", "--assume-filename=engine/tok_unicode.h"],
+                         input=buf.getvalue(), capture_output=True, text=True)
+    sys.stdout.write(res.stdout if res.returncode == 0 else buf.getvalue())
