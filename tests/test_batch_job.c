@@ -148,6 +148,18 @@ int main(void)
         check(s == FMB_EINVAL && strstr(err.msg, "f.toml"), "toml++ internal check is an error",
               "%d %s", s, err.msg);
         fmb_job_free(fj);
+        /* ... and "\xcb\xaa" undefined behaviour in its whitespace test: rejected before. */
+        s = fmb_job_parse("\xcb\xaa\x00", 3, "f.toml", "/tmp", &fj, &err);
+        check(s == FMB_EINVAL && strstr(err.msg, "f.toml:1:1: a non-ASCII"),
+              "non-ASCII outside strings rejected", "%d %s", s, err.msg);
+        fmb_job_free(fj);
+        const char *ok =
+            "# caf\xc3\xa9\n[job] # \xc3\xa9\nname = \"caf\xc3\xa9\"\nmodel = '\xc3\xa9'\n"
+            "output = \"\"\"x\n\xc3\xa9\"\"\"\"\"\n\"k\xc3\xa9\" = '''\xc3\xa9'''\n";
+        s = fmb_job_parse(ok, strlen(ok), "f.toml", "/tmp", &fj, &err);
+        check(s == FMB_EINVAL && strstr(err.msg, "missing table [source]"),
+              "non-ASCII inside strings, keys and comments is fine", "%d %s", s, err.msg);
+        fmb_job_free(fj);
     }
 
     /* Every example job in jobs/ is a valid job file. */

@@ -439,6 +439,30 @@ def fingerprint_and_changes():
         shutil.rmtree(d)
 
 
+def token_limit():
+    d = tempfile.mkdtemp(prefix="fmb_e2e_")
+    try:
+        write_docs(os.path.join(d, "t"), {"long.txt": "word " * 200, "short.txt": "hi"})
+        src = '[source]\nkind = "files"\npaths = ["t"]\n'
+        tasks = '[[task]]\nname = "ppl"\nkind = "score"\n'
+        for mode in ("truncate", "skip"):
+            with open(os.path.join(d, "job.toml"), "w") as f:
+                f.write(job_text("lim-" + mode, src, 'max_document_tokens = 16\ntoo_long = "%s"' % mode,
+                                 tasks=tasks))
+            r = run(["run", "job.toml"], cwd=d)
+            by = rows_key(export(d)[1])
+            lg, sh = by.get(("t/long.txt", "ppl"), {}), by.get(("t/short.txt", "ppl"), {})
+            if mode == "truncate":
+                ok = lg.get("truncated") == 1 and lg.get("tokens") == 16 and "truncated" in (lg.get("note") or "")
+            else:
+                ok = lg.get("status") == "skipped" and lg.get("tokens") is None and "skipped" in (lg.get("note") or "")
+            check(r.returncode == 0 and ok and sh.get("truncated") == 0 and sh.get("status") == "ok",
+                  "max_document_tokens: %s, said in the row" % mode, repr(lg))
+            os.remove(os.path.join(d, "out.db"))
+    finally:
+        shutil.rmtree(d)
+
+
 if not os.path.exists(FMBATCH):
     check(False, "batch e2e", "no binary at " + FMBATCH)
     sys.exit(1)
@@ -448,4 +472,5 @@ for kind, make in (("tar.gz", make_targz), ("zip", make_zip), ("jsonl.gz", make_
 failing_items()
 resume_and_concurrency()
 fingerprint_and_changes()
+token_limit()
 sys.exit(1 if failures else 0)
