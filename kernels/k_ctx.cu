@@ -77,6 +77,8 @@ extern "C" fmb_status fmb_cuda_ctx_init(fmb_cuda_ctx *c, int device, fmb_err *er
 #ifdef FMB_DEBUG_SYNC
     c->debug_sync = 1;
 #endif
+    const char *sa = getenv("FMB_SCAN");
+    c->scan_algo = sa && strcmp(sa, "seg") == 0 ? FMB_SCAN_SEG : FMB_SCAN_QUAD;
     cudaStream_t s;
     FMB_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     c->stream = s;
@@ -460,10 +462,10 @@ extern "C" size_t fmb_k_plan_bytes(size_t T, size_t nseq)
 extern "C" size_t fmb_k_scan_seg_len(const fmb_cuda_ctx *c, size_t T, size_t E, size_t nseq)
 {
     (void)nseq;
-    // Aim at ~2048 resident threads per SM (one thread = one channel × one segment); segments
+    // Aim at ~1024 threads per SM (one thread = one channel × one segment); segments
     // shorter than 128 tokens spend more on per-segment setup and the combine than they gain
-    // (H200, E = 8192, T = 4096: 32-token segments 28.5 µs/token, 256-token 11.3).
-    size_t target = (size_t)(c ? c->sm_count : 132) * 2048;
+    // (H200, E = 8192, T = 4096: 32-token segments 28.5 µs/token, 128: 11.5, 256: 10.2).
+    size_t target = (size_t)(c ? c->sm_count : 132) * 1024;
     size_t L = E ? (T * E + target - 1) / target : T;
     L = (L + 63) & ~(size_t)63;
     if (L < 128)

@@ -19,7 +19,8 @@
 #include "kernels/k_common.cuh"
 
 #define SCAN_THREADS 128
-#define SCAN_TILE    64
+#define SCAN_TILE    64 /* multiple of 4: the quad kernel's prefetch relies on it */
+#define FMB_STATIC_SCAN_TILE_CHECK static_assert(SCAN_TILE % 4 == 0, "SCAN_TILE % 4")
 #define LOG2E_F      1.4426950408889634f
 
 /* 2^x on the special-function unit, denormal results flushed to zero (a decayed state under
@@ -143,6 +144,109 @@ static __global__ void __launch_bounds__(SCAN_THREADS)
     }
 }
 
+
+// --- quad single-pass kernel ----------------------------------------------------------------
+//
+// One block = 32 channels × 4 lanes (128 threads), one sequence (blockIdx.y). In a warp,
+// lane = j·8 + c: channel c of 8, state group j of 4 (states j·NQ .. j·NQ+NQ-1). Tokens go
+// four at a time: lane j loads token k+j's u, dt and z and does its softplus and SiLU, so
+// that per-channel work is not repeated by the four lanes; dt and dt·u are broadcast with
+// shuffles, each lane advances its NQ states over the four tokens, partial C contractions
+// are summed across the four lanes (xor 8, 16), and lane j stores token k+j's output.
+// A missing token (past the end) has dt = 0: exp(0) = 1 and no input, so h is unchanged.
+template <typename AT, int NQ>
+static __global__ void __launch_bounds__(SCAN_THREADS)
+    scan_quad_kernel(const AT *u, size_t ldu, const AT *dtp, size_t lddt, const float *dtscale,
+                     const float *dt_bias, const float *A, const float *BC, size_t ldbc,
+                     const float *Dskip, const AT *z, size_t ldz, AT *y, size_t ldy, int E, int N,
+                     fmb_kplan p, size_t ssm_off)
+{
+    __shared__ __align__(16) float sbc[SCAN_TILE * 32];
+    __shared__ float sds[SCAN_TILE];
+    const int s = blockIdx.y;
+    const int32_t t0 = p.seq_start[s], t1 = p.seq_start[s + 1];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int c = lane & 7, j = lane >> 3;
+    const int e = blockIdx.x * 32 + warp * 8 + c;
+    const bool act = e < E;
+    const int ec = act ? e : E - 1;
+    const int n0 = j * NQ;
+    float *hs = p.state[s] + ssm_off + (size_t)ec * N + n0;
+    const bool has = p.has_state[s];
+    float a2[NQ], h[NQ];
+#pragma unroll
+    for (int n = 0; n < NQ; n++) {
+        a2[n] = A[(size_t)ec * N + n0 + n] * LOG2E_F;
+        h[n] = has ? hs[n] : 0.0f;
+    }
+    const float bias = dt_bias[ec], dsk = Dskip[ec];
+    const int n2 = 2 * N;
+    // software pipeline: this lane's token of the next quad is loaded a quad ahead (the tile
+    // length is a multiple of 4, so that token is always t + 4)
+    float nu = 0.0f, ndp = 0.0f, nz = 0.0f;
+    if (t0 + j < t1) {
+        size_t t = (size_t)t0 + j;
+        nu = fmb_ld(u + t * ldu + ec), ndp = fmb_ld(dtp + t * lddt + ec);
+        nz = fmb_ld(z + t * ldz + ec);
+    }
+    for (int32_t tb = t0; tb < t1; tb += SCAN_TILE) {
+        const int nt = t1 - tb < SCAN_TILE ? t1 - tb : SCAN_TILE;
+        __syncthreads();
+        for (int i = threadIdx.x; i < nt * n2; i += SCAN_THREADS) {
+            int k = i / n2, jj = i - k * n2;
+            sbc[k * 32 + (jj < N ? jj : 16 + jj - N)] = BC[(size_t)(tb + k) * ldbc + jj];
+        }
+        for (int i = threadIdx.x; i < nt; i += SCAN_THREADS)
+            sds[i] = dtscale ? dtscale[tb + i] : 1.0f;
+        __syncthreads();
+        for (int k = 0; k < nt; k += 4) {
+            const bool mine = k + j < nt;
+            const size_t t = (size_t)tb + k + j;
+            float ut = nu, dp = ndp, zt = nz, dt = 0.0f, gz = 0.0f;
+            if (t + 4 < (size_t)t1) {
+                nu = fmb_ld(u + (t + 4) * ldu + ec), ndp = fmb_ld(dtp + (t + 4) * lddt + ec);
+                nz = fmb_ld(z + (t + 4) * ldz + ec);
+            }
+            if (mine) {
+                // discrete_time_step = softplus(dt_proj(rms(time_step)) + dt_proj.bias)
+                dt = fmb_softplus(dp * sds[k + j] + bias);
+                gz = silu_fast(zt);
+            }
+            const float dtu = dt * ut;
+            float ymine = 0.0f;
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                float dq = __shfl_sync(0xffffffffu, dt, q * 8 + c);
+                float dUq = __shfl_sync(0xffffffffu, dtu, q * 8 + c);
+                float acc = 0.0f;
+                if (k + q < nt) { // uniform over the block
+                    const float *bq = sbc + (k + q) * 32 + n0;
+#pragma unroll
+                    for (int n = 0; n < NQ; n++) {
+                        // h = exp(A dt) h + dt B u ;  y = Σ h C
+                        float dA = ex2_ftz(a2[n] * dq);
+                        h[n] = dA * h[n] + bq[n] * dUq;
+                        acc += h[n] * bq[16 + n];
+                    }
+                }
+                acc += __shfl_xor_sync(0xffffffffu, acc, 8);
+                acc += __shfl_xor_sync(0xffffffffu, acc, 16);
+                if (q == j)
+                    ymine = acc;
+            }
+            if (mine && act) {
+                // scan_output = (scan_output + hidden_states * D) * act(gate)
+                fmb_st(y + t * ldy + e, (ymine + ut * dsk) * gz);
+            }
+        }
+    }
+    if (act) {
+#pragma unroll
+        for (int n = 0; n < NQ; n++)
+            hs[n] = h[n];
+    }
+}
+
 // One thread per (state n, channel e) of one sequence: the serial walk over its segments.
 static __global__ void scan_combine_kernel(const float *A, int E, int N, fmb_kplan p,
                                            size_t ssm_off, float *hbuf, const float *sdt)
@@ -204,9 +308,41 @@ extern "C" void fmb_k_scan(const fmb_cuda_ctx *c, fmb_kdt at, const void *u, siz
                            size_t E, size_t N, const fmb_kplan *p, size_t ssm_off, void *ws)
 {
     FMB_ASSERT(N >= 1 && N <= 16 && E >= 1 && E <= INT32_MAX);
+    FMB_STATIC_SCAN_TILE_CHECK;
     FMB_ASSERT(ldbc >= 2 * N && p->nsegs >= 1 && p->nsegs <= 65535 && p->nseq <= 65535);
     if (p->T == 0)
         return;
+    if (c->scan_algo == FMB_SCAN_QUAD && N % 4 == 0) {
+        dim3 g(fmb_cdiv(E, 32), (unsigned)p->nseq);
+#define FMB_QUAD_CASE(AT)                                                                          \
+    do {                                                                                           \
+        if (N == 16)                                                                               \
+            scan_quad_kernel<AT, 4><<<g, SCAN_THREADS, 0, FMB_STREAM(c)>>>(                        \
+                (const AT *)u, ldu, (const AT *)dt_pre, lddt, dtscale, dt_bias, A, BC, ldbc,       \
+                Dskip, (const AT *)z, ldz, (AT *)y, ldy, (int)E, (int)N, *p, ssm_off);             \
+        else if (N == 8)                                                                           \
+            scan_quad_kernel<AT, 2><<<g, SCAN_THREADS, 0, FMB_STREAM(c)>>>(                        \
+                (const AT *)u, ldu, (const AT *)dt_pre, lddt, dtscale, dt_bias, A, BC, ldbc,       \
+                Dskip, (const AT *)z, ldz, (AT *)y, ldy, (int)E, (int)N, *p, ssm_off);             \
+        else if (N == 12)                                                                          \
+            scan_quad_kernel<AT, 3><<<g, SCAN_THREADS, 0, FMB_STREAM(c)>>>(                        \
+                (const AT *)u, ldu, (const AT *)dt_pre, lddt, dtscale, dt_bias, A, BC, ldbc,       \
+                Dskip, (const AT *)z, ldz, (AT *)y, ldy, (int)E, (int)N, *p, ssm_off);             \
+        else                                                                                       \
+            scan_quad_kernel<AT, 1><<<g, SCAN_THREADS, 0, FMB_STREAM(c)>>>(                        \
+                (const AT *)u, ldu, (const AT *)dt_pre, lddt, dtscale, dt_bias, A, BC, ldbc,       \
+                Dskip, (const AT *)z, ldz, (AT *)y, ldy, (int)E, (int)N, *p, ssm_off);             \
+    } while (0)
+        if (at == FMB_KDT_F32)
+            FMB_QUAD_CASE(float);
+        else if (at == FMB_KDT_BF16)
+            FMB_QUAD_CASE(__nv_bfloat16);
+        else
+            FMB_ASSERTF(0, "fmb_k_scan: unsupported activation type %d", (int)at);
+#undef FMB_QUAD_CASE
+        FMB_LAUNCH_CHECK(c);
+        return;
+    }
 #define FMB_SCAN_CASE(AT)                                                                          \
     do {                                                                                           \
         if (N == 16)                                                                               \

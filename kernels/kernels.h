@@ -47,6 +47,7 @@ typedef struct {
     size_t smem_per_block_optin; /* largest dynamic shared memory a block may opt into */
     size_t total_mem;
     int debug_sync; /* 1: synchronise after every launch */
+    int scan_algo;  /* FMB_SCAN_* (env FMB_SCAN=quad|seg at init) */
     char name[256];
 } fmb_cuda_ctx;
 
@@ -199,6 +200,11 @@ void fmb_k_conv1d(const fmb_cuda_ctx *c, const void *x, size_t ldx, void *y, siz
                   const fmb_kplan *p, size_t conv_off);
 
 // --- selective scan -------------------------------------------------------------------------
+
+/* Scan algorithms: QUAD (default where N % 4 == 0): one pass per sequence, four lanes per
+ * channel each holding N/4 states, dt/softplus/gate work spread over the four lanes' tokens;
+ * SEG: segments scanned in parallel from zero, combined, rescanned (two passes). */
+enum { FMB_SCAN_QUAD = 0, FMB_SCAN_SEG = 1 };
 
 /* Workspace bytes of fmb_k_scan for a plan of at most nsegs segments and E, N. */
 size_t fmb_k_scan_ws_bytes(size_t nsegs, size_t E, size_t N);

@@ -20,7 +20,7 @@ for a in "$@"; do
 done
 mkdir -p "$OUT"
 [ -d .gpulib ] && export LD_LIBRARY_PATH="$PWD/.gpulib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-commit=$(git rev-parse HEAD 2>/dev/null || cat .gpu-commit 2>/dev/null || echo unknown)
+commit=$(git rev-parse --verify -q HEAD 2>/dev/null || cat .gpu-commit 2>/dev/null || echo unknown)
 status=0
 if [ $build = yes ]; then
     make BUILD="$BUILD" CUDA_ARCH="$CUDA_ARCH" -j"$(nproc)" all >"$OUT/build.log" 2>&1 ||
@@ -55,6 +55,8 @@ fi
 # 4. bench
 if [ $bench = yes ]; then
     "$BUILD/fmbatch" bench --synthetic 7b >"$OUT/bench.json" 2>"$OUT/bench.log" || status=1
+    FMB_SCAN=seg "$BUILD/fmbatch" bench --synthetic 7b --tokens 1024,16384 --decode-steps 8 \
+        >"$OUT/bench-seg.json" 2>>"$OUT/bench.log" || status=1
     "$BUILD/fmbatch" bench --synthetic 7b --ballast-free 22GiB --tokens 1024,100000 \
         --decode-batch 16 >"$OUT/bench-24g.json" 2>"$OUT/bench-24g.log" || status=1
 fi
@@ -64,7 +66,7 @@ echo "== gpu-check at $commit"
 grep -E '^(FAIL|NOTE)' "$OUT/tests.log" | head -40
 echo "tests: $tests_line"
 echo "sanitizers: $san"
-for f in bench.json bench-24g.json; do
+for f in bench.json bench-seg.json bench-24g.json; do
     [ -s "$OUT/$f" ] && { echo "$f:"; cat "$OUT/$f"; }
 done
 cat >"$OUT/GPU-STATUS.json" <<J

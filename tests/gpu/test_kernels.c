@@ -346,12 +346,12 @@ static void t_scan(const char *label, const vl_case *v, size_t E, size_t N, fmb_
                   s.st, E * N, &vl);
     float *gy = down(dy, T * E, at), *gst = down(dst, nslot * E * N, FMB_KDT_F32);
     char name[160];
-    snprintf(name, sizeof name, "scan %s E=%zu N=%zu seg=%zu %s y", label, E, N, seg_len,
-             dtn(at));
+    snprintf(name, sizeof name, "scan[%s] %s E=%zu N=%zu seg=%zu %s y",
+             ctx.scan_algo == FMB_SCAN_QUAD ? "quad" : "seg", label, E, N, seg_len, dtn(at));
     if (T)
         expect(name, gy, y, T * E, tol(at));
-    snprintf(name, sizeof name, "scan %s E=%zu N=%zu seg=%zu %s state", label, E, N, seg_len,
-             dtn(at));
+    snprintf(name, sizeof name, "scan[%s] %s E=%zu N=%zu seg=%zu %s state",
+             ctx.scan_algo == FMB_SCAN_QUAD ? "quad" : "seg", label, E, N, seg_len, dtn(at));
     expect(name, gst, s.st, nslot * E * N, 1e-5);
     free(dts), free(y), free(gy), free(gst);
     free_scan_in(&s);
@@ -408,9 +408,10 @@ static void time_scan(size_t T, size_t seg_len)
                 ms[i] = ms[j];
                 ms[j] = tmp;
             }
-    check_note("scan timing E=8192 N=16 bf16 T=%zu seg=%zu segs=%d: %.3f ms/layer, %.2f us/token "
-               "over 64 layers",
-               T, seg_len, p.nsegs, ms[4], ms[4] * 1e3 * 64 / (double)T);
+    check_note("scan[%s] timing E=8192 N=16 bf16 T=%zu seg=%zu segs=%d: %.3f ms/layer, %.2f "
+               "us/token over 64 layers",
+               ctx.scan_algo == FMB_SCAN_QUAD ? "quad" : "seg", T, seg_len, p.nsegs, ms[4],
+               ms[4] * 1e3 * 64 / (double)T);
     fmb_cuda_event_free(e0), fmb_cuda_event_free(e1);
     fmb_cuda_host_free(h), fmb_cuda_free(d), fmb_cuda_free(ws);
     fmb_cuda_free(dst), fmb_cuda_free(du), fmb_cuda_free(ddt), fmb_cuda_free(dz);
@@ -570,7 +571,9 @@ int main(int argc, char **argv)
             t_conv("decode 5x1", &c5, 256, Ks[ki], dt);
         }
         size_t Ns[2] = {16, 8};
+        for (int algo = 0; algo < 2; algo++)
         for (int ni = 0; ni < 2; ni++) {
+            ctx.scan_algo = algo;
             size_t N = Ns[ni];
             t_scan("T=1 fresh", &c1, 130, N, dt, 32);
             t_scan("T=1 state", &c1s, 130, N, dt, 32);
@@ -583,12 +586,16 @@ int main(int argc, char **argv)
         }
         int l2[] = {300, 211}, h2[] = {1, 0};
         vl_case c2 = mk_case(2, l2, h2);
-        t_scan("varlen 300+211", &c2, 1000, 12, dt, 32); // N = 12: the masked variant
-        if (!small_only) {
-            int lb[] = {2000}, hb[] = {1};
-            vl_case cb = mk_case(1, lb, hb);
-            t_scan("T=2000 state", &cb, 1024, 16, dt, 64);
+        int lb[] = {2000}, hb[] = {1};
+        vl_case cb = mk_case(1, lb, hb);
+        for (int algo = 0; algo < 2; algo++) {
+            ctx.scan_algo = algo;
+            t_scan("varlen 300+211", &c2, 1000, 12, dt, 32); // N = 12: masked seg variant
+            t_scan("varlen 300+211", &c2, 1000, 6, dt, 32);  // N = 6: masked, seg fallback
+            if (!small_only)
+                t_scan("T=2000 state", &cb, 1024, 16, dt, 64);
         }
+        ctx.scan_algo = FMB_SCAN_QUAD;
     }
     t_head(1, 50, 5, 0);
     t_head(7, 1000, 5, 1);
@@ -603,9 +610,16 @@ int main(int argc, char **argv)
     t_matvec(8, 77, 1024, FMB_KDT_F32, 1);
     t_matvec(5, 260, 8192, FMB_KDT_F32, 0);
     if (!small_only) {
-        size_t segs[4] = {64, 128, 256, 512};
-        for (int i = 0; i < 4; i++)
+        ctx.scan_algo = FMB_SCAN_SEG;
+        size_t segs[2] = {128, 256};
+        for (int i = 0; i < 2; i++)
             time_scan(4096, segs[i]);
+        ctx.scan_algo = FMB_SCAN_QUAD;
+        time_scan(16, 32);
+        time_scan(1024, 1024);
+        time_scan(2048, 2048);
+        time_scan(4096, 4096);
+        ctx.scan_algo = FMB_SCAN_SEG;
         time_scan(2048, fmb_k_scan_seg_len(&ctx, 2048, 8192, 1));
         time_scan(4096, fmb_k_scan_seg_len(&ctx, 4096, 8192, 1));
         time_scan(8192, fmb_k_scan_seg_len(&ctx, 8192, 8192, 1));
