@@ -126,69 +126,6 @@ void copy_node(const toml::node &node, fmb_toml_value *out, int depth)
     }
 }
 
-/*
- * toml++ 3.3.0 reaches __builtin_unreachable() (undefined behaviour) when it tests some
- * non-ASCII characters as whitespace outside strings (found by fuzzing: "\xcb\xaa"). TOML 1.0
- * allows non-ASCII only inside strings and comments (bare keys are ASCII), so such input is
- * invalid anyway: reject it before toml++ sees it. Returns 0, or the offset of the first
- * offending byte + 1. Strings are skipped with their escapes; the parser proper still checks
- * everything else.
- */
-size_t non_ascii_outside_strings(const char *t, size_t n)
-{
-    enum { NORMAL, COMMENT, BASIC, LITERAL, ML_BASIC, ML_LITERAL } st = NORMAL;
-    auto at3 = [&](size_t i, char q) {
-        return i + 2 < n && t[i] == q && t[i + 1] == q && t[i + 2] == q;
-    };
-    for (size_t i = 0; i < n; i++) {
-        char c = t[i];
-        switch (st) {
-        case NORMAL:
-            if (c == '#')
-                st = COMMENT;
-            else if (at3(i, '"'))
-                st = ML_BASIC, i += 2;
-            else if (c == '"')
-                st = BASIC;
-            else if (at3(i, '\''))
-                st = ML_LITERAL, i += 2;
-            else if (c == '\'')
-                st = LITERAL;
-            else if (static_cast<unsigned char>(c) >= 0x80)
-                return i + 1;
-            break;
-        case COMMENT:
-            if (c == '\n')
-                st = NORMAL;
-            break;
-        case BASIC:
-            if (c == '\\')
-                i++;
-            else if (c == '"' || c == '\n')
-                st = NORMAL;
-            break;
-        case LITERAL:
-            if (c == '\'' || c == '\n')
-                st = NORMAL;
-            break;
-        case ML_BASIC:
-        case ML_LITERAL: {
-            char q = st == ML_BASIC ? '"' : '\'';
-            if (st == ML_BASIC && c == '\\') {
-                i++;
-            } else if (at3(i, q)) {
-                i += 2;
-                for (int k = 0; k < 2 && i + 1 < n && t[i + 1] == q; k++)
-                    i++; // up to two quotes of content may precede the closing three
-                st = NORMAL;
-            }
-            break;
-        }
-        }
-    }
-    return 0;
-}
-
 } // namespace
 
 extern "C" fmb_status
@@ -198,19 +135,6 @@ fmb_toml_parse(const char *text, size_t len, const char *path, fmb_toml_value **
     fmb_toml_value *r = static_cast<fmb_toml_value *>(std::calloc(1, sizeof *r));
     if (!r)
         return fmb_fail(err, FMB_ENOMEM, "%s: out of memory", path);
-    if (size_t bad = non_ascii_outside_strings(text, len)) {
-        unsigned line = 1, col = 1;
-        for (size_t i = 0; i + 1 < bad; i++) {
-            if (text[i] == '\n')
-                line++, col = 1;
-            else
-                col++;
-        }
-        std::free(r);
-        return fmb_fail(err, FMB_EINVAL,
-                        "%s:%u:%u: a non-ASCII character outside a string or comment", path, line,
-                        col);
-    }
     try {
         toml::table tbl = toml::parse(std::string_view(text, len), std::string_view(path));
         copy_node(tbl, r, 0);

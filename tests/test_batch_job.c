@@ -148,10 +148,10 @@ int main(void)
         check(s == FMB_EINVAL && strstr(err.msg, "f.toml"), "toml++ internal check is an error",
               "%d %s", s, err.msg);
         fmb_job_free(fj);
-        /* ... and "\xcb\xaa" undefined behaviour in its whitespace test: rejected before. */
+        /* ... and "\xcb\xaa" reached __builtin_unreachable in its Unicode tables. */
         s = fmb_job_parse("\xcb\xaa\x00", 3, "f.toml", "/tmp", &fj, &err);
-        check(s == FMB_EINVAL && strstr(err.msg, "f.toml:1:1: a non-ASCII"),
-              "non-ASCII outside strings rejected", "%d %s", s, err.msg);
+        check(s == FMB_EINVAL && strstr(err.msg, "f.toml:1:"),
+              "non-ASCII outside strings is a parse error", "%d %s", s, err.msg);
         fmb_job_free(fj);
         const char *ok =
             "# caf\xc3\xa9\n[job] # \xc3\xa9\nname = \"caf\xc3\xa9\"\nmodel = '\xc3\xa9'\n"
