@@ -78,7 +78,10 @@ extern "C" fmb_status fmb_cuda_ctx_init(fmb_cuda_ctx *c, int device, fmb_err *er
     c->debug_sync = 1;
 #endif
     const char *sa = getenv("FMB_SCAN");
-    c->scan_algo = sa && strcmp(sa, "seg") == 0 ? FMB_SCAN_SEG : FMB_SCAN_QUAD;
+    c->scan_algo = !sa                      ? FMB_SCAN_AUTO
+                   : strcmp(sa, "seg") == 0  ? FMB_SCAN_SEG
+                   : strcmp(sa, "quad") == 0 ? FMB_SCAN_QUAD
+                                             : FMB_SCAN_AUTO;
     cudaStream_t s;
     FMB_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     c->stream = s;

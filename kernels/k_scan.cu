@@ -312,7 +312,8 @@ extern "C" void fmb_k_scan(const fmb_cuda_ctx *c, fmb_kdt at, const void *u, siz
     FMB_ASSERT(ldbc >= 2 * N && p->nsegs >= 1 && p->nsegs <= 65535 && p->nseq <= 65535);
     if (p->T == 0)
         return;
-    if (c->scan_algo == FMB_SCAN_QUAD && N % 4 == 0) {
+    int quad = c->scan_algo == FMB_SCAN_QUAD || (c->scan_algo == FMB_SCAN_AUTO && !p->multi_seg);
+    if (quad && N % 4 == 0) {
         dim3 g(fmb_cdiv(E, 32), (unsigned)p->nseq);
 #define FMB_QUAD_CASE(AT)                                                                          \
     do {                                                                                           \

@@ -595,7 +595,7 @@ int main(int argc, char **argv)
             if (!small_only)
                 t_scan("T=2000 state", &cb, 1024, 16, dt, 64);
         }
-        ctx.scan_algo = FMB_SCAN_QUAD;
+        ctx.scan_algo = FMB_SCAN_AUTO;
     }
     t_head(1, 50, 5, 0);
     t_head(7, 1000, 5, 1);
@@ -624,6 +624,7 @@ int main(int argc, char **argv)
         time_scan(4096, fmb_k_scan_seg_len(&ctx, 4096, 8192, 1));
         time_scan(8192, fmb_k_scan_seg_len(&ctx, 8192, 8192, 1));
         time_scan(16, 32);
+        ctx.scan_algo = FMB_SCAN_AUTO;
     }
     fmb_cuda_ctx_free(&ctx);
     return check_exit();
