@@ -1357,6 +1357,8 @@ static void bpe(enc_ctx *c, size_t s, size_t e)
         size_t cap = c->scap ? c->scap : 64;
         while (cap < n + 1)
             cap *= 2;
+        if (n + 1 > (1u << 20))
+            cap = n + 1; /* a huge piece: no doubling slack (5 arrays of 4 bytes per byte) */
         int32_t *a1 = realloc(c->sid, cap * sizeof *a1);
         if (a1)
             c->sid = a1;
@@ -1446,7 +1448,7 @@ static void bpe(enc_ctx *c, size_t s, size_t e)
             c->st = fmb_fail(c->err, FMB_ELIMIT, "tokenizer: piece of %zu bytes is too long", m);
             return;
         }
-        if (grow(c, (void **)&c->heap, &c->hcap, 2 * m + 2, sizeof *c->heap))
+        if (grow(c, (void **)&c->heap, &c->hcap, m + 2, sizeof *c->heap))
             goto oom;
         int32_t *id = nsid;
         uint32_t *ln = c->slen;

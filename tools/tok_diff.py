@@ -42,6 +42,52 @@ PLANES = [(0x20, 0x7E), (0xA0, 0x24F), (0x370, 0x52F), (0x590, 0x6FF), (0x900, 0
           (0xF0000, 0x10FFFF), (0x0, 0x1F)]
 
 
+def make_variant(base_path, name):
+    """A variant of the tokenizer.json that exercises the generic machinery (written to a temp
+    file): added-token flags and a TemplateProcessing, other split behaviours, invert, empty
+    regex matches, String patterns, stages after ByteLevel, Digits before it."""
+    import copy
+    import tempfile
+    t = json.load(open(base_path))
+    bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    pts = t["pre_tokenizer"]["pretokenizers"]
+    if name == "flags":
+        at = t["added_tokens"]
+        at[0]["lstrip"] = True
+        at[1]["rstrip"] = True
+        at[2]["single_word"] = True
+        at[3]["normalized"] = True
+        at[4]["lstrip"] = at[4]["rstrip"] = True
+        at[11]["special"] = False
+        t["post_processor"] = {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": ">>TITLE<<", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}},
+                       {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {
+                ">>TITLE<<": {"id": ">>TITLE<<", "ids": [0], "tokens": [">>TITLE<<"]},
+                "<|endoftext|>": {"id": "<|endoftext|>", "ids": [11], "tokens": ["<|endoftext|>"]}}}
+    elif name == "behaviors":
+        pts[:] = [{"type": "Punctuation", "behavior": "MergedWithNext"},
+                  {"type": "Split", "pattern": {"Regex": "x*|[0-9]{2}"}, "behavior": "MergedWithPrevious",
+                   "invert": False},
+                  {"type": "Digits", "individual_digits": False}, bl,
+                  {"type": "Split", "pattern": {"Regex": "[0-9]{2}|(?=a)"}, "behavior": "Contiguous",
+                   "invert": True},
+                  {"type": "Digits", "individual_digits": True}]
+    elif name == "strings":
+        pts[:] = [bl, {"type": "Split", "pattern": {"String": "Ġ"}, "behavior": "Removed", "invert": False},
+                  {"type": "Punctuation", "behavior": "MergedWithPrevious"},
+                  {"type": "Split", "pattern": {"String": "e"}, "behavior": "MergedWithNext", "invert": False}]
+    else:
+        raise ValueError("unknown variant " + name)
+    fd, path = tempfile.mkstemp(suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(t, f)
+    return path
+
+
 def rand_cp(r):
     lo, hi = r.choice(PLANES)
     while True:
@@ -103,18 +149,25 @@ def main():
     ap.add_argument("--tokenizer", default="tests/fixtures/tokenizer/tokenizer.json")
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--tag", default="", help="suffix for the check names")
+    ap.add_argument("--variant", default=None, help="flags | behaviors | strings (see make_variant)")
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else int(os.environ.get("TOK_DIFF_SEED", time.time_ns() % 2**32))
-    print("NOTE tokenizer_diff seed=%d n=%d (rerun: TOK_DIFF_SEED=%d)" % (seed, a.n, seed))
+    what = a.tokenizer + (" variant " + a.variant if a.variant else "")
+    tag = a.tag or ("_" + a.variant if a.variant else "")
+    print("NOTE tokenizer_diff%s seed=%d n=%d %s (rerun: TOK_DIFF_SEED=%d)" % (tag, seed, a.n, what, seed))
     try:
         from tokenizers import Tokenizer
     except Exception as e:  # a missing oracle is a failure, never a skip
-        print("FAIL tokenizer_diff: cannot import HF tokenizers (pip install tokenizers): %s" % e)
+        print("FAIL tokenizer_diff%s: cannot import HF tokenizers (pip install tokenizers): %s" % (a.tag, e))
         return 1
+    if a.variant:
+        a.tokenizer = make_variant(a.tokenizer, a.variant)
+        a.tag = a.tag or "_" + a.variant
     hf = Tokenizer.from_file(a.tokenizer)
     vocab = hf.get_vocab()
     ids_all = sorted(vocab.values())
-    vocab_pieces = [hf.decode([i]) for i in random.Random(seed).sample(ids_all, 2000)]
+    vocab_pieces = [hf.decode([i]) for i in random.Random(seed).sample(ids_all, min(2000, len(ids_all)))]
     r = random.Random(seed)
     inputs = [gen_input(r, vocab_pieces) for _ in range(a.n)]
     texts = [b.decode("utf-8", errors="replace") for b in inputs]
@@ -128,7 +181,7 @@ def main():
             args.append("--no-special")
         got = [json.loads(x) for x in run_fmbatch(args, hexin)]
         bad = [i for i in range(a.n) if i >= len(got) or got[i] != want[i]]
-        name = "tokenizer_diff_encode_special_%s" % ("on" if special else "off")
+        name = "tokenizer_diff%s_encode_special_%s" % (a.tag, "on" if special else "off")
         if bad:
             ok = 0
             i = bad[0]
@@ -150,7 +203,7 @@ def main():
         stdin = ("\n".join(json.dumps(s) for s in seqs) + "\n").encode()
         got = [json.loads(x) for x in run_fmbatch(args, stdin)]
         bad = [i for i in range(len(seqs)) if i >= len(got) or got[i] != want[i]]
-        name = "tokenizer_diff_decode%s" % ("_skip_special" if skip else "")
+        name = "tokenizer_diff%s_decode%s" % (a.tag, "_skip_special" if skip else "")
         if bad:
             ok = 0
             i = bad[0]
@@ -158,8 +211,14 @@ def main():
                 name, len(bad), len(seqs), seqs[i], want[i], got[i] if i < len(got) else None))
         else:
             print("PASS %s (%d id sequences, 0 mismatches)" % (name, len(seqs)))
+    if a.variant:
+        os.remove(a.tokenizer)
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except Exception as e:  # fmbatch crashed or printed garbage: a FAIL line, not a traceback
+        print("FAIL tokenizer_diff: %s: %s" % (type(e).__name__, e))
+        sys.exit(1)

@@ -1,5 +1,16 @@
 #!/bin/sh
 # Differential test of the tokenizer against HF tokenizers (pip package `tokenizers`):
-# 5,000 random inputs, special tokens on and off, plus decoding. A missing HF is a FAIL.
-# Seed: random per run, printed as a NOTE; TOK_DIFF_SEED=N reproduces a run.
-exec python3 tools/tok_diff.py --fmbatch "${FMBATCH:-build/fmbatch}" --n "${TOK_DIFF_N:-5000}"
+# 5,000 random inputs on the shared tokenizer.json, special tokens on and off, plus decoding;
+# 1,000 on tiny-a's truncated vocabulary (bytes without a token are dropped, as in HF); 500 on
+# each generated variant (added-token flags + TemplateProcessing; other split behaviours,
+# invert, empty matches; String patterns). A missing HF is a FAIL.
+# Seed: random per run, printed as a NOTE; TOK_DIFF_SEED=N reproduces.
+B=${FMBATCH:-build/fmbatch}
+rc=0
+python3 tools/tok_diff.py --fmbatch "$B" --n "${TOK_DIFF_N:-5000}" || rc=1
+python3 tools/tok_diff.py --fmbatch "$B" --n 1000 --tag _tiny_a \
+    --tokenizer tests/fixtures/tiny-a/tokenizer.json || rc=1
+for v in flags behaviors strings; do
+    python3 tools/tok_diff.py --fmbatch "$B" --n 500 --variant $v || rc=1
+done
+exit $rc
