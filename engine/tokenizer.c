@@ -21,6 +21,18 @@
  *
  * Character classes come from PCRE2 (UTF+UCP) corrected by tok_unicode.h, which records where
  * HF's Unicode tables (Oniguruma, Rust std, unicode_categories) differ from PCRE2's.
+ *
+ * Supported: model BPE (vocab, merges "a b" or ["a","b"], unk_token, fuse_unk, ignore_merges);
+ * added tokens with special/lstrip/rstrip/single_word/normalized; normalizer null; pre-tokenizers
+ * Sequence, Punctuation, ByteLevel (add_prefix_space false), Digits, Split (Regex or String, all
+ * behaviours, invert); post-processor null, ByteLevel or TemplateProcessing (single); decoder
+ * ByteLevel. Anything else is rejected at load with the field named.
+ *
+ * Known limit: a Split Regex from the file runs on PCRE2 (Perl syntax, Unicode 14), not on
+ * Oniguruma (Ruby syntax, the newer Unicode of HF's build). Ordinary patterns agree (Falcon's
+ * "[0-9][0-9][0-9]" exactly); Ruby-only escapes (\h = hex digit) and \s, \w, \d, \p{..} on
+ * code points that the two Unicode versions classify differently may not. The ByteLevel regex
+ * itself is built here with corrected classes and is exact.
  */
 #include "engine/tokenizer.h"
 
