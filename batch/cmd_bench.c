@@ -64,8 +64,8 @@ static int32_t *random_ids(size_t n, int64_t V, uint64_t *s)
 }
 
 /* Scores n tokens from a fresh state (left in *st); returns seconds. */
-static double prefill(fmb_engine *e, fmb_state *st, const int32_t *ids, size_t n, fmb_err *err,
-                      fmb_status *rc)
+static double
+prefill(fmb_engine *e, fmb_state *st, const int32_t *ids, size_t n, fmb_err *err, fmb_status *rc)
 {
     int32_t *tg = fmb_xmalloc(n * sizeof *tg);
     float *lp = fmb_xmalloc(n * sizeof *lp);
@@ -84,8 +84,13 @@ static double prefill(fmb_engine *e, fmb_state *st, const int32_t *ids, size_t n
 }
 
 /* ms per decode step of `batch` sequences copied from src. */
-static double decode(fmb_engine *e, fmb_state *src, size_t batch, int steps, uint64_t *seed,
-                     fmb_err *err, fmb_status *rc)
+static double decode(fmb_engine *e,
+                     fmb_state *src,
+                     size_t batch,
+                     int steps,
+                     uint64_t *seed,
+                     fmb_err *err,
+                     fmb_status *rc)
 {
     size_t V = (size_t)fmb_engine_config(e)->V;
     fmb_state **sts = fmb_xcalloc(batch, sizeof *sts);
@@ -150,8 +155,8 @@ static double scan_ms(const fmb_config *c, size_t T)
     float ms[11];
     for (int r = -2; r < 11; r++) {
         fmb_cuda_event_record(&ctx, e0);
-        fmb_k_scan(&ctx, FMB_KDT_BF16, u, E, dt, E, sc, b, A, BC, 2 * N, D, z, E, y, E, E, N, &p,
-                   0, ws);
+        fmb_k_scan(&ctx, FMB_KDT_BF16, u, E, dt, E, sc, b, A, BC, 2 * N, D, z, E, y, E, E, N, &p, 0,
+                   ws);
         fmb_cuda_event_record(&ctx, e1);
         float t = fmb_cuda_event_ms(e0, e1);
         if (r >= 0)
@@ -185,8 +190,19 @@ int fmb_cmd_bench(int argc, char **argv)
     int nlens = 3, steps = 64;
     size_t dbatch = 16, ballast_free = 0;
     uint64_t seed = 1;
-    enum { O_MODEL = 256, O_SYN, O_TOKENS, O_DB, O_DS, O_BALLAST, O_SEED, O_BACKEND, O_DTYPE,
-           O_CHUNK, O_MEM };
+    enum {
+        O_MODEL = 256,
+        O_SYN,
+        O_TOKENS,
+        O_DB,
+        O_DS,
+        O_BALLAST,
+        O_SEED,
+        O_BACKEND,
+        O_DTYPE,
+        O_CHUNK,
+        O_MEM
+    };
     static const struct option lo[] = {
         {"model", required_argument, 0, O_MODEL},
         {"synthetic", required_argument, 0, O_SYN},
@@ -385,8 +401,7 @@ int fmb_cmd_bench(int argc, char **argv)
            dev, backend, wbytes, chunk);
     for (int i = 0; i < nlens; i++)
         printf("%s{\"tokens\":%zu,\"seconds\":%.4f,\"tok_per_s\":%.1f,\"peak_device_bytes\":%zu}",
-               i ? "," : "", pr[i].tokens, pr[i].seconds, pr[i].tokens / pr[i].seconds,
-               pr[i].peak);
+               i ? "," : "", pr[i].tokens, pr[i].seconds, pr[i].tokens / pr[i].seconds, pr[i].peak);
     printf("],\"decode\":[");
     for (int i = 0; i < ndr; i++)
         printf("%s{\"batch\":%zu,\"context\":%zu,\"ms_per_token\":%.4f,\"tok_per_s\":%.1f}",

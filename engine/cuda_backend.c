@@ -22,22 +22,21 @@
  * bf16 weights generated on the device (seed from the model's dir "synthetic:SEED").
  */
 #ifdef FMB_HAVE_CUDA
-#include "engine/backend.h"
-
-#include "kernels/cpu/kcpu.h"
-#include "kernels/kernels.h"
-
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "engine/backend.h"
+#include "kernels/cpu/kcpu.h"
+#include "kernels/kernels.h"
 
 #define CU_MAX_GRAPHS 16
 #define CU_STAGE      ((size_t)64 << 20) /* bytes per pinned/device staging buffer */
 
 typedef struct {
     float *norm, *in_proj_bias, *conv_w, *conv_b, *dt_bias, *A, *D, *out_proj_bias; /* f32 */
-    void *in_proj, *x_proj, *dt_proj, *out_proj;                                   /* wt */
+    void *in_proj, *x_proj, *dt_proj, *out_proj;                                    /* wt */
 } cu_layer;
 
 typedef struct {
@@ -100,7 +99,6 @@ static size_t state_floats(const fmb_config *c)
 {
     return conv_floats(c) + (size_t)(c->L * c->E * c->N);
 }
-
 
 /* Bytes of the weight block (matching assign_weights' carving). */
 static size_t weights_bytes(const fmb_config *c, fmb_kdt wt, int tied)
@@ -327,7 +325,8 @@ static fmb_status cu_open(const fmb_model *m, const fmb_engine_opts *o, void **o
     const fmb_config *c = &p->c;
     if (c->N > 16 || c->K > 8 || c->K < 1) {
         cu_free(p);
-        return fmb_fail(err, FMB_EUNSUP, "cuda backend: d_state %lld (max 16) or d_conv %lld (max 8)",
+        return fmb_fail(err, FMB_EUNSUP,
+                        "cuda backend: d_state %lld (max 16) or d_conv %lld (max 8)",
                         (long long)c->N, (long long)c->K);
     }
     p->wt = o->compute == FMB_COMPUTE_F32 ? FMB_KDT_F32 : FMB_KDT_BF16;
@@ -354,11 +353,12 @@ static fmb_status cu_open(const fmb_model *m, const fmb_engine_opts *o, void **o
         if (o->chunk_tokens || chunk <= 64) {
             size_t smallest = need;
             cu_free(p);
-            return fmb_fail(err, FMB_EINVAL,
-                            "--mem-limit %.2f GiB is too small: weights %.2f GiB + scratch %.2f GiB "
-                            "+ 2 states + context need at least %.2f GiB",
-                            o->mem_limit / 1073741824.0, (double)p->wbytes / 1073741824.0,
-                            (double)p->arena_bytes / 1073741824.0, smallest / 1073741824.0);
+            return fmb_fail(
+                err, FMB_EINVAL,
+                "--mem-limit %.2f GiB is too small: weights %.2f GiB + scratch %.2f GiB "
+                "+ 2 states + context need at least %.2f GiB",
+                o->mem_limit / 1073741824.0, (double)p->wbytes / 1073741824.0,
+                (double)p->arena_bytes / 1073741824.0, smallest / 1073741824.0);
         }
         chunk /= 2;
     }
@@ -490,8 +490,17 @@ static void cu_state_write(void *impl, void *st, const float *conv, const float 
 // --- forward --------------------------------------------------------------------------------
 
 /* C[T, M] = A[T, K] · W[M, K]ᵀ: bf16 matrix-vector kernel for few rows, else cuBLAS. */
-static void mm(cu_impl *p, size_t T, size_t M, size_t K, const void *A, size_t lda, const void *W,
-               size_t ldw, void *C, size_t ldc, fmb_kdt ct)
+static void mm(cu_impl *p,
+               size_t T,
+               size_t M,
+               size_t K,
+               const void *A,
+               size_t lda,
+               const void *W,
+               size_t ldw,
+               void *C,
+               size_t ldc,
+               fmb_kdt ct)
 {
     if (p->wt == FMB_KDT_BF16 && fmb_k_matvec_supported(T, K, ldw, p->wt) && lda % 8 == 0 &&
         ((uintptr_t)A & 15) == 0 && ((uintptr_t)W & 15) == 0)
@@ -526,8 +535,7 @@ static void run_layers(cu_impl *p, const fmb_kplan *pl, size_t T)
         // ssm_parameters = self.x_proj(hidden_states) = (δ | B | C)
         mm(p, T, S, E, p->xc, E, w->x_proj, E, p->S, S, at);
         // B, C = rms(B), rms(C); δ's rms is a per-token scale applied after dt_proj
-        fmb_k_ssm_params(x, p->S, S, at, T, R, N, c->mixer_eps, c->mixer_norm, p->BC,
-                         p->dtscale);
+        fmb_k_ssm_params(x, p->S, S, at, T, R, N, c->mixer_eps, c->mixer_norm, p->BC, p->dtscale);
         // dt_proj(δ) without its bias (added inside the scan before softplus)
         mm(p, T, E, R, p->S, S, w->dt_proj, R, p->dtp, E, at);
         // the selective scan; y overwrites the conv output (read then written per element)
@@ -552,15 +560,21 @@ static int wants_head(const fmb_outputs *o, size_t t0, size_t T)
     return o->logits && o->logits_from < t0 + T;
 }
 
-static void build_plan(cu_impl *p, fmb_kplan *pl, size_t T, int nseq, const int32_t *starts,
-                       const uint8_t *has, float *const *st, size_t seg)
+static void build_plan(cu_impl *p,
+                       fmb_kplan *pl,
+                       size_t T,
+                       int nseq,
+                       const int32_t *starts,
+                       const uint8_t *has,
+                       float *const *st,
+                       size_t seg)
 {
     fmb_k_plan_build(pl, p->plan_h, p->plan_d, T, nseq, starts, has, st, seg);
     fmb_cuda_h2d(&p->ctx, p->plan_d, p->plan_h, pl->bytes);
 }
 
-static fmb_status cu_forward(void *impl, void *st, const int32_t *ids, size_t n,
-                             const fmb_outputs *o, fmb_err *err)
+static fmb_status
+cu_forward(void *impl, void *st, const int32_t *ids, size_t n, const fmb_outputs *o, fmb_err *err)
 {
     (void)err;
     cu_impl *p = impl;
@@ -592,9 +606,8 @@ static fmb_status cu_forward(void *impl, void *st, const int32_t *ids, size_t n,
             mm(p, rows, V, D, (char *)p->u + r0 * D * as, D, p->lm_head, D, p->logits, V,
                FMB_KDT_F32);
             if (need_red)
-                fmb_k_head_reduce(&p->ctx, p->logits, V, rows, V,
-                                  o->targets ? p->tgt_d + r0 : NULL, p->lp_d + r0,
-                                  p->rank_d + r0, p->am_d + r0, k,
+                fmb_k_head_reduce(&p->ctx, p->logits, V, rows, V, o->targets ? p->tgt_d + r0 : NULL,
+                                  p->lp_d + r0, p->rank_d + r0, p->am_d + r0, k,
                                   k ? p->topk_ids_d + r0 * (size_t)k : NULL,
                                   k ? p->topk_lp_d + r0 * (size_t)k : NULL);
             if (o->logits) {
@@ -643,14 +656,14 @@ static void step_body(cu_impl *p, const fmb_kplan *pl, size_t B)
     run_layers(p, pl, B);
     for (size_t r0 = 0; r0 < B; r0 += p->head_rows) {
         size_t rows = B - r0 < p->head_rows ? B - r0 : p->head_rows;
-        mm(p, rows, V, D, (char *)p->u + r0 * D * fmb_kdt_size(p->wt), D, p->lm_head, D,
-           p->logits, V, FMB_KDT_F32);
+        mm(p, rows, V, D, (char *)p->u + r0 * D * fmb_kdt_size(p->wt), D, p->lm_head, D, p->logits,
+           V, FMB_KDT_F32);
         fmb_cuda_d2h(&p->ctx, p->logits_h + r0 * V, p->logits, rows * V * 4);
     }
 }
 
-static fmb_status cu_step(void *impl, void *const *sts, const int32_t *ids, size_t nseq,
-                          float *logits, fmb_err *err)
+static fmb_status
+cu_step(void *impl, void *const *sts, const int32_t *ids, size_t nseq, float *logits, fmb_err *err)
 {
     (void)err;
     cu_impl *p = impl;

@@ -5,11 +5,11 @@
 #ifndef FMB_K_COMMON_CUH
 #define FMB_K_COMMON_CUH
 
-#include "kernels/kernels.h"
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+
+#include "kernels/kernels.h"
 
 #define FMB_STREAM(c) ((cudaStream_t)(c)->stream)
 

@@ -10,8 +10,16 @@
 // One thread per (token, channel): y[t,e] = silu(b[e] + Σ_j w[e,j] · x[t-K+1+j, e]), where
 // positions before the sequence start come from its conv state (zeros when fresh).
 template <typename X>
-static __global__ void conv_kernel(const X *x, size_t ldx, X *y, size_t ldy, const float *w,
-                                   const float *b, int E, int K, fmb_kplan p, size_t conv_off)
+static __global__ void conv_kernel(const X *x,
+                                   size_t ldx,
+                                   X *y,
+                                   size_t ldy,
+                                   const float *w,
+                                   const float *b,
+                                   int E,
+                                   int K,
+                                   fmb_kplan p,
+                                   size_t conv_off)
 {
     int e = blockIdx.x * blockDim.x + threadIdx.x;
     size_t t = blockIdx.y;
@@ -36,8 +44,8 @@ static __global__ void conv_kernel(const X *x, size_t ldx, X *y, size_t ldy, con
 
 // One thread per (sequence, channel): the state becomes the last K-1 inputs.
 template <typename X>
-static __global__ void conv_state_kernel(const X *x, size_t ldx, int E, int K, fmb_kplan p,
-                                         size_t conv_off)
+static __global__ void
+conv_state_kernel(const X *x, size_t ldx, int E, int K, fmb_kplan p, size_t conv_off)
 {
     int e = blockIdx.x * blockDim.x + threadIdx.x;
     int s = blockIdx.y;
@@ -58,25 +66,33 @@ static __global__ void conv_state_kernel(const X *x, size_t ldx, int E, int K, f
         st[j] = nw[j];
 }
 
-extern "C" void fmb_k_conv1d(const fmb_cuda_ctx *c, const void *x, size_t ldx, void *y,
-                             size_t ldy, fmb_kdt xt, const float *w, const float *b, size_t E,
-                             size_t K, const fmb_kplan *p, size_t conv_off)
+extern "C" void fmb_k_conv1d(const fmb_cuda_ctx *c,
+                             const void *x,
+                             size_t ldx,
+                             void *y,
+                             size_t ldy,
+                             fmb_kdt xt,
+                             const float *w,
+                             const float *b,
+                             size_t E,
+                             size_t K,
+                             const fmb_kplan *p,
+                             size_t conv_off)
 {
     FMB_ASSERT(K >= 1 && K <= CONV_KMAX && E <= INT32_MAX);
     FMB_ASSERT(p->T <= 65535 && p->nseq <= 65535);
     if (p->T > 0) {
         dim3 g(fmb_cdiv(E, 128), (unsigned)p->T);
         FMB_DISPATCH_ACT(xt, X,
-                         conv_kernel<<<g, 128, 0, FMB_STREAM(c)>>>((const X *)x, ldx, (X *)y, ldy,
-                                                                   w, b, (int)E, (int)K, *p,
-                                                                   conv_off));
+                         conv_kernel<<<g, 128, 0, FMB_STREAM(c)>>>(
+                             (const X *)x, ldx, (X *)y, ldy, w, b, (int)E, (int)K, *p, conv_off));
         FMB_LAUNCH_CHECK(c);
     }
     if (K > 1) {
         dim3 g2(fmb_cdiv(E, 128), (unsigned)p->nseq);
         FMB_DISPATCH_ACT(xt, X,
-                         conv_state_kernel<<<g2, 128, 0, FMB_STREAM(c)>>>(
-                             (const X *)x, ldx, (int)E, (int)K, *p, conv_off));
+                         conv_state_kernel<<<g2, 128, 0, FMB_STREAM(c)>>>((const X *)x, ldx, (int)E,
+                                                                          (int)K, *p, conv_off));
         FMB_LAUNCH_CHECK(c);
     }
 }

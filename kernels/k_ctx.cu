@@ -3,20 +3,20 @@
  * graph helpers, element-type conversion and initialisation kernels, the embedding gather,
  * the cuBLAS GEMM wrapper and the varlen chunk plan. Every CUDA call is checked.
  */
-#include "kernels/k_common.cuh"
-
 #include <cublas_v2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/k_common.cuh"
+
 // --- errors ---------------------------------------------------------------------------------
 
-extern "C" void fmb_cuda_die(const char *file, int line, const char *func, const char *stmt,
-                             int rc, int is_cublas)
+extern "C" void
+fmb_cuda_die(const char *file, int line, const char *func, const char *stmt, int rc, int is_cublas)
 {
-    const char *msg = is_cublas ? cublasGetStatusString((cublasStatus_t)rc)
-                                : cudaGetErrorString((cudaError_t)rc);
+    const char *msg =
+        is_cublas ? cublasGetStatusString((cublasStatus_t)rc) : cudaGetErrorString((cudaError_t)rc);
     fmb_die(file, line, func, "%s failed: %s (%d)", stmt, msg, rc);
 }
 
@@ -78,7 +78,7 @@ extern "C" fmb_status fmb_cuda_ctx_init(fmb_cuda_ctx *c, int device, fmb_err *er
     c->debug_sync = 1;
 #endif
     const char *sa = getenv("FMB_SCAN");
-    c->scan_algo = !sa                      ? FMB_SCAN_AUTO
+    c->scan_algo = !sa                       ? FMB_SCAN_AUTO
                    : strcmp(sa, "seg") == 0  ? FMB_SCAN_SEG
                    : strcmp(sa, "quad") == 0 ? FMB_SCAN_QUAD
                                              : FMB_SCAN_AUTO;
@@ -278,8 +278,8 @@ static void convert_to(const fmb_cuda_ctx *c, const S *src, void *dst, fmb_kdt d
     FMB_LAUNCH_CHECK(c);
 }
 
-extern "C" void fmb_k_convert(const fmb_cuda_ctx *c, const void *src, fmb_kdt st, void *dst,
-                              fmb_kdt dt, size_t n)
+extern "C" void
+fmb_k_convert(const fmb_cuda_ctx *c, const void *src, fmb_kdt st, void *dst, fmb_kdt dt, size_t n)
 {
     if (n == 0)
         return;
@@ -311,38 +311,41 @@ __device__ __forceinline__ float hash_uniform(uint64_t seed, uint64_t i)
 }
 
 template <typename D>
-static __global__ void fill_uniform_kernel(D *dst, size_t n, uint64_t seed, float scale,
-                                           float offset)
+static __global__ void
+fill_uniform_kernel(D *dst, size_t n, uint64_t seed, float scale, float offset)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
         fmb_st(dst + i, offset + scale * hash_uniform(seed, i));
 }
 
-extern "C" void fmb_k_fill_uniform(const fmb_cuda_ctx *c, void *dst, fmb_kdt dt, size_t n,
-                                   uint64_t seed, float scale, float offset)
+extern "C" void fmb_k_fill_uniform(const fmb_cuda_ctx *c,
+                                   void *dst,
+                                   fmb_kdt dt,
+                                   size_t n,
+                                   uint64_t seed,
+                                   float scale,
+                                   float offset)
 {
     if (n == 0)
         return;
     unsigned g = fmb_cdiv(n, 256);
     if (g > 65536)
         g = 65536;
-    FMB_DISPATCH_ACT(dt, T,
-                     fill_uniform_kernel<<<g, 256, 0, FMB_STREAM(c)>>>((T *)dst, n, seed, scale,
-                                                                      offset));
+    FMB_DISPATCH_ACT(
+        dt, T, fill_uniform_kernel<<<g, 256, 0, FMB_STREAM(c)>>>((T *)dst, n, seed, scale, offset));
     FMB_LAUNCH_CHECK(c);
 }
 
-static __global__ void fill_alog_kernel(float *dst, size_t E, size_t N, uint64_t seed,
-                                        float noise)
+static __global__ void fill_alog_kernel(float *dst, size_t E, size_t N, uint64_t seed, float noise)
 {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i < E * N)
         dst[i] = logf((float)(i % N) + 1.0f) + noise * hash_uniform(seed, i);
 }
 
-extern "C" void fmb_k_fill_alog(const fmb_cuda_ctx *c, float *dst, size_t E, size_t N,
-                                uint64_t seed, float noise)
+extern "C" void
+fmb_k_fill_alog(const fmb_cuda_ctx *c, float *dst, size_t E, size_t N, uint64_t seed, float noise)
 {
     fill_alog_kernel<<<fmb_cdiv(E * N, 256), 256, 0, FMB_STREAM(c)>>>(dst, E, N, seed, noise);
     FMB_LAUNCH_CHECK(c);
@@ -375,8 +378,13 @@ static __global__ void embed_kernel(const E *emb, const int32_t *ids, size_t D, 
         resid[t * D + i] = fmb_ld(row + i);
 }
 
-extern "C" void fmb_k_embed(const fmb_cuda_ctx *c, const void *emb, fmb_kdt et,
-                            const int32_t *ids, size_t T, size_t D, float *resid)
+extern "C" void fmb_k_embed(const fmb_cuda_ctx *c,
+                            const void *emb,
+                            fmb_kdt et,
+                            const int32_t *ids,
+                            size_t T,
+                            size_t D,
+                            float *resid)
 {
     if (T == 0)
         return;
@@ -403,9 +411,19 @@ static cudaDataType_t cuda_type(fmb_kdt t)
     return CUDA_R_32F;
 }
 
-extern "C" void fmb_k_gemm(const fmb_cuda_ctx *c, size_t T, size_t M, size_t Kd, const void *A,
-                           size_t lda, const void *W, size_t ldw, fmb_kdt ab, void *C, size_t ldc,
-                           fmb_kdt ct, float beta)
+extern "C" void fmb_k_gemm(const fmb_cuda_ctx *c,
+                           size_t T,
+                           size_t M,
+                           size_t Kd,
+                           const void *A,
+                           size_t lda,
+                           const void *W,
+                           size_t ldw,
+                           fmb_kdt ab,
+                           void *C,
+                           size_t ldc,
+                           fmb_kdt ct,
+                           float beta)
 {
     if (T == 0 || M == 0)
         return;
@@ -431,15 +449,14 @@ static __global__ void add_bias_kernel(Y *y, size_t ldy, size_t M, const float *
         fmb_st(y + t * ldy + m, fmb_ld(y + t * ldy + m) + bias[m]);
 }
 
-extern "C" void fmb_k_add_bias(const fmb_cuda_ctx *c, void *y, size_t ldy, fmb_kdt yt, size_t T,
-                               size_t M, const float *bias)
+extern "C" void fmb_k_add_bias(
+    const fmb_cuda_ctx *c, void *y, size_t ldy, fmb_kdt yt, size_t T, size_t M, const float *bias)
 {
     if (T == 0 || M == 0)
         return;
     FMB_ASSERT(T <= 65535);
     dim3 g(fmb_cdiv(M, 256) > 64 ? 64 : fmb_cdiv(M, 256), (unsigned)T);
-    FMB_DISPATCH_ACT(yt, Y,
-                     add_bias_kernel<<<g, 256, 0, FMB_STREAM(c)>>>((Y *)y, ldy, M, bias));
+    FMB_DISPATCH_ACT(yt, Y, add_bias_kernel<<<g, 256, 0, FMB_STREAM(c)>>>((Y *)y, ldy, M, bias));
     FMB_LAUNCH_CHECK(c);
 }
 
@@ -478,9 +495,15 @@ extern "C" size_t fmb_k_scan_seg_len(const fmb_cuda_ctx *c, size_t T, size_t E, 
     return L;
 }
 
-extern "C" void fmb_k_plan_build(fmb_kplan *p, void *hblob, void *dblob, size_t T, int nseq,
-                                 const int32_t *seq_start, const uint8_t *has_state,
-                                 float *const *state, size_t seg_len)
+extern "C" void fmb_k_plan_build(fmb_kplan *p,
+                                 void *hblob,
+                                 void *dblob,
+                                 size_t T,
+                                 int nseq,
+                                 const int32_t *seq_start,
+                                 const uint8_t *has_state,
+                                 float *const *state,
+                                 size_t seg_len)
 {
     FMB_ASSERT(nseq >= 1 && seg_len >= 1);
     FMB_ASSERT(seq_start[0] == 0 && (size_t)seq_start[nseq] == T);

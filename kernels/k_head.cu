@@ -4,9 +4,9 @@
  * the target's log-probability and rank (ids with a strictly larger logit), and top-k by k
  * selection rounds (descending, ties to the lowest id). kcpu twin: fmb_kcpu_head_reduce.
  */
-#include "kernels/k_common.cuh"
-
 #include <math.h>
+
+#include "kernels/k_common.cuh"
 
 #define HEAD_THREADS 512
 
@@ -45,9 +45,16 @@ __device__ __forceinline__ void block_best(float &v, int &i, float *shv, int *sh
     }
 }
 
-static __global__ void __launch_bounds__(HEAD_THREADS)
-    head_kernel(const float *logits, size_t ld, int V, const int32_t *targets, float *logprob,
-                int32_t *rank, int32_t *argmax, int top_k, int32_t *topk_ids, float *topk_lp)
+static __global__ void __launch_bounds__(HEAD_THREADS) head_kernel(const float *logits,
+                                                                   size_t ld,
+                                                                   int V,
+                                                                   const int32_t *targets,
+                                                                   float *logprob,
+                                                                   int32_t *rank,
+                                                                   int32_t *argmax,
+                                                                   int top_k,
+                                                                   int32_t *topk_ids,
+                                                                   float *topk_lp)
 {
     __shared__ float shv[32];
     __shared__ int shi[32];
@@ -129,9 +136,17 @@ static __global__ void __launch_bounds__(HEAD_THREADS)
     }
 }
 
-extern "C" void fmb_k_head_reduce(const fmb_cuda_ctx *c, const float *logits, size_t ld, size_t T,
-                                  size_t V, const int32_t *targets, float *logprob, int32_t *rank,
-                                  int32_t *argmax, int top_k, int32_t *topk_ids,
+extern "C" void fmb_k_head_reduce(const fmb_cuda_ctx *c,
+                                  const float *logits,
+                                  size_t ld,
+                                  size_t T,
+                                  size_t V,
+                                  const int32_t *targets,
+                                  float *logprob,
+                                  int32_t *rank,
+                                  int32_t *argmax,
+                                  int top_k,
+                                  int32_t *topk_ids,
                                   float *topk_logprobs)
 {
     if (T == 0)

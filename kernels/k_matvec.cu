@@ -31,9 +31,16 @@ __device__ __forceinline__ void unpack8(uint4 v, float *f)
 
 template <int B, typename Y>
 static __global__ void __launch_bounds__(MV_THREADS)
-    matvec_kernel(const __nv_bfloat16 *__restrict__ W, size_t ldw,
-                  const __nv_bfloat16 *__restrict__ x, size_t ldx, Y *y, size_t ldy, int M, int Kd,
-                  int tpr, int accumulate)
+    matvec_kernel(const __nv_bfloat16 *__restrict__ W,
+                  size_t ldw,
+                  const __nv_bfloat16 *__restrict__ x,
+                  size_t ldx,
+                  Y *y,
+                  size_t ldy,
+                  int M,
+                  int Kd,
+                  int tpr,
+                  int accumulate)
 {
     __shared__ float red[B][MV_THREADS / 32];
     const int rpb = MV_THREADS / tpr;
@@ -118,8 +125,16 @@ extern "C" int fmb_k_matvec_supported(size_t B, size_t Kd, size_t ldw, fmb_kdt x
 }
 
 template <typename Y>
-static void matvec_launch(const fmb_cuda_ctx *c, size_t B, size_t M, size_t Kd, const void *W,
-                          size_t ldw, const void *x, size_t ldx, void *y, size_t ldy,
+static void matvec_launch(const fmb_cuda_ctx *c,
+                          size_t B,
+                          size_t M,
+                          size_t Kd,
+                          const void *W,
+                          size_t ldw,
+                          const void *x,
+                          size_t ldx,
+                          void *y,
+                          size_t ldy,
                           int accumulate)
 {
     size_t k8 = Kd / 8;
@@ -131,8 +146,8 @@ static void matvec_launch(const fmb_cuda_ctx *c, size_t B, size_t M, size_t Kd, 
     switch (B) {
 #define MV_CASE(BB)                                                                                \
     case BB:                                                                                       \
-        matvec_kernel<BB, Y><<<g, MV_THREADS, 0, s>>>(w, ldw, xx, ldx, yy, ldy, (int)M, (int)Kd,   \
-                                                      tpr, accumulate);                            \
+        matvec_kernel<BB, Y>                                                                       \
+            <<<g, MV_THREADS, 0, s>>>(w, ldw, xx, ldx, yy, ldy, (int)M, (int)Kd, tpr, accumulate); \
         break;
         MV_CASE(1)
         MV_CASE(2)
@@ -147,9 +162,19 @@ static void matvec_launch(const fmb_cuda_ctx *c, size_t B, size_t M, size_t Kd, 
     FMB_LAUNCH_CHECK(c);
 }
 
-extern "C" void fmb_k_matvec(const fmb_cuda_ctx *c, size_t B, size_t M, size_t Kd, const void *W,
-                             size_t ldw, const void *x, size_t ldx, fmb_kdt xt, void *y,
-                             size_t ldy, fmb_kdt yt, int accumulate)
+extern "C" void fmb_k_matvec(const fmb_cuda_ctx *c,
+                             size_t B,
+                             size_t M,
+                             size_t Kd,
+                             const void *W,
+                             size_t ldw,
+                             const void *x,
+                             size_t ldx,
+                             fmb_kdt xt,
+                             void *y,
+                             size_t ldy,
+                             fmb_kdt yt,
+                             int accumulate)
 {
     FMB_ASSERT(fmb_k_matvec_supported(B, Kd, ldw, xt));
     FMB_ASSERT(ldx % 8 == 0 && ((uintptr_t)W & 15) == 0 && ((uintptr_t)x & 15) == 0);

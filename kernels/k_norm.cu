@@ -7,8 +7,8 @@
 
 // One block per token row of D: resid += add, then out = w ⊙ resid · rsqrt(mean(resid²)+eps).
 template <typename O>
-static __global__ void add_rmsnorm_kernel(float *resid, const float *add, const float *w,
-                                          float eps, O *out, size_t D)
+static __global__ void
+add_rmsnorm_kernel(float *resid, const float *add, const float *w, float eps, O *out, size_t D)
 {
     __shared__ float sh[32];
     size_t t = blockIdx.x;
@@ -18,7 +18,7 @@ static __global__ void add_rmsnorm_kernel(float *resid, const float *add, const 
     for (size_t i = threadIdx.x; i < D; i += blockDim.x) {
         float v = r[i];
         if (a) {
-            v += a[i];   // residual = residual + hidden_states (fp32)
+            v += a[i]; // residual = residual + hidden_states (fp32)
             r[i] = v;
         }
         ss += v * v;
@@ -29,8 +29,14 @@ static __global__ void add_rmsnorm_kernel(float *resid, const float *add, const 
         fmb_st(out + t * D + i, w[i] * (r[i] * inv));
 }
 
-extern "C" void fmb_k_add_rmsnorm(const fmb_cuda_ctx *c, float *resid, const float *add,
-                                  const float *w, float eps, void *out, fmb_kdt ot, size_t T,
+extern "C" void fmb_k_add_rmsnorm(const fmb_cuda_ctx *c,
+                                  float *resid,
+                                  const float *add,
+                                  const float *w,
+                                  float eps,
+                                  void *out,
+                                  fmb_kdt ot,
+                                  size_t T,
                                   size_t D)
 {
     if (T == 0)
@@ -45,8 +51,8 @@ extern "C" void fmb_k_add_rmsnorm(const fmb_cuda_ctx *c, float *resid, const flo
 
 // One warp per token: S row = [δ (R) | B (N) | C (N)].
 template <typename S>
-static __global__ void ssm_params_kernel(const S *Sm, size_t lds, size_t T, int R, int N,
-                                         float eps, int norm, float *BC, float *dtscale)
+static __global__ void ssm_params_kernel(
+    const S *Sm, size_t lds, size_t T, int R, int N, float eps, int norm, float *BC, float *dtscale)
 {
     size_t t = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5;
     int lane = threadIdx.x & 31;
@@ -72,8 +78,16 @@ static __global__ void ssm_params_kernel(const S *Sm, size_t lds, size_t T, int 
         BC[t * 2 * N + half * N + j] = v * inv;
 }
 
-extern "C" void fmb_k_ssm_params(const fmb_cuda_ctx *c, const void *S, size_t lds, fmb_kdt st,
-                                 size_t T, size_t R, size_t N, float eps, int norm, float *BC,
+extern "C" void fmb_k_ssm_params(const fmb_cuda_ctx *c,
+                                 const void *S,
+                                 size_t lds,
+                                 fmb_kdt st,
+                                 size_t T,
+                                 size_t R,
+                                 size_t N,
+                                 float eps,
+                                 int norm,
+                                 float *BC,
                                  float *dtscale)
 {
     if (T == 0)

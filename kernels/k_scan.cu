@@ -18,10 +18,10 @@
  */
 #include "kernels/k_common.cuh"
 
-#define SCAN_THREADS 128
-#define SCAN_TILE    64 /* multiple of 4: the quad kernel's prefetch relies on it */
+#define SCAN_THREADS               128
+#define SCAN_TILE                  64 /* multiple of 4: the quad kernel's prefetch relies on it */
 #define FMB_STATIC_SCAN_TILE_CHECK static_assert(SCAN_TILE % 4 == 0, "SCAN_TILE % 4")
-#define LOG2E_F      1.4426950408889634f
+#define LOG2E_F                    1.4426950408889634f
 
 /* 2^x on the special-function unit, denormal results flushed to zero (a decayed state under
  * 1e-38 contributes nothing measurable); exp2f without -ftz adds three instructions around
@@ -40,11 +40,26 @@ __device__ __forceinline__ float silu_fast(float z)
 }
 
 template <typename AT, int NN, bool MASK, bool FINAL>
-static __global__ void __launch_bounds__(SCAN_THREADS)
-    scan_seg_kernel(const AT *u, size_t ldu, const AT *dtp, size_t lddt, const float *dtscale,
-                    const float *dt_bias, const float *A, const float *BC, size_t ldbc,
-                    const float *Dskip, const AT *z, size_t ldz, AT *y, size_t ldy, int E, int N,
-                    fmb_kplan p, size_t ssm_off, float *hbuf, float *sdt)
+static __global__ void __launch_bounds__(SCAN_THREADS) scan_seg_kernel(const AT *u,
+                                                                       size_t ldu,
+                                                                       const AT *dtp,
+                                                                       size_t lddt,
+                                                                       const float *dtscale,
+                                                                       const float *dt_bias,
+                                                                       const float *A,
+                                                                       const float *BC,
+                                                                       size_t ldbc,
+                                                                       const float *Dskip,
+                                                                       const AT *z,
+                                                                       size_t ldz,
+                                                                       AT *y,
+                                                                       size_t ldy,
+                                                                       int E,
+                                                                       int N,
+                                                                       fmb_kplan p,
+                                                                       size_t ssm_off,
+                                                                       float *hbuf,
+                                                                       float *sdt)
 {
     __shared__ __align__(16) float sbc[SCAN_TILE * 2 * NN];
     __shared__ float sds[SCAN_TILE];
@@ -144,7 +159,6 @@ static __global__ void __launch_bounds__(SCAN_THREADS)
     }
 }
 
-
 // --- quad single-pass kernel ----------------------------------------------------------------
 //
 // One block = 32 channels × 4 lanes (128 threads), one sequence (blockIdx.y). In a warp,
@@ -155,11 +169,24 @@ static __global__ void __launch_bounds__(SCAN_THREADS)
 // are summed across the four lanes (xor 8, 16), and lane j stores token k+j's output.
 // A missing token (past the end) has dt = 0: exp(0) = 1 and no input, so h is unchanged.
 template <typename AT, int NQ>
-static __global__ void __launch_bounds__(SCAN_THREADS)
-    scan_quad_kernel(const AT *u, size_t ldu, const AT *dtp, size_t lddt, const float *dtscale,
-                     const float *dt_bias, const float *A, const float *BC, size_t ldbc,
-                     const float *Dskip, const AT *z, size_t ldz, AT *y, size_t ldy, int E, int N,
-                     fmb_kplan p, size_t ssm_off)
+static __global__ void __launch_bounds__(SCAN_THREADS) scan_quad_kernel(const AT *u,
+                                                                        size_t ldu,
+                                                                        const AT *dtp,
+                                                                        size_t lddt,
+                                                                        const float *dtscale,
+                                                                        const float *dt_bias,
+                                                                        const float *A,
+                                                                        const float *BC,
+                                                                        size_t ldbc,
+                                                                        const float *Dskip,
+                                                                        const AT *z,
+                                                                        size_t ldz,
+                                                                        AT *y,
+                                                                        size_t ldy,
+                                                                        int E,
+                                                                        int N,
+                                                                        fmb_kplan p,
+                                                                        size_t ssm_off)
 {
     __shared__ __align__(16) float sbc[SCAN_TILE * 32];
     __shared__ float sds[SCAN_TILE];
@@ -248,8 +275,8 @@ static __global__ void __launch_bounds__(SCAN_THREADS)
 }
 
 // One thread per (state n, channel e) of one sequence: the serial walk over its segments.
-static __global__ void scan_combine_kernel(const float *A, int E, int N, fmb_kplan p,
-                                           size_t ssm_off, float *hbuf, const float *sdt)
+static __global__ void scan_combine_kernel(
+    const float *A, int E, int N, fmb_kplan p, size_t ssm_off, float *hbuf, const float *sdt)
 {
     int s = blockIdx.y;
     size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -276,11 +303,26 @@ extern "C" size_t fmb_k_scan_ws_bytes(size_t nsegs, size_t E, size_t N)
 }
 
 template <typename AT, int NN, bool MASK>
-static void scan_launch(const fmb_cuda_ctx *c, const void *u, size_t ldu, const void *dt_pre,
-                        size_t lddt, const float *dtscale, const float *dt_bias, const float *A,
-                        const float *BC, size_t ldbc, const float *Dskip, const void *z,
-                        size_t ldz, void *y, size_t ldy, size_t E, size_t N, const fmb_kplan *p,
-                        size_t ssm_off, void *ws)
+static void scan_launch(const fmb_cuda_ctx *c,
+                        const void *u,
+                        size_t ldu,
+                        const void *dt_pre,
+                        size_t lddt,
+                        const float *dtscale,
+                        const float *dt_bias,
+                        const float *A,
+                        const float *BC,
+                        size_t ldbc,
+                        const float *Dskip,
+                        const void *z,
+                        size_t ldz,
+                        void *y,
+                        size_t ldy,
+                        size_t E,
+                        size_t N,
+                        const fmb_kplan *p,
+                        size_t ssm_off,
+                        void *ws)
 {
     float *hbuf = (float *)ws;
     float *sdt = hbuf + (size_t)p->nsegs * N * E;
@@ -301,11 +343,27 @@ static void scan_launch(const fmb_cuda_ctx *c, const void *u, size_t ldu, const 
     FMB_LAUNCH_CHECK(c);
 }
 
-extern "C" void fmb_k_scan(const fmb_cuda_ctx *c, fmb_kdt at, const void *u, size_t ldu,
-                           const void *dt_pre, size_t lddt, const float *dtscale,
-                           const float *dt_bias, const float *A, const float *BC, size_t ldbc,
-                           const float *Dskip, const void *z, size_t ldz, void *y, size_t ldy,
-                           size_t E, size_t N, const fmb_kplan *p, size_t ssm_off, void *ws)
+extern "C" void fmb_k_scan(const fmb_cuda_ctx *c,
+                           fmb_kdt at,
+                           const void *u,
+                           size_t ldu,
+                           const void *dt_pre,
+                           size_t lddt,
+                           const float *dtscale,
+                           const float *dt_bias,
+                           const float *A,
+                           const float *BC,
+                           size_t ldbc,
+                           const float *Dskip,
+                           const void *z,
+                           size_t ldz,
+                           void *y,
+                           size_t ldy,
+                           size_t E,
+                           size_t N,
+                           const fmb_kplan *p,
+                           size_t ssm_off,
+                           void *ws)
 {
     FMB_ASSERT(N >= 1 && N <= 16 && E >= 1 && E <= INT32_MAX);
     FMB_STATIC_SCAN_TILE_CHECK;

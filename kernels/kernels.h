@@ -20,10 +20,10 @@
 #ifndef FMB_KERNELS_H
 #define FMB_KERNELS_H
 
-#include "kernels/base.h"
-
 #include <stddef.h>
 #include <stdint.h>
+
+#include "kernels/base.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -38,9 +38,9 @@ size_t fmb_kdt_size(fmb_kdt t);
  * NULL, idempotent). stream and cublas are opaque here (cudaStream_t, cublasHandle_t). */
 typedef struct {
     int device;
-    void *stream;           /* cudaStream_t, non-blocking, owned */
-    void *cublas;           /* cublasHandle_t bound to stream, owned */
-    void *cublas_ws;        /* cuBLAS workspace (device), owned */
+    void *stream;    /* cudaStream_t, non-blocking, owned */
+    void *cublas;    /* cublasHandle_t bound to stream, owned */
+    void *cublas_ws; /* cuBLAS workspace (device), owned */
     size_t cublas_ws_bytes;
     int sm_count;
     int cc_major, cc_minor;
@@ -65,13 +65,13 @@ void fmb_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
  * which returns NULL (tier 1 out-of-memory for the big up-front allocations). */
 void *fmb_cuda_try_malloc(size_t bytes);
 void *fmb_cuda_malloc(size_t bytes);
-void fmb_cuda_free(void *p); /* accepts NULL */
+void fmb_cuda_free(void *p);             /* accepts NULL */
 void *fmb_cuda_host_alloc(size_t bytes); /* pinned host memory */
 void fmb_cuda_host_free(void *p);
 void fmb_cuda_h2d(const fmb_cuda_ctx *c, void *dst, const void *src, size_t bytes); /* async */
 void fmb_cuda_d2h(const fmb_cuda_ctx *c, void *dst, const void *src, size_t bytes); /* async */
 void fmb_cuda_d2d(const fmb_cuda_ctx *c, void *dst, const void *src, size_t bytes); /* async */
-void fmb_cuda_memset(const fmb_cuda_ctx *c, void *dst, int v, size_t bytes);      /* async */
+void fmb_cuda_memset(const fmb_cuda_ctx *c, void *dst, int v, size_t bytes);        /* async */
 
 /* CUDA graphs of the context's stream (decode step). Handles are opaque. */
 void fmb_cuda_graph_begin(const fmb_cuda_ctx *c);
@@ -89,28 +89,48 @@ float fmb_cuda_event_ms(void *start, void *stop); /* synchronises on stop */
 
 /* dst[i] = convert(src[i]) for n elements between any two fmb_kdt (bf16/f16 → f32 exact;
  * f32 → bf16 round to nearest even). */
-void fmb_k_convert(const fmb_cuda_ctx *c, const void *src, fmb_kdt st, void *dst, fmb_kdt dt,
-                   size_t n);
+void fmb_k_convert(
+    const fmb_cuda_ctx *c, const void *src, fmb_kdt st, void *dst, fmb_kdt dt, size_t n);
 /* dst[i] = offset + scale * u, u uniform in [-1, 1) from a counter-based hash of (seed, i). */
-void fmb_k_fill_uniform(const fmb_cuda_ctx *c, void *dst, fmb_kdt dt, size_t n, uint64_t seed,
-                        float scale, float offset);
+void fmb_k_fill_uniform(const fmb_cuda_ctx *c,
+                        void *dst,
+                        fmb_kdt dt,
+                        size_t n,
+                        uint64_t seed,
+                        float scale,
+                        float offset);
 /* A_log-like init: dst[e * N + n] = log(n + 1) + noise * u (u as above). f32. */
-void fmb_k_fill_alog(const fmb_cuda_ctx *c, float *dst, size_t E, size_t N, uint64_t seed,
-                     float noise);
+void fmb_k_fill_alog(
+    const fmb_cuda_ctx *c, float *dst, size_t E, size_t N, uint64_t seed, float noise);
 /* A = -exp(A_log), float32, n elements (in place allowed). */
 void fmb_k_neg_exp(const fmb_cuda_ctx *c, const float *src, float *dst, size_t n);
 
 /* resid[t, :] = float32(emb[ids[t], :]); emb: [V, D] of type et. ids: device [T]. */
-void fmb_k_embed(const fmb_cuda_ctx *c, const void *emb, fmb_kdt et, const int32_t *ids,
-                 size_t T, size_t D, float *resid);
+void fmb_k_embed(const fmb_cuda_ctx *c,
+                 const void *emb,
+                 fmb_kdt et,
+                 const int32_t *ids,
+                 size_t T,
+                 size_t D,
+                 float *resid);
 
 // --- GEMM (cuBLAS) --------------------------------------------------------------------------
 
 /* C[T, M] = A[T, Kd] · W[M, Kd]ᵀ (+ beta·C), row-major, leading dimensions in elements.
  * A and W share one type (bf16 or f32); C is f32 or that type. Accumulation is fp32 (f32
  * operands: true fp32, no TF32). */
-void fmb_k_gemm(const fmb_cuda_ctx *c, size_t T, size_t M, size_t Kd, const void *A, size_t lda,
-                const void *W, size_t ldw, fmb_kdt ab, void *C, size_t ldc, fmb_kdt ct,
+void fmb_k_gemm(const fmb_cuda_ctx *c,
+                size_t T,
+                size_t M,
+                size_t Kd,
+                const void *A,
+                size_t lda,
+                const void *W,
+                size_t ldw,
+                fmb_kdt ab,
+                void *C,
+                size_t ldc,
+                fmb_kdt ct,
                 float beta);
 
 /* Small-batch matrix-vector product for decode (B ≤ FMB_MATVEC_MAXB rows of x):
@@ -118,21 +138,38 @@ void fmb_k_gemm(const fmb_cuda_ctx *c, size_t T, size_t M, size_t Kd, const void
  * aligned rows, Kd % 8 == 0); x: xt [B, Kd]; y: yt [B, M]. fp32 accumulation. */
 #define FMB_MATVEC_MAXB 8
 int fmb_k_matvec_supported(size_t B, size_t Kd, size_t ldw, fmb_kdt xt);
-void fmb_k_matvec(const fmb_cuda_ctx *c, size_t B, size_t M, size_t Kd, const void *W,
-                  size_t ldw, const void *x, size_t ldx, fmb_kdt xt, void *y, size_t ldy,
-                  fmb_kdt yt, int accumulate);
+void fmb_k_matvec(const fmb_cuda_ctx *c,
+                  size_t B,
+                  size_t M,
+                  size_t Kd,
+                  const void *W,
+                  size_t ldw,
+                  const void *x,
+                  size_t ldx,
+                  fmb_kdt xt,
+                  void *y,
+                  size_t ldy,
+                  fmb_kdt yt,
+                  int accumulate);
 
 /* y[t, m] += bias[m] (f32 bias) over T rows of M, type yt. */
-void fmb_k_add_bias(const fmb_cuda_ctx *c, void *y, size_t ldy, fmb_kdt yt, size_t T, size_t M,
-                    const float *bias);
+void fmb_k_add_bias(
+    const fmb_cuda_ctx *c, void *y, size_t ldy, fmb_kdt yt, size_t T, size_t M, const float *bias);
 
 // --- norms ----------------------------------------------------------------------------------
 
 /* Block pre-norm fused with the residual add (kcpu twin: fmb_kcpu_add_rmsnorm):
  *   resid += add (skipped when add == NULL); out = w ⊙ resid / sqrt(mean(resid²) + eps)
  * resid, add: f32 [T, D]; w: f32 [D]; out: ot [T, D]. */
-void fmb_k_add_rmsnorm(const fmb_cuda_ctx *c, float *resid, const float *add, const float *w,
-                       float eps, void *out, fmb_kdt ot, size_t T, size_t D);
+void fmb_k_add_rmsnorm(const fmb_cuda_ctx *c,
+                       float *resid,
+                       const float *add,
+                       const float *w,
+                       float eps,
+                       void *out,
+                       fmb_kdt ot,
+                       size_t T,
+                       size_t D);
 
 /* The x_proj output S [T, R + 2N] (type st, ld lds) → the scan's per-token inputs:
  *   BC[t, 0:N] = rms(B_t), BC[t, N:2N] = rms(C_t)    (weightless norms, f32, ld 2N)
@@ -140,8 +177,17 @@ void fmb_k_add_rmsnorm(const fmb_cuda_ctx *c, float *resid, const float *add, co
  *                                                      commutes with dt_proj)
  * norm == 0 (plain Mamba): BC is B and C copied, dtscale = 1.
  * kcpu twin: fmb_kcpu_rms_rows on each part. */
-void fmb_k_ssm_params(const fmb_cuda_ctx *c, const void *S, size_t lds, fmb_kdt st, size_t T,
-                      size_t R, size_t N, float eps, int norm, float *BC, float *dtscale);
+void fmb_k_ssm_params(const fmb_cuda_ctx *c,
+                      const void *S,
+                      size_t lds,
+                      fmb_kdt st,
+                      size_t T,
+                      size_t R,
+                      size_t N,
+                      float eps,
+                      int norm,
+                      float *BC,
+                      float *dtscale);
 
 // --- varlen chunk plan ----------------------------------------------------------------------
 
@@ -151,9 +197,9 @@ void fmb_k_ssm_params(const fmb_cuda_ctx *c, const void *S, size_t lds, fmb_kdt 
  * conv state is at state[s] + conv_off ([E, K-1] f32, oldest first) and its ssm state at
  * state[s] + ssm_off ([E, N] f32). */
 typedef struct {
-    int32_t t0, t1;  /* token range */
-    int32_t seq;     /* sequence index */
-    int32_t flags;   /* FMB_SEG_* */
+    int32_t t0, t1; /* token range */
+    int32_t seq;    /* sequence index */
+    int32_t flags;  /* FMB_SEG_* */
 } fmb_kseg;
 
 enum {
@@ -185,8 +231,14 @@ size_t fmb_k_scan_seg_len(const fmb_cuda_ctx *c, size_t T, size_t E, size_t nseq
 /* Builds the plan in host (pinned) memory hblob and fills *p with pointers into dblob (the
  * device copy; the caller copies hblob → dblob with fmb_cuda_h2d before the first launch).
  * seq_start [nseq+1], has_state [nseq] and state [nseq] are host arrays. */
-void fmb_k_plan_build(fmb_kplan *p, void *hblob, void *dblob, size_t T, int nseq,
-                      const int32_t *seq_start, const uint8_t *has_state, float *const *state,
+void fmb_k_plan_build(fmb_kplan *p,
+                      void *hblob,
+                      void *dblob,
+                      size_t T,
+                      int nseq,
+                      const int32_t *seq_start,
+                      const uint8_t *has_state,
+                      float *const *state,
                       size_t seg_len);
 
 // --- conv -----------------------------------------------------------------------------------
@@ -195,9 +247,18 @@ void fmb_k_plan_build(fmb_kplan *p, void *hblob, void *dblob, size_t T, int nseq
  * (kcpu twin: fmb_kcpu_conv1d); also updates the state to each sequence's last K-1 inputs.
  * x: [T, E] type xt (ld ldx); y: [T, E] type xt (ld ldy); w: f32 [E, K]; b: f32 [E] or NULL.
  * Two launches (outputs, then states) so that no thread reads a state another overwrites. */
-void fmb_k_conv1d(const fmb_cuda_ctx *c, const void *x, size_t ldx, void *y, size_t ldy,
-                  fmb_kdt xt, const float *w, const float *b, size_t E, size_t K,
-                  const fmb_kplan *p, size_t conv_off);
+void fmb_k_conv1d(const fmb_cuda_ctx *c,
+                  const void *x,
+                  size_t ldx,
+                  void *y,
+                  size_t ldy,
+                  fmb_kdt xt,
+                  const float *w,
+                  const float *b,
+                  size_t E,
+                  size_t K,
+                  const fmb_kplan *p,
+                  size_t conv_off);
 
 // --- selective scan -------------------------------------------------------------------------
 
@@ -225,20 +286,45 @@ size_t fmb_k_plan_max_segs(size_t T, size_t nseq, size_t seg_len);
  * u, dt_pre, z, y: type at, [T, E] with their leading dims; dtscale: f32 [T] or NULL (1);
  * BC: f32 [T, 2N] (B then C, ld ldbc); A: f32 [E, N] (= -exp(A_log)); dt_bias, Dskip: f32
  * [E]. N ≤ 16. ws: fmb_k_scan_ws_bytes(p->nsegs, E, N) bytes of device memory. */
-void fmb_k_scan(const fmb_cuda_ctx *c, fmb_kdt at, const void *u, size_t ldu,
-                const void *dt_pre, size_t lddt, const float *dtscale, const float *dt_bias,
-                const float *A, const float *BC, size_t ldbc, const float *Dskip, const void *z,
-                size_t ldz, void *y, size_t ldy, size_t E, size_t N, const fmb_kplan *p,
-                size_t ssm_off, void *ws);
+void fmb_k_scan(const fmb_cuda_ctx *c,
+                fmb_kdt at,
+                const void *u,
+                size_t ldu,
+                const void *dt_pre,
+                size_t lddt,
+                const float *dtscale,
+                const float *dt_bias,
+                const float *A,
+                const float *BC,
+                size_t ldbc,
+                const float *Dskip,
+                const void *z,
+                size_t ldz,
+                void *y,
+                size_t ldy,
+                size_t E,
+                size_t N,
+                const fmb_kplan *p,
+                size_t ssm_off,
+                void *ws);
 
 // --- lm_head reduction ----------------------------------------------------------------------
 
 /* Per-row reductions of a logits tile [T, V] f32 (ld apart), kcpu twin fmb_kcpu_head_reduce:
  * logprob (NAN without target), rank (-1 without target), argmax (first max), top-k
  * (descending, ties to the lowest id; top_k ≤ 64). All pointers device, each may be NULL. */
-void fmb_k_head_reduce(const fmb_cuda_ctx *c, const float *logits, size_t ld, size_t T, size_t V,
-                       const int32_t *targets, float *logprob, int32_t *rank, int32_t *argmax,
-                       int top_k, int32_t *topk_ids, float *topk_logprobs);
+void fmb_k_head_reduce(const fmb_cuda_ctx *c,
+                       const float *logits,
+                       size_t ld,
+                       size_t T,
+                       size_t V,
+                       const int32_t *targets,
+                       float *logprob,
+                       int32_t *rank,
+                       int32_t *argmax,
+                       int top_k,
+                       int32_t *topk_ids,
+                       float *topk_logprobs);
 
 #ifdef __cplusplus
 }
@@ -262,8 +348,8 @@ void fmb_k_head_reduce(const fmb_cuda_ctx *c, const float *logits, size_t ld, si
 extern "C" {
 #endif
 /* Prints the statement, function, file:line and the library's error string; aborts. */
-FMB_NORETURN void fmb_cuda_die(const char *file, int line, const char *func, const char *stmt,
-                               int rc, int is_cublas);
+FMB_NORETURN void
+fmb_cuda_die(const char *file, int line, const char *func, const char *stmt, int rc, int is_cublas);
 #ifdef __cplusplus
 }
 #endif

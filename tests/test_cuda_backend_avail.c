@@ -4,11 +4,11 @@
  * runs on the CPU, and --synthetic is refused. On a machine with a GPU it checks that auto picks
  * cuda instead.
  */
-#include "engine/engine.h"
-#include "engine/backend.h"
-#include "tests/check.h"
-
 #include <string.h>
+
+#include "engine/backend.h"
+#include "engine/engine.h"
+#include "tests/check.h"
 
 int main(void)
 {
@@ -48,8 +48,7 @@ int main(void)
         fmb_config cfg = {0};
         cfg.V = 16, cfg.D = 8, cfg.E = 16, cfg.N = 4, cfg.K = 4, cfg.R = 2, cfg.L = 1;
         s = fmb_engine_open_synthetic(&cfg, NULL, 1, &e, &err);
-        check(s == FMB_EUNSUP, "synthetic engine without a device is refused", "status %d",
-              (int)s);
+        check(s == FMB_EUNSUP, "synthetic engine without a device is refused", "status %d", (int)s);
     }
     return check_exit();
 }

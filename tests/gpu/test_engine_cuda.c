@@ -5,14 +5,14 @@
  *     tokens; the final state equals the CPU engine's; batched decode equals single decode.
  *   bf16: per-position |ΔNLL| ≤ 0.1 and mean |ΔNLL| ≤ 0.01 against HF.
  */
-#include "engine/engine.h"
-#include "engine/safetensors.h"
-#include "tests/check.h"
-
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "engine/engine.h"
+#include "engine/safetensors.h"
+#include "tests/check.h"
 
 static const fmb_tensor *ref(const fmb_st *st, const char *name)
 {
@@ -45,8 +45,8 @@ static double ref_at(const fmb_tensor *t, size_t i)
     return f;
 }
 
-static fmb_engine *open_engine(const char *dir, fmb_backend_kind b, fmb_compute_kind ck,
-                               size_t chunk)
+static fmb_engine *
+open_engine(const char *dir, fmb_backend_kind b, fmb_compute_kind ck, size_t chunk)
 {
     fmb_engine_opts o = {0};
     o.backend = b;
@@ -142,8 +142,7 @@ static void fixture(const char *name)
             fmb_state *sts[1] = {st};
             FMB_ASSERT(!fmb_engine_step(e, sts, &id, 1, step, &err));
         }
-        snprintf(label, sizeof label, "cuda f32 %s prompt%d greedy tokens (decode steps)", name,
-                 p);
+        snprintf(label, sizeof label, "cuda f32 %s prompt%d greedy tokens (decode steps)", name, p);
         check(ok, label, "greedy ids differ from HF's");
         free(step), free(gids), free(lg), free(ids);
         fmb_state_free(st);
@@ -155,8 +154,8 @@ static void fixture(const char *name)
     const fmb_tensor *rn = ref(rs, "long.nll");
     size_t chunks[] = {1, 3, 64, 1000, 0};
     for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
-        fmb_engine *ec = chunks[c] ? open_engine(dir, FMB_BACKEND_CUDA, FMB_COMPUTE_F32, chunks[c])
-                                   : e;
+        fmb_engine *ec =
+            chunks[c] ? open_engine(dir, FMB_BACKEND_CUDA, FMB_COMPUTE_F32, chunks[c]) : e;
         fmb_state *st;
         float *nll = long_nll(ec, ids, n, &st);
         double w = 0;
@@ -185,8 +184,7 @@ static void fixture(const char *name)
             // state write/read round trip
             fmb_state_write(cs, a, a + cf);
             fmb_state_read(cs, b, b + cf);
-            check(memcmp(a, b, (cf + sf) * 4) == 0, "cuda state write/read round trip",
-                  "differs");
+            check(memcmp(a, b, (cf + sf) * 4) == 0, "cuda state write/read round trip", "differs");
             fmb_state_free(cs);
             fmb_engine_free(cpu);
             free(a), free(b);

@@ -7,14 +7,14 @@
  *
  * With an argument "small" only the small shapes run (for compute-sanitizer).
  */
-#include "kernels/cpu/kcpu.h"
-#include "kernels/kernels.h"
-#include "tests/check.h"
-
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kernels/cpu/kcpu.h"
+#include "kernels/kernels.h"
+#include "tests/check.h"
 
 static fmb_cuda_ctx ctx;
 static uint64_t rng = 12345;
@@ -140,8 +140,7 @@ static void t_add_rmsnorm(size_t T, size_t D, int with_add, fmb_kdt ot)
     fmb_k_add_rmsnorm(&ctx, dres, with_add ? dadd : NULL, dw, 1e-5f, dout, ot, T, D);
     float *gr = down(dres, T * D, FMB_KDT_F32), *go = down(dout, T * D, ot);
     char name[128];
-    snprintf(name, sizeof name, "add_rmsnorm T=%zu D=%zu add=%d %s resid", T, D, with_add,
-             dtn(ot));
+    snprintf(name, sizeof name, "add_rmsnorm T=%zu D=%zu add=%d %s resid", T, D, with_add, dtn(ot));
     expect(name, gr, resid, T * D, 1e-6);
     snprintf(name, sizeof name, "add_rmsnorm T=%zu D=%zu add=%d %s out", T, D, with_add, dtn(ot));
     expect(name, go, out, T * D, tol(ot));
@@ -322,8 +321,8 @@ static void free_scan_in(scan_in *s)
     free(s->z), free(s->st);
 }
 
-static void t_scan(const char *label, const vl_case *v, size_t E, size_t N, fmb_kdt at,
-                   size_t seg_len)
+static void
+t_scan(const char *label, const vl_case *v, size_t E, size_t N, fmb_kdt at, size_t seg_len)
 {
     size_t T = (size_t)v->start[v->nseq], nslot = (size_t)v->nseq;
     scan_in s = mk_scan_in(T, E, N, nslot, at);
@@ -342,8 +341,8 @@ static void t_scan(const char *label, const vl_case *v, size_t E, size_t N, fmb_
     fmb_k_scan(&ctx, at, du, E, ddt, E, dsc, db, dA, dBC, 2 * N, dD, dz, E, dy, E, E, N, &pb.p, 0,
                ws);
     fmb_varlen vl = {v->nseq, v->start, v->slot, v->has};
-    fmb_kcpu_scan(s.u, E, dts, E, s.bias, s.A, s.BC, s.BC + N, 2 * N, s.D, s.z, E, y, E, E, N,
-                  s.st, E * N, &vl);
+    fmb_kcpu_scan(s.u, E, dts, E, s.bias, s.A, s.BC, s.BC + N, 2 * N, s.D, s.z, E, y, E, E, N, s.st,
+                  E * N, &vl);
     float *gy = down(dy, T * E, at), *gst = down(dst, nslot * E * N, FMB_KDT_F32);
     char name[160];
     snprintf(name, sizeof name, "scan[%s] %s E=%zu N=%zu seg=%zu %s y",
@@ -394,8 +393,8 @@ static void time_scan(size_t T, size_t seg_len)
     float ms[9];
     for (int r = -2; r < 9; r++) {
         fmb_cuda_event_record(&ctx, e0);
-        fmb_k_scan(&ctx, FMB_KDT_BF16, du, E, ddt, E, dsc, db, dA, dBC, 2 * N, dD, dz, E, dy, E,
-                   E, N, &p, 0, ws);
+        fmb_k_scan(&ctx, FMB_KDT_BF16, du, E, ddt, E, dsc, db, dA, dBC, 2 * N, dD, dz, E, dy, E, E,
+                   N, &p, 0, ws);
         fmb_cuda_event_record(&ctx, e1);
         float t = fmb_cuda_event_ms(e0, e1);
         if (r >= 0)
@@ -572,18 +571,18 @@ int main(int argc, char **argv)
         }
         size_t Ns[2] = {16, 8};
         for (int algo = 0; algo < 2; algo++)
-        for (int ni = 0; ni < 2; ni++) {
-            ctx.scan_algo = algo;
-            size_t N = Ns[ni];
-            t_scan("T=1 fresh", &c1, 130, N, dt, 32);
-            t_scan("T=1 state", &c1s, 130, N, dt, 32);
-            t_scan("T=37 fresh", &c37, 256, N, dt, 32);
-            t_scan("T=37 state 1seg", &c37s, 130, N, dt, 64);
-            t_scan("T=37 state multiseg", &c37s, 130, N, dt, 5);
-            t_scan("varlen 1+2+40", &c3, 130, N, dt, 16);
-            t_scan("varlen 1+2+40 seg1", &c3, 200, N, dt, 1);
-            t_scan("decode 5x1", &c5, 256, N, dt, 32);
-        }
+            for (int ni = 0; ni < 2; ni++) {
+                ctx.scan_algo = algo;
+                size_t N = Ns[ni];
+                t_scan("T=1 fresh", &c1, 130, N, dt, 32);
+                t_scan("T=1 state", &c1s, 130, N, dt, 32);
+                t_scan("T=37 fresh", &c37, 256, N, dt, 32);
+                t_scan("T=37 state 1seg", &c37s, 130, N, dt, 64);
+                t_scan("T=37 state multiseg", &c37s, 130, N, dt, 5);
+                t_scan("varlen 1+2+40", &c3, 130, N, dt, 16);
+                t_scan("varlen 1+2+40 seg1", &c3, 200, N, dt, 1);
+                t_scan("decode 5x1", &c5, 256, N, dt, 32);
+            }
         int l2[] = {300, 211}, h2[] = {1, 0};
         vl_case c2 = mk_case(2, l2, h2);
         int lb[] = {2000}, hb[] = {1};
