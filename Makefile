@@ -80,6 +80,8 @@ GPU_TEST_BIN := $(GPU_TEST_C:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
 FMBATCH := $(BUILD)/fmbatch
 
 .PHONY: all test check test-gpu format format-check lint clean
+# Keep test objects: make would otherwise delete them after the runner's last line.
+.SECONDARY:
 ifeq ($(BUILD),build)
 all: fmbatch
 fmbatch: $(FMBATCH)

@@ -286,9 +286,9 @@ int fmb_cmd_bench(int argc, char **argv)
 
     fmb_err err;
     fmb_status s;
-    void *ballast = NULL;
     size_t ballast_bytes = 0;
 #ifdef FMB_HAVE_CUDA
+    void *ballast = NULL;
     if (ballast_free) {
         size_t fr = 0, tot = 0;
         if (fmb_cuda_device_count() == 0) {
