@@ -224,6 +224,8 @@ static int env_open(const char *cmd, job_args *a, int with_queue, run_env *e)
         fmb_cli_error(cmd, "%s: %s", e->job->path, err.msg);
         return s == FMB_ENOMEM || s == FMB_EINTERNAL ? FMB_EXIT_FATAL : FMB_EXIT_USAGE;
     }
+    // A signal stops the engine within one chunk, even inside a 100K-token document.
+    fmb_engine_set_cancel(e->eng, &fmb_job_signal);
     if ((s = fmb_tasks_new(e->job, e->eng, e->tok, &e->tasks, &err))) {
         fmb_cli_error(cmd, "%s", err.msg);
         return s == FMB_EINVAL || s == FMB_EUNSUP ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;

@@ -12,6 +12,7 @@
 #include "engine/backend.h"
 
 struct fmb_engine {
+    const volatile sig_atomic_t *cancel; /* checked between chunks; NULL: none */
     fmb_model *model;
     const fmb_backend_ops *ops;
     void *impl;
@@ -157,7 +158,46 @@ fmb_status fmb_engine_forward(fmb_engine *eng,
         return fmb_fail(err, FMB_EINVAL, "top-k of %d is over the limit of 64", out->top_k);
     if (n == 0)
         return FMB_OK;
-    return eng->ops->forward(eng->impl, st->impl, ids, n, out, err);
+    if (!eng->cancel)
+        return eng->ops->forward(eng->impl, st->impl, ids, n, out, err);
+    // With a cancel flag: one backend call per chunk (the backend splits at the same
+    // boundaries, so results are unchanged) and a check of the flag before each.
+    size_t T = eng->ops->chunk_tokens(eng->impl), V = (size_t)eng->model->cfg.V;
+    for (size_t p0 = 0; p0 < n; p0 += T) {
+        if (*eng->cancel)
+            return fmb_fail(err, FMB_EINTR, "interrupted");
+        size_t m = n - p0 < T ? n - p0 : T;
+        fmb_outputs o = {0}, *op = NULL;
+        if (out) {
+            size_t k = out->top_k > 0 ? (size_t)out->top_k : 0;
+            o = *out;
+            o.targets = out->targets ? out->targets + p0 : NULL;
+            o.logprob = out->logprob ? out->logprob + p0 : NULL;
+            o.rank = out->rank ? out->rank + p0 : NULL;
+            o.argmax = out->argmax ? out->argmax + p0 : NULL;
+            o.topk_ids = out->topk_ids ? out->topk_ids + p0 * k : NULL;
+            o.topk_logprobs = out->topk_logprobs ? out->topk_logprobs + p0 * k : NULL;
+            if (!out->logits || p0 + m <= out->logits_from) {
+                o.logits = NULL;
+                o.logits_from = 0;
+            } else if (p0 >= out->logits_from) {
+                o.logits = out->logits + (p0 - out->logits_from) * V;
+                o.logits_from = 0;
+            } else {
+                o.logits_from = out->logits_from - p0;
+            }
+            op = &o;
+        }
+        fmb_status s2 = eng->ops->forward(eng->impl, st->impl, ids + p0, m, op, err);
+        if (s2)
+            return s2;
+    }
+    return FMB_OK;
+}
+
+void fmb_engine_set_cancel(fmb_engine *eng, const volatile sig_atomic_t *flag)
+{
+    eng->cancel = flag;
 }
 
 fmb_status fmb_engine_step(fmb_engine *eng,
@@ -167,6 +207,8 @@ fmb_status fmb_engine_step(fmb_engine *eng,
                            float *logits,
                            fmb_err *err)
 {
+    if (eng->cancel && *eng->cancel)
+        return fmb_fail(err, FMB_EINTR, "interrupted");
     fmb_status s = check_ids(&eng->model->cfg, ids, nseq, err);
     if (s)
         return s;

@@ -13,6 +13,7 @@
 #ifndef FMB_ENGINE_H
 #define FMB_ENGINE_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -78,6 +79,11 @@ FMB_NODISCARD fmb_status fmb_engine_forward(fmb_engine *eng,
                                             size_t n,
                                             const fmb_outputs *out,
                                             fmb_err *err);
+
+/* Makes fmb_engine_forward check *flag before each chunk and return FMB_EINTR once it is
+ * non-zero (a signal handler's flag: a long document stops within one chunk). The flag is
+ * borrowed; NULL removes it. fmb_engine_step and generation check it once per token. */
+void fmb_engine_set_cancel(fmb_engine *eng, const volatile sig_atomic_t *flag);
 
 /* One decode step for nseq independent sequences: token ids[i] continues states[i]; writes
  * logits [nseq, V] (float32). Batch-invariant: a sequence's logits do not depend on the others. */
