@@ -233,8 +233,32 @@ static void test_head(void)
           tk[4], tk[5]);
 }
 
+static void test_expf(void)
+{
+    double worst = 0;
+    float at = 0;
+    int zero_ok = 1;
+    for (float x = -100.0f; x < 88.3f; x += 0.00173f) {
+        float a = fmb_kcpu_expf(x), b = expf(x);
+        if (b > 1.17549435e-38f) {
+            double rel = fabs((double)a - (double)b) / (double)b;
+            if (rel > worst) {
+                worst = rel;
+                at = x;
+            }
+        } else if (a != 0.0f && fabs(a - b) > 1.2e-38f) {
+            zero_ok = 0;
+        }
+    }
+    // 2 ulp of float is 2.4e-7 relative
+    check(worst <= 2.4e-7 && zero_ok, "scan exp within 2 ulp of expf", "worst %.3g at %g", worst,
+          (double)at);
+    check_note("scan exp: worst relative error %.3g (at x = %g)", worst, (double)at);
+}
+
 int main(void)
 {
+    test_expf();
     test_config();
     test_dtypes();
     test_sampler();

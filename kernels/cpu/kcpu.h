@@ -114,6 +114,9 @@ void fmb_kcpu_head_reduce(const float *logits,
                           int32_t *topk_ids,
                           float *topk_logprobs);
 
+/* The scan's exp: within 2 ulp of expf above FLT_MIN, 0 below exp(-87.34). Exposed for tests. */
+float fmb_kcpu_expf(float x);
+
 /* bf16 / f16 → f32 conversion of n elements (exact). */
 void fmb_kcpu_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
 void fmb_kcpu_f16_to_f32(const uint16_t *src, float *dst, size_t n);
