@@ -81,6 +81,7 @@ extern "C" fmb_status fmb_cuda_ctx_init(fmb_cuda_ctx *c, int device, fmb_err *er
     c->scan_algo = !sa                       ? FMB_SCAN_AUTO
                    : strcmp(sa, "seg") == 0  ? FMB_SCAN_SEG
                    : strcmp(sa, "quad") == 0 ? FMB_SCAN_QUAD
+                   : strcmp(sa, "tile") == 0 ? FMB_SCAN_TILE
                                              : FMB_SCAN_AUTO;
     cudaStream_t s;
     FMB_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));

@@ -1,6 +1,7 @@
 /*
  * k_matvec: the decode-time product y[b, :] = W · x[b, :] for a few rows of x (B ≤ 8) with
- * bf16 W and x, fp32 accumulation. Decode at small batch is bound by reading W once; this
+ * bf16 W and x, fp32 accumulation (B ≤ 16: batches above 8 use tensor cores when M ≥ 1024,
+ * else two passes of ≤ 8 rows). Decode at small batch is bound by reading W once; this
  * kernel streams W with 16-byte non-caching loads, several in flight per thread, while the
  * small x stays in L1/L2. A row of W is shared by tpr threads (tpr = 32..256 chosen from Kd
  * so that short rows, e.g. dt_proj's 256, still use whole warps).
@@ -118,6 +119,149 @@ static __global__ void __launch_bounds__(MV_THREADS)
         }
 }
 
+// --- batches 9..16: tensor cores ------------------------------------------------------------
+//
+// y[b, m] = Σ_k W[m, k] x[b, k] with mma.sync m16n8k16 (bf16 in, fp32 accumulate): W is the
+// A operand (16 rows of a tile), x the B operand (two n8 tiles: batch rows 0..7, 8..15). A
+// thread (group g = lane/4, t = lane%4) loads 16 contiguous bytes (8 k) of W rows g and g+8
+// and of x rows g and 8+g, so a warp reads 64 contiguous bytes of each row (whole sectors).
+// The dot product does not depend on the order of k, so the fragments use a permuted k:
+// mma #1 takes elements 0..3 of the 8 (a0/b0 = elements 0,1 as logical k 2t,2t+1; a2/b1 =
+// elements 2,3 as logical k 2t+8,2t+9), mma #2 elements 4..7; A and B use the same mapping.
+// A block (8 warps) owns MT·16 rows; its warps split K by 32-k steps (U steps in flight
+// each) and sum their fragments through shared memory. Missing rows, batch rows and k
+// (past M, B, Kd) load zeros.
+#define MM_WARPS 8
+
+__device__ __forceinline__ void mma_bf16_16816(
+    float *d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <int MT, int U, typename Y>
+static __global__ void __launch_bounds__(MM_WARPS * 32)
+    matvec_mma_kernel(const __nv_bfloat16 *__restrict__ W,
+                      size_t ldw,
+                      const __nv_bfloat16 *__restrict__ x,
+                      size_t ldx,
+                      Y *y,
+                      size_t ldy,
+                      int M,
+                      int Kd,
+                      int B,
+                      int accumulate)
+{
+    constexpr int NV = MT * 2 * 4; // accumulator floats per thread: MT m-tiles × 2 n-tiles
+    __shared__ float red[MM_WARPS][32][NV + 1];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int m0 = blockIdx.x * (MT * 16);
+    const uint4 *wr[2 * MT];
+    bool wok[2 * MT];
+#pragma unroll
+    for (int r = 0; r < 2 * MT; r++) { // r = mt·2 + hh: row m0 + mt·16 + hh·8 + g
+        const int row = m0 + (r >> 1) * 16 + (r & 1) * 8 + g;
+        wok[r] = row < M;
+        wr[r] = (const uint4 *)(W + (size_t)(wok[r] ? row : 0) * ldw);
+    }
+    const uint4 *xr[2];
+    bool xok[2];
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++) {
+        const int n = nt * 8 + g;
+        xok[nt] = n < B;
+        xr[nt] = (const uint4 *)(x + (size_t)(xok[nt] ? n : 0) * ldx);
+    }
+    float acc[MT][2][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int r = 0; r < 4; r++)
+                acc[mt][nt][r] = 0.0f;
+    const int K8 = Kd / 8, nsteps = (K8 + 3) / 4;
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    for (int s = warp; s < nsteps; s += U * MM_WARPS) {
+        uint4 wv[U][2 * MT], xv[U][2];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int ss = s + u * MM_WARPS, k8 = ss * 4 + t;
+            const bool ok = ss < nsteps && k8 < K8;
+#pragma unroll
+            for (int r = 0; r < 2 * MT; r++)
+                wv[u][r] = (ok && wok[r]) ? ld_stream(wr[r] + k8) : zero;
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+                xv[u][nt] = (ok && xok[nt]) ? __ldg(xr[nt] + k8) : zero;
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int nt = 0; nt < 2; nt++) {
+                    const uint4 lo = wv[u][2 * mt], hi = wv[u][2 * mt + 1], xb = xv[u][nt];
+                    mma_bf16_16816(acc[mt][nt], lo.x, hi.x, lo.y, hi.y, xb.x, xb.y);
+                    mma_bf16_16816(acc[mt][nt], lo.z, hi.z, lo.w, hi.w, xb.z, xb.w);
+                }
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int r = 0; r < 4; r++)
+                red[warp][lane][(mt * 2 + nt) * 4 + r] = acc[mt][nt][r];
+    __syncthreads();
+    for (int i = threadIdx.x; i < 32 * NV; i += MM_WARPS * 32) {
+        const int l = i / NV, v = i % NV;
+        float sum = 0.0f;
+#pragma unroll
+        for (int w = 0; w < MM_WARPS; w++)
+            sum += red[w][l][v];
+        // accumulator layout (m16n8 f32): r 0,1 row g, r 2,3 row g+8; column 2t + (r & 1)
+        const int mt = v / 8, nt = (v / 4) % 2, r = v % 4;
+        const int row = m0 + mt * 16 + (l >> 2) + (r >> 1) * 8, n = nt * 8 + 2 * (l & 3) + (r & 1);
+        if (row < M && n < B) {
+            Y *p = y + (size_t)n * ldy + row;
+            if (accumulate)
+                sum += fmb_ld(p);
+            fmb_st(p, sum);
+        }
+    }
+}
+
+template <typename Y>
+static void matvec_mma_launch(const fmb_cuda_ctx *c,
+                              size_t B,
+                              size_t M,
+                              size_t Kd,
+                              const void *W,
+                              size_t ldw,
+                              const void *x,
+                              size_t ldx,
+                              void *y,
+                              size_t ldy,
+                              int accumulate)
+{
+    const __nv_bfloat16 *w = (const __nv_bfloat16 *)W, *xx = (const __nv_bfloat16 *)x;
+    cudaStream_t s = FMB_STREAM(c);
+    // 32-row blocks when they still give two blocks per SM (x read once per 32 rows), else
+    // 16-row blocks with more steps in flight; both keep 8 W loads of 16 B in flight a thread
+    if (M >= (size_t)64 * (size_t)c->sm_count)
+        matvec_mma_kernel<2, 2, Y><<<fmb_cdiv(M, 32), MM_WARPS * 32, 0, s>>>(
+            w, ldw, xx, ldx, (Y *)y, ldy, (int)M, (int)Kd, (int)B, accumulate);
+    else
+        matvec_mma_kernel<1, 4, Y><<<fmb_cdiv(M, 16), MM_WARPS * 32, 0, s>>>(
+            w, ldw, xx, ldx, (Y *)y, ldy, (int)M, (int)Kd, (int)B, accumulate);
+    FMB_LAUNCH_CHECK(c);
+}
+
 extern "C" int fmb_k_matvec_supported(size_t B, size_t Kd, size_t ldw, fmb_kdt xt)
 {
     return B >= 1 && B <= FMB_MATVEC_MAXB && Kd % 8 == 0 && ldw % 8 == 0 && Kd >= 8 &&
@@ -181,10 +325,25 @@ extern "C" void fmb_k_matvec(const fmb_cuda_ctx *c,
     FMB_ASSERT(M <= INT32_MAX && Kd <= INT32_MAX);
     if (M == 0)
         return;
-    if (yt == FMB_KDT_F32)
-        matvec_launch<float>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
-    else if (yt == FMB_KDT_BF16)
-        matvec_launch<__nv_bfloat16>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
-    else
-        FMB_ASSERTF(0, "fmb_k_matvec: unsupported output type %d", (int)yt);
+    FMB_ASSERTF(yt == FMB_KDT_F32 || yt == FMB_KDT_BF16, "fmb_k_matvec: unsupported output type %d",
+                (int)yt);
+    const size_t ys = yt == FMB_KDT_F32 ? 4 : 2;
+    if (B > 8 && M >= 1024) {
+        // tensor cores: W read once for all B rows
+        if (yt == FMB_KDT_F32)
+            matvec_mma_launch<float>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
+        else
+            matvec_mma_launch<__nv_bfloat16>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
+        return;
+    }
+    // B > 8 with few rows (x_proj): rows 0..7 then 8..B-1; the second pass reads W from L2
+    for (size_t b0 = 0; b0 < B; b0 += 8) {
+        size_t nb = B - b0 < 8 ? B - b0 : 8;
+        const void *xb = (const __nv_bfloat16 *)x + b0 * ldx;
+        void *yb = (char *)y + b0 * ldy * ys;
+        if (yt == FMB_KDT_F32)
+            matvec_launch<float>(c, nb, M, Kd, W, ldw, xb, ldx, yb, ldy, accumulate);
+        else
+            matvec_launch<__nv_bfloat16>(c, nb, M, Kd, W, ldw, xb, ldx, yb, ldy, accumulate);
+    }
 }

@@ -274,6 +274,165 @@ static __global__ void __launch_bounds__(SCAN_THREADS) scan_quad_kernel(const AT
     }
 }
 
+// --- tile single-pass kernel (N = 16) -------------------------------------------------------
+//
+// One block = 16 channels × 8 lanes (128 threads), one sequence (blockIdx.y); lane j of a
+// channel owns states 2j and 2j+1, so every exp(A·dt) is computed exactly once and there are
+// 8·E threads (64K at E = 8192: about 16 warps per SM), without the segment passes of SEG.
+// Tokens go in tiles of TL_T staged in shared memory by all 128 threads with coalesced loads
+// (16 channels of a row are one 32-byte sector in bf16); staging also does the per-(channel,
+// token) work once: dt = softplus(...), dt·u, u·D and silu(z). B and C of a tile are staged
+// once for the block's 16 channels. The next tile's raw inputs are loaded into registers
+// while the current tile is scanned. Per token a lane advances its 2 states and keeps its
+// partial C contraction; every 8 tokens the 8 partials of each token are summed by a
+// reduce-scatter over the 8 lanes (xor 4, 2, 1: 7 shuffles for 8 tokens), after which lane j
+// holds token k+j's sum and writes the gated output to shared memory; the output tile goes to
+// global memory at the next tile's staging, by the thread that staged the same element.
+// Missing tokens (past the sequence) and channels (past E) stage dt = dt·u = B = C = 0:
+// exp(0) = 1 and no input, so h is unchanged; nothing is stored for them.
+#define TL_CH  16 /* channels per block */
+#define TL_T   64 /* tokens per tile, multiple of TL_LPC */
+#define TL_LPC 8  /* lanes per channel (N / 2) */
+#define TL_YLD 20 /* padded row of sy / sg: lane j's row k+j lands in distinct banks */
+
+template <typename AT>
+static __global__ void __launch_bounds__(SCAN_THREADS) scan_tile_kernel(const AT *u,
+                                                                        size_t ldu,
+                                                                        const AT *dtp,
+                                                                        size_t lddt,
+                                                                        const float *dtscale,
+                                                                        const float *dt_bias,
+                                                                        const float *A,
+                                                                        const float *BC,
+                                                                        size_t ldbc,
+                                                                        const float *Dskip,
+                                                                        const AT *z,
+                                                                        size_t ldz,
+                                                                        AT *y,
+                                                                        size_t ldy,
+                                                                        int E,
+                                                                        fmb_kplan p,
+                                                                        size_t ssm_off)
+{
+    const int N = 16;
+    __shared__ __align__(16) float4 sbc[TL_T][TL_LPC]; /* (B_2j, B_2j+1, C_2j, C_2j+1) */
+    __shared__ __align__(16) float2 sdd[TL_T][TL_CH];  /* (dt, dt·u) */
+    __shared__ float sy[TL_T][TL_YLD];                 /* u·D, then the gated output */
+    __shared__ float sg[TL_T][TL_YLD];                 /* silu(z) */
+    const int s = blockIdx.y;
+    const int32_t t0 = p.seq_start[s], t1 = p.seq_start[s + 1];
+    const int e0 = blockIdx.x * TL_CH;
+    // staging role: column sc (fixed), rows sr0 + 8·r for r = 0..7
+    const int sc = threadIdx.x % TL_CH, sr0 = threadIdx.x / TL_CH;
+    const int se = e0 + sc;
+    const bool sact = se < E;
+    const float sbias = sact ? dt_bias[se] : 0.0f, sD = sact ? Dskip[se] : 0.0f;
+    // scan role: channel c of the block, lane j (states 2j, 2j+1)
+    const int lane = threadIdx.x & 31;
+    const int c = (threadIdx.x >> 5) * 4 + (lane >> 3), j = lane & 7;
+    const int e = e0 + c;
+    const bool act = e < E;
+    const int ec = act ? e : E - 1;
+    float *hs = p.state[s] + ssm_off + (size_t)ec * N + 2 * j;
+    const bool has = p.has_state[s];
+    const float a0 = A[(size_t)ec * N + 2 * j] * LOG2E_F,
+                a1 = A[(size_t)ec * N + 2 * j + 1] * LOG2E_F;
+    float h0 = has ? hs[0] : 0.0f, h1 = has ? hs[1] : 0.0f;
+
+    // raw inputs of one tile (registers): u, dt_pre, z, dtscale for 8 rows; 16 of B/C
+    float ru[8], rd[8], rz[8], rs[8], rb[16];
+    auto load_tile = [&](int32_t tb) {
+#pragma unroll
+        for (int r = 0; r < 8; r++) {
+            const int32_t t = tb + sr0 + 8 * r;
+            const bool ok = t < t1 && sact;
+            ru[r] = ok ? fmb_ld(u + (size_t)t * ldu + se) : 0.0f;
+            rd[r] = ok ? fmb_ld(dtp + (size_t)t * lddt + se) : 0.0f;
+            rz[r] = ok ? fmb_ld(z + (size_t)t * ldz + se) : 0.0f;
+            rs[r] = (t < t1 && dtscale) ? dtscale[t] : 1.0f;
+        }
+#pragma unroll
+        for (int r = 0; r < 16; r++) {
+            const int i = threadIdx.x + r * SCAN_THREADS, row = i / (2 * N), jj = i % (2 * N);
+            const int32_t t = tb + row;
+            rb[r] = t < t1 ? BC[(size_t)t * ldbc + jj] : 0.0f;
+        }
+    };
+    load_tile(t0);
+    for (int32_t tb = t0; tb < t1; tb += TL_T) {
+        __syncthreads(); // the previous tile's scan is done: sy holds its outputs
+#pragma unroll
+        for (int r = 0; r < 8; r++) {
+            const int row = sr0 + 8 * r;
+            if (tb > t0 && sact) // the previous tile was full (only the last one is partial)
+                fmb_st(y + (size_t)(tb - TL_T + row) * ldy + se, sy[row][sc]);
+            const bool ok = tb + row < t1 && sact;
+            // discrete_time_step = softplus(dt_proj(rms(time_step)) + dt_proj.bias)
+            const float dt = ok ? fmb_softplus(rd[r] * rs[r] + sbias) : 0.0f;
+            sdd[row][sc] = make_float2(dt, dt * ru[r]);
+            sy[row][sc] = ru[r] * sD;
+            sg[row][sc] = ok ? silu_fast(rz[r]) : 0.0f;
+        }
+#pragma unroll
+        for (int r = 0; r < 16; r++) {
+            const int i = threadIdx.x + r * SCAN_THREADS, row = i / (2 * N), jj = i % (2 * N);
+            const int n = jj % N, isC = jj / N;
+            ((float *)sbc)[row * 2 * N + (n >> 1) * 4 + isC * 2 + (n & 1)] = rb[r];
+        }
+        __syncthreads();
+        const int nt = t1 - tb < TL_T ? t1 - tb : TL_T;
+        if (tb + TL_T < t1)
+            load_tile(tb + TL_T); // in flight during this tile's scan
+        for (int k = 0; k < nt; k += TL_LPC) {
+            float acc[TL_LPC];
+#pragma unroll
+            for (int q = 0; q < TL_LPC; q++) {
+                // h = exp(A dt) h + dt B u ;  y = Σ h C  (this lane's two states)
+                const float2 dd = sdd[k + q][c];
+                const float4 bc = sbc[k + q][j];
+                const float d0 = ex2_ftz(a0 * dd.x), d1 = ex2_ftz(a1 * dd.x);
+                h0 = fmaf(d0, h0, bc.x * dd.y);
+                h1 = fmaf(d1, h1, bc.y * dd.y);
+                acc[q] = fmaf(h0, bc.z, h1 * bc.w);
+            }
+            // reduce-scatter over the channel's 8 lanes: lane j ends with token k+j's sum
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const bool hi = j & 4;
+                const float send = hi ? acc[q] : acc[q + 4], keep = hi ? acc[q + 4] : acc[q];
+                acc[q] = keep + __shfl_xor_sync(0xffffffffu, send, 4);
+            }
+#pragma unroll
+            for (int q = 0; q < 2; q++) {
+                const bool hi = j & 2;
+                const float send = hi ? acc[q] : acc[q + 2], keep = hi ? acc[q + 2] : acc[q];
+                acc[q] = keep + __shfl_xor_sync(0xffffffffu, send, 2);
+            }
+            {
+                const bool hi = j & 1;
+                const float send = hi ? acc[0] : acc[1], keep = hi ? acc[1] : acc[0];
+                acc[0] = keep + __shfl_xor_sync(0xffffffffu, send, 1);
+            }
+            // scan_output = (scan_output + hidden_states * D) * act(gate)
+            sy[k + j][c] = (acc[0] + sy[k + j][c]) * sg[k + j][c];
+        }
+    }
+    __syncthreads();
+    {
+        const int32_t tb = t0 + ((t1 - t0 - 1) / TL_T) * TL_T; // the last tile
+#pragma unroll
+        for (int r = 0; r < 8; r++) {
+            const int row = sr0 + 8 * r;
+            if (tb + row < t1 && sact)
+                fmb_st(y + (size_t)(tb + row) * ldy + se, sy[row][sc]);
+        }
+    }
+    if (act) {
+        hs[0] = h0;
+        hs[1] = h1;
+    }
+}
+
 // One thread per (state n, channel e) of one sequence: the serial walk over its segments.
 static __global__ void scan_combine_kernel(
     const float *A, int E, int N, fmb_kplan p, size_t ssm_off, float *hbuf, const float *sdt)
@@ -370,7 +529,28 @@ extern "C" void fmb_k_scan(const fmb_cuda_ctx *c,
     FMB_ASSERT(ldbc >= 2 * N && p->nsegs >= 1 && p->nsegs <= 65535 && p->nseq <= 65535);
     if (p->T == 0)
         return;
-    int quad = c->scan_algo == FMB_SCAN_QUAD || (c->scan_algo == FMB_SCAN_AUTO && !p->multi_seg);
+    // AUTO: TILE when sequences average at least 16 tokens (prefill; N = 16 only), else QUAD
+    // when no sequence spans several segments (decode), else SEG.
+    int tile = N == 16 && (c->scan_algo == FMB_SCAN_TILE ||
+                           (c->scan_algo == FMB_SCAN_AUTO && p->T >= 16 * (size_t)p->nseq));
+    if (tile) {
+        dim3 g(fmb_cdiv(E, TL_CH), (unsigned)p->nseq);
+        if (at == FMB_KDT_F32)
+            scan_tile_kernel<float><<<g, SCAN_THREADS, 0, FMB_STREAM(c)>>>(
+                (const float *)u, ldu, (const float *)dt_pre, lddt, dtscale, dt_bias, A, BC, ldbc,
+                Dskip, (const float *)z, ldz, (float *)y, ldy, (int)E, *p, ssm_off);
+        else if (at == FMB_KDT_BF16)
+            scan_tile_kernel<__nv_bfloat16><<<g, SCAN_THREADS, 0, FMB_STREAM(c)>>>(
+                (const __nv_bfloat16 *)u, ldu, (const __nv_bfloat16 *)dt_pre, lddt, dtscale,
+                dt_bias, A, BC, ldbc, Dskip, (const __nv_bfloat16 *)z, ldz, (__nv_bfloat16 *)y, ldy,
+                (int)E, *p, ssm_off);
+        else
+            FMB_ASSERTF(0, "fmb_k_scan: unsupported activation type %d", (int)at);
+        FMB_LAUNCH_CHECK(c);
+        return;
+    }
+    int quad = c->scan_algo == FMB_SCAN_QUAD ||
+               ((c->scan_algo == FMB_SCAN_AUTO || c->scan_algo == FMB_SCAN_TILE) && !p->multi_seg);
     if (quad && N % 4 == 0) {
         dim3 g(fmb_cdiv(E, 32), (unsigned)p->nseq);
 #define FMB_QUAD_CASE(AT)                                                                          \

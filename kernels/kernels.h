@@ -47,7 +47,7 @@ typedef struct {
     size_t smem_per_block_optin; /* largest dynamic shared memory a block may opt into */
     size_t total_mem;
     int debug_sync; /* 1: synchronise after every launch */
-    int scan_algo;  /* FMB_SCAN_* (env FMB_SCAN=quad|seg at init) */
+    int scan_algo;  /* FMB_SCAN_* (env FMB_SCAN=quad|seg|tile at init) */
     char name[256];
 } fmb_cuda_ctx;
 
@@ -133,10 +133,11 @@ void fmb_k_gemm(const fmb_cuda_ctx *c,
                 fmb_kdt ct,
                 float beta);
 
-/* Small-batch matrix-vector product for decode (B ≤ FMB_MATVEC_MAXB rows of x):
+/* Small-batch matrix-vector product for decode (B ≤ FMB_MATVEC_MAXB rows of x; B ≤ 8 on
+ * CUDA cores, 9..16 on tensor cores (mma.sync m16n8k16) when M ≥ 1024):
  * y[b, m] = Σ_k W[m, k] x[b, k] (+ y[b, m] if accumulate). W: bf16 [M, Kd] (ld ldw, 16-byte
  * aligned rows, Kd % 8 == 0); x: xt [B, Kd]; y: yt [B, M]. fp32 accumulation. */
-#define FMB_MATVEC_MAXB 8
+#define FMB_MATVEC_MAXB 16
 int fmb_k_matvec_supported(size_t B, size_t Kd, size_t ldw, fmb_kdt xt);
 void fmb_k_matvec(const fmb_cuda_ctx *c,
                   size_t B,
@@ -246,7 +247,8 @@ void fmb_k_plan_build(fmb_kplan *p,
 /* Causal depthwise conv + SiLU over a chunk, continuing from each sequence's conv state
  * (kcpu twin: fmb_kcpu_conv1d); also updates the state to each sequence's last K-1 inputs.
  * x: [T, E] type xt (ld ldx); y: [T, E] type xt (ld ldy); w: f32 [E, K]; b: f32 [E] or NULL.
- * Two launches (outputs, then states) so that no thread reads a state another overwrites. */
+ * Two launches (outputs, then states) so that no thread reads a state another overwrites;
+ * one (a thread per sequence and channel walking its tokens) when T ≤ 4·nseq (decode). */
 void fmb_k_conv1d(const fmb_cuda_ctx *c,
                   const void *x,
                   size_t ldx,
@@ -266,10 +268,14 @@ void fmb_k_conv1d(const fmb_cuda_ctx *c,
  * states, dt/softplus/gate work spread over the four lanes' tokens (N % 4 == 0); fastest
  * when sequences are short (decode), latency-bound on long ones (only 4·E threads).
  * SEG: segments scanned in parallel from zero, combined, rescanned (two passes); fastest on
- * long chunks. AUTO (default): QUAD when no sequence spans more than one segment, else SEG.
+ * long chunks. TILE (N = 16 only; other N fall back as AUTO): one pass, 8 lanes per channel
+ * each holding 2 states (every exp once, 8·E threads), tiles of 64 tokens staged in shared
+ * memory with the per-token softplus/SiLU done once at staging. AUTO (default): TILE when
+ * N = 16 and the sequences average ≥ 16 tokens (T ≥ 16·nseq), else QUAD when no sequence
+ * spans more than one segment, else SEG.
  * H200, E = 8192, N = 16, bf16, T = 4096: SEG 10.1 µs/token (64 layers), QUAD 19.9; decode
  * batch 16: QUAD 6.78 ms/step, SEG 8.42. */
-enum { FMB_SCAN_QUAD = 0, FMB_SCAN_SEG = 1, FMB_SCAN_AUTO = 2 };
+enum { FMB_SCAN_QUAD = 0, FMB_SCAN_SEG = 1, FMB_SCAN_AUTO = 2, FMB_SCAN_TILE = 3 };
 
 /* Workspace bytes of fmb_k_scan for a plan of at most nsegs segments and E, N. */
 size_t fmb_k_scan_ws_bytes(size_t nsegs, size_t E, size_t N);

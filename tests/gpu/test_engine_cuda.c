@@ -241,6 +241,40 @@ static void fixture(const char *name)
     check(mean <= 0.01, label, "mean |diff| %.3g > 0.01", mean);
     check_note("cuda bf16 %s: worst |dNLL| %.4f, mean %.5f", name, w, mean);
     free(nb);
+
+    // bf16 batched decode of 12 sequences (batch > 8: the tensor-core / two-pass matvec
+    // paths) against one at a time (the B = 1 kernel): equal within bf16 rounding
+    {
+        enum { NB = 12 };
+        fmb_state *s1[NB], *s2[NB];
+        for (int i = 0; i < NB; i++) {
+            FMB_ASSERT(!fmb_state_new(eb, &s1[i], &err) && !fmb_state_new(eb, &s2[i], &err));
+            FMB_ASSERT(!fmb_engine_forward(eb, s1[i], ids + (size_t)(7 * i) % (n - 8),
+                                           2 + (size_t)i % 5, NULL, &err));
+            fmb_state_copy(s2[i], s1[i]);
+        }
+        float *lb = malloc(NB * V * 4), *l1 = malloc(NB * V * 4);
+        double num = 0, den = 0;
+        for (int step = 0; step < 3; step++) {
+            int32_t tk[NB];
+            for (int i = 0; i < NB; i++)
+                tk[i] = ids[(size_t)(11 * i + step) % n];
+            FMB_ASSERT(!fmb_engine_step(eb, s1, tk, NB, lb, &err));
+            for (int i = 0; i < NB; i++) {
+                fmb_state *one[1] = {s2[i]};
+                FMB_ASSERT(!fmb_engine_step(eb, one, &tk[i], 1, l1 + (size_t)i * V, &err));
+            }
+            for (size_t i = 0; i < (size_t)NB * V; i++) {
+                num += ((double)lb[i] - l1[i]) * ((double)lb[i] - l1[i]);
+                den += (double)l1[i] * l1[i];
+            }
+        }
+        snprintf(label, sizeof label, "cuda bf16 %s batched decode (12) = single decode", name);
+        check(den > 0 && sqrt(num / den) <= 1e-2, label, "rel L2 %.3g", sqrt(num / den));
+        for (int i = 0; i < NB; i++)
+            fmb_state_free(s1[i]), fmb_state_free(s2[i]);
+        free(lb), free(l1);
+    }
     fmb_engine_free(eb);
     free(ids);
     fmb_st_close(rs);

@@ -17,6 +17,13 @@
 #include "tests/check.h"
 
 static fmb_cuda_ctx ctx;
+
+static const char *algo_name(void)
+{
+    return ctx.scan_algo == FMB_SCAN_QUAD   ? "quad"
+           : ctx.scan_algo == FMB_SCAN_TILE ? "tile"
+                                            : "seg";
+}
 static uint64_t rng = 12345;
 static int small_only;
 
@@ -345,12 +352,12 @@ t_scan(const char *label, const vl_case *v, size_t E, size_t N, fmb_kdt at, size
                   E * N, &vl);
     float *gy = down(dy, T * E, at), *gst = down(dst, nslot * E * N, FMB_KDT_F32);
     char name[160];
-    snprintf(name, sizeof name, "scan[%s] %s E=%zu N=%zu seg=%zu %s y",
-             ctx.scan_algo == FMB_SCAN_QUAD ? "quad" : "seg", label, E, N, seg_len, dtn(at));
+    snprintf(name, sizeof name, "scan[%s] %s E=%zu N=%zu seg=%zu %s y", algo_name(), label, E, N,
+             seg_len, dtn(at));
     if (T)
         expect(name, gy, y, T * E, tol(at));
-    snprintf(name, sizeof name, "scan[%s] %s E=%zu N=%zu seg=%zu %s state",
-             ctx.scan_algo == FMB_SCAN_QUAD ? "quad" : "seg", label, E, N, seg_len, dtn(at));
+    snprintf(name, sizeof name, "scan[%s] %s E=%zu N=%zu seg=%zu %s state", algo_name(), label, E,
+             N, seg_len, dtn(at));
     expect(name, gst, s.st, nslot * E * N, 1e-5);
     free(dts), free(y), free(gy), free(gst);
     free_scan_in(&s);
@@ -409,8 +416,7 @@ static void time_scan(size_t T, size_t seg_len)
             }
     check_note("scan[%s] timing E=8192 N=16 bf16 T=%zu seg=%zu segs=%d: %.3f ms/layer, %.2f "
                "us/token over 64 layers",
-               ctx.scan_algo == FMB_SCAN_QUAD ? "quad" : "seg", T, seg_len, p.nsegs, ms[4],
-               ms[4] * 1e3 * 64 / (double)T);
+               algo_name(), T, seg_len, p.nsegs, ms[4], ms[4] * 1e3 * 64 / (double)T);
     fmb_cuda_event_free(e0), fmb_cuda_event_free(e1);
     fmb_cuda_host_free(h), fmb_cuda_free(d), fmb_cuda_free(ws);
     fmb_cuda_free(dst), fmb_cuda_free(du), fmb_cuda_free(ddt), fmb_cuda_free(dz);
@@ -529,6 +535,37 @@ static void t_matvec(size_t B, size_t M, size_t K, fmb_kdt yt, int accumulate)
     fmb_cuda_free(dx), fmb_cuda_free(dW), fmb_cuda_free(dy);
 }
 
+/* Decode GEMM timing at the 7B shapes: W bf16 [M, K] streamed once, x bf16 [B, K], y bf16;
+ * median of 9 reps, reported as W bytes per second. */
+static void time_matvec(size_t B, size_t M, size_t K, const char *what)
+{
+    void *dW = fmb_cuda_malloc(M * K * 2), *dx = fmb_cuda_malloc(B * K * 2);
+    void *dy = fmb_cuda_malloc(B * M * 2);
+    fmb_k_fill_uniform(&ctx, dW, FMB_KDT_BF16, M * K, 11, 0.05f, 0.0f);
+    fmb_k_fill_uniform(&ctx, dx, FMB_KDT_BF16, B * K, 12, 1.0f, 0.0f);
+    void *e0 = fmb_cuda_event_new(), *e1 = fmb_cuda_event_new();
+    float ms[9];
+    for (int r = -2; r < 9; r++) {
+        fmb_cuda_event_record(&ctx, e0);
+        fmb_k_matvec(&ctx, B, M, K, dW, K, dx, K, FMB_KDT_BF16, dy, M, FMB_KDT_BF16, 0);
+        fmb_cuda_event_record(&ctx, e1);
+        float t = fmb_cuda_event_ms(e0, e1);
+        if (r >= 0)
+            ms[r] = t;
+    }
+    for (int i = 0; i < 9; i++)
+        for (int j = i + 1; j < 9; j++)
+            if (ms[j] < ms[i]) {
+                float tmp = ms[i];
+                ms[i] = ms[j];
+                ms[j] = tmp;
+            }
+    check_note("matvec timing %s B=%zu M=%zu K=%zu: %.1f us, %.0f GB/s of W", what, B, M, K,
+               ms[4] * 1e3, (double)M * K * 2 / (ms[4] * 1e-3) / 1e9);
+    fmb_cuda_event_free(e0), fmb_cuda_event_free(e1);
+    fmb_cuda_free(dW), fmb_cuda_free(dx), fmb_cuda_free(dy);
+}
+
 // --- main ---------------------------------------------------------------------------------
 
 int main(int argc, char **argv)
@@ -570,9 +607,10 @@ int main(int argc, char **argv)
             t_conv("decode 5x1", &c5, 256, Ks[ki], dt);
         }
         size_t Ns[2] = {16, 8};
-        for (int algo = 0; algo < 2; algo++)
+        const int algos[3] = {FMB_SCAN_QUAD, FMB_SCAN_SEG, FMB_SCAN_TILE};
+        for (int ai = 0; ai < 3; ai++)
             for (int ni = 0; ni < 2; ni++) {
-                ctx.scan_algo = algo;
+                ctx.scan_algo = algos[ai];
                 size_t N = Ns[ni];
                 t_scan("T=1 fresh", &c1, 130, N, dt, 32);
                 t_scan("T=1 state", &c1s, 130, N, dt, 32);
@@ -587,10 +625,11 @@ int main(int argc, char **argv)
         vl_case c2 = mk_case(2, l2, h2);
         int lb[] = {2000}, hb[] = {1};
         vl_case cb = mk_case(1, lb, hb);
-        for (int algo = 0; algo < 2; algo++) {
-            ctx.scan_algo = algo;
+        for (int ai = 0; ai < 3; ai++) {
+            ctx.scan_algo = algos[ai];
             t_scan("varlen 300+211", &c2, 1000, 12, dt, 32); // N = 12: masked seg variant
             t_scan("varlen 300+211", &c2, 1000, 6, dt, 32);  // N = 6: masked, seg fallback
+            t_scan("varlen 300+211", &c2, 1000, 16, dt, 32); // tile: partial tiles, 2 seqs
             if (!small_only)
                 t_scan("T=2000 state", &cb, 1024, 16, dt, 64);
         }
@@ -608,6 +647,11 @@ int main(int argc, char **argv)
     t_matvec(3, 129, 4104, FMB_KDT_BF16, 0);
     t_matvec(8, 77, 1024, FMB_KDT_F32, 1);
     t_matvec(5, 260, 8192, FMB_KDT_F32, 0);
+    t_matvec(16, 2048, 4096, FMB_KDT_BF16, 0); // tensor cores, 16-row blocks
+    t_matvec(12, 1030, 264, FMB_KDT_F32, 1);   // partial row block, partial 32-k step
+    t_matvec(9, 8460, 1024, FMB_KDT_F32, 0);   // 32-row blocks (M ≥ 64 · 132 SMs)
+    t_matvec(16, 300, 8192, FMB_KDT_F32, 0);   // few rows: two CUDA-core passes
+    t_matvec(13, 77, 1024, FMB_KDT_BF16, 1);
     if (!small_only) {
         ctx.scan_algo = FMB_SCAN_SEG;
         size_t segs[2] = {128, 256};
@@ -623,6 +667,18 @@ int main(int argc, char **argv)
         time_scan(4096, fmb_k_scan_seg_len(&ctx, 4096, 8192, 1));
         time_scan(8192, fmb_k_scan_seg_len(&ctx, 8192, 8192, 1));
         time_scan(16, 32);
+        size_t bs[3] = {1, 8, 16};
+        for (int i = 0; i < 3; i++) {
+            time_matvec(bs[i], 16384, 4096, "in_proj");
+            time_matvec(bs[i], 288, 8192, "x_proj");
+            time_matvec(bs[i], 8192, 256, "dt_proj");
+            time_matvec(bs[i], 4096, 8192, "out_proj");
+            time_matvec(bs[i], 65024, 4096, "lm_head");
+        }
+        ctx.scan_algo = FMB_SCAN_TILE;
+        time_scan(1024, 1024);
+        time_scan(4096, 4096);
+        time_scan(8192, 8192);
         ctx.scan_algo = FMB_SCAN_AUTO;
     }
     fmb_cuda_ctx_free(&ctx);
