@@ -7,6 +7,102 @@
 
 #include "kernels/base.h"
 
+// --- elementary functions ----------------------------------------------------------------
+
+/* exp(x) for float, vectorisable (no branches, no calls), within 2 ulp of glibc's expf for
+ * results above FLT_MIN, and 0 below exp(-87.3) where expf gives subnormals (a decay that small
+ * leaves nothing of the state either way). Range reduction x = k ln2 + r with ln2 split in two,
+ * then a degree-6 polynomial (Cephes' coefficients) on |r| <= ln2/2 and 2^k put into the exponent
+ * bits. tests/test_engine_units.c checks it against expf over [-100, 88]. */
+static inline float fmb_expf(float x)
+{
+    x = x > 88.3762626647949f ? 88.3762626647949f : x;
+    float xc = x < -87.3365447505531f ? -87.3365447505531f : x;
+    // k = round(x / ln2) by the 1.5·2^23 trick: plain adds, so SSE2 vectorises it (floorf
+    // needs SSE4.1); exact for |x / ln2| < 2^22
+    float k = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = xc - k * 0.693359375f + k * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } sc;
+    sc.i = ((int32_t)k + 127) << 23;
+    float res = p * sc.f;
+    return x < -87.3365447505531f ? 0.0f : res;
+}
+
+float fmb_kcpu_expf(float x)
+{
+    return fmb_expf(x);
+}
+
+/* log(u) for a normal u > 0, within 1 ulp of logf: u = m·2^e with m in [sqrt(1/2), sqrt(2)),
+ * then Cephes' degree-9 polynomial for log(1 + x), x = m - 1, with ln2 split in two. */
+static inline float fmb_logf(float u)
+{
+    union {
+        float f;
+        int32_t i;
+    } v = {u};
+    int32_t e = ((v.i >> 23) & 0xff) - 126;
+    v.i = (v.i & 0x007fffff) | 0x3f000000; // m in [0.5, 1)
+    float m = v.f;
+    int lt = m < 0.707106781186547524f;
+    e -= lt;
+    float x = lt ? m + m - 1.0f : m - 1.0f;
+    float z = x * x;
+    float y = 7.0376836292e-2f;
+    y = y * x - 1.1514610310e-1f;
+    y = y * x + 1.1676998740e-1f;
+    y = y * x - 1.2420140846e-1f;
+    y = y * x + 1.4249322787e-1f;
+    y = y * x - 1.6668057665e-1f;
+    y = y * x + 2.0000714765e-1f;
+    y = y * x - 2.4999993993e-1f;
+    y = y * x + 3.3333331174e-1f;
+    y = y * x * z;
+    float fe = (float)e;
+    y += -2.12194440e-4f * fe;
+    y += -0.5f * z;
+    return x + y + 0.693359375f * fe;
+}
+
+/* log(1 + y) for y >= 0: log(u)·y/(u - 1) with u = 1 + y recovers the bits lost in 1 + y. */
+static inline float fmb_log1pf(float y)
+{
+    float u = 1.0f + y;
+    return u == 1.0f ? y : fmb_logf(u) * (y / (u - 1.0f));
+}
+
+/* nn.functional.softplus(x), beta = 1, threshold = 20 */
+static inline float softplus(float x)
+{
+    return x > 20.0f ? x : fmb_log1pf(fmb_expf(x));
+}
+
+/* SiLU: x·sigmoid(x) */
+static inline float silu(float x)
+{
+    return x / (1.0f + fmb_expf(-x));
+}
+
+float fmb_kcpu_softplus(float x)
+{
+    return softplus(x);
+}
+
+float fmb_kcpu_silu(float x)
+{
+    return silu(x);
+}
+
 // --- GEMM ---------------------------------------------------------------------------------
 
 void fmb_kcpu_gemm_nt(size_t T,
@@ -76,11 +172,6 @@ void fmb_kcpu_rms_rows(float *x, size_t ld, size_t T, size_t n, float eps)
 
 // --- conv --------------------------------------------------------------------------------
 
-static inline float silu(float x)
-{
-    return x / (1.0f + expf(-x));
-}
-
 void fmb_kcpu_conv1d(const float *x,
                      size_t ldx,
                      float *y,
@@ -124,44 +215,52 @@ void fmb_kcpu_conv1d(const float *x,
 
 // --- selective scan ----------------------------------------------------------------------
 
-/* exp(x) for float, vectorisable (no branches, no calls), within 2 ulp of glibc's expf for
- * results above FLT_MIN, and 0 below exp(-87.3) where expf gives subnormals (a decay that small
- * leaves nothing of the state either way). Range reduction x = k ln2 + r with ln2 split in two,
- * then a degree-6 polynomial (Cephes' coefficients) on |r| <= ln2/2 and 2^k put into the exponent
- * bits. tests/test_engine_units.c checks it against expf over [-100, 88]. */
-static inline float fmb_expf(float x)
+/* One channel of one sequence over tokens [t0, t1), h: [N] in and out. Cloned for AVX2 (no
+ * FMA, so both clones round identically and results do not depend on the CPU). */
+__attribute__((target_clones("avx2", "default"))) static void scan_channel(size_t e,
+                                                                           size_t t0,
+                                                                           size_t t1,
+                                                                           float *h,
+                                                                           const float *u,
+                                                                           size_t ldu,
+                                                                           const float *dt_pre,
+                                                                           size_t lddt,
+                                                                           float bias,
+                                                                           const float *Ae,
+                                                                           const float *B,
+                                                                           const float *C,
+                                                                           size_t ldbc,
+                                                                           float Dskip,
+                                                                           const float *z,
+                                                                           size_t ldz,
+                                                                           float *y,
+                                                                           size_t ldy,
+                                                                           size_t N)
 {
-    x = x > 88.3762626647949f ? 88.3762626647949f : x;
-    float xc = x < -87.3365447505531f ? -87.3365447505531f : x;
-    // k = round(x / ln2) by the 1.5·2^23 trick: plain adds, so SSE2 vectorises it (floorf
-    // needs SSE4.1); exact for |x / ln2| < 2^22
-    float k = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = xc - k * 0.693359375f + k * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union {
-        int32_t i;
-        float f;
-    } sc;
-    sc.i = ((int32_t)k + 127) << 23;
-    float res = p * sc.f;
-    return x < -87.3365447505531f ? 0.0f : res;
-}
-
-float fmb_kcpu_expf(float x)
-{
-    return fmb_expf(x);
-}
-
-static inline float softplus(float x)
-{
-    // nn.functional.softplus(x), beta = 1, threshold = 20
-    return x > 20.0f ? x : log1pf(expf(x));
+    float dA[256];
+    for (size_t t = t0; t < t1; t++) {
+        // discrete_time_step = softplus(dt_proj(time_step) + bias)
+        float dt = softplus(dt_pre[t * lddt + e] + bias);
+        float ut = u[t * ldu + e];
+        const float *Bt = B + t * ldbc, *Ct = C + t * ldbc;
+        // discrete_A = exp(A * dt): vectorised over the states (the costly part)
+#pragma omp simd
+        for (size_t n = 0; n < N; n++)
+            dA[n] = fmb_expf(Ae[n] * dt);
+            // deltaB_u = (dt * B) * u; h = discrete_A * h + deltaB_u
+#pragma omp simd
+        for (size_t n = 0; n < N; n++) {
+            h[n] = dA[n] * h[n] + (dt * Bt[n]) * ut;
+            dA[n] = h[n] * Ct[n];
+        }
+        // scan_output = ssm_state @ C, summed in state order
+        float acc = 0.0f;
+        for (size_t n = 0; n < N; n++)
+            acc += dA[n];
+        // scan_output = (scan_output + hidden_states * D) * act(gate)
+        float out = acc + ut * Dskip;
+        y[t * ldy + e] = out * silu(z[t * ldz + e]);
+    }
 }
 
 void fmb_kcpu_scan(const float *u,
@@ -192,33 +291,10 @@ void fmb_kcpu_scan(const float *u,
 #pragma omp parallel for schedule(static)
         for (size_t e = 0; e < E; e++) {
             float h[256];
-            const float *Ae = A + e * N;
             for (size_t n = 0; n < N; n++)
                 h[n] = fresh ? 0.0f : hs[e * N + n];
-            for (size_t t = t0; t < t1; t++) {
-                // discrete_time_step = softplus(dt_proj(time_step) + bias)
-                float dt = softplus(dt_pre[t * lddt + e] + dt_bias[e]);
-                float ut = u[t * ldu + e];
-                const float *Bt = B + t * ldbc, *Ct = C + t * ldbc;
-                // discrete_A = exp(A * dt): vectorised over the states (the costly part)
-                float dA[256];
-#pragma omp simd
-                for (size_t n = 0; n < N; n++)
-                    dA[n] = fmb_expf(Ae[n] * dt);
-                    // deltaB_u = (dt * B) * u; h = discrete_A * h + deltaB_u
-#pragma omp simd
-                for (size_t n = 0; n < N; n++) {
-                    h[n] = dA[n] * h[n] + (dt * Bt[n]) * ut;
-                    dA[n] = h[n] * Ct[n];
-                }
-                // scan_output = ssm_state @ C, summed in state order
-                float acc = 0.0f;
-                for (size_t n = 0; n < N; n++)
-                    acc += dA[n];
-                // scan_output = (scan_output + hidden_states * D) * act(gate)
-                float out = acc + ut * Dskip[e];
-                y[t * ldy + e] = out * silu(z[t * ldz + e]);
-            }
+            scan_channel(e, t0, t1, h, u, ldu, dt_pre, lddt, dt_bias[e], A + e * N, B, C, ldbc,
+                         Dskip[e], z, ldz, y, ldy, N);
             for (size_t n = 0; n < N; n++)
                 hs[e * N + n] = h[n];
         }

@@ -116,6 +116,10 @@ void fmb_kcpu_head_reduce(const float *logits,
 
 /* The scan's exp: within 2 ulp of expf above FLT_MIN, 0 below exp(-87.34). Exposed for tests. */
 float fmb_kcpu_expf(float x);
+/* softplus (threshold 20) and SiLU as the kernels compute them (through fmb_kcpu_expf and an
+ * inline log1p, within a few ulp of libm's). Exposed for tests. */
+float fmb_kcpu_softplus(float x);
+float fmb_kcpu_silu(float x);
 
 /* bf16 / f16 → f32 conversion of n elements (exact). */
 void fmb_kcpu_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
