@@ -189,77 +189,96 @@ void fmb_kcpu_conv1d(const float *x,
         size_t t0 = (size_t)vl->seq_start[s], t1 = (size_t)vl->seq_start[s + 1];
         float *st = state + (size_t)vl->slot[s] * state_stride; // [E, K-1]
         int fresh = !vl->has_state[s];
+        // Blocks of CB channels, tokens outer inside a block: rows are read contiguously
+        // (one cache line serves 16 channels) instead of one line per channel and token.
+        enum { CB = 16 };
+        size_t nb = (E + CB - 1) / CB;
 #pragma omp parallel for schedule(static)
-        for (size_t e = 0; e < E; e++) {
-            // win holds the K-1 previous inputs then the current one: x[t-K+1 .. t]
-            float win[16];
-            for (size_t j = 0; j + 1 < K; j++)
-                win[j] = fresh ? 0.0f : st[e * (K - 1) + j];
-            const float *we = w + e * K;
-            for (size_t t = t0; t < t1; t++) {
-                win[K - 1] = x[t * ldx + e];
-                // self.act(self.conv1d(hidden_states)[..., :seq_len]): bias + Σ_j w[j] x[t-K+1+j]
-                float acc = b ? b[e] : 0.0f;
-                for (size_t j = 0; j < K; j++)
-                    acc += we[j] * win[j];
-                y[t * ldy + e] = silu(acc);
+        for (size_t bi = 0; bi < nb; bi++) {
+            size_t e0 = bi * CB, e1 = e0 + CB < E ? e0 + CB : E;
+            // win[c] holds the K-1 previous inputs then the current one: x[t-K+1 .. t]
+            float win[CB][16];
+            for (size_t e = e0; e < e1; e++)
                 for (size_t j = 0; j + 1 < K; j++)
-                    win[j] = win[j + 1];
+                    win[e - e0][j] = fresh ? 0.0f : st[e * (K - 1) + j];
+            for (size_t t = t0; t < t1; t++) {
+                for (size_t e = e0; e < e1; e++) {
+                    float *wn = win[e - e0];
+                    const float *we = w + e * K;
+                    wn[K - 1] = x[t * ldx + e];
+                    // self.act(self.conv1d(hidden_states)[..., :seq_len]): b + Σ_j w[j] x[t-K+1+j]
+                    float acc = b ? b[e] : 0.0f;
+                    for (size_t j = 0; j < K; j++)
+                        acc += we[j] * wn[j];
+                    y[t * ldy + e] = silu(acc);
+                    for (size_t j = 0; j + 1 < K; j++)
+                        wn[j] = wn[j + 1];
+                }
             }
             // conv_state = the last K-1 inputs (older state values shift through win)
-            for (size_t j = 0; j + 1 < K; j++)
-                st[e * (K - 1) + j] = win[j];
+            for (size_t e = e0; e < e1; e++)
+                for (size_t j = 0; j + 1 < K; j++)
+                    st[e * (K - 1) + j] = win[e - e0][j];
         }
     }
 }
 
 // --- selective scan ----------------------------------------------------------------------
 
-/* One channel of one sequence over tokens [t0, t1), h: [N] in and out. Cloned for AVX2 (no
- * FMA, so both clones round identically and results do not depend on the CPU). */
-__attribute__((target_clones("avx2", "default"))) static void scan_channel(size_t e,
-                                                                           size_t t0,
-                                                                           size_t t1,
-                                                                           float *h,
-                                                                           const float *u,
-                                                                           size_t ldu,
-                                                                           const float *dt_pre,
-                                                                           size_t lddt,
-                                                                           float bias,
-                                                                           const float *Ae,
-                                                                           const float *B,
-                                                                           const float *C,
-                                                                           size_t ldbc,
-                                                                           float Dskip,
-                                                                           const float *z,
-                                                                           size_t ldz,
-                                                                           float *y,
-                                                                           size_t ldy,
-                                                                           size_t N)
+/* Channels [e0, e0 + cb) (cb <= SCAN_CB) of one sequence over tokens [t0, t1). h: [N, SCAN_CB]
+ * (state-major, so a state of all the block's channels is one vector), At: A transposed the
+ * same way. Tokens outer; inside a token the channels are the SIMD lanes, and each channel's
+ * sum over states runs in state order, as the plain loop would. Cloned for AVX2 without FMA, so
+ * both clones round identically and results do not depend on the CPU. */
+enum { SCAN_CB = 16 };
+__attribute__((target_clones("avx2", "default"))) static void scan_block(size_t e0,
+                                                                         size_t cb,
+                                                                         size_t t0,
+                                                                         size_t t1,
+                                                                         float *h,
+                                                                         const float *At,
+                                                                         const float *u,
+                                                                         size_t ldu,
+                                                                         const float *dt_pre,
+                                                                         size_t lddt,
+                                                                         const float *dt_bias,
+                                                                         const float *B,
+                                                                         const float *C,
+                                                                         size_t ldbc,
+                                                                         const float *Dskip,
+                                                                         const float *z,
+                                                                         size_t ldz,
+                                                                         float *y,
+                                                                         size_t ldy,
+                                                                         size_t N)
 {
-    float dA[256];
+    float dt[SCAN_CB], ut[SCAN_CB], acc[SCAN_CB];
     for (size_t t = t0; t < t1; t++) {
-        // discrete_time_step = softplus(dt_proj(time_step) + bias)
-        float dt = softplus(dt_pre[t * lddt + e] + bias);
-        float ut = u[t * ldu + e];
         const float *Bt = B + t * ldbc, *Ct = C + t * ldbc;
-        // discrete_A = exp(A * dt): vectorised over the states (the costly part)
+        // discrete_time_step = softplus(dt_proj(time_step) + bias)
 #pragma omp simd
-        for (size_t n = 0; n < N; n++)
-            dA[n] = fmb_expf(Ae[n] * dt);
-            // deltaB_u = (dt * B) * u; h = discrete_A * h + deltaB_u
-#pragma omp simd
-        for (size_t n = 0; n < N; n++) {
-            h[n] = dA[n] * h[n] + (dt * Bt[n]) * ut;
-            dA[n] = h[n] * Ct[n];
+        for (size_t c = 0; c < cb; c++) {
+            dt[c] = softplus(dt_pre[t * lddt + e0 + c] + dt_bias[e0 + c]);
+            ut[c] = u[t * ldu + e0 + c];
+            acc[c] = 0.0f;
         }
-        // scan_output = ssm_state @ C, summed in state order
-        float acc = 0.0f;
-        for (size_t n = 0; n < N; n++)
-            acc += dA[n];
+        for (size_t n = 0; n < N; n++) {
+            float *hn = h + n * SCAN_CB;
+            const float *An = At + n * SCAN_CB;
+            float bn = Bt[n], cn = Ct[n];
+#pragma omp simd
+            for (size_t c = 0; c < cb; c++) {
+                // discrete_A = exp(A * dt); deltaB_u = (dt * B) * u; h = discrete_A * h + deltaB_u
+                float dA = fmb_expf(An[c] * dt[c]);
+                hn[c] = dA * hn[c] + (dt[c] * bn) * ut[c];
+                // scan_output = ssm_state @ C, summed in state order
+                acc[c] += hn[c] * cn;
+            }
+        }
         // scan_output = (scan_output + hidden_states * D) * act(gate)
-        float out = acc + ut * Dskip;
-        y[t * ldy + e] = out * silu(z[t * ldz + e]);
+#pragma omp simd
+        for (size_t c = 0; c < cb; c++)
+            y[t * ldy + e0 + c] = (acc[c] + ut[c] * Dskip[e0 + c]) * silu(z[t * ldz + e0 + c]);
     }
 }
 
@@ -288,15 +307,21 @@ void fmb_kcpu_scan(const float *u,
         size_t t0 = (size_t)vl->seq_start[s], t1 = (size_t)vl->seq_start[s + 1];
         float *hs = ssm + (size_t)vl->slot[s] * ssm_stride; // [E, N]
         int fresh = !vl->has_state[s];
+        size_t nb = (E + SCAN_CB - 1) / SCAN_CB;
 #pragma omp parallel for schedule(static)
-        for (size_t e = 0; e < E; e++) {
-            float h[256];
-            for (size_t n = 0; n < N; n++)
-                h[n] = fresh ? 0.0f : hs[e * N + n];
-            scan_channel(e, t0, t1, h, u, ldu, dt_pre, lddt, dt_bias[e], A + e * N, B, C, ldbc,
-                         Dskip[e], z, ldz, y, ldy, N);
-            for (size_t n = 0; n < N; n++)
-                hs[e * N + n] = h[n];
+        for (size_t bi = 0; bi < nb; bi++) {
+            size_t e0 = bi * SCAN_CB, cb = E - e0 < SCAN_CB ? E - e0 : SCAN_CB;
+            float h[256 * SCAN_CB], At[256 * SCAN_CB]; // [N, SCAN_CB]
+            for (size_t c = 0; c < cb; c++)
+                for (size_t n = 0; n < N; n++) {
+                    h[n * SCAN_CB + c] = fresh ? 0.0f : hs[(e0 + c) * N + n];
+                    At[n * SCAN_CB + c] = A[(e0 + c) * N + n];
+                }
+            scan_block(e0, cb, t0, t1, h, At, u, ldu, dt_pre, lddt, dt_bias, B, C, ldbc, Dskip, z,
+                       ldz, y, ldy, N);
+            for (size_t c = 0; c < cb; c++)
+                for (size_t n = 0; n < N; n++)
+                    hs[(e0 + c) * N + n] = h[n * SCAN_CB + c];
         }
     }
 }
