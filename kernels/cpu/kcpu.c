@@ -120,12 +120,14 @@ void fmb_kcpu_gemm_nt(size_t T,
         return;
     FMB_ASSERT(T <= INT32_MAX && M <= INT32_MAX && Kd <= INT32_MAX);
     // One thread pool: OpenBLAS runs single-threaded (the engine sets it) and the output
-    // columns are split over the OpenMP threads in blocks of 64, so BLAS threads never spin
+    // columns are split over the OpenMP threads in blocks, so BLAS threads never spin
     // against OpenMP threads. Each output element is one sgemm dot product whatever the split.
-    size_t blocks = (M + 63) / 64;
+    // Block width depends on M only (never on the thread count, so neither do the results):
+    // wide blocks for the lm_head so A is packed fewer times.
+    size_t bw = M > 8192 ? 512 : 64, blocks = (M + bw - 1) / bw;
 #pragma omp parallel for schedule(static) if (blocks > 1 && T * M * Kd > 32768)
     for (size_t b = 0; b < blocks; b++) {
-        size_t m0 = b * 64, m1 = m0 + 64 < M ? m0 + 64 : M;
+        size_t m0 = b * bw, m1 = m0 + bw < M ? m0 + bw : M;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)(m1 - m0), (int)Kd, 1.0f,
                     A, (int)lda, W + m0 * ldw, (int)ldw, accumulate ? 1.0f : 0.0f, C + m0,
                     (int)ldc);
