@@ -522,6 +522,16 @@ int fmb_cmd_check(int argc, char **argv)
         json_object_set_new(mem, "states", json_integer(2));
         json_object_set_new(mem, "chunk_tokens",
                             json_integer((json_int_t)fmb_engine_chunk_tokens(e.eng)));
+        fmb_engine_mem em;
+        fmb_engine_memory(e.eng, &em);
+        json_object_set_new(mem, "weights_bytes", json_integer((json_int_t)em.weights_bytes));
+        json_object_set_new(mem, "mapped_bytes", json_integer((json_int_t)em.mapped_bytes));
+        json_object_set_new(mem, "scratch_bytes", json_integer((json_int_t)em.scratch_bytes));
+        if (em.device_total) {
+            json_object_set_new(mem, "device_total_bytes",
+                                json_integer((json_int_t)em.device_total));
+            json_object_set_new(mem, "device_free_bytes", json_integer((json_int_t)em.device_free));
+        }
         json_object_set_new(o, "memory_plan", mem);
         json_object_set_new(o, "output", json_string(e.job->output));
         json_object_set_new(o, "model_hash", json_string(e.model_hash));

@@ -25,6 +25,8 @@ typedef struct {
         void *impl, void *st, const int32_t *ids, size_t n, const fmb_outputs *out, fmb_err *err);
     fmb_status (*step)(
         void *impl, void *const *sts, const int32_t *ids, size_t nseq, float *logits, fmb_err *err);
+    /* Optional (NULL: only what engine.c can compute is reported). */
+    void (*memory)(void *impl, fmb_engine_mem *m);
 } fmb_backend_ops;
 
 extern const fmb_backend_ops fmb_backend_cpu;

@@ -44,8 +44,10 @@ typedef struct {
     const float *lm_head; /* [V, D] when cached, else NULL */
     float **owned;        /* buffers to free */
     size_t n_owned;
-    float *layer_buf; /* [2ED + (R+2N)E + ER + DE] when not cached */
-    float *head_buf;  /* [head_vt, D] when not cached */
+    size_t owned_bytes;  /* all of them */
+    size_t weight_bytes; /* the part holding converted weights */
+    float *layer_buf;    /* [2ED + (R+2N)E + ER + DE] when not cached */
+    float *head_buf;     /* [head_vt, D] when not cached */
     /* activations, [T, ...] */
     float *resid, *normed, *proj, *xc, *dbc, *dt, *y, *out, *logits;
     char device[128];
@@ -65,6 +67,7 @@ static float *own_alloc(cpu_impl *p, size_t n)
     FMB_ASSERT(no);
     p->owned = no;
     p->owned[p->n_owned++] = b;
+    p->owned_bytes += (n ? n : 1) * sizeof(float);
     return b;
 }
 
@@ -165,7 +168,9 @@ static fmb_status cpu_open(const fmb_model *m, const fmb_engine_opts *o, void **
         p->lm_head = resident(p, m->lm_head);
         if (!p->lm_head)
             goto oom;
+        p->weight_bytes = p->owned_bytes;
     } else {
+        p->weight_bytes = p->owned_bytes;
         p->layer_buf = own_alloc(p, layer_big_floats(c));
         p->head_vt = ((size_t)128 << 20) / (D * sizeof(float));
         if (p->head_vt > V)
@@ -186,6 +191,13 @@ static fmb_status cpu_open(const fmb_model *m, const fmb_engine_opts *o, void **
 oom:
     cpu_free(p);
     return fmb_fail(err, FMB_ENOMEM, "cpu backend: out of memory for weights or scratch");
+}
+
+static void cpu_memory(void *impl, fmb_engine_mem *m)
+{
+    cpu_impl *p = impl;
+    m->weights_bytes = p->weight_bytes;
+    m->scratch_bytes = p->owned_bytes - p->weight_bytes;
 }
 
 static const char *cpu_device_name(void *impl)
@@ -454,4 +466,5 @@ const fmb_backend_ops fmb_backend_cpu = {
     .state_write = cpu_state_write,
     .forward = cpu_forward,
     .step = cpu_step,
+    .memory = cpu_memory,
 };

@@ -257,3 +257,14 @@ fmb_status fmb_engine_open_synthetic(const fmb_config *cfg,
     return fmb_fail(err, FMB_EUNSUP, "--synthetic needs the CUDA backend (built without CUDA)");
 #endif
 }
+
+void fmb_engine_memory(const fmb_engine *eng, fmb_engine_mem *m)
+{
+    memset(m, 0, sizeof *m);
+    const fmb_config *c = &eng->model->cfg;
+    m->state_bytes = (size_t)(c->L * c->E * (c->K - 1 + c->N)) * sizeof(float);
+    if (eng->model->st)
+        m->mapped_bytes = fmb_st_file_bytes(eng->model->st);
+    if (eng->ops->memory)
+        eng->ops->memory(eng->impl, m);
+}

@@ -48,6 +48,18 @@ const char *fmb_engine_backend_name(const fmb_engine *eng); /* "cpu", "cuda" */
 const char *fmb_engine_device_name(const fmb_engine *eng);  /* CPU model or GPU name */
 size_t fmb_engine_chunk_tokens(const fmb_engine *eng);
 
+/* What the engine holds, in bytes (a backend that cannot tell reports 0). */
+typedef struct {
+    size_t weights_bytes; /* weights resident in the backend's own memory (not the mmap) */
+    size_t mapped_bytes;  /* checkpoint files mapped (page cache, read on demand) */
+    size_t scratch_bytes; /* chunk-sized activations, layer buffers, the logits tile */
+    size_t state_bytes;   /* one sequence's conv + ssm state */
+    size_t device_total;  /* device memory, CUDA only */
+    size_t device_free;
+} fmb_engine_mem;
+
+void fmb_engine_memory(const fmb_engine *eng, fmb_engine_mem *m);
+
 /* States: created zeroed (the start of a sequence). Free accepts NULL. */
 FMB_NODISCARD fmb_status fmb_state_new(fmb_engine *eng, fmb_state **out, fmb_err *err);
 void fmb_state_free(fmb_state *st);
