@@ -83,6 +83,11 @@ extern "C" fmb_status fmb_cuda_ctx_init(fmb_cuda_ctx *c, int device, fmb_err *er
                    : strcmp(sa, "quad") == 0 ? FMB_SCAN_QUAD
                    : strcmp(sa, "tile") == 0 ? FMB_SCAN_TILE
                                              : FMB_SCAN_AUTO;
+    const char *mv = getenv("FMB_MATVEC");
+    c->matvec_algo = !mv                      ? FMB_MATVEC_AUTO
+                     : strcmp(mv, "cc") == 0  ? FMB_MATVEC_CC
+                     : strcmp(mv, "mma") == 0 ? FMB_MATVEC_MMA
+                                              : FMB_MATVEC_AUTO;
     cudaStream_t s;
     FMB_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     c->stream = s;

@@ -1,7 +1,7 @@
 /*
  * k_matvec: the decode-time product y[b, :] = W · x[b, :] for a few rows of x (B ≤ 8) with
- * bf16 W and x, fp32 accumulation (B ≤ 16: batches above 8 use tensor cores when M ≥ 1024,
- * else two passes of ≤ 8 rows). Decode at small batch is bound by reading W once; this
+ * bf16 W and x, fp32 accumulation (B ≤ 16: batches above 8 use tensor cores; see
+ * FMB_MATVEC in fmb_k_matvec). Decode at small batch is bound by reading W once; this
  * kernel streams W with 16-byte non-caching loads, several in flight per thread, while the
  * small x stays in L1/L2. A row of W is shared by tpr threads (tpr = 32..256 chosen from Kd
  * so that short rows, e.g. dt_proj's 256, still use whole warps).
@@ -128,11 +128,9 @@ static __global__ void __launch_bounds__(MV_THREADS)
 // The dot product does not depend on the order of k, so the fragments use a permuted k:
 // mma #1 takes elements 0..3 of the 8 (a0/b0 = elements 0,1 as logical k 2t,2t+1; a2/b1 =
 // elements 2,3 as logical k 2t+8,2t+9), mma #2 elements 4..7; A and B use the same mapping.
-// A block (8 warps) owns MT·16 rows; its warps split K by 32-k steps (U steps in flight
+// A block (NW warps) owns MT·16 rows; its warps split K by 32-k steps (U steps in flight
 // each) and sum their fragments through shared memory. Missing rows, batch rows and k
 // (past M, B, Kd) load zeros.
-#define MM_WARPS 8
-
 __device__ __forceinline__ void mma_bf16_16816(
     float *d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1)
 {
@@ -142,8 +140,8 @@ __device__ __forceinline__ void mma_bf16_16816(
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-template <int MT, int U, typename Y>
-static __global__ void __launch_bounds__(MM_WARPS * 32)
+template <int MT, int U, int NW, typename Y>
+static __global__ void __launch_bounds__(NW * 32)
     matvec_mma_kernel(const __nv_bfloat16 *__restrict__ W,
                       size_t ldw,
                       const __nv_bfloat16 *__restrict__ x,
@@ -156,7 +154,7 @@ static __global__ void __launch_bounds__(MM_WARPS * 32)
                       int accumulate)
 {
     constexpr int NV = MT * 2 * 4; // accumulator floats per thread: MT m-tiles × 2 n-tiles
-    __shared__ float red[MM_WARPS][32][NV + 1];
+    __shared__ float red[NW][32][NV + 1];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int m0 = blockIdx.x * (MT * 16);
@@ -186,11 +184,11 @@ static __global__ void __launch_bounds__(MM_WARPS * 32)
                 acc[mt][nt][r] = 0.0f;
     const int K8 = Kd / 8, nsteps = (K8 + 3) / 4;
     const uint4 zero = make_uint4(0, 0, 0, 0);
-    for (int s = warp; s < nsteps; s += U * MM_WARPS) {
+    for (int s = warp; s < nsteps; s += U * NW) {
         uint4 wv[U][2 * MT], xv[U][2];
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            const int ss = s + u * MM_WARPS, k8 = ss * 4 + t;
+            const int ss = s + u * NW, k8 = ss * 4 + t;
             const bool ok = ss < nsteps && k8 < K8;
 #pragma unroll
             for (int r = 0; r < 2 * MT; r++)
@@ -218,11 +216,11 @@ static __global__ void __launch_bounds__(MM_WARPS * 32)
             for (int r = 0; r < 4; r++)
                 red[warp][lane][(mt * 2 + nt) * 4 + r] = acc[mt][nt][r];
     __syncthreads();
-    for (int i = threadIdx.x; i < 32 * NV; i += MM_WARPS * 32) {
+    for (int i = threadIdx.x; i < 32 * NV; i += NW * 32) {
         const int l = i / NV, v = i % NV;
         float sum = 0.0f;
 #pragma unroll
-        for (int w = 0; w < MM_WARPS; w++)
+        for (int w = 0; w < NW; w++)
             sum += red[w][l][v];
         // accumulator layout (m16n8 f32): r 0,1 row g, r 2,3 row g+8; column 2t + (r & 1)
         const int mt = v / 8, nt = (v / 4) % 2, r = v % 4;
@@ -251,13 +249,14 @@ static void matvec_mma_launch(const fmb_cuda_ctx *c,
 {
     const __nv_bfloat16 *w = (const __nv_bfloat16 *)W, *xx = (const __nv_bfloat16 *)x;
     cudaStream_t s = FMB_STREAM(c);
-    // 32-row blocks when they still give two blocks per SM (x read once per 32 rows), else
-    // 16-row blocks with more steps in flight; both keep 8 W loads of 16 B in flight a thread
-    if (M >= (size_t)64 * (size_t)c->sm_count)
-        matvec_mma_kernel<2, 2, Y><<<fmb_cdiv(M, 32), MM_WARPS * 32, 0, s>>>(
+    // 16-row blocks (MT = 1; H200: 32-row blocks left a 1.3-wave tail on in_proj, 2.1 TB/s);
+    // few rows (x_proj, M = 288): 16 warps a block so that the few blocks keep more loads in
+    // flight. Both keep 4 steps (8 W loads of 16 B) in flight a thread.
+    if (M >= 1024)
+        matvec_mma_kernel<1, 4, 8, Y><<<fmb_cdiv(M, 16), 8 * 32, 0, s>>>(
             w, ldw, xx, ldx, (Y *)y, ldy, (int)M, (int)Kd, (int)B, accumulate);
     else
-        matvec_mma_kernel<1, 4, Y><<<fmb_cdiv(M, 16), MM_WARPS * 32, 0, s>>>(
+        matvec_mma_kernel<1, 4, 16, Y><<<fmb_cdiv(M, 16), 16 * 32, 0, s>>>(
             w, ldw, xx, ldx, (Y *)y, ldy, (int)M, (int)Kd, (int)B, accumulate);
     FMB_LAUNCH_CHECK(c);
 }
@@ -327,8 +326,9 @@ extern "C" void fmb_k_matvec(const fmb_cuda_ctx *c,
         return;
     FMB_ASSERTF(yt == FMB_KDT_F32 || yt == FMB_KDT_BF16, "fmb_k_matvec: unsupported output type %d",
                 (int)yt);
-    const size_t ys = yt == FMB_KDT_F32 ? 4 : 2;
-    if (B > 8 && M >= 1024) {
+    // FMB_MATVEC: auto (CUDA cores for B ≤ 8, tensor cores above), mma (tensor cores for
+    // every B), cc (the pre-tensor-core behaviour: CUDA cores for B ≤ 8, cuBLAS above)
+    if (c->matvec_algo == FMB_MATVEC_MMA || (c->matvec_algo == FMB_MATVEC_AUTO && B > 8)) {
         // tensor cores: W read once for all B rows
         if (yt == FMB_KDT_F32)
             matvec_mma_launch<float>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
@@ -336,14 +336,12 @@ extern "C" void fmb_k_matvec(const fmb_cuda_ctx *c,
             matvec_mma_launch<__nv_bfloat16>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
         return;
     }
-    // B > 8 with few rows (x_proj): rows 0..7 then 8..B-1; the second pass reads W from L2
-    for (size_t b0 = 0; b0 < B; b0 += 8) {
-        size_t nb = B - b0 < 8 ? B - b0 : 8;
-        const void *xb = (const __nv_bfloat16 *)x + b0 * ldx;
-        void *yb = (char *)y + b0 * ldy * ys;
-        if (yt == FMB_KDT_F32)
-            matvec_launch<float>(c, nb, M, Kd, W, ldw, xb, ldx, yb, ldy, accumulate);
-        else
-            matvec_launch<__nv_bfloat16>(c, nb, M, Kd, W, ldw, xb, ldx, yb, ldy, accumulate);
+    if (B > 8) {
+        fmb_k_gemm(c, B, M, Kd, x, ldx, W, ldw, FMB_KDT_BF16, y, ldy, yt, accumulate ? 1.0f : 0.0f);
+        return;
     }
+    if (yt == FMB_KDT_F32)
+        matvec_launch<float>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
+    else
+        matvec_launch<__nv_bfloat16>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
 }

@@ -46,8 +46,9 @@ typedef struct {
     int cc_major, cc_minor;
     size_t smem_per_block_optin; /* largest dynamic shared memory a block may opt into */
     size_t total_mem;
-    int debug_sync; /* 1: synchronise after every launch */
-    int scan_algo;  /* FMB_SCAN_* (env FMB_SCAN=quad|seg|tile at init) */
+    int debug_sync;  /* 1: synchronise after every launch */
+    int scan_algo;   /* FMB_SCAN_* (env FMB_SCAN=quad|seg|tile at init) */
+    int matvec_algo; /* FMB_MATVEC_* (env FMB_MATVEC=cc|mma at init) */
     char name[256];
 } fmb_cuda_ctx;
 
@@ -134,10 +135,13 @@ void fmb_k_gemm(const fmb_cuda_ctx *c,
                 float beta);
 
 /* Small-batch matrix-vector product for decode (B ≤ FMB_MATVEC_MAXB rows of x; B ≤ 8 on
- * CUDA cores, 9..16 on tensor cores (mma.sync m16n8k16) when M ≥ 1024):
+ * CUDA cores, 9..16 on tensor cores (mma.sync m16n8k16); c->matvec_algo overrides):
  * y[b, m] = Σ_k W[m, k] x[b, k] (+ y[b, m] if accumulate). W: bf16 [M, Kd] (ld ldw, 16-byte
  * aligned rows, Kd % 8 == 0); x: xt [B, Kd]; y: yt [B, M]. fp32 accumulation. */
 #define FMB_MATVEC_MAXB 16
+/* AUTO: CUDA cores for B ≤ 8, tensor cores for 9..16; CC: CUDA cores for B ≤ 8, cuBLAS for
+ * 9..16 (the earlier behaviour); MMA: tensor cores for every B. */
+enum { FMB_MATVEC_AUTO = 0, FMB_MATVEC_CC = 1, FMB_MATVEC_MMA = 2 };
 int fmb_k_matvec_supported(size_t B, size_t Kd, size_t ldw, fmb_kdt xt);
 void fmb_k_matvec(const fmb_cuda_ctx *c,
                   size_t B,

@@ -528,8 +528,8 @@ static void t_matvec(size_t B, size_t M, size_t K, fmb_kdt yt, int accumulate)
             r[b * M + m] = y[b * ldy + m];
         }
     char name[128];
-    snprintf(name, sizeof name, "matvec B=%zu M=%zu K=%zu ->%s acc=%d", B, M, K, dtn(yt),
-             accumulate);
+    snprintf(name, sizeof name, "matvec[%d] B=%zu M=%zu K=%zu ->%s acc=%d", ctx.matvec_algo, B, M,
+             K, dtn(yt), accumulate);
     expect(name, a, r, B * M, yt == FMB_KDT_F32 ? 1e-5 : 1e-2);
     free(x), free(W), free(y), free(g), free(a), free(r);
     fmb_cuda_free(dx), fmb_cuda_free(dW), fmb_cuda_free(dy);
@@ -560,8 +560,9 @@ static void time_matvec(size_t B, size_t M, size_t K, const char *what)
                 ms[i] = ms[j];
                 ms[j] = tmp;
             }
-    check_note("matvec timing %s B=%zu M=%zu K=%zu: %.1f us, %.0f GB/s of W", what, B, M, K,
-               ms[4] * 1e3, (double)M * K * 2 / (ms[4] * 1e-3) / 1e9);
+    check_note("matvec[%s] timing %s B=%zu M=%zu K=%zu: %.1f us, %.0f GB/s of W",
+               ctx.matvec_algo == FMB_MATVEC_MMA ? "mma" : "auto", what, B, M, K, ms[4] * 1e3,
+               (double)M * K * 2 / (ms[4] * 1e-3) / 1e9);
     fmb_cuda_event_free(e0), fmb_cuda_event_free(e1);
     fmb_cuda_free(dW), fmb_cuda_free(dx), fmb_cuda_free(dy);
 }
@@ -643,15 +644,20 @@ int main(int argc, char **argv)
     t_gemm(1, 64, 96, FMB_KDT_F32, FMB_KDT_F32);
     t_gemm(64, 128, 96, FMB_KDT_BF16, FMB_KDT_BF16);
     t_gemm(64, 128, 96, FMB_KDT_BF16, FMB_KDT_F32);
-    t_matvec(1, 300, 256, FMB_KDT_F32, 0);
-    t_matvec(3, 129, 4104, FMB_KDT_BF16, 0);
-    t_matvec(8, 77, 1024, FMB_KDT_F32, 1);
-    t_matvec(5, 260, 8192, FMB_KDT_F32, 0);
-    t_matvec(16, 2048, 4096, FMB_KDT_BF16, 0); // tensor cores, 16-row blocks
-    t_matvec(12, 1030, 264, FMB_KDT_F32, 1);   // partial row block, partial 32-k step
-    t_matvec(9, 8460, 1024, FMB_KDT_F32, 0);   // 32-row blocks (M ≥ 64 · 132 SMs)
-    t_matvec(16, 300, 8192, FMB_KDT_F32, 0);   // few rows: two CUDA-core passes
-    t_matvec(13, 77, 1024, FMB_KDT_BF16, 1);
+    const int mvs[3] = {FMB_MATVEC_AUTO, FMB_MATVEC_MMA, FMB_MATVEC_CC};
+    for (int mi = 0; mi < 3; mi++) {
+        ctx.matvec_algo = mvs[mi];
+        t_matvec(1, 300, 256, FMB_KDT_F32, 0);
+        t_matvec(3, 129, 4104, FMB_KDT_BF16, 0);
+        t_matvec(8, 77, 1024, FMB_KDT_F32, 1);
+        t_matvec(5, 260, 8192, FMB_KDT_F32, 0);
+        t_matvec(16, 2048, 4096, FMB_KDT_BF16, 0); // tensor cores, 8-warp blocks
+        t_matvec(12, 1030, 264, FMB_KDT_F32, 1);   // partial row block, partial 32-k step
+        t_matvec(9, 8460, 1024, FMB_KDT_F32, 0);
+        t_matvec(16, 300, 8192, FMB_KDT_F32, 0); // few rows: 16-warp blocks
+        t_matvec(13, 77, 1024, FMB_KDT_BF16, 1);
+    }
+    ctx.matvec_algo = FMB_MATVEC_AUTO;
     if (!small_only) {
         ctx.scan_algo = FMB_SCAN_SEG;
         size_t segs[2] = {128, 256};
@@ -668,13 +674,16 @@ int main(int argc, char **argv)
         time_scan(8192, fmb_k_scan_seg_len(&ctx, 8192, 8192, 1));
         time_scan(16, 32);
         size_t bs[3] = {1, 8, 16};
-        for (int i = 0; i < 3; i++) {
-            time_matvec(bs[i], 16384, 4096, "in_proj");
-            time_matvec(bs[i], 288, 8192, "x_proj");
-            time_matvec(bs[i], 8192, 256, "dt_proj");
-            time_matvec(bs[i], 4096, 8192, "out_proj");
-            time_matvec(bs[i], 65024, 4096, "lm_head");
-        }
+        for (int i = 0; i < 3; i++)
+            for (int mi = 0; mi < 2; mi++) {
+                ctx.matvec_algo = mi ? FMB_MATVEC_MMA : FMB_MATVEC_AUTO;
+                time_matvec(bs[i], 16384, 4096, "in_proj");
+                time_matvec(bs[i], 288, 8192, "x_proj");
+                time_matvec(bs[i], 8192, 256, "dt_proj");
+                time_matvec(bs[i], 4096, 8192, "out_proj");
+                time_matvec(bs[i], 65024, 4096, "lm_head");
+            }
+        ctx.matvec_algo = FMB_MATVEC_AUTO;
         ctx.scan_algo = FMB_SCAN_TILE;
         time_scan(1024, 1024);
         time_scan(4096, 4096);
