@@ -135,12 +135,13 @@ void fmb_k_gemm(const fmb_cuda_ctx *c,
                 float beta);
 
 /* Small-batch matrix-vector product for decode (B ≤ FMB_MATVEC_MAXB rows of x; B ≤ 8 on
- * CUDA cores, 9..16 on tensor cores (mma.sync m16n8k16); c->matvec_algo overrides):
+ * CUDA cores, 9..16 through cuBLAS, or all on tensor cores with c->matvec_algo = MMA):
  * y[b, m] = Σ_k W[m, k] x[b, k] (+ y[b, m] if accumulate). W: bf16 [M, Kd] (ld ldw, 16-byte
  * aligned rows, Kd % 8 == 0); x: xt [B, Kd]; y: yt [B, M]. fp32 accumulation. */
 #define FMB_MATVEC_MAXB 16
-/* AUTO: CUDA cores for B ≤ 8, tensor cores for 9..16; CC: CUDA cores for B ≤ 8, cuBLAS for
- * 9..16 (the earlier behaviour); MMA: tensor cores for every B. */
+/* AUTO = CC: CUDA cores for B ≤ 8, cuBLAS for 9..16; MMA: tensor cores (mma.sync m16n8k16)
+ * for every B. H200 7B decode: MMA is slower (batch 16 8.29 vs 6.61 ms/step, batch 1 6.63 vs
+ * 5.00), kept as an option and a tested starting point. */
 enum { FMB_MATVEC_AUTO = 0, FMB_MATVEC_CC = 1, FMB_MATVEC_MMA = 2 };
 int fmb_k_matvec_supported(size_t B, size_t Kd, size_t ldw, fmb_kdt xt);
 void fmb_k_matvec(const fmb_cuda_ctx *c,
