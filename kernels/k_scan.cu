@@ -15,6 +15,8 @@
  * reading the carried state directly. Exponentials as exp2 with A pre-scaled by log2(e).
  * Workspace: h [nsegs, N, E] f32 (pass A's end states, overwritten by the combine's start
  * states), sdt [nsegs, E] f32.
+ * Two one-pass kernels need no workspace: QUAD (4 lanes per channel, decode) and TILE (8 lanes
+ * per channel, N = 16, staged 64-token tiles; prefill's default). fmb_k_scan picks.
  */
 #include "kernels/k_common.cuh"
 

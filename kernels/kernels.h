@@ -278,8 +278,8 @@ void fmb_k_conv1d(const fmb_cuda_ctx *c,
  * memory with the per-token softplus/SiLU done once at staging. AUTO (default): TILE when
  * N = 16 and the sequences average ≥ 16 tokens (T ≥ 16·nseq), else QUAD when no sequence
  * spans more than one segment, else SEG.
- * H200, E = 8192, N = 16, bf16, T = 4096: SEG 10.1 µs/token (64 layers), QUAD 19.9; decode
- * batch 16: QUAD 6.78 ms/step, SEG 8.42. */
+ * H200, E = 8192, N = 16, bf16, T = 4096: TILE 7.9 µs/token (64 layers), SEG 10.1, QUAD
+ * 19.9-20.4; decode batch 16: QUAD 6.78 ms/step, SEG 8.42. */
 enum { FMB_SCAN_QUAD = 0, FMB_SCAN_SEG = 1, FMB_SCAN_AUTO = 2, FMB_SCAN_TILE = 3 };
 
 /* Workspace bytes of fmb_k_scan for a plan of at most nsegs segments and E, N. */
