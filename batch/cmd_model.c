@@ -65,6 +65,34 @@ static int engine_opt(int c, const char *cmd, fmb_engine_opts *eo)
     return 1;
 }
 
+/* The options naming the model and the input, shared by score and generate. */
+typedef struct {
+    const char *model, *ids_file, *text_file, *prompt, *doc_file;
+} input_opts;
+
+/* Returns 1 if c was one of the input options (stored in in), else 0. */
+static int input_opt(int c, input_opts *in)
+{
+    switch (c) {
+    case OPT_MODEL:
+        in->model = optarg;
+        return 1;
+    case OPT_IDS:
+        in->ids_file = optarg;
+        return 1;
+    case OPT_TEXT:
+        in->text_file = optarg;
+        return 1;
+    case OPT_PROMPT:
+        in->prompt = optarg;
+        return 1;
+    case OPT_DOC:
+        in->doc_file = optarg;
+        return 1;
+    }
+    return 0;
+}
+
 static void print_json_string(FILE *f, const char *s, size_t len)
 {
     json_t *j = json_stringn(s, len);
@@ -99,29 +127,19 @@ int fmb_cmd_score(int argc, char **argv)
                                        {"verbose", no_argument, 0, 'v'},
                                        ENGINE_LONGOPTS,
                                        {0, 0, 0, 0}};
-    const char *cmd = "score", *model = NULL, *ids_file = NULL, *text_file = NULL, *prompt = NULL;
+    const char *cmd = "score";
+    input_opts in = {0};
     int per_token = 0, top_k = 0, verbose = 0, c, h;
     uint64_t u;
     double t_start = fmb_now();
     fmb_engine_opts eo = {0};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        if ((h = engine_opt(c, cmd, &eo)))
-            if (h < 0)
-                return FMB_EXIT_USAGE;
+        if ((h = engine_opt(c, cmd, &eo)) < 0)
+            return FMB_EXIT_USAGE;
+        if (h || input_opt(c, &in))
+            continue;
         switch (c) {
-        case OPT_MODEL:
-            model = optarg;
-            break;
-        case OPT_IDS:
-            ids_file = optarg;
-            break;
-        case OPT_TEXT:
-            text_file = optarg;
-            break;
-        case OPT_PROMPT:
-            prompt = optarg;
-            break;
         case OPT_PER_TOKEN:
             per_token = 1;
             break;
@@ -138,10 +156,11 @@ int fmb_cmd_score(int argc, char **argv)
         case '?':
             return FMB_EXIT_USAGE;
         default:
-            if (!h)
-                return FMB_EXIT_USAGE;
+            return FMB_EXIT_USAGE;
         }
     }
+    const char *model = in.model, *ids_file = in.ids_file, *text_file = in.text_file,
+               *prompt = in.prompt;
     if (!model || (!!ids_file + !!text_file + !!prompt) != 1 || optind != argc) {
         fmb_cli_error(cmd, "usage: fmbatch score --model DIR (--ids-file F | --text-file F | "
                            "--prompt S) [--per-token] [--top-k K]");
@@ -266,8 +285,8 @@ int fmb_cmd_generate(int argc, char **argv)
                                        {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},
                                        ENGINE_LONGOPTS,
                                        {0, 0, 0, 0}};
-    const char *cmd = "generate", *model = NULL, *ids_file = NULL, *text_file = NULL,
-               *prompt = NULL, *doc_file = NULL;
+    const char *cmd = "generate";
+    input_opts in = {0};
     const char *stops[16];
     int n_stop = 0, c, h;
     uint64_t u;
@@ -278,25 +297,11 @@ int fmb_cmd_generate(int argc, char **argv)
     fmb_engine_opts eo = {0};
     optind = 1;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        if ((h = engine_opt(c, cmd, &eo)))
-            if (h < 0)
-                return FMB_EXIT_USAGE;
+        if ((h = engine_opt(c, cmd, &eo)) < 0)
+            return FMB_EXIT_USAGE;
+        if (h || input_opt(c, &in))
+            continue;
         switch (c) {
-        case OPT_MODEL:
-            model = optarg;
-            break;
-        case OPT_IDS:
-            ids_file = optarg;
-            break;
-        case OPT_TEXT:
-            text_file = optarg;
-            break;
-        case OPT_PROMPT:
-            prompt = optarg;
-            break;
-        case OPT_DOC:
-            doc_file = optarg;
-            break;
         case OPT_MAX_NEW:
             if (fmb_cli_parse_u64(optarg, &u) || u > 1000000) {
                 fmb_cli_error(cmd, "--max-new-tokens must be an integer in [0, 1000000]");
@@ -345,10 +350,11 @@ int fmb_cmd_generate(int argc, char **argv)
         case '?':
             return FMB_EXIT_USAGE;
         default:
-            if (!h)
-                return FMB_EXIT_USAGE;
+            return FMB_EXIT_USAGE;
         }
     }
+    const char *model = in.model, *ids_file = in.ids_file, *text_file = in.text_file,
+               *prompt = in.prompt, *doc_file = in.doc_file;
     int sources = !!ids_file + !!text_file + (prompt && !doc_file) + !!doc_file;
     if (!model || sources != 1 || (doc_file && !prompt) || optind != argc) {
         fmb_cli_error(cmd, "usage: fmbatch generate --model DIR (--ids-file F | --text-file F | "
