@@ -489,8 +489,17 @@ static void cu_state_write(void *impl, void *st, const float *conv, const float 
 
 // --- forward --------------------------------------------------------------------------------
 
-/* C[T, M] = A[T, K] · W[M, K]ᵀ: bf16 matrix-vector kernel for few rows, else cuBLAS. */
+/* Rows at which fmb_k_gemm_inv chooses its algorithms: the default chunk for the layers, the
+ * head tile for lm_head. Constants, so that the choice (and so every result) is the same
+ * whatever --chunk-tokens says. */
+#define CU_GEMM_PLAN_ROWS 4096
+#define CU_HEAD_PLAN_ROWS 256
+
+/* C[T, M] = A[T, K] · W[M, K]ᵀ. Prefill (plan_rows > 0): the row-invariant GEMM for every T,
+ * so that a token's results do not depend on the chunk it falls in. Decode (plan_rows = 0):
+ * the bf16 matrix-vector kernel for few rows, else cuBLAS. */
 static void mm(cu_impl *p,
+               size_t plan_rows,
                size_t T,
                size_t M,
                size_t K,
@@ -502,17 +511,21 @@ static void mm(cu_impl *p,
                size_t ldc,
                fmb_kdt ct)
 {
-    if (p->wt == FMB_KDT_BF16 && fmb_k_matvec_supported(T, K, ldw, p->wt) && lda % 8 == 0 &&
-        ((uintptr_t)A & 15) == 0 && ((uintptr_t)W & 15) == 0)
+    if (plan_rows)
+        fmb_k_gemm_inv(&p->ctx, T, M, K, A, lda, W, ldw, p->wt, C, ldc, ct, 0.0f, plan_rows);
+    else if (p->wt == FMB_KDT_BF16 && fmb_k_matvec_supported(T, K, ldw, p->wt) && lda % 8 == 0 &&
+             ((uintptr_t)A & 15) == 0 && ((uintptr_t)W & 15) == 0)
         fmb_k_matvec(&p->ctx, T, M, K, W, ldw, A, lda, p->wt, C, ldc, ct, 0);
     else
         fmb_k_gemm(&p->ctx, T, M, K, A, lda, W, ldw, p->wt, C, ldc, ct, 0.0f);
 }
 
 /* All layers and the final norm over T tokens whose ids are in ids_d, under plan pl.
- * Leaves the normed final hidden states in p->u ([T, D], activation type). */
-static void run_layers(cu_impl *p, const fmb_kplan *pl, size_t T)
+ * Leaves the normed final hidden states in p->u ([T, D], activation type). prefill: the
+ * chunk-length-independent GEMMs (mm's plan_rows). */
+static void run_layers(cu_impl *p, const fmb_kplan *pl, size_t T, int prefill)
 {
+    size_t pr = prefill ? CU_GEMM_PLAN_ROWS : 0;
     const fmb_config *c = &p->c;
     fmb_cuda_ctx *x = &p->ctx;
     size_t D = (size_t)c->D, E = (size_t)c->E, N = (size_t)c->N, K = (size_t)c->K;
@@ -526,24 +539,24 @@ static void run_layers(cu_impl *p, const fmb_kplan *pl, size_t T)
         // residual += previous mixer output; hidden_states = self.norm(residual)
         fmb_k_add_rmsnorm(x, p->resid, l ? p->mo : NULL, w->norm, c->norm_eps, p->u, at, T, D);
         // projected_states = self.in_proj(hidden_states): x = cols 0..E-1, z = E..2E-1
-        mm(p, T, 2 * E, D, p->u, D, w->in_proj, D, p->xz, 2 * E, at);
+        mm(p, pr, T, 2 * E, D, p->u, D, w->in_proj, D, p->xz, 2 * E, at);
         if (w->in_proj_bias)
             fmb_k_add_bias(x, p->xz, 2 * E, at, T, 2 * E, w->in_proj_bias);
         // hidden_states = act(conv1d(x)) continuing from the conv state
         fmb_k_conv1d(x, p->xz, 2 * E, p->xc, E, at, w->conv_w, w->conv_b, E, K, pl,
                      (size_t)l * E * (K - 1));
         // ssm_parameters = self.x_proj(hidden_states) = (δ | B | C)
-        mm(p, T, S, E, p->xc, E, w->x_proj, E, p->S, S, at);
+        mm(p, pr, T, S, E, p->xc, E, w->x_proj, E, p->S, S, at);
         // B, C = rms(B), rms(C); δ's rms is a per-token scale applied after dt_proj
         fmb_k_ssm_params(x, p->S, S, at, T, R, N, c->mixer_eps, c->mixer_norm, p->BC, p->dtscale);
         // dt_proj(δ) without its bias (added inside the scan before softplus)
-        mm(p, T, E, R, p->S, S, w->dt_proj, R, p->dtp, E, at);
+        mm(p, pr, T, E, R, p->S, S, w->dt_proj, R, p->dtp, E, at);
         // the selective scan; y overwrites the conv output (read then written per element)
         fmb_k_scan(x, at, p->xc, E, p->dtp, E, p->dtscale, w->dt_bias, w->A, p->BC, 2 * N, w->D,
                    (char *)p->xz + E * as, 2 * E, p->xc, E, E, N, pl,
                    conv_total + (size_t)l * E * N, p->scan_ws);
         // contextualized_states = self.out_proj(scan_output), f32
-        mm(p, T, D, E, p->xc, E, w->out_proj, E, p->mo, D, FMB_KDT_F32);
+        mm(p, pr, T, D, E, p->xc, E, w->out_proj, E, p->mo, D, FMB_KDT_F32);
         if (w->out_proj_bias)
             fmb_k_add_bias(x, p->mo, D, FMB_KDT_F32, T, D, w->out_proj_bias);
     }
@@ -590,9 +603,10 @@ cu_forward(void *impl, void *st, const int32_t *ids, size_t n, const fmb_outputs
         float *sp[1] = {s->d};
         fmb_kplan pl;
         build_plan(p, &pl, T, 1, starts, &has, sp, fmb_k_scan_seg_len(&p->ctx, T, (size_t)c->E, 1));
+        pl.chunk_inv = 1; /* kernel-side only: the device blob does not hold it */
         memcpy(p->ids_h, ids + t0, T * 4);
         fmb_cuda_h2d(&p->ctx, p->ids_d, p->ids_h, T * 4);
-        run_layers(p, &pl, T);
+        run_layers(p, &pl, T, 1);
         if (!wants_head(o, t0, T))
             continue;
         if (o->targets) {
@@ -603,8 +617,8 @@ cu_forward(void *impl, void *st, const int32_t *ids, size_t n, const fmb_outputs
         for (size_t r0 = 0; r0 < T; r0 += p->head_rows) {
             size_t rows = T - r0 < p->head_rows ? T - r0 : p->head_rows;
             // logits = self.lm_head(hidden_states): [rows, V] f32
-            mm(p, rows, V, D, (char *)p->u + r0 * D * as, D, p->lm_head, D, p->logits, V,
-               FMB_KDT_F32);
+            mm(p, CU_HEAD_PLAN_ROWS, rows, V, D, (char *)p->u + r0 * D * as, D, p->lm_head, D,
+               p->logits, V, FMB_KDT_F32);
             if (need_red)
                 fmb_k_head_reduce(&p->ctx, p->logits, V, rows, V, o->targets ? p->tgt_d + r0 : NULL,
                                   p->lp_d + r0, p->rank_d + r0, p->am_d + r0, k,
@@ -653,11 +667,11 @@ static void step_body(cu_impl *p, const fmb_kplan *pl, size_t B)
     size_t V = (size_t)p->c.V, D = (size_t)p->c.D;
     fmb_cuda_h2d(&p->ctx, p->plan_d, p->plan_h, pl->bytes);
     fmb_cuda_h2d(&p->ctx, p->ids_d, p->ids_h, B * 4);
-    run_layers(p, pl, B);
+    run_layers(p, pl, B, 0);
     for (size_t r0 = 0; r0 < B; r0 += p->head_rows) {
         size_t rows = B - r0 < p->head_rows ? B - r0 : p->head_rows;
-        mm(p, rows, V, D, (char *)p->u + r0 * D * fmb_kdt_size(p->wt), D, p->lm_head, D, p->logits,
-           V, FMB_KDT_F32);
+        mm(p, 0, rows, V, D, (char *)p->u + r0 * D * fmb_kdt_size(p->wt), D, p->lm_head, D,
+           p->logits, V, FMB_KDT_F32);
         fmb_cuda_d2h(&p->ctx, p->logits_h + r0 * V, p->logits, rows * V * 4);
     }
 }

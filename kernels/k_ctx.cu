@@ -1,8 +1,10 @@
 /*
  * k_ctx: the CUDA context (stream, cuBLAS handle and workspace, device limits), memory and
  * graph helpers, element-type conversion and initialisation kernels, the embedding gather,
- * the cuBLAS GEMM wrapper and the varlen chunk plan. Every CUDA call is checked.
+ * the cuBLAS GEMM wrappers (and the row-invariant cublasLt one) and the varlen chunk plan. Every
+ * CUDA call is checked.
  */
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +90,11 @@ extern "C" fmb_status fmb_cuda_ctx_init(fmb_cuda_ctx *c, int device, fmb_err *er
                      : strcmp(mv, "cc") == 0  ? FMB_MATVEC_CC
                      : strcmp(mv, "mma") == 0 ? FMB_MATVEC_MMA
                                               : FMB_MATVEC_AUTO;
+    const char *gm = getenv("FMB_GEMM");
+    c->gemm_algo = !gm                          ? FMB_GEMM_FIXED
+                   : strcmp(gm, "cublas") == 0  ? FMB_GEMM_CUBLAS
+                   : strcmp(gm, "fixedws") == 0 ? FMB_GEMM_FIXEDWS
+                                                : FMB_GEMM_FIXED;
     cudaStream_t s;
     FMB_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     c->stream = s;
@@ -100,8 +107,13 @@ extern "C" fmb_status fmb_cuda_ctx_init(fmb_cuda_ctx *c, int device, fmb_err *er
     c->cublas_ws_bytes = (size_t)32 << 20; // Hopper: 32 MiB recommended by cuBLAS docs
     c->cublas_ws = fmb_cuda_malloc(c->cublas_ws_bytes);
     FMB_CUBLAS_CHECK(cublasSetWorkspace(h, c->cublas_ws, c->cublas_ws_bytes));
+    cublasLtHandle_t lt;
+    FMB_CUBLAS_CHECK(cublasLtCreate(&lt));
+    c->lt = lt;
     return FMB_OK;
 }
+
+static void gemm_plans_free(fmb_cuda_ctx *c);
 
 extern "C" void fmb_cuda_ctx_free(fmb_cuda_ctx *c)
 {
@@ -112,6 +124,10 @@ extern "C" void fmb_cuda_ctx_free(fmb_cuda_ctx *c)
     if (c->cublas)
         FMB_CUBLAS_CHECK(cublasDestroy((cublasHandle_t)c->cublas));
     c->cublas = NULL;
+    gemm_plans_free(c);
+    if (c->lt)
+        FMB_CUBLAS_CHECK(cublasLtDestroy((cublasLtHandle_t)c->lt));
+    c->lt = NULL;
     fmb_cuda_free(c->cublas_ws);
     c->cublas_ws = NULL;
     if (c->stream)
@@ -446,6 +462,188 @@ extern "C" void fmb_k_gemm(const fmb_cuda_ctx *c,
         FMB_LAUNCH_CHECK(c);
 }
 
+// Row-invariant GEMM (kernels.h explains why). A plan holds the operation, the three layouts
+// (their column count is set to T per call) and the one algorithm every T runs with.
+#define GEMM_PLANS_MAX 32
+struct gemm_plan {
+    size_t M, Kd, lda, ldw, ldc;
+    fmb_kdt ab, ct;
+    int beta_nz;
+    int lt_ok; /* 0: no split-K-free algorithm was found; fmb_k_gemm is used instead */
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t lw, la, lc;
+    cublasLtMatmulAlgo_t algo;
+};
+struct gemm_plans {
+    int n;
+    gemm_plan e[GEMM_PLANS_MAX];
+};
+
+static void gemm_plans_free(fmb_cuda_ctx *c)
+{
+    gemm_plans *ps = (gemm_plans *)c->gemm_plans;
+    if (!ps)
+        return;
+    for (int i = 0; i < ps->n; i++) {
+        gemm_plan *g = &ps->e[i];
+        FMB_CUBLAS_CHECK(cublasLtMatmulDescDestroy(g->op));
+        FMB_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(g->lw));
+        FMB_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(g->la));
+        FMB_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(g->lc));
+    }
+    free(ps);
+    c->gemm_plans = NULL;
+}
+
+static uint32_t algo_cfg_u32(const cublasLtMatmulAlgo_t *a, cublasLtMatmulAlgoConfigAttributes_t at)
+{
+    // attributes are 2 or 4 bytes wide: ask for the width, read into a zeroed uint32
+    // (little-endian, so a uint16 lands in the low half)
+    uint32_t v = 0;
+    size_t w = 0;
+    FMB_CUBLAS_CHECK(cublasLtMatmulAlgoConfigGetAttribute(a, at, NULL, 0, &w));
+    FMB_ASSERT(w <= sizeof v);
+    FMB_CUBLAS_CHECK(cublasLtMatmulAlgoConfigGetAttribute(a, at, &v, w, &w));
+    return v;
+}
+
+static gemm_plan *gemm_plan_get(const fmb_cuda_ctx *c,
+                                size_t M,
+                                size_t Kd,
+                                size_t lda,
+                                size_t ldw,
+                                size_t ldc,
+                                fmb_kdt ab,
+                                fmb_kdt ct,
+                                int beta_nz,
+                                size_t plan_rows)
+{
+    // the context is const for the launchers; the cache it owns is not
+    fmb_cuda_ctx *mc = (fmb_cuda_ctx *)c;
+    if (!mc->gemm_plans)
+        mc->gemm_plans = fmb_xcalloc(1, sizeof(gemm_plans));
+    gemm_plans *ps = (gemm_plans *)mc->gemm_plans;
+    for (int i = 0; i < ps->n; i++) {
+        gemm_plan *g = &ps->e[i];
+        if (g->M == M && g->Kd == Kd && g->lda == lda && g->ldw == ldw && g->ldc == ldc &&
+            g->ab == ab && g->ct == ct && g->beta_nz == beta_nz)
+            return g;
+    }
+    FMB_ASSERTF(ps->n < GEMM_PLANS_MAX, "fmb_k_gemm_inv: more than %d GEMM shapes", GEMM_PLANS_MAX);
+    gemm_plan *g = &ps->e[ps->n++];
+    memset(g, 0, sizeof *g);
+    g->M = M, g->Kd = Kd, g->lda = lda, g->ldw = ldw, g->ldc = ldc;
+    g->ab = ab, g->ct = ct, g->beta_nz = beta_nz;
+    // column-major view as in fmb_k_gemm: Cᵀ[M, T] = (W as [Kd, M])ᵀ · (A as [Kd, T])
+    FMB_CUBLAS_CHECK(cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    FMB_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    FMB_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    FMB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&g->lw, cuda_type(ab), Kd, M, (int64_t)ldw));
+    FMB_CUBLAS_CHECK(
+        cublasLtMatrixLayoutCreate(&g->la, cuda_type(ab), Kd, plan_rows, (int64_t)lda));
+    FMB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&g->lc, cuda_type(ct), M, plan_rows, (int64_t)ldc));
+    cublasLtMatmulPreference_t pref;
+    FMB_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    uint64_t ws = c->gemm_algo == FMB_GEMM_FIXEDWS ? (uint64_t)c->cublas_ws_bytes : 0;
+    uint32_t red = CUBLASLT_REDUCTION_SCHEME_NONE, al = 16;
+    FMB_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    FMB_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof red));
+    // the calls' pointers are only promised 16-byte aligned (head tiles, column offsets)
+    const cublasLtMatmulPreferenceAttributes_t als[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (int i = 0; i < 4; i++)
+        FMB_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, als[i], &al, sizeof al));
+    cublasLtMatmulHeuristicResult_t r[8];
+    int nr = 0;
+    FMB_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)c->lt, g->op, g->lw, g->la,
+                                                    g->lc, g->lc, pref, 8, r, &nr));
+    FMB_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+    for (int i = 0; i < nr && !g->lt_ok; i++) {
+        // the mask already excludes split-K; checked again so that a library whose heuristic
+        // ignores the mask cannot bring back a T-dependent reduction
+        if (r[i].state != CUBLAS_STATUS_SUCCESS ||
+            algo_cfg_u32(&r[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) > 1 ||
+            algo_cfg_u32(&r[i].algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME) !=
+                CUBLASLT_REDUCTION_SCHEME_NONE)
+            continue;
+        g->algo = r[i].algo;
+        g->lt_ok = 1;
+    }
+    const char *v = getenv("FMB_GEMM_VERBOSE");
+    if (v && *v && strcmp(v, "0") != 0) {
+        if (g->lt_ok)
+            fprintf(stderr,
+                    "gemm_inv M=%zu K=%zu ld=%zu/%zu/%zu ab=%d ct=%d rows=%zu: %d candidates; "
+                    "algo id %u tile %u splitk %u red %u swizzle %u custom %u stages %u "
+                    "cluster %u\n",
+                    M, Kd, lda, ldw, ldc, (int)ab, (int)ct, plan_rows, nr,
+                    algo_cfg_u32(&g->algo, CUBLASLT_ALGO_CONFIG_ID),
+                    algo_cfg_u32(&g->algo, CUBLASLT_ALGO_CONFIG_TILE_ID),
+                    algo_cfg_u32(&g->algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM),
+                    algo_cfg_u32(&g->algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME),
+                    algo_cfg_u32(&g->algo, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING),
+                    algo_cfg_u32(&g->algo, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION),
+                    algo_cfg_u32(&g->algo, CUBLASLT_ALGO_CONFIG_STAGES_ID),
+                    algo_cfg_u32(&g->algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID));
+        else
+            fprintf(stderr, "gemm_inv M=%zu K=%zu: no split-K-free algorithm (%d candidates)\n", M,
+                    Kd, nr);
+    }
+    if (!g->lt_ok)
+        fprintf(stderr,
+                "fmbatch: cublasLt offers no split-K-free GEMM for M=%zu K=%zu; using cuBLAS's "
+                "default choice (results may depend on the chunk length)\n",
+                M, Kd);
+    return g;
+}
+
+extern "C" void fmb_k_gemm_inv(const fmb_cuda_ctx *c,
+                               size_t T,
+                               size_t M,
+                               size_t Kd,
+                               const void *A,
+                               size_t lda,
+                               const void *W,
+                               size_t ldw,
+                               fmb_kdt ab,
+                               void *C,
+                               size_t ldc,
+                               fmb_kdt ct,
+                               float beta,
+                               size_t plan_rows)
+{
+    if (T == 0 || M == 0)
+        return;
+    FMB_ASSERT(T <= INT32_MAX && M <= INT32_MAX && Kd <= INT32_MAX && plan_rows >= 1);
+    FMB_ASSERT(lda >= Kd && ldw >= Kd && ldc >= M);
+    // pointers below the 16-byte alignment the plans were chosen for: the T-dependent path
+    int aligned = (((uintptr_t)A | (uintptr_t)W | (uintptr_t)C) & 15) == 0;
+    gemm_plan *g = c->gemm_algo == FMB_GEMM_CUBLAS || !aligned
+                       ? NULL
+                       : gemm_plan_get(c, M, Kd, lda, ldw, ldc, ab, ct, beta != 0.0f, plan_rows);
+    if (!g || !g->lt_ok) {
+        fmb_k_gemm(c, T, M, Kd, A, lda, W, ldw, ab, C, ldc, ct, beta);
+        return;
+    }
+    uint64_t cols = T;
+    FMB_CUBLAS_CHECK(
+        cublasLtMatrixLayoutSetAttribute(g->la, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols));
+    FMB_CUBLAS_CHECK(
+        cublasLtMatrixLayoutSetAttribute(g->lc, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols));
+    float alpha = 1.0f;
+    FMB_CUBLAS_CHECK(cublasLtMatmul((cublasLtHandle_t)c->lt, g->op, &alpha, W, g->lw, A, g->la,
+                                    &beta, C, g->lc, C, g->lc, &g->algo, c->cublas_ws,
+                                    c->cublas_ws_bytes, FMB_STREAM(c)));
+    if (c->debug_sync)
+        FMB_LAUNCH_CHECK(c);
+}
+
 template <typename Y>
 static __global__ void add_bias_kernel(Y *y, size_t ldy, size_t M, const float *bias)
 {
@@ -566,6 +764,7 @@ extern "C" void fmb_k_plan_build(fmb_kplan *p,
     p->nsegs = nsegs;
     p->T = T;
     p->multi_seg = multi;
+    p->chunk_inv = 0;
     p->bytes = off + (size_t)nsegs * sizeof(fmb_kseg);
     FMB_ASSERT(off + (size_t)nsegs * sizeof(fmb_kseg) <= fmb_k_plan_bytes(T, (size_t)nseq));
 }

@@ -531,10 +531,14 @@ extern "C" void fmb_k_scan(const fmb_cuda_ctx *c,
     FMB_ASSERT(ldbc >= 2 * N && p->nsegs >= 1 && p->nsegs <= 65535 && p->nseq <= 65535);
     if (p->T == 0)
         return;
-    // AUTO: TILE when sequences average at least 16 tokens (prefill; N = 16 only), else QUAD
-    // when no sequence spans several segments (decode), else SEG.
+    // AUTO: TILE when sequences average at least 16 tokens or the plan is a prefill chunk
+    // (N = 16 only), else QUAD when no sequence spans several segments (decode) or the plan is
+    // a prefill chunk, else SEG. TILE and QUAD walk each (channel, state) through time in
+    // order, with per-token arithmetic that does not depend on where a chunk starts; SEG
+    // splits a chunk into T-dependent segments and recombines them (other fp32 rounding).
+    const bool aut = c->scan_algo == FMB_SCAN_AUTO;
     int tile = N == 16 && (c->scan_algo == FMB_SCAN_TILE ||
-                           (c->scan_algo == FMB_SCAN_AUTO && p->T >= 16 * (size_t)p->nseq));
+                           (aut && (p->T >= 16 * (size_t)p->nseq || p->chunk_inv)));
     if (tile) {
         dim3 g(fmb_cdiv(E, TL_CH), (unsigned)p->nseq);
         if (at == FMB_KDT_F32)
@@ -552,7 +556,7 @@ extern "C" void fmb_k_scan(const fmb_cuda_ctx *c,
         return;
     }
     int quad = c->scan_algo == FMB_SCAN_QUAD ||
-               ((c->scan_algo == FMB_SCAN_AUTO || c->scan_algo == FMB_SCAN_TILE) && !p->multi_seg);
+               ((aut || c->scan_algo == FMB_SCAN_TILE) && (!p->multi_seg || p->chunk_inv));
     if (quad && N % 4 == 0) {
         dim3 g(fmb_cdiv(E, 32), (unsigned)p->nseq);
 #define FMB_QUAD_CASE(AT)                                                                          \

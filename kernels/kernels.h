@@ -46,9 +46,12 @@ typedef struct {
     int cc_major, cc_minor;
     size_t smem_per_block_optin; /* largest dynamic shared memory a block may opt into */
     size_t total_mem;
-    int debug_sync;  /* 1: synchronise after every launch */
-    int scan_algo;   /* FMB_SCAN_* (env FMB_SCAN=quad|seg|tile at init) */
-    int matvec_algo; /* FMB_MATVEC_* (env FMB_MATVEC=cc|mma at init) */
+    int debug_sync;   /* 1: synchronise after every launch */
+    int scan_algo;    /* FMB_SCAN_* (env FMB_SCAN=quad|seg|tile at init) */
+    int matvec_algo;  /* FMB_MATVEC_* (env FMB_MATVEC=cc|mma at init) */
+    int gemm_algo;    /* FMB_GEMM_* (env FMB_GEMM=fixed|fixedws|cublas at init) */
+    void *lt;         /* cublasLtHandle_t, owned */
+    void *gemm_plans; /* fmb_k_gemm_inv's algorithm cache (k_ctx.cu), owned */
     char name[256];
 } fmb_cuda_ctx;
 
@@ -133,6 +136,34 @@ void fmb_k_gemm(const fmb_cuda_ctx *c,
                 size_t ldc,
                 fmb_kdt ct,
                 float beta);
+
+/* Row-invariant GEMM, same contract as fmb_k_gemm, for prefill: row t of C is bitwise the
+ * same whatever T (and whichever rows surround it), so scoring results do not depend on the
+ * chunk length. cuBLAS's default heuristic picks a kernel per (T, M, Kd): at small T it
+ * splits the K reduction (split-K), which changes the order of the fp32 sums, and bf16
+ * rounding of the activations then turns those last-bit differences into visible NLL
+ * differences (7B, chunk 512 vs 2048: mean |dNLL| 0.0117). Here one cublasLt algorithm per
+ * (M, Kd, leading dimensions, types, beta) is chosen once, at plan_rows rows (a constant of
+ * the caller, never the chunk length), among those without split-K (reduction scheme NONE)
+ * and, for FMB_GEMM_FIXED, without workspace (which also rules out stream-K's partial-tile
+ * fix-ups); the same algorithm then runs for every T, so each output element sees the same
+ * tile and K loop. c->gemm_algo = FMB_GEMM_CUBLAS falls back to fmb_k_gemm (the old,
+ * T-dependent choice). */
+enum { FMB_GEMM_FIXED = 0, FMB_GEMM_FIXEDWS = 1, FMB_GEMM_CUBLAS = 2 };
+void fmb_k_gemm_inv(const fmb_cuda_ctx *c,
+                    size_t T,
+                    size_t M,
+                    size_t Kd,
+                    const void *A,
+                    size_t lda,
+                    const void *W,
+                    size_t ldw,
+                    fmb_kdt ab,
+                    void *C,
+                    size_t ldc,
+                    fmb_kdt ct,
+                    float beta,
+                    size_t plan_rows);
 
 /* Small-batch matrix-vector product for decode (B ≤ FMB_MATVEC_MAXB rows of x; B ≤ 8 on
  * CUDA cores, 9..16 through cuBLAS, or all on tensor cores with c->matvec_algo = MMA):
@@ -226,7 +257,11 @@ typedef struct {
     const fmb_kseg *segs;     /* [nsegs] scan segments, grouped by sequence, in order */
     const int32_t *seq_seg0;  /* [nseq + 1] first segment of each sequence */
     int multi_seg;            /* 1 when some sequence spans more than one segment */
-    size_t bytes;             /* used bytes of the blob (what to copy to the device) */
+    int chunk_inv; /* 1 (set by the caller, after building): prefill, where results must not
+                    * depend on how a document is cut into chunks, so the scan uses a
+                    * time-sequential one-pass kernel (TILE, or QUAD for N != 16) for every T,
+                    * never SEG (whose segment boundaries depend on T) */
+    size_t bytes;  /* used bytes of the blob (what to copy to the device) */
 } fmb_kplan;
 
 /* Bytes of the host/device plan blob for at most T tokens and nseq sequences. */

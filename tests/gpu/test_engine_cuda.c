@@ -240,6 +240,25 @@ static void fixture(const char *name)
     snprintf(label, sizeof label, "cuda bf16 %s long NLL mean |diff|", name);
     check(mean <= 0.01, label, "mean |diff| %.3g > 0.01", mean);
     check_note("cuda bf16 %s: worst |dNLL| %.4f, mean %.5f", name, w, mean);
+    // bf16 results independent of the chunk length (row-invariant GEMMs, time-sequential
+    // scan), bit for bit; only in the default modes (FMB_GEMM=cublas or FMB_SCAN=seg are not)
+    const char *gm = getenv("FMB_GEMM"), *sm = getenv("FMB_SCAN");
+    int inv_modes = !(gm && strcmp(gm, "cublas") == 0) &&
+                    !(sm && (strcmp(sm, "seg") == 0 || strcmp(sm, "quad") == 0));
+    size_t bch[] = {1, 3, 64, 1000};
+    for (size_t c = 0; c < sizeof bch / sizeof bch[0]; c++) {
+        fmb_engine *ec = open_engine(dir, FMB_BACKEND_CUDA, FMB_COMPUTE_BF16, bch[c]);
+        float *nc = long_nll(ec, ids, n, NULL);
+        int same = memcmp(nc, nb, (n - 1) * sizeof *nc) == 0;
+        snprintf(label, sizeof label, "cuda bf16 %s long NLL chunk=%zu bitwise = default chunk",
+                 name, bch[c]);
+        if (inv_modes)
+            check(same, label, "differs");
+        else
+            check_note("%s: %s", label, same ? "yes" : "no");
+        free(nc);
+        fmb_engine_free(ec);
+    }
     free(nb);
 
     // bf16 batched decode of 12 sequences (batch > 8: the tensor-core / two-pass matvec

@@ -506,6 +506,93 @@ static void t_gemm(size_t T, size_t M, size_t K, fmb_kdt ab, fmb_kdt ct)
     fmb_cuda_free(dA), fmb_cuda_free(dW), fmb_cuda_free(dC);
 }
 
+/* fmb_k_gemm_inv: against the CPU twin, and row t of C bitwise the same whatever T (the
+ * rows at offset o of a T-row call equal those of the Tmax-row call). cuBLAS's own choice
+ * (fmb_k_gemm) is reported, not asserted. Big shapes: the 7B GEMMs. */
+static void t_gemm_inv(size_t M, size_t K, fmb_kdt ab, fmb_kdt ct, size_t Tmax, size_t plan)
+{
+    size_t es = fmb_kdt_size(ab), cs = fmb_kdt_size(ct);
+    void *dA = fmb_cuda_malloc(Tmax * K * es), *dW = fmb_cuda_malloc(M * K * es);
+    fmb_k_fill_uniform(&ctx, dA, ab, Tmax * K, 7, 1.0f, 0.0f);
+    fmb_k_fill_uniform(&ctx, dW, ab, M * K, 8, 0.05f, 0.0f);
+    void *full = fmb_cuda_malloc(Tmax * M * cs), *part = fmb_cuda_malloc(Tmax * M * cs);
+    unsigned char *hf = fmb_xmalloc(Tmax * M * cs), *hp = fmb_xmalloc(Tmax * M * cs);
+    for (int mode = 0; mode < 2; mode++) {
+        if (mode)
+            fmb_k_gemm(&ctx, Tmax, M, K, dA, K, dW, K, ab, full, M, ct, 0.0f);
+        else
+            fmb_k_gemm_inv(&ctx, Tmax, M, K, dA, K, dW, K, ab, full, M, ct, 0.0f, plan);
+        fmb_cuda_d2h(&ctx, hf, full, Tmax * M * cs);
+        fmb_cuda_sync(&ctx);
+        const size_t Ts[6] = {1, 3, 17, 256, 1000, 2048};
+        int same = 1;
+        char bad[64] = "";
+        for (int i = 0; i < 6; i++) {
+            size_t T = Ts[i], o = (Tmax - T) / 3;
+            if (T > Tmax)
+                continue;
+            const char *a = (const char *)dA + o * K * es;
+            if (mode)
+                fmb_k_gemm(&ctx, T, M, K, a, K, dW, K, ab, part, M, ct, 0.0f);
+            else
+                fmb_k_gemm_inv(&ctx, T, M, K, a, K, dW, K, ab, part, M, ct, 0.0f, plan);
+            fmb_cuda_d2h(&ctx, hp, part, T * M * cs);
+            fmb_cuda_sync(&ctx);
+            if (memcmp(hp, hf + o * M * cs, T * M * cs) != 0 && same) {
+                same = 0;
+                snprintf(bad, sizeof bad, " (first at T=%zu)", T);
+            }
+        }
+        char name[160];
+        snprintf(name, sizeof name, "gemm_inv%s M=%zu K=%zu %s->%s rows invariant over T%s",
+                 mode ? " (cuBLAS default, reported)" : "", M, K, dtn(ab), dtn(ct), bad);
+        if (mode)
+            check_note("%s: %s", name, same ? "yes" : "no");
+        else
+            check(same, name, "a row differs between T");
+    }
+    if (!small_only && Tmax >= 4096) {
+        void *e0 = fmb_cuda_event_new(), *e1 = fmb_cuda_event_new();
+        for (int mode = 0; mode < 2; mode++) {
+            float best = 1e30f;
+            for (int r = 0; r < 5; r++) {
+                fmb_cuda_event_record(&ctx, e0);
+                if (mode)
+                    fmb_k_gemm(&ctx, 4096, M, K, dA, K, dW, K, ab, full, M, ct, 0.0f);
+                else
+                    fmb_k_gemm_inv(&ctx, 4096, M, K, dA, K, dW, K, ab, full, M, ct, 0.0f, plan);
+                fmb_cuda_event_record(&ctx, e1);
+                float ms = fmb_cuda_event_ms(e0, e1);
+                best = ms < best ? ms : best;
+            }
+            check_note("gemm T=4096 M=%zu K=%zu %s: %.3f ms (%.0f TFLOP/s)", M, K,
+                       mode ? "cuBLAS default" : "gemm_inv", best,
+                       2.0 * 4096 * M * K / (best * 1e-3) / 1e12);
+        }
+        fmb_cuda_event_free(e0), fmb_cuda_event_free(e1);
+    }
+    free(hf), free(hp);
+    fmb_cuda_free(dA), fmb_cuda_free(dW), fmb_cuda_free(full), fmb_cuda_free(part);
+}
+
+static void t_gemm_inv_acc(size_t T, size_t M, size_t K, fmb_kdt ab, fmb_kdt ct)
+{
+    float *A = hnew(T * K), *W = hnew(M * K), *C = hnew(T * M);
+    fill_normal(A, T * K, 1.0f);
+    fill_normal(W, M * K, 0.1f);
+    round_to(A, T * K, ab);
+    round_to(W, M * K, ab);
+    void *dA = up(A, T * K, ab), *dW = up(W, M * K, ab), *dC = poisoned(T * M, ct);
+    fmb_k_gemm_inv(&ctx, T, M, K, dA, K, dW, K, ab, dC, M, ct, 0.0f, 64);
+    fmb_kcpu_gemm_nt(T, M, K, A, K, W, K, C, M, 0);
+    float *g = down(dC, T * M, ct);
+    char name[128];
+    snprintf(name, sizeof name, "gemm_inv T=%zu M=%zu K=%zu %s->%s", T, M, K, dtn(ab), dtn(ct));
+    expect(name, g, C, T * M, ct == FMB_KDT_F32 ? 1e-5 : 1e-2);
+    free(A), free(W), free(C), free(g);
+    fmb_cuda_free(dA), fmb_cuda_free(dW), fmb_cuda_free(dC);
+}
+
 static void t_matvec(size_t B, size_t M, size_t K, fmb_kdt yt, int accumulate)
 {
     size_t ldw = K + 8, ldx = K + 16, ldy = M + 3;
@@ -644,6 +731,20 @@ int main(int argc, char **argv)
     t_gemm(1, 64, 96, FMB_KDT_F32, FMB_KDT_F32);
     t_gemm(64, 128, 96, FMB_KDT_BF16, FMB_KDT_BF16);
     t_gemm(64, 128, 96, FMB_KDT_BF16, FMB_KDT_F32);
+    t_gemm_inv_acc(33, 70, 50, FMB_KDT_F32, FMB_KDT_F32);
+    t_gemm_inv_acc(1, 64, 96, FMB_KDT_F32, FMB_KDT_F32);
+    t_gemm_inv_acc(64, 128, 96, FMB_KDT_BF16, FMB_KDT_BF16);
+    t_gemm_inv_acc(3, 128, 96, FMB_KDT_BF16, FMB_KDT_F32);
+    t_gemm_inv(128, 64, FMB_KDT_BF16, FMB_KDT_BF16, 300, 64);
+    if (!small_only) {
+        // the 7B shapes: in_proj, x_proj, dt_proj, out_proj (plan at 4096 rows), lm_head (256)
+        t_gemm_inv(16384, 4096, FMB_KDT_BF16, FMB_KDT_BF16, 4096, 4096);
+        t_gemm_inv(288, 8192, FMB_KDT_BF16, FMB_KDT_BF16, 4096, 4096);
+        t_gemm_inv(8192, 256, FMB_KDT_BF16, FMB_KDT_BF16, 4096, 4096);
+        t_gemm_inv(4096, 8192, FMB_KDT_BF16, FMB_KDT_F32, 4096, 4096);
+        t_gemm_inv(65024, 4096, FMB_KDT_BF16, FMB_KDT_F32, 256, 256);
+        t_gemm_inv(288, 8192, FMB_KDT_F32, FMB_KDT_F32, 2048, 4096);
+    }
     const int mvs[3] = {FMB_MATVEC_AUTO, FMB_MATVEC_MMA, FMB_MATVEC_CC};
     for (int mi = 0; mi < 3; mi++) {
         ctx.matvec_algo = mvs[mi];
