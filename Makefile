@@ -113,9 +113,10 @@ $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/check.o $(BATCH_LIB) $(ENGINE_LIB)
+TEST_HARNESS = $(BUILD)/tests/check.o $(BUILD)/tests/fixture.o
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_HARNESS) $(BATCH_LIB) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(BATCH_LDLIBS) $(LDLIBS)
-$(BUILD)/tests/gpu/%: $(BUILD)/tests/gpu/%.o $(BUILD)/tests/check.o $(ENGINE_LIB)
+$(BUILD)/tests/gpu/%: $(BUILD)/tests/gpu/%.o $(TEST_HARNESS) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Every CPU test binary and every tests/sh/*.sh script; the runner prints "N passed, N failed".

@@ -12,37 +12,7 @@
 #include "engine/engine.h"
 #include "engine/safetensors.h"
 #include "tests/check.h"
-
-static const fmb_tensor *ref(const fmb_st *st, const char *name)
-{
-    const fmb_tensor *t = fmb_st_find(st, name);
-    if (!t) {
-        printf("FAIL fixture: %s missing\n", name);
-        exit(1);
-    }
-    return t;
-}
-
-static int32_t *ref_ids(const fmb_st *st, const char *name, size_t *n)
-{
-    const fmb_tensor *t = ref(st, name);
-    *n = t->numel;
-    int32_t *v = malloc(t->numel * sizeof *v);
-    memcpy(v, t->data, t->numel * sizeof *v); // I32 is not an fmb_dtype: read raw
-    return v;
-}
-
-static double ref_at(const fmb_tensor *t, size_t i)
-{
-    if (t->nbytes == t->numel * 8) {
-        double d;
-        memcpy(&d, (const char *)t->data + i * 8, 8);
-        return d;
-    }
-    float f;
-    memcpy(&f, (const char *)t->data + i * 4, 4);
-    return f;
-}
+#include "tests/fixture.h"
 
 static fmb_engine *open_engine(const char *dir, size_t chunk)
 {
@@ -98,9 +68,9 @@ static void golden(const char *name, int n_prompts)
     for (int p = 0; p < n_prompts; p++) {
         size_t n;
         snprintf(tn, sizeof tn, "prompt%d.ids", p);
-        int32_t *ids = ref_ids(rs, tn, &n);
+        int32_t *ids = fixture_ids(rs, tn, &n);
         snprintf(tn, sizeof tn, "prompt%d.logits", p);
-        const fmb_tensor *rl = ref(rs, tn);
+        const fmb_tensor *rl = fixture_ref(rs, tn);
         float *lg = malloc(n * V * sizeof *lg);
         fmb_state *st;
         FMB_ASSERT(!fmb_state_new(e, &st, &err));
@@ -109,7 +79,7 @@ static void golden(const char *name, int n_prompts)
         FMB_ASSERT(!fmb_engine_forward(e, st, ids, n, &o, &err));
         double w = 0;
         for (size_t i = 0; i < n * V; i++)
-            w = fmax(w, fabs(lg[i] - ref_at(rl, i)));
+            w = fmax(w, fabs(lg[i] - fixture_at(rl, i)));
         worst_logit = fmax(worst_logit, w);
         snprintf(label, sizeof label, "%s prompt%d logits (%zu positions)", name, p, n);
         check(w <= 1e-4, label, "max |diff| %.3g > 1e-4", w);
@@ -117,9 +87,9 @@ static void golden(const char *name, int n_prompts)
         // 12 greedy tokens, decoded step by step from the prompt's state.
         snprintf(tn, sizeof tn, "prompt%d.greedy_ids", p);
         size_t ng;
-        int32_t *gids = ref_ids(rs, tn, &ng);
+        int32_t *gids = fixture_ids(rs, tn, &ng);
         snprintf(tn, sizeof tn, "prompt%d.greedy_logprobs", p);
-        const fmb_tensor *glp = ref(rs, tn);
+        const fmb_tensor *glp = fixture_ref(rs, tn);
         const float *last = lg + (n - 1) * V;
         float *step = malloc(V * sizeof *step);
         memcpy(step, last, V * sizeof *step);
@@ -138,7 +108,7 @@ static void golden(const char *name, int n_prompts)
             double lp = step[am] - mx - log(se);
             if ((int32_t)am != gids[g])
                 ok = 0;
-            wg = fmax(wg, fabs(lp - ref_at(glp, g)));
+            wg = fmax(wg, fabs(lp - fixture_at(glp, g)));
             int32_t id = (int32_t)am;
             fmb_state *sts[1] = {st};
             FMB_ASSERT(!fmb_engine_step(e, sts, &id, 1, step, &err));
@@ -158,12 +128,12 @@ static void golden(const char *name, int n_prompts)
 
     // Long prompt: per-position NLL.
     size_t n;
-    int32_t *ids = ref_ids(rs, "long.ids", &n);
-    const fmb_tensor *rn = ref(rs, "long.nll");
+    int32_t *ids = fixture_ids(rs, "long.ids", &n);
+    const fmb_tensor *rn = fixture_ref(rs, "long.nll");
     float *nll = long_nll(e, ids, n);
     double w = 0, mean = 0;
     for (size_t i = 0; i + 1 < n; i++) {
-        w = fmax(w, fabs(nll[i] - ref_at(rn, i)));
+        w = fmax(w, fabs(nll[i] - fixture_at(rn, i)));
         mean += nll[i];
     }
     snprintf(label, sizeof label, "%s long NLL (%zu positions)", name, n - 1);

@@ -15,37 +15,7 @@
 #include "engine/engine.h"
 #include "engine/safetensors.h"
 #include "tests/check.h"
-
-static const fmb_tensor *ref(const fmb_st *st, const char *name)
-{
-    const fmb_tensor *t = fmb_st_find(st, name);
-    if (!t) {
-        printf("FAIL fixture: %s missing\n", name);
-        exit(1);
-    }
-    return t;
-}
-
-static int32_t *ref_ids(const fmb_st *st, const char *name, size_t *n)
-{
-    const fmb_tensor *t = ref(st, name);
-    *n = t->numel;
-    int32_t *v = malloc(t->numel * sizeof *v);
-    memcpy(v, t->data, t->numel * sizeof *v);
-    return v;
-}
-
-static double ref_at(const fmb_tensor *t, size_t i)
-{
-    if (t->nbytes == t->numel * 8) {
-        double d;
-        memcpy(&d, (const char *)t->data + i * 8, 8);
-        return d;
-    }
-    float f;
-    memcpy(&f, (const char *)t->data + i * 4, 4);
-    return f;
-}
+#include "tests/fixture.h"
 
 static fmb_engine *
 open_engine(const char *dir, fmb_backend_kind b, fmb_compute_kind ck, size_t chunk)
@@ -116,16 +86,16 @@ bf16_greedy(const char *name, const char *dir, const fmb_st *rs, fmb_engine *eb,
         snprintf(tn, sizeof tn, "prompt%d.ids", p);
         if (!fmb_st_find(rs, tn))
             break;
-        int32_t *ids = ref_ids(rs, tn, &n);
+        int32_t *ids = fixture_ids(rs, tn, &n);
         snprintf(tn, sizeof tn, "prompt%d.greedy_ids", p);
-        int32_t *gids = ref_ids(rs, tn, &ng);
+        int32_t *gids = fixture_ids(rs, tn, &ng);
         snprintf(tn, sizeof tn, "prompt%d.logits", p);
-        const fmb_tensor *rl = ref(rs, tn);
+        const fmb_tensor *rl = fixture_ref(rs, tn);
 
         // HF's top-2 gap per step: HF's own logits at step 0, the CPU engine's after
         float *cl = malloc(V * sizeof *cl);
         for (size_t v = 0; v < V; v++)
-            cl[v] = (float)ref_at(rl, (n - 1) * V + v);
+            cl[v] = (float)fixture_at(rl, (n - 1) * V + v);
         fmb_state *cs;
         FMB_ASSERT(!fmb_state_new(cpu, &cs, &err));
         FMB_ASSERT(!fmb_engine_forward(cpu, cs, ids, n, NULL, &err));
@@ -209,9 +179,9 @@ static void fixture(const char *name)
         snprintf(tn, sizeof tn, "prompt%d.ids", p);
         if (!fmb_st_find(rs, tn))
             break;
-        int32_t *ids = ref_ids(rs, tn, &n);
+        int32_t *ids = fixture_ids(rs, tn, &n);
         snprintf(tn, sizeof tn, "prompt%d.logits", p);
-        const fmb_tensor *rl = ref(rs, tn);
+        const fmb_tensor *rl = fixture_ref(rs, tn);
         float *lg = malloc(n * V * sizeof *lg);
         for (size_t i = 0; i < n * V; i++)
             lg[i] = NAN;
@@ -222,13 +192,13 @@ static void fixture(const char *name)
         FMB_ASSERT(!fmb_engine_forward(e, st, ids, n, &o, &err));
         double w = 0;
         for (size_t i = 0; i < n * V; i++)
-            w = isnan(lg[i]) ? INFINITY : fmax(w, fabs(lg[i] - ref_at(rl, i)));
+            w = isnan(lg[i]) ? INFINITY : fmax(w, fabs(lg[i] - fixture_at(rl, i)));
         snprintf(label, sizeof label, "cuda f32 %s prompt%d logits (%zu positions)", name, p, n);
         check(w <= 1e-4, label, "max |diff| %.3g > 1e-4", w);
 
         size_t ng;
         snprintf(tn, sizeof tn, "prompt%d.greedy_ids", p);
-        int32_t *gids = ref_ids(rs, tn, &ng);
+        int32_t *gids = fixture_ids(rs, tn, &ng);
         float *step = malloc(V * sizeof *step);
         memcpy(step, lg + (n - 1) * V, V * sizeof *step);
         int ok = 1;
@@ -250,8 +220,8 @@ static void fixture(const char *name)
 
     // long prompt at several chunk lengths, f32
     size_t n;
-    int32_t *ids = ref_ids(rs, "long.ids", &n);
-    const fmb_tensor *rn = ref(rs, "long.nll");
+    int32_t *ids = fixture_ids(rs, "long.ids", &n);
+    const fmb_tensor *rn = fixture_ref(rs, "long.nll");
     size_t chunks[] = {1, 3, 64, 1000, 0};
     for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
         fmb_engine *ec =
@@ -260,7 +230,7 @@ static void fixture(const char *name)
         float *nll = long_nll(ec, ids, n, &st);
         double w = 0;
         for (size_t i = 0; i + 1 < n; i++)
-            w = fmax(w, fabs(nll[i] - ref_at(rn, i)));
+            w = fmax(w, fabs(nll[i] - fixture_at(rn, i)));
         snprintf(label, sizeof label, "cuda f32 %s long NLL chunk=%zu (%zu positions)", name,
                  fmb_engine_chunk_tokens(ec), n - 1);
         check(w <= 1e-4, label, "max |diff| %.3g > 1e-4", w);
@@ -330,7 +300,7 @@ static void fixture(const char *name)
     float *nb = long_nll(eb, ids, n, NULL);
     double w = 0, mean = 0;
     for (size_t i = 0; i + 1 < n; i++) {
-        double d = fabs(nb[i] - ref_at(rn, i));
+        double d = fabs(nb[i] - fixture_at(rn, i));
         w = fmax(w, isnan(d) ? INFINITY : d);
         mean += d;
     }
