@@ -65,6 +65,24 @@ static int engine_opt(int c, const char *cmd, fmb_engine_opts *eo)
     return 1;
 }
 
+/* Long-document progress on stderr: "score: 40960/100000 tokens (41%), 652 tok/s". Shown
+ * when stderr is a terminal or with --verbose; a line per chunk, overwritten on a terminal. */
+typedef struct {
+    const char *cmd;
+    double t0;
+    int tty;
+} progress_ctx;
+
+static void show_progress(void *vctx, size_t done, size_t total)
+{
+    progress_ctx *c = vctx;
+    double el = fmb_now() - c->t0;
+    fprintf(stderr, "%s%s: %zu/%zu tokens (%.0f%%), %.0f tok/s%s", c->tty ? "\r" : "", c->cmd, done,
+            total, 100.0 * (double)done / (double)total, el > 0 ? (double)done / el : 0.0,
+            c->tty ? (done == total ? "\n" : "") : "\n");
+    fflush(stderr);
+}
+
 /* The options naming the model and the input, shared by score and generate. */
 typedef struct {
     const char *model, *ids_file, *text_file, *prompt, *doc_file;
@@ -204,6 +222,9 @@ int fmb_cmd_score(int argc, char **argv)
         so.context_id = cfg->n_eos ? cfg->eos_ids[0] : -1;
     }
     double t_score = fmb_now();
+    progress_ctx pc = {cmd, t_score, isatty(2)};
+    if (pc.tty || verbose)
+        fmb_engine_set_progress(eng, show_progress, &pc);
     if ((s = fmb_state_new(eng, &st, &err)) ||
         (s = fmb_score(eng, st, ids, n, bytes, &so, &r, &err)))
         goto fail;

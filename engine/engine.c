@@ -13,6 +13,8 @@
 
 struct fmb_engine {
     const volatile sig_atomic_t *cancel; /* checked between chunks; NULL: none */
+    fmb_progress_fn progress;            /* called after each chunk; NULL: none */
+    void *progress_ctx;
     fmb_model *model;
     const fmb_backend_ops *ops;
     void *impl;
@@ -158,13 +160,16 @@ fmb_status fmb_engine_forward(fmb_engine *eng,
         return fmb_fail(err, FMB_EINVAL, "top-k of %d is over the limit of 64", out->top_k);
     if (n == 0)
         return FMB_OK;
-    if (!eng->cancel)
-        return eng->ops->forward(eng->impl, st->impl, ids, n, out, err);
-    // With a cancel flag: one backend call per chunk (the backend splits at the same
-    // boundaries, so results are unchanged) and a check of the flag before each.
     size_t T = eng->ops->chunk_tokens(eng->impl), V = (size_t)eng->model->cfg.V;
+    if (eng->cancel && *eng->cancel)
+        return fmb_fail(err, FMB_EINTR, "interrupted");
+    if ((!eng->cancel && !eng->progress) || n <= T)
+        return eng->ops->forward(eng->impl, st->impl, ids, n, out, err);
+    // With a cancel flag or a progress callback: one backend call per chunk (the backend
+    // splits at the same boundaries, so results are unchanged), the flag checked before each
+    // and progress reported after each.
     for (size_t p0 = 0; p0 < n; p0 += T) {
-        if (*eng->cancel)
+        if (eng->cancel && *eng->cancel)
             return fmb_fail(err, FMB_EINTR, "interrupted");
         size_t m = n - p0 < T ? n - p0 : T;
         fmb_outputs o = {0}, *op = NULL;
@@ -191,8 +196,16 @@ fmb_status fmb_engine_forward(fmb_engine *eng,
         fmb_status s2 = eng->ops->forward(eng->impl, st->impl, ids + p0, m, op, err);
         if (s2)
             return s2;
+        if (eng->progress)
+            eng->progress(eng->progress_ctx, p0 + m, n);
     }
     return FMB_OK;
+}
+
+void fmb_engine_set_progress(fmb_engine *eng, fmb_progress_fn fn, void *ctx)
+{
+    eng->progress = fn;
+    eng->progress_ctx = ctx;
 }
 
 void fmb_engine_set_cancel(fmb_engine *eng, const volatile sig_atomic_t *flag)

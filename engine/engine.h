@@ -97,6 +97,11 @@ FMB_NODISCARD fmb_status fmb_engine_forward(fmb_engine *eng,
  * borrowed; NULL removes it. fmb_engine_step and generation check it once per token. */
 void fmb_engine_set_cancel(fmb_engine *eng, const volatile sig_atomic_t *flag);
 
+/* Calls fn(ctx, done, total) after each chunk of every fmb_engine_forward call of more than
+ * one chunk (long-document progress). fn runs on the calling thread; NULL removes it. */
+typedef void (*fmb_progress_fn)(void *ctx, size_t done, size_t total);
+void fmb_engine_set_progress(fmb_engine *eng, fmb_progress_fn fn, void *ctx);
+
 /* One decode step for nseq independent sequences: token ids[i] continues states[i]; writes
  * logits [nseq, V] (float32). Batch-invariant: a sequence's logits do not depend on the others. */
 FMB_NODISCARD fmb_status fmb_engine_step(fmb_engine *eng,

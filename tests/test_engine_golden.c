@@ -49,6 +49,17 @@ static float *long_nll(fmb_engine *e, const int32_t *ids, size_t n)
     return lp;
 }
 
+/* A progress callback that counts calls and checks they increase. ctx: size_t[3]. */
+static void record_progress(void *ctx, size_t done, size_t total)
+{
+    size_t *c = ctx;
+    if (done <= c[1])
+        c[0] += 1000000; // not increasing: make the count wrong
+    c[0]++;
+    c[1] = done;
+    c[2] = total;
+}
+
 static void golden(const char *name, int n_prompts)
 {
     char dir[256], path[300], tn[64], label[128];
@@ -169,6 +180,16 @@ static void golden(const char *name, int n_prompts)
         float *pieces = long_nll(ec, ids, n);
         snprintf(label, sizeof label, "%s cancel flag unset: identical results", name);
         check(!memcmp(plain, pieces, (n - 1) * sizeof *plain), label, "results differ");
+        // progress: called once per chunk, increasing, ending at the total
+        size_t calls[3] = {0, 0, 0}; // count, last done, last total
+        fmb_engine_set_progress(ec, record_progress, calls);
+        float *again = long_nll(ec, ids, n);
+        fmb_engine_set_progress(ec, NULL, NULL);
+        snprintf(label, sizeof label, "%s progress once per chunk, ending at the total", name);
+        check(calls[0] == (n + 63) / 64 && calls[1] == n && calls[2] == n &&
+                  !memcmp(plain, again, (n - 1) * sizeof *plain),
+              label, "%zu calls, last %zu/%zu", calls[0], calls[1], calls[2]);
+        free(again);
         flag = 1;
         fmb_state *sc;
         FMB_ASSERT(!fmb_state_new(ec, &sc, &err));
