@@ -103,6 +103,15 @@ static int exec(fmb_queue *q, const char *sql)
     return sqlite3_exec(q->db, sql, NULL, NULL, NULL);
 }
 
+/* Ends the open transaction after a failed statement: the message is taken first (a
+ * ROLLBACK would replace SQLite's error text), then the transaction is rolled back. */
+static fmb_status abort_tx(fmb_queue *q, fmb_err *err, const char *what)
+{
+    fmb_status s = sql_fail(q, err, what);
+    exec(q, "ROLLBACK");
+    return s;
+}
+
 fmb_result_row fmb_result_row_empty(void)
 {
     fmb_result_row r;
@@ -191,8 +200,7 @@ fmb_status fmb_queue_open(const char *path,
         char pragma[64];
         snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", FMB_SCHEMA_VERSION);
         if (exec(q, fmb_schema_sql) != SQLITE_OK || exec(q, pragma) != SQLITE_OK) {
-            s = sql_fail(q, err, "cannot create the schema");
-            exec(q, "ROLLBACK");
+            s = abort_tx(q, err, "cannot create the schema");
             goto fail;
         }
     }
@@ -480,8 +488,7 @@ commit:
     if (*outcome == FMB_CLAIM_TAKEN)
         q->cur_token = token;
     if (exec(q, "COMMIT") != SQLITE_OK) {
-        s = sql_fail(q, err, "commit a claim");
-        exec(q, "ROLLBACK");
+        s = abort_tx(q, err, "commit a claim");
     }
     return s;
 sqlerr:
@@ -608,9 +615,7 @@ fmb_status fmb_queue_finish(
                            "= NULL, lease_token = NULL, lease_expires = NULL, error = NULL "
                            "WHERE item_id = ?1 AND status = 'running' AND lease_token = ?5",
                            -1, &st, NULL) != SQLITE_OK) {
-        fmb_status s = sql_fail(q, err, "finish");
-        exec(q, "ROLLBACK");
-        return s;
+        return abort_tx(q, err, "finish");
     }
     sqlite3_bind_int64(st, 1, item_id);
     bind_opt_int(st, 2, tokens);
@@ -620,9 +625,7 @@ fmb_status fmb_queue_finish(
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
-        fmb_status s = sql_fail(q, err, "finish");
-        exec(q, "ROLLBACK");
-        return s;
+        return abort_tx(q, err, "finish");
     }
     if (sqlite3_changes(q->db) != 1) { /* the lease was lost: another worker owns it now */
         *lost = 1;
@@ -630,9 +633,7 @@ fmb_status fmb_queue_finish(
         return FMB_OK;
     }
     if (exec(q, "COMMIT") != SQLITE_OK) {
-        fmb_status s = sql_fail(q, err, "commit results");
-        exec(q, "ROLLBACK");
-        return s;
+        return abort_tx(q, err, "commit results");
     }
     return FMB_OK;
 }
@@ -644,9 +645,7 @@ simple_update(fmb_queue *q, const char *sql, int64_t item_id, const char *text, 
         return sql_fail(q, err, "cannot lock");
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK) {
-        fmb_status s = sql_fail(q, err, "update");
-        exec(q, "ROLLBACK");
-        return s;
+        return abort_tx(q, err, "update");
     }
     sqlite3_bind_int64(st, 1, item_id);
     sqlite3_bind_int64(st, 2, q->cur_token);
@@ -656,9 +655,7 @@ simple_update(fmb_queue *q, const char *sql, int64_t item_id, const char *text, 
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE || exec(q, "COMMIT") != SQLITE_OK) {
-        fmb_status s = sql_fail(q, err, "update");
-        exec(q, "ROLLBACK");
-        return s;
+        return abort_tx(q, err, "update");
     }
     return FMB_OK;
 }
@@ -772,18 +769,14 @@ fmb_status fmb_queue_retry_failed(fmb_queue *q, int64_t *n, fmb_err *err)
                            "UPDATE item SET status = 'pending', attempts = 0, error = NULL, "
                            "finished_at = NULL WHERE job = ?1 AND status IN ('failed', 'dead')",
                            -1, &st, NULL) != SQLITE_OK) {
-        fmb_status s = sql_fail(q, err, "retry");
-        exec(q, "ROLLBACK");
-        return s;
+        return abort_tx(q, err, "retry");
     }
     sqlite3_bind_text(st, 1, q->job, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     *n = sqlite3_changes(q->db);
     if (rc != SQLITE_DONE || exec(q, "COMMIT") != SQLITE_OK) {
-        fmb_status s = sql_fail(q, err, "retry");
-        exec(q, "ROLLBACK");
-        return s;
+        return abort_tx(q, err, "retry");
     }
     return FMB_OK;
 }
