@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int n_fail;
 
@@ -100,4 +101,43 @@ int check_write_file(const char *path, const void *data, size_t len)
     size_t w = fwrite(data, 1, len, f);
     int rc = fclose(f);
     return (w == len && rc == 0) ? 0 : -1;
+}
+
+size_t check_utf8_lossy(const unsigned char *s, size_t n, char *o)
+{
+    size_t i = 0, w = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        // expected length from the lead byte; 0 = never valid (C0, C1, F5..FF, continuation)
+        size_t need = c < 0x80                   ? 1
+                      : (c >= 0xC2 && c <= 0xDF) ? 2
+                      : (c >= 0xE0 && c <= 0xEF) ? 3
+                      : (c >= 0xF0 && c <= 0xF4) ? 4
+                                                 : 0;
+        size_t k = 1;
+        for (; need > 1 && k < need && i + k < n; k++) {
+            // the second byte's range excludes overlongs, surrogates and code points > U+10FFFF
+            unsigned x = s[i + k], lo = 0x80, hi = 0xBF;
+            if (k == 1 && c == 0xE0)
+                lo = 0xA0;
+            if (k == 1 && c == 0xED)
+                hi = 0x9F;
+            if (k == 1 && c == 0xF0)
+                lo = 0x90;
+            if (k == 1 && c == 0xF4)
+                hi = 0x8F;
+            if (x < lo || x > hi)
+                break;
+        }
+        if (need && k == need) {
+            memcpy(o + w, s + i, need);
+            w += need;
+            i += need;
+        } else {
+            memcpy(o + w, "\xEF\xBF\xBD", 3);
+            w += 3;
+            i += need ? k : 1;
+        }
+    }
+    return w;
 }

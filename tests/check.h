@@ -21,6 +21,10 @@ uint64_t check_rand_u64(uint64_t *s);
 float check_rand_uniform(uint64_t *s); /* [0, 1) */
 float check_rand_normal(uint64_t *s);
 
+/* Rust's String::from_utf8_lossy, written independently of the tokenizer's: each maximal
+ * invalid subpart of s[0..n) becomes U+FFFD. o must hold 3n bytes; returns the bytes written. */
+size_t check_utf8_lossy(const unsigned char *s, size_t n, char *o);
+
 /* Reads a whole file; returns NULL if it cannot. Caller frees. */
 char *check_read_file(const char *path, size_t *len);
 /* Writes a whole file; returns 0 on success. */

@@ -7,7 +7,7 @@
  * never fails. Build and run by hand from the repository root:
  *
  *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I. \
- *       tests/fuzz/fuzz_tokenizer.c engine/tokenizer.c kernels/base.c \
+ *       tests/fuzz/fuzz_tokenizer.c engine/tokenizer.c kernels/base.c tests/check.c \
  *       -ljansson -lpcre2-8 -lm -o build-fuzz-tok
  *   ./build-fuzz-tok -max_total_time=120 -max_len=4096
  *
@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "engine/tokenizer.h"
+#include "tests/check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -34,44 +35,6 @@ static fmb_tok *get_tok(void)
         }
     }
     return tok;
-}
-
-/* Lossy UTF-8 written independently of the tokenizer's. */
-static size_t ref_lossy(const uint8_t *s, size_t n, char *o)
-{
-    size_t i = 0, w = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t need = c < 0x80                   ? 1
-                      : (c >= 0xC2 && c <= 0xDF) ? 2
-                      : (c >= 0xE0 && c <= 0xEF) ? 3
-                      : (c >= 0xF0 && c <= 0xF4) ? 4
-                                                 : 0;
-        size_t k = 1;
-        for (; need > 1 && k < need && i + k < n; k++) {
-            unsigned x = s[i + k], lo = 0x80, hi = 0xBF;
-            if (k == 1 && c == 0xE0)
-                lo = 0xA0;
-            if (k == 1 && c == 0xED)
-                hi = 0x9F;
-            if (k == 1 && c == 0xF0)
-                lo = 0x90;
-            if (k == 1 && c == 0xF4)
-                hi = 0x8F;
-            if (x < lo || x > hi)
-                break;
-        }
-        if (need && k == need) {
-            memcpy(o + w, s + i, need);
-            w += need;
-            i += need;
-        } else {
-            memcpy(o + w, "\xEF\xBF\xBD", 3);
-            w += 3;
-            i += need ? k : 1;
-        }
-    }
-    return w;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -96,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
     }
     char *out = NULL, *want = malloc(3 * size + 1);
-    size_t on = 0, wn = ref_lossy(data, size, want);
+    size_t on = 0, wn = check_utf8_lossy(data, size, want);
     if (fmb_tok_decode(t, v.ids, v.n, 0, &out, &on, &err) || on != wn || memcmp(out, want, wn))
         abort();
     free(out);
