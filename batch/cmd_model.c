@@ -124,12 +124,12 @@ static void print_json_string(FILE *f, const char *s, size_t len)
     json_decref(j);
 }
 
-/* Loads DIR/tokenizer.json. */
-static fmb_status load_tok(const char *model, fmb_tok **tok, fmb_err *err)
+/* DIR/tokenizer.json into path (a buffer of FMB_TOK_PATH bytes). */
+enum { FMB_TOK_PATH = 4200 };
+static const char *tok_path(const char *model, char *path)
 {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/tokenizer.json", model);
-    return fmb_tok_load(path, tok, err);
+    snprintf(path, FMB_TOK_PATH, "%s/tokenizer.json", model);
+    return path;
 }
 
 // --- score -------------------------------------------------------------------------------
@@ -204,7 +204,8 @@ int fmb_cmd_score(int argc, char **argv)
         if ((s = fmb_cli_read_ids(ids_file, &ids, &n, &err)))
             goto fail;
     } else {
-        if ((s = load_tok(model, &tok, &err)))
+        char tp[FMB_TOK_PATH];
+        if ((s = fmb_tok_load(tok_path(model, tp), &tok, &err)))
             goto fail;
         if (text_file) {
             if ((s = fmb_cli_read_file(text_file, &text, &bytes, &err)))
@@ -403,10 +404,10 @@ int fmb_cmd_generate(int argc, char **argv)
     go.eos_ids = cfg->eos_ids;
     go.n_eos = cfg->n_eos;
     // Token ids need no tokenizer (the text is then null) unless stop strings are given.
-    char tpath[4200];
-    snprintf(tpath, sizeof tpath, "%s/tokenizer.json", model);
+    char tpath[FMB_TOK_PATH];
+    tok_path(model, tpath);
     if (!ids_file || n_stop || access(tpath, F_OK) == 0)
-        if ((s = load_tok(model, &tok, &err)))
+        if ((s = fmb_tok_load(tpath, &tok, &err)))
             goto fail;
     if ((s = fmb_state_new(eng, &st, &err)))
         goto fail;
