@@ -1,6 +1,7 @@
 /*
  * k_common: internal helpers shared by the kernels/k_*.cu files (not part of the C facade):
- * the launch check, type conversions between fmb_kdt element types, and small reductions.
+ * the launch check, Programmatic Dependent Launch, type conversions between fmb_kdt element
+ * types, and small reductions.
  */
 #ifndef FMB_K_COMMON_CUH
 #define FMB_K_COMMON_CUH
@@ -8,6 +9,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <utility>
 
 #include "kernels/kernels.h"
 
@@ -17,6 +19,83 @@
  * asynchronous fault is reported here (skipped while the stream is being captured). */
 void fmb_k_after_launch(const fmb_cuda_ctx *c, const char *file, int line, const char *func);
 #define FMB_LAUNCH_CHECK(c) fmb_k_after_launch((c), __FILE__, __LINE__, __func__)
+
+/* --- Programmatic Dependent Launch (PDL, sm_90+) ---------------------------------------------
+ *
+ * A kernel launched through FMB_LAUNCH_PDL while c->pdl is set (cc >= 9.0, kernels built for
+ * sm_90+, env FMB_PDL=0 not given; k_ctx.cu) may start before the kernel ahead of it in the
+ * stream has finished: its blocks get resident and run up to fmb_pdl_wait(), which returns once
+ * every prerequisite grid has completed and its memory is visible. That hides the launch
+ * latency, and what a kernel does before the wait (e.g. a matvec's first weight loads)
+ * overlaps the tail of the kernel before it. The rules, for every kernel launched this way:
+ *
+ *  1. Call fmb_pdl_wait() before reading or writing any memory that another kernel, memcpy or
+ *     memset of the stream writes or reads (activations, states, outputs, the plan, ids). Only
+ *     data that no operation still in flight writes may be read before it: weights and norm
+ *     gains, written at load time and followed by a stream synchronisation. (Tests that make
+ *     weights with a kernel must synchronise before the first PDL kernel that reads them.)
+ *  2. Every thread calls fmb_pdl_wait(), before any early return. The wait covers only the
+ *     grid immediately ahead; this grid's completion then implies that grid's completion, so
+ *     the ordering stays transitive along the stream (A -> B -> C: C's wait on B covers A).
+ *  3. fmb_pdl_trigger() may be called anywhere, as early as wanted: the next PDL kernel is
+ *     launched only when all blocks of this grid have triggered or exited, and its own
+ *     fmb_pdl_wait() still waits for this grid's completion and memory flush, so correctness
+ *     never depends on where (or whether) the trigger is; only the overlap does.
+ *
+ * Kernels launched the plain way (<<<>>>, cuBLAS) are unaffected: a plain launch after a PDL
+ * kernel waits for its completion as usual, and a PDL kernel after a plain one is held in
+ * fmb_pdl_wait() until that one completes (a plain kernel triggers implicitly as its blocks
+ * exit). Memcpy and memset nodes always fully serialise. So adoption can be partial: each
+ * kernel converted on its own, provided it follows rules 1 and 2. In CUDA graph capture the
+ * attribute becomes a programmatic edge between the two kernel nodes (CUDA 12.3+).
+ * On sm_80..89 both helpers compile to nothing (and c->pdl is 0 there). */
+__device__ __forceinline__ void fmb_pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void fmb_pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+/* Launches kernel<<<grid, block, smem, c's stream>>>(args...) through cudaLaunchKernelEx, with
+ * cudaLaunchAttributeProgrammaticStreamSerialization = 1 when c->pdl, else without attributes
+ * (an ordinary launch). Arguments are converted to the kernel's parameter types as with
+ * <<<>>>. A launch error aborts here; the caller still runs FMB_LAUNCH_CHECK (debug sync). */
+template <typename... KArgs, typename... Args>
+static inline void fmb_k_launch(const fmb_cuda_ctx *c,
+                                const char *file,
+                                int line,
+                                const char *func,
+                                void (*kernel)(KArgs...),
+                                dim3 grid,
+                                dim3 block,
+                                size_t smem,
+                                Args &&...args)
+{
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = FMB_STREAM(c);
+    cfg.attrs = c->pdl ? at : NULL;
+    cfg.numAttrs = c->pdl ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+    if (e != cudaSuccess)
+        fmb_cuda_die(file, line, func, "kernel launch (cudaLaunchKernelEx)", (int)e, 0);
+}
+
+/* FMB_LAUNCH_PDL(c, kernel, grid, block, smem, args...): the kernel must follow the rules above
+ * (template kernels may be named with their commas: the macro forwards everything). */
+#define FMB_LAUNCH_PDL(c, ...) fmb_k_launch((c), __FILE__, __LINE__, __func__, __VA_ARGS__)
 
 __device__ __forceinline__ float fmb_ld(const float *p)
 {

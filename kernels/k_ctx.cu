@@ -55,6 +55,33 @@ extern "C" int fmb_cuda_device_count(void)
     return n;
 }
 
+// Writes 1 when the code that runs on this device was compiled for sm_90+ (so fmb_pdl_wait is
+// a real griddepcontrol.wait), 0 when it is sm_80..89 code (e.g. JIT from older PTX).
+static __global__ void pdl_probe_kernel(int *out)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    *out = 1;
+#else
+    *out = 0;
+#endif
+}
+
+// PDL is safe only when the kernels really wait (k_common.cuh): a cc 9.0+ device running code
+// built for sm_90+. A device without a matching kernel image leaves it off (the first real
+// launch then reports the missing image as before).
+static int pdl_supported(const fmb_cuda_ctx *c)
+{
+    if (c->cc_major < 9)
+        return 0;
+    int *d = (int *)c->cublas_ws, h = 0;
+    pdl_probe_kernel<<<1, 1, 0, FMB_STREAM(c)>>>(d);
+    if (cudaGetLastError() != cudaSuccess)
+        return 0;
+    FMB_CUDA_CHECK(cudaMemcpyAsync(&h, d, sizeof h, cudaMemcpyDeviceToHost, FMB_STREAM(c)));
+    FMB_CUDA_CHECK(cudaStreamSynchronize(FMB_STREAM(c)));
+    return h == 1;
+}
+
 extern "C" fmb_status fmb_cuda_ctx_init(fmb_cuda_ctx *c, int device, fmb_err *err)
 {
     memset(c, 0, sizeof *c);
@@ -110,6 +137,9 @@ extern "C" fmb_status fmb_cuda_ctx_init(fmb_cuda_ctx *c, int device, fmb_err *er
     cublasLtHandle_t lt;
     FMB_CUBLAS_CHECK(cublasLtCreate(&lt));
     c->lt = lt;
+    // Programmatic Dependent Launch (k_common.cuh): on where it works, FMB_PDL=0 turns it off
+    const char *pd = getenv("FMB_PDL");
+    c->pdl = (pd && strcmp(pd, "0") == 0) ? 0 : pdl_supported(c);
     return FMB_OK;
 }
 
@@ -393,6 +423,8 @@ extern "C" void fmb_k_neg_exp(const fmb_cuda_ctx *c, const float *src, float *ds
 template <typename E>
 static __global__ void embed_kernel(const E *emb, const int32_t *ids, size_t D, float *resid)
 {
+    fmb_pdl_wait(); // ids come from a copy, resid is read by the previous step's kernels
+    fmb_pdl_trigger();
     size_t t = blockIdx.y;
     const E *row = emb + (size_t)ids[t] * D;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < D;
@@ -413,8 +445,9 @@ extern "C" void fmb_k_embed(const fmb_cuda_ctx *c,
     FMB_ASSERT(T <= 65535 * 1024);
     dim3 g(fmb_cdiv(D, 256) > 8 ? 8 : fmb_cdiv(D, 256), (unsigned)T);
     FMB_ASSERT(T <= 65535);
-    FMB_DISPATCH_ACT(et, TT,
-                     embed_kernel<<<g, 256, 0, FMB_STREAM(c)>>>((const TT *)emb, ids, D, resid));
+    FMB_DISPATCH_ACT(
+        et, TT,
+        FMB_LAUNCH_PDL(c, embed_kernel<TT>, g, dim3(256), 0, (const TT *)emb, ids, D, resid));
     FMB_LAUNCH_CHECK(c);
 }
 

@@ -59,6 +59,8 @@ static __global__ void __launch_bounds__(HEAD_THREADS) head_kernel(const float *
     __shared__ float shv[32];
     __shared__ int shi[32];
     __shared__ double shd[32];
+    fmb_pdl_wait(); // the logits come from the kernel before (k_common.cuh)
+    fmb_pdl_trigger();
     size_t t = blockIdx.x;
     const float *l = logits + t * ld;
     float bv = -INFINITY;
@@ -152,7 +154,7 @@ extern "C" void fmb_k_head_reduce(const fmb_cuda_ctx *c,
     if (T == 0)
         return;
     FMB_ASSERT(V >= 1 && V <= INT32_MAX && T <= INT32_MAX && top_k <= 64);
-    head_kernel<<<(unsigned)T, HEAD_THREADS, 0, FMB_STREAM(c)>>>(
-        logits, ld, (int)V, targets, logprob, rank, argmax, top_k, topk_ids, topk_logprobs);
+    FMB_LAUNCH_PDL(c, head_kernel, dim3((unsigned)T), dim3(HEAD_THREADS), 0, logits, ld, (int)V,
+                   targets, logprob, rank, argmax, top_k, topk_ids, topk_logprobs);
     FMB_LAUNCH_CHECK(c);
 }

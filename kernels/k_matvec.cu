@@ -30,6 +30,30 @@ __device__ __forceinline__ void unpack8(uint4 v, float *f)
     }
 }
 
+/* acc[b] += Σ_j W[m, 8·k8 + j] · x[b, 8·k8 + j] for one 16-byte chunk wv of the row. */
+template <int B>
+__device__ __forceinline__ void
+mv_chunk(uint4 wv, const __nv_bfloat16 *__restrict__ x, size_t ldx, int k8, float *acc)
+{
+    float wf[8];
+    unpack8(wv, wf);
+#pragma unroll
+    for (int b = 0; b < B; b++) {
+        float xf[8];
+        unpack8(__ldg((const uint4 *)(x + (size_t)b * ldx) + k8), xf);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            acc[b] = fmaf(wf[j], xf[j], acc[b]);
+    }
+}
+
+// A thread of row m handles the 16-byte chunks k8 = lt, lt + tpr, lt + 2·tpr, ... in that
+// order, four at a time while four remain, then one at a time. PDL (k_common.cuh): the
+// thread's first chunks of W (which no kernel writes) are loaded before fmb_pdl_wait(): the
+// first group of four, or the first single chunk when there is no group (at the 7B shapes
+// that is all of a thread's W: four chunks for Kd = 4096 and 8192, one for Kd = 256), so they
+// are in flight while the previous kernel finishes; x is read after the wait. The sums run in
+// the same order as without PDL.
 template <int B, typename Y>
 static __global__ void __launch_bounds__(MV_THREADS)
     matvec_kernel(const __nv_bfloat16 *__restrict__ W,
@@ -47,46 +71,38 @@ static __global__ void __launch_bounds__(MV_THREADS)
     const int rpb = MV_THREADS / tpr;
     const int r = threadIdx.x / tpr, lt = threadIdx.x % tpr;
     const int m = blockIdx.x * rpb + r;
+    const int K8 = Kd / 8;
+    const uint4 *wr = (const uint4 *)(W + (size_t)(m < M ? m : 0) * ldw);
+    uint4 wv[4];
+    if (m < M) {
+        if (lt + 3 * tpr < K8) {
+#pragma unroll
+            for (int q = 0; q < 4; q++)
+                wv[q] = ld_stream(wr + lt + q * tpr);
+        } else if (lt < K8) {
+            wv[0] = ld_stream(wr + lt);
+        }
+    }
+    fmb_pdl_wait();
+    fmb_pdl_trigger();
     float acc[B];
 #pragma unroll
     for (int b = 0; b < B; b++)
         acc[b] = 0.0f;
     if (m < M) {
-        const uint4 *wr = (const uint4 *)(W + (size_t)m * ldw);
-        const int K8 = Kd / 8;
         int k8 = lt;
         // four 16-byte loads of W in flight per thread
         for (; k8 + 3 * tpr < K8; k8 += 4 * tpr) {
-            uint4 wv[4];
+            if (k8 != lt) // the first group is already loaded
+#pragma unroll
+                for (int q = 0; q < 4; q++)
+                    wv[q] = ld_stream(wr + k8 + q * tpr);
 #pragma unroll
             for (int q = 0; q < 4; q++)
-                wv[q] = ld_stream(wr + k8 + q * tpr);
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                float wf[8];
-                unpack8(wv[q], wf);
-#pragma unroll
-                for (int b = 0; b < B; b++) {
-                    float xf[8];
-                    unpack8(__ldg((const uint4 *)(x + (size_t)b * ldx) + k8 + q * tpr), xf);
-#pragma unroll
-                    for (int j = 0; j < 8; j++)
-                        acc[b] = fmaf(wf[j], xf[j], acc[b]);
-                }
-            }
+                mv_chunk<B>(wv[q], x, ldx, k8 + q * tpr, acc);
         }
-        for (; k8 < K8; k8 += tpr) {
-            float wf[8];
-            unpack8(ld_stream(wr + k8), wf);
-#pragma unroll
-            for (int b = 0; b < B; b++) {
-                float xf[8];
-                unpack8(__ldg((const uint4 *)(x + (size_t)b * ldx) + k8), xf);
-#pragma unroll
-                for (int j = 0; j < 8; j++)
-                    acc[b] = fmaf(wf[j], xf[j], acc[b]);
-            }
-        }
+        for (; k8 < K8; k8 += tpr) // k8 == lt: no group ran, wv[0] holds this chunk
+            mv_chunk<B>(k8 == lt ? wv[0] : ld_stream(wr + k8), x, ldx, k8, acc);
     }
     // reduce over the tpr threads of the row: within each warp, then across its warps
 #pragma unroll
@@ -184,15 +200,29 @@ static __global__ void __launch_bounds__(NW * 32)
                 acc[mt][nt][r] = 0.0f;
     const int K8 = Kd / 8, nsteps = (K8 + 3) / 4;
     const uint4 zero = make_uint4(0, 0, 0, 0);
+    // PDL (k_common.cuh): the first U steps of W (which no kernel writes) are loaded before
+    // fmb_pdl_wait(); x after it
+    uint4 wv[U][2 * MT];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int ss = warp + u * NW, k8 = ss * 4 + t;
+        const bool ok = ss < nsteps && k8 < K8;
+#pragma unroll
+        for (int r = 0; r < 2 * MT; r++)
+            wv[u][r] = (ok && wok[r]) ? ld_stream(wr[r] + k8) : zero;
+    }
+    fmb_pdl_wait();
+    fmb_pdl_trigger();
     for (int s = warp; s < nsteps; s += U * NW) {
-        uint4 wv[U][2 * MT], xv[U][2];
+        uint4 xv[U][2];
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int ss = s + u * NW, k8 = ss * 4 + t;
             const bool ok = ss < nsteps && k8 < K8;
+            if (s != warp) // the first steps' W is already loaded
 #pragma unroll
-            for (int r = 0; r < 2 * MT; r++)
-                wv[u][r] = (ok && wok[r]) ? ld_stream(wr[r] + k8) : zero;
+                for (int r = 0; r < 2 * MT; r++)
+                    wv[u][r] = (ok && wok[r]) ? ld_stream(wr[r] + k8) : zero;
 #pragma unroll
             for (int nt = 0; nt < 2; nt++)
                 xv[u][nt] = (ok && xok[nt]) ? __ldg(xr[nt] + k8) : zero;
@@ -248,16 +278,15 @@ static void matvec_mma_launch(const fmb_cuda_ctx *c,
                               int accumulate)
 {
     const __nv_bfloat16 *w = (const __nv_bfloat16 *)W, *xx = (const __nv_bfloat16 *)x;
-    cudaStream_t s = FMB_STREAM(c);
     // 16-row blocks (MT = 1; H200: 32-row blocks left a 1.3-wave tail on in_proj, 2.1 TB/s);
     // few rows (x_proj, M = 288): 16 warps a block so that the few blocks keep more loads in
     // flight. Both keep 4 steps (8 W loads of 16 B) in flight a thread.
     if (M >= 1024)
-        matvec_mma_kernel<1, 4, 8, Y><<<fmb_cdiv(M, 16), 8 * 32, 0, s>>>(
-            w, ldw, xx, ldx, (Y *)y, ldy, (int)M, (int)Kd, (int)B, accumulate);
+        FMB_LAUNCH_PDL(c, matvec_mma_kernel<1, 4, 8, Y>, dim3(fmb_cdiv(M, 16)), dim3(8 * 32), 0, w,
+                       ldw, xx, ldx, (Y *)y, ldy, (int)M, (int)Kd, (int)B, accumulate);
     else
-        matvec_mma_kernel<1, 4, 16, Y><<<fmb_cdiv(M, 16), 16 * 32, 0, s>>>(
-            w, ldw, xx, ldx, (Y *)y, ldy, (int)M, (int)Kd, (int)B, accumulate);
+        FMB_LAUNCH_PDL(c, matvec_mma_kernel<1, 4, 16, Y>, dim3(fmb_cdiv(M, 16)), dim3(16 * 32), 0,
+                       w, ldw, xx, ldx, (Y *)y, ldy, (int)M, (int)Kd, (int)B, accumulate);
     FMB_LAUNCH_CHECK(c);
 }
 
@@ -285,12 +314,11 @@ static void matvec_launch(const fmb_cuda_ctx *c,
     unsigned g = fmb_cdiv(M, MV_THREADS / tpr);
     const __nv_bfloat16 *w = (const __nv_bfloat16 *)W, *xx = (const __nv_bfloat16 *)x;
     Y *yy = (Y *)y;
-    cudaStream_t s = FMB_STREAM(c);
     switch (B) {
 #define MV_CASE(BB)                                                                                \
     case BB:                                                                                       \
-        matvec_kernel<BB, Y>                                                                       \
-            <<<g, MV_THREADS, 0, s>>>(w, ldw, xx, ldx, yy, ldy, (int)M, (int)Kd, tpr, accumulate); \
+        FMB_LAUNCH_PDL(c, matvec_kernel<BB, Y>, dim3(g), dim3(MV_THREADS), 0, w, ldw, xx, ldx, yy, \
+                       ldy, (int)M, (int)Kd, tpr, accumulate);                                     \
         break;
         MV_CASE(1)
         MV_CASE(2)

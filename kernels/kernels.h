@@ -50,6 +50,9 @@ typedef struct {
     int scan_algo;    /* FMB_SCAN_* (env FMB_SCAN=quad|seg|tile at init) */
     int matvec_algo;  /* FMB_MATVEC_* (env FMB_MATVEC=cc|mma at init) */
     int gemm_algo;    /* FMB_GEMM_* (env FMB_GEMM=fixed|fixedws|cublas at init) */
+    int pdl;          /* 1: kernels that support it are launched with Programmatic Dependent
+                       * Launch (k_common.cuh): cc >= 9.0 and the kernels run sm_90+ code;
+                       * env FMB_PDL=0 turns it off. May be cleared (not set) between launches */
     void *lt;         /* cublasLtHandle_t, owned */
     void *gemm_plans; /* fmb_k_gemm_inv's algorithm cache (k_ctx.cu), owned */
     char name[256];

@@ -654,6 +654,273 @@ static void time_matvec(size_t B, size_t M, size_t K, const char *what)
     fmb_cuda_free(dW), fmb_cuda_free(dx), fmb_cuda_free(dy);
 }
 
+// --- PDL: one row of add_rmsnorm whatever T; a kernel chain with PDL on/off, eager/graph -----
+
+/* Row r of a 16-row fmb_k_add_rmsnorm equals the same row run alone (T = 1) and alone at an
+ * odd offset (scalar loads instead of 16-byte ones), bitwise, in resid and out. */
+static void t_add_rmsnorm_rows(size_t D, fmb_kdt ot)
+{
+    const size_t T = 16, rows[3] = {0, 5, 15};
+    size_t os = fmb_kdt_size(ot);
+    float *resid = hnew(T * D), *add = hnew(T * D), *w = hnew(D);
+    fill_normal(resid, T * D, 2.0f);
+    fill_normal(add, T * D, 1.0f);
+    fill_normal(w, D, 1.0f);
+    float *dres = up(resid, T * D, FMB_KDT_F32), *dadd = up(add, T * D, FMB_KDT_F32);
+    float *dw = up(w, D, FMB_KDT_F32);
+    void *dout = poisoned(T * D, ot);
+    fmb_k_add_rmsnorm(&ctx, dres, dadd, dw, 1e-5f, dout, ot, T, D);
+    float *fr = down(dres, T * D, FMB_KDT_F32), *fo = down(dout, T * D, ot);
+    int same_alone = 1, same_odd = 1;
+    float *tmp = hnew(D + 1);
+    for (int i = 0; i < 3; i++) {
+        size_t r = rows[i];
+        for (int odd = 0; odd < 2; odd++) {
+            // the row at element offset odd of its buffers (w stays aligned: resid, add and
+            // out at an odd offset already take the scalar loads)
+            tmp[0] = 0.0f;
+            memcpy(tmp + odd, resid + r * D, D * 4);
+            float *r1 = up(tmp, D + 1, FMB_KDT_F32);
+            memcpy(tmp + odd, add + r * D, D * 4);
+            float *a1 = up(tmp, D + 1, FMB_KDT_F32);
+            void *o1 = poisoned(D + 1, ot);
+            fmb_k_add_rmsnorm(&ctx, r1 + odd, a1 + odd, dw, 1e-5f, (char *)o1 + odd * os, ot, 1, D);
+            float *gr = down(r1 + odd, D, FMB_KDT_F32), *go = down((char *)o1 + odd * os, D, ot);
+            int same = memcmp(gr, fr + r * D, D * 4) == 0 && memcmp(go, fo + r * D, D * 4) == 0;
+            if (odd)
+                same_odd &= same;
+            else
+                same_alone &= same;
+            free(gr), free(go);
+            fmb_cuda_free(r1), fmb_cuda_free(a1), fmb_cuda_free(o1);
+        }
+    }
+    char name[128];
+    snprintf(name, sizeof name, "add_rmsnorm D=%zu %s: a row of T=16 == the row alone", D, dtn(ot));
+    check(same_alone, name, "the row's resid or out differs bitwise");
+    snprintf(name, sizeof name, "add_rmsnorm D=%zu %s: aligned == odd offset (scalar loads)", D,
+             dtn(ot));
+    check(same_odd, name, "the row's resid or out differs bitwise");
+    free(resid), free(add), free(w), free(fr), free(fo), free(tmp);
+    fmb_cuda_free(dres), fmb_cuda_free(dadd), fmb_cuda_free(dw), fmb_cuda_free(dout);
+}
+
+/* A decode-like chain of the PDL kernels (embed → add_rmsnorm → matvec ×2 → ssm_params →
+ * matvec ×2 → add_rmsnorm → lm_head matvec → head_reduce, with copies before and after, as
+ * in a captured step), every activation poisoned with NaN first so that a kernel that reads
+ * before its producer has finished shows. */
+typedef struct {
+    size_t B, D, E, R, N, V;
+    int k;
+    void *emb, *W1, *W2, *W3, *W4, *Wl; /* bf16 */
+    float *nw1, *nw2;
+    int32_t *ids_h, *ids_d, *tgt_d;
+    float *mo0_h, *logits_h; /* pinned */
+    float *resid, *mo, *BC, *dsc, *logits, *lp, *tkl;
+    void *u, *xz, *S, *dtp;
+    int32_t *rank, *am, *tk;
+    const void *part[16];
+    size_t part_bytes[16];
+    int nparts;
+} pdl_chain;
+
+static void *chain_buf(pdl_chain *ch, size_t bytes)
+{
+    void *d = fmb_cuda_malloc(bytes);
+    ch->part[ch->nparts] = d;
+    ch->part_bytes[ch->nparts++] = bytes;
+    return d;
+}
+
+static void chain_init(pdl_chain *ch, size_t B)
+{
+    memset(ch, 0, sizeof *ch);
+    size_t D = 1024, E = 3072, R = 64, N = 16, V = 4096, S = R + 2 * N;
+    ch->B = B, ch->D = D, ch->E = E, ch->R = R, ch->N = N, ch->V = V, ch->k = 4;
+    struct {
+        void **p;
+        size_t n;
+        float scale;
+    } ws[6] = {{&ch->emb, V * D, 1.0f},
+               {&ch->W1, 2 * E * D, 1.0f / sqrtf((float)D)},
+               {&ch->W2, S * E, 1.0f / sqrtf((float)E)},
+               {&ch->W3, E * R, 1.0f / sqrtf((float)R)},
+               {&ch->W4, D * E, 1.0f / sqrtf((float)E)},
+               {&ch->Wl, V * D, 1.0f / sqrtf((float)D)}};
+    for (int i = 0; i < 6; i++) {
+        *ws[i].p = fmb_cuda_malloc(ws[i].n * 2);
+        fmb_k_fill_uniform(&ctx, *ws[i].p, FMB_KDT_BF16, ws[i].n, 100 + (uint64_t)i, ws[i].scale,
+                           0.0f);
+    }
+    ch->nw1 = fmb_cuda_malloc(D * 4);
+    ch->nw2 = fmb_cuda_malloc(D * 4);
+    fmb_k_fill_uniform(&ctx, ch->nw1, FMB_KDT_F32, D, 110, 0.1f, 1.0f);
+    fmb_k_fill_uniform(&ctx, ch->nw2, FMB_KDT_F32, D, 111, 0.1f, 1.0f);
+    ch->ids_h = fmb_cuda_host_alloc(B * 4);
+    ch->mo0_h = fmb_cuda_host_alloc(B * D * 4);
+    ch->logits_h = fmb_cuda_host_alloc(B * V * 4);
+    int32_t *tg = fmb_xmalloc(B * 4);
+    for (size_t b = 0; b < B; b++) {
+        ch->ids_h[b] = (int32_t)(check_rand_u64(&rng) % V);
+        tg[b] = (int32_t)(check_rand_u64(&rng) % V);
+    }
+    fill_normal(ch->mo0_h, B * D, 1.0f);
+    ch->ids_d = fmb_cuda_malloc(B * 4);
+    ch->tgt_d = fmb_cuda_malloc(B * 4);
+    fmb_cuda_h2d(&ctx, ch->tgt_d, tg, B * 4);
+    // weights are read before fmb_pdl_wait: nothing that writes them may still be in flight
+    fmb_cuda_sync(&ctx);
+    free(tg);
+    ch->resid = chain_buf(ch, B * D * 4);
+    ch->mo = chain_buf(ch, B * D * 4);
+    ch->u = chain_buf(ch, B * D * 2);
+    ch->xz = chain_buf(ch, B * 2 * E * 2);
+    ch->S = chain_buf(ch, B * S * 2);
+    ch->BC = chain_buf(ch, B * 2 * N * 4);
+    ch->dsc = chain_buf(ch, B * 4);
+    ch->dtp = chain_buf(ch, B * E * 2);
+    ch->logits = chain_buf(ch, B * V * 4);
+    ch->lp = chain_buf(ch, B * 4);
+    ch->rank = chain_buf(ch, B * 4);
+    ch->am = chain_buf(ch, B * 4);
+    ch->tk = chain_buf(ch, B * (size_t)ch->k * 4);
+    ch->tkl = chain_buf(ch, B * (size_t)ch->k * 4);
+}
+
+static void chain_free(pdl_chain *ch)
+{
+    fmb_cuda_free(ch->emb), fmb_cuda_free(ch->W1), fmb_cuda_free(ch->W2);
+    fmb_cuda_free(ch->W3), fmb_cuda_free(ch->W4), fmb_cuda_free(ch->Wl);
+    fmb_cuda_free(ch->nw1), fmb_cuda_free(ch->nw2);
+    fmb_cuda_free(ch->ids_d), fmb_cuda_free(ch->tgt_d);
+    fmb_cuda_host_free(ch->ids_h), fmb_cuda_host_free(ch->mo0_h), fmb_cuda_host_free(ch->logits_h);
+    for (int i = 0; i < ch->nparts; i++)
+        fmb_cuda_free((void *)ch->part[i]);
+}
+
+/* Enqueues the chain on ctx's stream (capturable). */
+static void chain_run(pdl_chain *ch)
+{
+    size_t B = ch->B, D = ch->D, E = ch->E, R = ch->R, N = ch->N, V = ch->V, S = R + 2 * N;
+    const fmb_kdt bf = FMB_KDT_BF16;
+    for (int i = 0; i < ch->nparts; i++)
+        fmb_cuda_memset(&ctx, (void *)ch->part[i], 0xFF, ch->part_bytes[i]);
+    memset(ch->logits_h, 0xFF, B * V * 4);
+    fmb_cuda_h2d(&ctx, ch->ids_d, ch->ids_h, B * 4);
+    fmb_cuda_h2d(&ctx, ch->mo, ch->mo0_h, B * D * 4);
+    fmb_k_embed(&ctx, ch->emb, bf, ch->ids_d, B, D, ch->resid);
+    fmb_k_add_rmsnorm(&ctx, ch->resid, ch->mo, ch->nw1, 1e-5f, ch->u, bf, B, D);
+    fmb_k_matvec(&ctx, B, 2 * E, D, ch->W1, D, ch->u, D, bf, ch->xz, 2 * E, bf, 0);
+    fmb_k_matvec(&ctx, B, S, E, ch->W2, E, ch->xz, 2 * E, bf, ch->S, S, bf, 0);
+    fmb_k_ssm_params(&ctx, ch->S, S, bf, B, R, N, 1e-6f, 1, ch->BC, ch->dsc);
+    fmb_k_matvec(&ctx, B, E, R, ch->W3, R, ch->S, S, bf, ch->dtp, E, bf, 0);
+    fmb_k_matvec(&ctx, B, D, E, ch->W4, E, ch->dtp, E, bf, ch->mo, D, FMB_KDT_F32, 0);
+    fmb_k_add_rmsnorm(&ctx, ch->resid, ch->mo, ch->nw2, 1e-5f, ch->u, bf, B, D);
+    fmb_k_matvec(&ctx, B, V, D, ch->Wl, D, ch->u, D, bf, ch->logits, V, FMB_KDT_F32, 0);
+    fmb_k_head_reduce(&ctx, ch->logits, V, B, V, ch->tgt_d, ch->lp, ch->rank, ch->am, ch->k, ch->tk,
+                      ch->tkl);
+    fmb_cuda_d2h(&ctx, ch->logits_h, ch->logits, B * V * 4);
+}
+
+/* Every device buffer of the chain and the pinned logits copy, concatenated. */
+static unsigned char *chain_snap(const pdl_chain *ch, size_t *bytes)
+{
+    size_t n = ch->B * ch->V * 4;
+    for (int i = 0; i < ch->nparts; i++)
+        n += ch->part_bytes[i];
+    unsigned char *h = fmb_xmalloc(n), *p = h;
+    fmb_cuda_sync(&ctx);
+    memcpy(p, ch->logits_h, ch->B * ch->V * 4);
+    p += ch->B * ch->V * 4;
+    for (int i = 0; i < ch->nparts; i++) {
+        fmb_cuda_d2h(&ctx, p, ch->part[i], ch->part_bytes[i]);
+        p += ch->part_bytes[i];
+    }
+    fmb_cuda_sync(&ctx);
+    *bytes = n;
+    return h;
+}
+
+static void t_pdl_chain(size_t B, int mv_algo)
+{
+    const int pdl0 = ctx.pdl, reps = 8;
+    pdl_chain ch;
+    chain_init(&ch, B);
+    ctx.matvec_algo = mv_algo;
+    size_t n = 0, n2 = 0;
+    ctx.pdl = 0;
+    chain_run(&ch);
+    unsigned char *ref = chain_snap(&ch, &n);
+    ctx.pdl = pdl0;
+    int finite = 1;
+    for (size_t i = 0; i < B * ch.V; i++)
+        finite &= isfinite(ch.logits_h[i]);
+    char name[160];
+    const char *alg = mv_algo == FMB_MATVEC_MMA ? "mma" : B > 8 ? "cublas" : "cc";
+    snprintf(name, sizeof name, "pdl chain B=%zu %s: reference logits finite", B, alg);
+    check(finite, name, "a NaN or inf in the logits (the chain reads an unwritten buffer)");
+    int eager = 1;
+    for (int r = 0; r < reps; r++) {
+        chain_run(&ch);
+        unsigned char *got = chain_snap(&ch, &n2);
+        eager &= n2 == n && memcmp(got, ref, n) == 0;
+        free(got);
+    }
+    snprintf(name, sizeof name, "pdl chain B=%zu %s: eager, PDL %s == plain launches (%d runs)", B,
+             alg, ctx.pdl ? "on" : "unavailable", reps);
+    check(eager, name, "outputs differ bitwise");
+    for (int mode = 0; mode < 2; mode++) { // graph with PDL as set at init, then off
+        ctx.pdl = mode ? 0 : pdl0;
+        fmb_cuda_graph_begin(&ctx);
+        chain_run(&ch);
+        void *ex = fmb_cuda_graph_end(&ctx);
+        ctx.pdl = pdl0;
+        int same = 1;
+        for (int r = 0; r < reps; r++) {
+            memset(ch.logits_h, 0xFF, B * ch.V * 4); // chain_run's host poison is not captured
+            fmb_cuda_graph_launch(&ctx, ex);
+            unsigned char *got = chain_snap(&ch, &n2);
+            same &= n2 == n && memcmp(got, ref, n) == 0;
+            free(got);
+        }
+        fmb_cuda_graph_free(ex);
+        snprintf(name, sizeof name, "pdl chain B=%zu %s: CUDA graph (PDL %s) == eager (%d replays)",
+                 B, alg, mode || !pdl0 ? "off" : "on", reps);
+        check(same, name, "outputs differ bitwise");
+    }
+    ctx.matvec_algo = FMB_MATVEC_AUTO;
+    free(ref);
+    chain_free(&ch);
+}
+
+static void t_pdl(void)
+{
+    const char *e = getenv("FMB_PDL");
+    check_note("PDL %s (cc %d.%d%s)", ctx.pdl ? "on" : "off", ctx.cc_major, ctx.cc_minor,
+               e ? ", FMB_PDL set" : "");
+    fmb_kdt dts[2] = {FMB_KDT_F32, FMB_KDT_BF16};
+    for (int di = 0; di < 2; di++) {
+        t_add_rmsnorm_rows(4096, dts[di]);
+        t_add_rmsnorm_rows(1000, dts[di]);  // 250 groups on 64 threads, the last round partial
+        t_add_rmsnorm_rows(20000, dts[di]); // more than 4 groups a thread: two-pass variant
+        t_add_rmsnorm(3, 20000, 1, dts[di]);
+        t_add_rmsnorm(5, 4096, 0, dts[di]);
+        t_add_rmsnorm(2, 1001, 1, dts[di]); // D % 4 != 0: scalar loads, a partial group
+    }
+    // matvec: two groups of four chunks a thread and a tail (K8 = 2056, tpr = 256)
+    t_matvec(1, 70, 16448, FMB_KDT_F32, 0);
+    t_matvec(3, 70, 16448, FMB_KDT_BF16, 1);
+    t_pdl_chain(1, FMB_MATVEC_AUTO);
+    t_pdl_chain(5, FMB_MATVEC_AUTO);
+    // cuBLAS between the PDL kernels; not in the small run that the sanitizers take:
+    // racecheck reports shared-memory hazards inside cuBLAS's split-K kernels at these shapes
+    // (nvjet_sm90_*_splitK, H200, cuBLAS 13), with PDL off as well
+    if (!small_only)
+        t_pdl_chain(12, FMB_MATVEC_AUTO);
+    t_pdl_chain(1, FMB_MATVEC_MMA);
+    t_pdl_chain(12, FMB_MATVEC_MMA);
+}
+
 // --- main ---------------------------------------------------------------------------------
 
 int main(int argc, char **argv)
@@ -759,6 +1026,7 @@ int main(int argc, char **argv)
         t_matvec(13, 77, 1024, FMB_KDT_BF16, 1);
     }
     ctx.matvec_algo = FMB_MATVEC_AUTO;
+    t_pdl();
     if (!small_only) {
         ctx.scan_algo = FMB_SCAN_SEG;
         size_t segs[2] = {128, 256};
