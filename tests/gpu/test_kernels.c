@@ -242,9 +242,12 @@ static void free_plan(plan_buf *b)
 
 // --- conv ---------------------------------------------------------------------------------
 
-static void t_conv(const char *label, const vl_case *v, size_t E, size_t K, fmb_kdt xt)
+/* ldx, ldy: odd ones (2E + 3, E + 1) take the scalar conv_kernel, multiples of 8 with E % 8 == 0
+ * (the engine's 2E, E) the tile kernel; T ≤ 4·nseq takes conv_seq_kernel either way. */
+static void
+t_conv(const char *label, const vl_case *v, size_t E, size_t K, fmb_kdt xt, size_t ldx, size_t ldy)
 {
-    size_t T = (size_t)v->start[v->nseq], ldx = 2 * E + 3, ldy = E + 1;
+    size_t T = (size_t)v->start[v->nseq];
     size_t sstride = E * (K - 1) + 5, nslot = (size_t)v->nseq;
     float *x = hnew(T * ldx), *w = hnew(E * K), *b = hnew(E), *y = hnew(T * ldy);
     float *st = hnew(nslot * sstride);
@@ -273,15 +276,165 @@ static void t_conv(const char *label, const vl_case *v, size_t E, size_t K, fmb_
             r[t * E + e] = y[t * ldy + e];
         }
     char name[160];
-    snprintf(name, sizeof name, "conv1d %s E=%zu K=%zu %s y", label, E, K, dtn(xt));
+    snprintf(name, sizeof name, "conv1d %s E=%zu K=%zu ldx=%zu ldy=%zu %s y", label, E, K, ldx, ldy,
+             dtn(xt));
     if (T)
         expect(name, a, r, T * E, tol(xt));
-    snprintf(name, sizeof name, "conv1d %s E=%zu K=%zu %s state", label, E, K, dtn(xt));
+    snprintf(name, sizeof name, "conv1d %s E=%zu K=%zu ldx=%zu ldy=%zu %s state", label, E, K, ldx,
+             ldy, dtn(xt));
     expect(name, gst, st, nslot * sstride, 1e-6);
     free(x), free(w), free(b), free(y), free(st), free(gy), free(gst), free(a), free(r);
     fmb_cuda_free(dx), fmb_cuda_free(dw), fmb_cuda_free(db), fmb_cuda_free(dst);
     fmb_cuda_free(dy);
     free_plan(&pb);
+}
+
+/* Index of the first element where a and b differ bitwise, or n. */
+static size_t first_diff(const float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof(float)) != 0)
+            return i;
+    return n;
+}
+
+/* One sequence of n tokens (x, y: device, already offset to its first token) through
+ * fmb_k_conv1d under its own plan, continuing from the state at dst (fresh when !has). */
+static void conv_chunk(const void *dx,
+                       size_t ldx,
+                       void *dy,
+                       size_t ldy,
+                       fmb_kdt xt,
+                       const float *dw,
+                       const float *db,
+                       size_t E,
+                       size_t K,
+                       float *dst,
+                       int n,
+                       int has)
+{
+    int len[1] = {n}, h[1] = {has};
+    vl_case v = mk_case(1, len, h);
+    plan_buf pb = mk_plan(&v, dst, 0, 16);
+    fmb_k_conv1d(&ctx, dx, ldx, dy, ldy, xt, dw, db, E, K, &pb.p, 0);
+    fmb_cuda_sync(&ctx);
+    free_plan(&pb);
+}
+
+/* The output kernels agree bit for bit (the engine relies on a token's result not depending
+ * on the kernel or the chunk length that computed it). One sequence of T tokens, engine
+ * strides (ldx = 2E, ldy = E), three ways: A one chunk (conv_tile_kernel); B one chunk with x
+ * one element off 16-byte alignment (conv_kernel); C chunks [0, 100), [100, T-1) (tile
+ * kernel, runs on another grid than A's) and the last token as a decode step
+ * (conv_seq_kernel), the state carried between them. A is also checked against the CPU twin. */
+static void t_conv_paths(size_t T, size_t E, size_t K, int has, fmb_kdt xt)
+{
+    FMB_ASSERT(T > 101);
+    size_t ldx = 2 * E, ldy = E, es = fmb_kdt_size(xt), sn = E * (K - 1);
+    float *x = hnew(T * ldx), *w = hnew(E * K), *b = hnew(E), *st = hnew(sn), *y = hnew(T * ldy);
+    fill_normal(x, T * ldx, 1.0f);
+    round_to(x, T * ldx, xt);
+    fill_normal(w, E * K, 0.5f);
+    fill_normal(b, E, 0.2f);
+    fill_normal(st, sn, 1.0f);
+    round_to(st, sn, xt);
+    void *dx = up(x, T * ldx, xt);
+    char *dxm = fmb_cuda_malloc((T * ldx + 1) * es + 16);
+    fmb_cuda_d2d(&ctx, dxm + es, dx, T * ldx * es);
+    float *dw = up(w, E * K, FMB_KDT_F32), *db = up(b, E, FMB_KDT_F32);
+    float *dst[3];
+    char *dy[3];
+    for (int i = 0; i < 3; i++) {
+        dst[i] = up(st, sn, FMB_KDT_F32);
+        dy[i] = poisoned(T * ldy, xt);
+    }
+    conv_chunk(dx, ldx, dy[0], ldy, xt, dw, db, E, K, dst[0], (int)T, has);
+    conv_chunk(dxm + es, ldx, dy[1], ldy, xt, dw, db, E, K, dst[1], (int)T, has);
+    size_t cut[4] = {0, 100, T - 1, T};
+    for (int k = 0; k < 3; k++)
+        conv_chunk((const char *)dx + cut[k] * ldx * es, ldx, dy[2] + cut[k] * ldy * es, ldy, xt,
+                   dw, db, E, K, dst[2], (int)(cut[k + 1] - cut[k]), k ? 1 : has);
+    int32_t start[2] = {0, (int32_t)T}, slot[1] = {0};
+    uint8_t h8[1] = {(uint8_t)has};
+    fmb_varlen vl = {1, start, slot, h8};
+    fmb_kcpu_conv1d(x, ldx, y, ldy, w, b, E, K, st, sn, &vl);
+    float *gy[3], *gst[3];
+    for (int i = 0; i < 3; i++) {
+        gy[i] = down(dy[i], T * ldy, xt);
+        gst[i] = down(dst[i], sn, FMB_KDT_F32);
+    }
+    char name[160];
+    snprintf(name, sizeof name, "conv1d paths T=%zu has=%d E=%zu K=%zu %s tile vs cpu y", T, has, E,
+             K, dtn(xt));
+    expect(name, gy[0], y, T * ldy, tol(xt));
+    snprintf(name, sizeof name, "conv1d paths T=%zu has=%d E=%zu K=%zu %s tile vs cpu state", T,
+             has, E, K, dtn(xt));
+    expect(name, gst[0], st, sn, 1e-6);
+    const char *what[3] = {"", "tile = scalar", "tile = chunks+decode"};
+    for (int i = 1; i < 3; i++) {
+        size_t d = first_diff(gy[i], gy[0], T * ldy), ds = first_diff(gst[i], gst[0], sn);
+        snprintf(name, sizeof name, "conv1d paths T=%zu has=%d E=%zu K=%zu %s %s bitwise", T, has,
+                 E, K, dtn(xt), what[i]);
+        check(d == T * ldy && ds == sn, name,
+              "y first differs at t=%zu e=%zu (%.9g vs %.9g), state at %zu of %zu", d / ldy,
+              d % ldy, d < T * ldy ? gy[i][d] : 0.0, d < T * ldy ? gy[0][d] : 0.0, ds, sn);
+    }
+    free(x), free(w), free(b), free(st), free(y);
+    fmb_cuda_free(dx), fmb_cuda_free(dxm), fmb_cuda_free(dw), fmb_cuda_free(db);
+    for (int i = 0; i < 3; i++) {
+        free(gy[i]), free(gst[i]);
+        fmb_cuda_free(dst[i]), fmb_cuda_free(dy[i]);
+    }
+}
+
+/* The 7B conv shape: E = 8192, K = 4, bf16, one sequence of T = 4096 tokens with state, x the
+ * first E columns of the in_proj output (ldx = 2E), y with ld E; median of 9 reps (the state
+ * update included). vec = 0: x one element off 16-byte alignment, so the scalar conv_kernel
+ * runs instead of the tile kernel (for comparison). Floor: x read + y written once. */
+static void time_conv(int vec)
+{
+    size_t T = 4096, E = 8192, K = 4, ldx = 2 * E;
+    char *dx = fmb_cuda_malloc(T * ldx * 2 + 16);
+    void *dy = fmb_cuda_malloc(T * E * 2);
+    float *dw = fmb_cuda_malloc(E * K * 4), *db = fmb_cuda_malloc(E * 4);
+    float *dst = fmb_cuda_malloc(E * (K - 1) * 4);
+    fmb_k_fill_uniform(&ctx, dx, FMB_KDT_BF16, T * ldx + 8, 21, 1.0f, 0.0f);
+    fmb_k_fill_uniform(&ctx, dw, FMB_KDT_F32, E * K, 22, 0.5f, 0.0f);
+    fmb_k_fill_uniform(&ctx, db, FMB_KDT_F32, E, 23, 0.2f, 0.0f);
+    fmb_k_fill_uniform(&ctx, dst, FMB_KDT_F32, E * (K - 1), 24, 1.0f, 0.0f);
+    int32_t start[2] = {0, (int32_t)T};
+    uint8_t has = 1;
+    float *ptrs[1] = {dst};
+    size_t bytes = fmb_k_plan_bytes(T, 1);
+    void *h = fmb_cuda_host_alloc(bytes), *d = fmb_cuda_malloc(bytes);
+    fmb_kplan p;
+    fmb_k_plan_build(&p, h, d, T, 1, start, &has, ptrs, T);
+    fmb_cuda_h2d(&ctx, d, h, p.bytes);
+    const void *x = dx + (vec ? 0 : 2);
+    void *e0 = fmb_cuda_event_new(), *e1 = fmb_cuda_event_new();
+    float ms[9];
+    for (int r = -2; r < 9; r++) {
+        fmb_cuda_event_record(&ctx, e0);
+        fmb_k_conv1d(&ctx, x, ldx, dy, E, FMB_KDT_BF16, dw, db, E, K, &p, 0);
+        fmb_cuda_event_record(&ctx, e1);
+        float t = fmb_cuda_event_ms(e0, e1);
+        if (r >= 0)
+            ms[r] = t;
+    }
+    for (int i = 0; i < 9; i++)
+        for (int j = i + 1; j < 9; j++)
+            if (ms[j] < ms[i]) {
+                float tmp = ms[i];
+                ms[i] = ms[j];
+                ms[j] = tmp;
+            }
+    check_note("conv1d[%s] timing E=8192 K=4 bf16 T=4096 ldx=2E ldy=E: %.1f us/layer, %.2f "
+               "us/token over 64 layers, %.0f GB/s (x read + y written)",
+               vec ? "tile" : "scalar", ms[4] * 1e3, ms[4] * 1e3 * 64 / (double)T,
+               (double)T * E * 2 * 2 / (ms[4] * 1e-3) / 1e9);
+    fmb_cuda_event_free(e0), fmb_cuda_event_free(e1);
+    fmb_cuda_host_free(h), fmb_cuda_free(d);
+    fmb_cuda_free(dx), fmb_cuda_free(dy), fmb_cuda_free(dw), fmb_cuda_free(db), fmb_cuda_free(dst);
 }
 
 // --- scan ---------------------------------------------------------------------------------
@@ -954,13 +1107,39 @@ int main(int argc, char **argv)
         vl_case c3 = mk_case(3, l3, h3), c5 = mk_case(5, l5, h5);
         size_t Ks[2] = {4, 3};
         for (int ki = 0; ki < 2; ki++) {
-            t_conv("T=1 fresh", &c1, 100, Ks[ki], dt);
-            t_conv("T=1 state", &c1s, 100, Ks[ki], dt);
-            t_conv("T=37 fresh", &c37, 256, Ks[ki], dt);
-            t_conv("T=37 state", &c37s, 130, Ks[ki], dt);
-            t_conv("varlen 1+2+40", &c3, 130, Ks[ki], dt);
-            t_conv("decode 5x1", &c5, 256, Ks[ki], dt);
+            size_t K = Ks[ki];
+            // odd strides: the scalar conv_kernel (conv_seq_kernel for T ≤ 4·nseq)
+            t_conv("T=1 fresh", &c1, 100, K, dt, 203, 101);
+            t_conv("T=1 state", &c1s, 100, K, dt, 203, 101);
+            t_conv("T=37 fresh", &c37, 256, K, dt, 515, 257);
+            t_conv("T=37 state", &c37s, 130, K, dt, 263, 131);
+            t_conv("varlen 1+2+40", &c3, 130, K, dt, 263, 131);
+            t_conv("decode 5x1", &c5, 256, K, dt, 515, 257);
         }
+        // engine strides (ldx = 2E, ldy = E, E % 8 == 0): the tile kernel (16-token runs).
+        // 15+31+2+1+30: a run starting one token after a sequence start (window from the
+        // state and x), a 2-token sequence, a sequence starting exactly at a run start, the
+        // last run partial; 300+211: a boundary mid-run. E = 1032: a partial block.
+        int lv[] = {15, 31, 2, 1, 30}, hv[] = {1, 1, 0, 1, 0};
+        int lw[] = {300, 211}, hw[] = {1, 0};
+        int lt[] = {2000}, ht[] = {1};
+        vl_case cv = mk_case(5, lv, hv), cw = mk_case(2, lw, hw), ct = mk_case(1, lt, ht);
+        size_t Ev[2] = {256, 1032};
+        for (int ki = 0; ki < 2; ki++)
+            for (int ei = 0; ei < 2; ei++) {
+                size_t K = Ks[ki], E = Ev[ei];
+                t_conv("T=1 fresh", &c1, E, K, dt, 2 * E, E);
+                t_conv("T=1 state", &c1s, E, K, dt, 2 * E, E);
+                t_conv("T=37 state", &c37s, E, K, dt, 2 * E, E);
+                t_conv("varlen 1+2+40", &c3, E, K, dt, 2 * E, E);
+                t_conv("varlen 15+31+2+1+30", &cv, E, K, dt, 2 * E, E);
+                t_conv("varlen 300+211", &cw, E, K, dt, 2 * E, E);
+                t_conv("decode 5x1", &c5, E, K, dt, 2 * E, E);
+                if (!small_only)
+                    t_conv("T=2000 state", &ct, E, K, dt, 2 * E, E);
+                t_conv_paths(300, E, K, 1, dt);
+                t_conv_paths(150, E, K, 0, dt);
+            }
         size_t Ns[2] = {16, 8};
         const int algos[3] = {FMB_SCAN_QUAD, FMB_SCAN_SEG, FMB_SCAN_TILE};
         for (int ai = 0; ai < 3; ai++)
@@ -1028,6 +1207,8 @@ int main(int argc, char **argv)
     ctx.matvec_algo = FMB_MATVEC_AUTO;
     t_pdl();
     if (!small_only) {
+        time_conv(1);
+        time_conv(0);
         ctx.scan_algo = FMB_SCAN_SEG;
         size_t segs[2] = {128, 256};
         for (int i = 0; i < 2; i++)
