@@ -107,11 +107,12 @@ extern "C" fmb_status fmb_cuda_ctx_init(fmb_cuda_ctx *c, int device, fmb_err *er
     c->debug_sync = 1;
 #endif
     const char *sa = getenv("FMB_SCAN");
-    c->scan_algo = !sa                       ? FMB_SCAN_AUTO
-                   : strcmp(sa, "seg") == 0  ? FMB_SCAN_SEG
-                   : strcmp(sa, "quad") == 0 ? FMB_SCAN_QUAD
-                   : strcmp(sa, "tile") == 0 ? FMB_SCAN_TILE
-                                             : FMB_SCAN_AUTO;
+    c->scan_algo = !sa                        ? FMB_SCAN_AUTO
+                   : strcmp(sa, "seg") == 0   ? FMB_SCAN_SEG
+                   : strcmp(sa, "quad") == 0  ? FMB_SCAN_QUAD
+                   : strcmp(sa, "tile") == 0  ? FMB_SCAN_TILE
+                   : strcmp(sa, "tile1") == 0 ? FMB_SCAN_TILE1
+                                              : FMB_SCAN_AUTO;
     const char *mv = getenv("FMB_MATVEC");
     c->matvec_algo = !mv                      ? FMB_MATVEC_AUTO
                      : strcmp(mv, "cc") == 0  ? FMB_MATVEC_CC
@@ -764,9 +765,12 @@ extern "C" void fmb_k_plan_build(fmb_kplan *p,
     fmb_kseg *h_segs = (fmb_kseg *)(h + off);
     p->segs = (const fmb_kseg *)(d + off);
     int nsegs = 0, multi = 0;
+    p->state_al16 = 1;
     for (int s = 0; s < nseq; s++) {
         int32_t t0 = seq_start[s], t1 = seq_start[s + 1];
         FMB_ASSERT(t1 >= t0);
+        if ((uintptr_t)state[s] & 15)
+            p->state_al16 = 0;
         h_start[s] = t0;
         h_has[s] = has_state[s] ? 1 : 0;
         h_state[s] = state[s];

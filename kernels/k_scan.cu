@@ -435,6 +435,421 @@ static __global__ void __launch_bounds__(SCAN_THREADS) scan_tile_kernel(const AT
     }
 }
 
+// --- tile kernel with asynchronous staging (N = 16; prefill's default) ----------------------
+//
+// TILE's scan with its staging reworked after ncu (H200, E = 8192, bf16): TILE executed ~40
+// instructions per lane-token where its scan needs ~15. The rest was staging: scalar 2-byte
+// loads with 64-bit address arithmetic per element, log1pf(expf(x)) for softplus (~80
+// instructions per (channel, token)), and conversions of the prefetched tile that stalled on
+// its loads right after issuing them. TILE2:
+//  - copies the raw tiles of u, dt_pre, z (16 channels × TT tokens, one 16-byte piece per
+//    thread and array), dtscale and B/C from global to shared memory with cp.async, double
+//    buffered: tile i+1 is in flight during tile i's scan and costs no registers. B/C land in
+//    8-byte pieces directly in the lane-interleaved layout (B_2j, B_2j+1, C_2j, C_2j+1) that
+//    lane j reads as one float4;
+//  - turns a raw tile into (dt, dt·u), u·D and silu(z) in a process step, two adjacent
+//    channels per thread (paired loads and stores); softplus = max(x, 0) + log1p(e^-|x|) with
+//    log1p by the atanh series (within 2e-6 relative of log1p(exp(x)) everywhere, 15 ops);
+//  - scans and reduces the C contraction exactly as TILE does.
+// Needs E % 16 == 0, row strides of u, dt, z, y that are multiples of 8 elements, 16-byte
+// aligned bases, and B/C rows (ldbc even) at 8-byte alignment; fmb_k_scan checks and falls
+// back to TILE. TT: 64 tokens per tile in bf16, 32 in f32 (both keep the static shared memory
+// under 48 KB: 46.5 and 29.3 KB).
+__device__ __forceinline__ float softplus_fast(float x)
+{
+    // torch.nn.functional.softplus(x) = x > 20 ? x : log1p(exp(x)) = max(x, 0) + log1p(e)
+    // with e = exp(-|x|) in (0, 1]; log1p(e) = 2 atanh(s), s = e / (2 + e) in (0, 1/3], whose
+    // series in w = s² ≤ 1/9 is below float rounding after the w⁶ term.
+    const float e = ex2_ftz(-fabsf(x) * LOG2E_F);
+    const float s = __fdividef(e, 2.0f + e), w = s * s;
+    float q = 1.0f / 13.0f;
+    q = fmaf(q, w, 1.0f / 11.0f);
+    q = fmaf(q, w, 1.0f / 9.0f);
+    q = fmaf(q, w, 1.0f / 7.0f);
+    q = fmaf(q, w, 1.0f / 5.0f);
+    q = fmaf(q, w, 1.0f / 3.0f);
+    q = fmaf(q, w, 1.0f);
+    const float r = fmaxf(x, 0.0f) + 2.0f * s * q;
+    return x > 20.0f ? x : r;
+}
+
+/* silu(z) = z / (1 + e^-z) with ex2 and the fast division (0 where e^-z overflows). */
+__device__ __forceinline__ float silu_ex2(float z)
+{
+    return __fdividef(z, 1.0f + ex2_ftz(-z * LOG2E_F));
+}
+
+/* cp.async global → shared of 16, 8 or 4 bytes; when !ok nothing is read and zeros land. */
+template <int BYTES> __device__ __forceinline__ void cp_async(void *sdst, const void *gsrc, bool ok)
+{
+    const unsigned s = (unsigned)__cvta_generic_to_shared(sdst);
+    if (BYTES == 16)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gsrc),
+                     "r"(ok ? 16 : 0));
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(s), "l"(gsrc),
+                     "n"(BYTES), "r"(ok ? BYTES : 0));
+}
+__device__ __forceinline__ void cp_async_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+__device__ __forceinline__ void cp_async_wait_all()
+{
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
+__device__ __forceinline__ float2 ld_pair(const float *p)
+{
+    return *(const float2 *)p;
+}
+__device__ __forceinline__ float2 ld_pair(const __nv_bfloat16 *p)
+{
+    return __bfloat1622float2(*(const __nv_bfloat162 *)p);
+}
+__device__ __forceinline__ void st_pair(float *p, float2 v)
+{
+    *(float2 *)p = v;
+}
+__device__ __forceinline__ void st_pair(__nv_bfloat16 *p, float2 v)
+{
+    *(__nv_bfloat162 *)p = __float22bfloat162_rn(v); /* each half as __float2bfloat16_rn */
+}
+
+template <typename AT, int TT> struct tile2_smem {
+    float4 bc[2][TT][TL_LPC]; /* B/C, lane-interleaved, double-buffered */
+    float2 dd[TT][TL_CH];     /* (dt, dt·u) */
+    AT u[2][TT][TL_CH];       /* raw tiles, double-buffered */
+    AT d[2][TT][TL_CH];
+    AT z[2][TT][TL_CH];
+    float sc[2][TT];     /* dtscale */
+    float y[TT][TL_YLD]; /* u·D, then the gated output */
+    float g[TT][TL_YLD]; /* silu(z) */
+};
+
+template <typename AT, int TT>
+static __global__ void __launch_bounds__(SCAN_THREADS) scan_tile2_kernel(const AT *u,
+                                                                         size_t ldu,
+                                                                         const AT *dtp,
+                                                                         size_t lddt,
+                                                                         const float *dtscale,
+                                                                         const float *dt_bias,
+                                                                         const float *A,
+                                                                         const float *BC,
+                                                                         size_t ldbc,
+                                                                         const float *Dskip,
+                                                                         const AT *z,
+                                                                         size_t ldz,
+                                                                         AT *y,
+                                                                         size_t ldy,
+                                                                         fmb_kplan p,
+                                                                         size_t ssm_off)
+{
+    const int N = 16;
+    constexpr int VEC = 16 / (int)sizeof(AT); /* elements per 16-byte piece */
+    constexpr int PPR = TL_CH / VEC;          /* pieces per raw row: 2 (bf16) or 4 (f32) */
+    static_assert(TT * PPR == SCAN_THREADS, "one raw piece per thread and array");
+    static_assert(TT % 16 == 0 && (TT * 16) % SCAN_THREADS == 0, "tile shape");
+    constexpr int BCR = SCAN_THREADS / 16; /* B/C rows per pass: 16 pieces of 8 bytes a row */
+    __shared__ __align__(16) tile2_smem<AT, TT> sm;
+    const int tid = threadIdx.x;
+    const int e0 = blockIdx.x * TL_CH;
+    // weights first (never written after load), then wait for the kernels ahead (PDL)
+    const int pc = tid % 8, pr = tid / 8; /* process role: channels 2pc, 2pc+1, rows pr + 16k */
+    const int pe = e0 + 2 * pc;
+    const float bias0 = dt_bias[pe], bias1 = dt_bias[pe + 1];
+    const float D0 = Dskip[pe], D1 = Dskip[pe + 1];
+    const int lane = tid & 31; /* scan role: channel c of the block, lane j (states 2j, 2j+1) */
+    const int c = (tid >> 5) * 4 + (lane >> 3), j = lane & 7;
+    const int e = e0 + c;
+    const float a0 = A[(size_t)e * N + 2 * j] * LOG2E_F,
+                a1 = A[(size_t)e * N + 2 * j + 1] * LOG2E_F;
+    fmb_pdl_wait();
+    fmb_pdl_trigger();
+    const int s = blockIdx.y;
+    const int32_t t0 = p.seq_start[s], t1 = p.seq_start[s + 1];
+
+    // load role: raw row lr, piece lp of u/dt/z; B/C piece bp (8 bytes) of rows br + BCR·i
+    const int lr = tid / PPR, lp = tid % PPR;
+    const int bp = tid % 16, br = tid / 16;
+    const int bdst = (bp & 7) * 4 + (bp >> 3) * 2; /* float offset in the interleaved row */
+    const bool has_sc = dtscale != NULL;
+    auto issue = [&](int buf, int32_t tb) {
+        const int32_t t = tb + lr;
+        const bool ok = t < t1;
+        const size_t tt = ok ? (size_t)t : (size_t)t0; /* a valid address when nothing is read */
+        cp_async<16>(&sm.u[buf][lr][lp * VEC], u + tt * ldu + e0 + lp * VEC, ok);
+        cp_async<16>(&sm.d[buf][lr][lp * VEC], dtp + tt * lddt + e0 + lp * VEC, ok);
+        cp_async<16>(&sm.z[buf][lr][lp * VEC], z + tt * ldz + e0 + lp * VEC, ok);
+        if (has_sc && tid < TT) {
+            const bool oks = tb + tid < t1;
+            cp_async<4>(&sm.sc[buf][tid], dtscale + (oks ? tb + tid : t0), oks);
+        }
+#pragma unroll
+        for (int i = 0; i < TT / BCR; i++) {
+            const int row = br + BCR * i;
+            const bool okb = tb + row < t1;
+            const size_t tr = okb ? (size_t)(tb + row) : (size_t)t0;
+            cp_async<8>((float *)&sm.bc[buf][row][0] + bdst, BC + tr * ldbc + 2 * bp, okb);
+        }
+        cp_async_commit();
+    };
+
+    float *hs = p.state[s] + ssm_off + (size_t)e * N + 2 * j;
+    const bool has = p.has_state[s];
+    float h0 = has ? hs[0] : 0.0f, h1 = has ? hs[1] : 0.0f;
+
+    const int ntiles = (t1 - t0 + TT - 1) / TT;
+    if (ntiles > 0)
+        issue(0, t0);
+    for (int it = 0; it < ntiles; it++) {
+        const int b = it & 1;
+        const int32_t tb = t0 + it * TT;
+        cp_async_wait_all();
+        __syncthreads(); // tile it has landed; the previous tile's scan is done
+#pragma unroll
+        for (int k = 0; k < TT / 16; k++) {
+            const int row = pr + 16 * k;
+            if (it > 0) // the previous tile was full (only the last one is partial)
+                st_pair(y + (size_t)(tb - TT + row) * ldy + pe,
+                        make_float2(sm.y[row][2 * pc], sm.y[row][2 * pc + 1]));
+            const float2 uu = ld_pair(&sm.u[b][row][2 * pc]);
+            const float2 dr = ld_pair(&sm.d[b][row][2 * pc]);
+            const float2 zz = ld_pair(&sm.z[b][row][2 * pc]);
+            const float sc = has_sc ? sm.sc[b][row] : 1.0f;
+            const bool ok = tb + row < t1;
+            // discrete_time_step = softplus(dt_proj(rms(time_step)) + dt_proj.bias)
+            const float dt0 = ok ? softplus_fast(fmaf(dr.x, sc, bias0)) : 0.0f;
+            const float dt1 = ok ? softplus_fast(fmaf(dr.y, sc, bias1)) : 0.0f;
+            *(float4 *)&sm.dd[row][2 * pc] = make_float4(dt0, dt0 * uu.x, dt1, dt1 * uu.y);
+            *(float2 *)&sm.y[row][2 * pc] = make_float2(uu.x * D0, uu.y * D1);
+            *(float2 *)&sm.g[row][2 * pc] = make_float2(silu_ex2(zz.x), silu_ex2(zz.y));
+        }
+        if (it + 1 < ntiles)
+            issue(b ^ 1, tb + TT); // in flight during this tile's scan
+        __syncthreads();
+        const int nt = t1 - tb < TT ? t1 - tb : TT;
+#pragma unroll 2
+        for (int k = 0; k < nt; k += TL_LPC) {
+            float acc[TL_LPC];
+#pragma unroll
+            for (int q = 0; q < TL_LPC; q++) {
+                // h = exp(A dt) h + dt B u ;  y = Σ h C  (this lane's two states)
+                const float2 dd = sm.dd[k + q][c];
+                const float4 bc = sm.bc[b][k + q][j];
+                const float d0 = ex2_ftz(a0 * dd.x), d1 = ex2_ftz(a1 * dd.x);
+                h0 = fmaf(d0, h0, bc.x * dd.y);
+                h1 = fmaf(d1, h1, bc.y * dd.y);
+                acc[q] = fmaf(h0, bc.z, h1 * bc.w);
+            }
+            // reduce-scatter over the channel's 8 lanes: lane j ends with token k+j's sum
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const bool hi = j & 4;
+                const float send = hi ? acc[q] : acc[q + 4], keep = hi ? acc[q + 4] : acc[q];
+                acc[q] = keep + __shfl_xor_sync(0xffffffffu, send, 4);
+            }
+#pragma unroll
+            for (int q = 0; q < 2; q++) {
+                const bool hi = j & 2;
+                const float send = hi ? acc[q] : acc[q + 2], keep = hi ? acc[q + 2] : acc[q];
+                acc[q] = keep + __shfl_xor_sync(0xffffffffu, send, 2);
+            }
+            {
+                const bool hi = j & 1;
+                const float send = hi ? acc[0] : acc[1], keep = hi ? acc[1] : acc[0];
+                acc[0] = keep + __shfl_xor_sync(0xffffffffu, send, 1);
+            }
+            // scan_output = (scan_output + hidden_states * D) * act(gate)
+            sm.y[k + j][c] = (acc[0] + sm.y[k + j][c]) * sm.g[k + j][c];
+        }
+    }
+    if (ntiles > 0) {
+        __syncthreads();
+        const int32_t tb = t0 + (ntiles - 1) * TT; // the last tile
+#pragma unroll
+        for (int k = 0; k < TT / 16; k++) {
+            const int row = pr + 16 * k;
+            if (tb + row < t1)
+                st_pair(y + (size_t)(tb + row) * ldy + pe,
+                        make_float2(sm.y[row][2 * pc], sm.y[row][2 * pc + 1]));
+        }
+    }
+    hs[0] = h0;
+    hs[1] = h1;
+}
+
+// --- decode step: ssm_params fused with the scan of one token per sequence ----------------
+//
+// Decode runs the scan on one token per sequence. QUAD (4 lanes per channel) then needs
+// 4·E·B threads: two waves at B = 16 (11.6 µs a layer on the H200, where moving the 16 MB of
+// state takes ~4) behind a separate ssm_params launch. Here one thread owns a channel of a
+// sequence with its N states in registers (E·B threads: one wave at B = 16), and the block's
+// first warp computes the token's rms scales of δ, B and C from the x_proj row in exactly
+// ssm_params_kernel's order (same lane split and shuffle tree, so the same bits), which saves
+// that launch. A block = SCAN_THREADS channels of one sequence (blockIdx.y).
+template <typename AT, int NN, bool VEC>
+static __global__ void __launch_bounds__(SCAN_THREADS) scan_step_kernel(const AT *u,
+                                                                        size_t ldu,
+                                                                        const AT *dtp,
+                                                                        size_t lddt,
+                                                                        const AT *Sm,
+                                                                        size_t lds,
+                                                                        int R,
+                                                                        float eps,
+                                                                        int norm,
+                                                                        const float *dt_bias,
+                                                                        const float *A,
+                                                                        const float *Dskip,
+                                                                        const AT *z,
+                                                                        size_t ldz,
+                                                                        AT *y,
+                                                                        size_t ldy,
+                                                                        int E,
+                                                                        int N,
+                                                                        fmb_kplan p,
+                                                                        size_t ssm_off)
+{
+    __shared__ float sbc[2 * NN];
+    __shared__ float sdsc;
+    const int e = blockIdx.x * SCAN_THREADS + threadIdx.x;
+    const bool act = e < E;
+    const int ec = act ? e : E - 1;
+    // weights first (never written after load), then wait for the kernels ahead (PDL)
+    float h[NN], a2[NN];
+    if (VEC) {
+#pragma unroll
+        for (int q = 0; q < NN / 4; q++) {
+            const float4 av = ((const float4 *)(A + (size_t)ec * N))[q];
+            a2[4 * q] = av.x * LOG2E_F, a2[4 * q + 1] = av.y * LOG2E_F;
+            a2[4 * q + 2] = av.z * LOG2E_F, a2[4 * q + 3] = av.w * LOG2E_F;
+        }
+    } else {
+#pragma unroll
+        for (int n = 0; n < NN; n++)
+            a2[n] = n < N ? A[(size_t)ec * N + n] * LOG2E_F : 0.0f;
+    }
+    const float bias = dt_bias[ec], dsk = Dskip[ec];
+    fmb_pdl_wait();
+    fmb_pdl_trigger();
+    const int s = blockIdx.y;
+    const size_t t = (size_t)p.seq_start[s]; /* the sequence's one token */
+    if (threadIdx.x < 32) {
+        // ssm_params_kernel's arithmetic for row t: S row = [δ (R) | B (N) | C (N)]
+        const int lane = threadIdx.x;
+        const AT *row = Sm + t * lds;
+        float ss = 0.0f;
+        for (int i = lane; i < R; i += 32) {
+            float v = fmb_ld(row + i);
+            ss += v * v;
+        }
+        ss = fmb_warp_sum(ss);
+        if (lane == 0)
+            sdsc = norm ? 1.0f / sqrtf(ss / (float)R + eps) : 1.0f; // rms_forward(time_step)
+        int half = lane >> 4, j = lane & 15;
+        float v = j < N ? fmb_ld(row + R + half * N + j) : 0.0f;
+        float s2 = v * v;
+        for (int o = 8; o > 0; o >>= 1)
+            s2 += __shfl_xor_sync(0xffffffffu, s2, o);
+        float inv = norm ? 1.0f / sqrtf(s2 / (float)N + eps) : 1.0f; // rms_forward(B), (C)
+        if (j < NN)
+            sbc[half * NN + j] = j < N ? v * inv : 0.0f;
+    }
+    float *hs = p.state[s] + ssm_off + (size_t)ec * N;
+    const bool has = p.has_state[s];
+    if (VEC) { // N == NN, 16-byte aligned rows of state and A
+#pragma unroll
+        for (int q = 0; q < NN / 4; q++) {
+            const float4 hv = has ? ((const float4 *)hs)[q] : make_float4(0.f, 0.f, 0.f, 0.f);
+            h[4 * q] = hv.x, h[4 * q + 1] = hv.y, h[4 * q + 2] = hv.z, h[4 * q + 3] = hv.w;
+        }
+    } else {
+#pragma unroll
+        for (int n = 0; n < NN; n++)
+            h[n] = (n < N && has) ? hs[n] : 0.0f;
+    }
+    const float ut = fmb_ld(u + t * ldu + ec), dp = fmb_ld(dtp + t * lddt + ec);
+    const float zt = fmb_ld(z + t * ldz + ec);
+    __syncthreads();
+    // discrete_time_step = softplus(dt_proj(rms(time_step)) + dt_proj.bias)
+    const float dt = softplus_fast(fmaf(dp, sdsc, bias)), dtu = dt * ut;
+    float acc = 0.0f;
+#pragma unroll
+    for (int n = 0; n < NN; n++) {
+        // h = exp(A dt) h + dt B u ;  y = Σ h C  (missing states: a = B = C = 0, h stays 0)
+        h[n] = fmaf(ex2_ftz(a2[n] * dt), h[n], sbc[n] * dtu);
+        acc = fmaf(h[n], sbc[NN + n], acc);
+    }
+    if (!act)
+        return;
+    // scan_output = (scan_output + hidden_states * D) * act(gate)
+    fmb_st(y + t * ldy + e, (acc + ut * dsk) * silu_ex2(zt));
+    if (VEC) {
+#pragma unroll
+        for (int q = 0; q < NN / 4; q++)
+            ((float4 *)hs)[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
+    } else {
+#pragma unroll
+        for (int n = 0; n < NN; n++)
+            if (n < N)
+                hs[n] = h[n];
+    }
+}
+
+extern "C" void fmb_k_scan_step(const fmb_cuda_ctx *c,
+                                fmb_kdt at,
+                                const void *u,
+                                size_t ldu,
+                                const void *dt_pre,
+                                size_t lddt,
+                                const void *S,
+                                size_t lds,
+                                size_t R,
+                                float eps,
+                                int norm,
+                                const float *dt_bias,
+                                const float *A,
+                                const float *Dskip,
+                                const void *z,
+                                size_t ldz,
+                                void *y,
+                                size_t ldy,
+                                size_t E,
+                                size_t N,
+                                const fmb_kplan *p,
+                                size_t ssm_off)
+{
+    FMB_ASSERT(N >= 1 && N <= 16 && E >= 1 && E <= INT32_MAX && lds >= R + 2 * N);
+    FMB_ASSERT(p->T == (size_t)p->nseq && p->nseq >= 1 && p->nseq <= 65535);
+    if (p->T == 0)
+        return;
+    // float4 state and A rows when N = 16 and every sequence's layer block is 16-byte aligned
+    // (state bases are allocation-aligned; ssm_off in floats)
+    const bool vec = N == 16 && ssm_off % 4 == 0 && p->state_al16 && ((uintptr_t)A & 15) == 0;
+    dim3 g(fmb_cdiv(E, SCAN_THREADS), (unsigned)p->nseq);
+#define FMB_STEP_CASE(AT)                                                                          \
+    do {                                                                                           \
+        if (vec)                                                                                   \
+            FMB_LAUNCH_PDL(c, scan_step_kernel<AT, 16, true>, g, dim3(SCAN_THREADS), 0,            \
+                           (const AT *)u, ldu, (const AT *)dt_pre, lddt, (const AT *)S, lds,       \
+                           (int)R, eps, norm, dt_bias, A, Dskip, (const AT *)z, ldz, (AT *)y, ldy, \
+                           (int)E, (int)N, *p, ssm_off);                                           \
+        else                                                                                       \
+            FMB_LAUNCH_PDL(c, scan_step_kernel<AT, 16, false>, g, dim3(SCAN_THREADS), 0,           \
+                           (const AT *)u, ldu, (const AT *)dt_pre, lddt, (const AT *)S, lds,       \
+                           (int)R, eps, norm, dt_bias, A, Dskip, (const AT *)z, ldz, (AT *)y, ldy, \
+                           (int)E, (int)N, *p, ssm_off);                                           \
+    } while (0)
+    if (at == FMB_KDT_F32)
+        FMB_STEP_CASE(float);
+    else if (at == FMB_KDT_BF16)
+        FMB_STEP_CASE(__nv_bfloat16);
+    else
+        FMB_ASSERTF(0, "fmb_k_scan_step: unsupported activation type %d", (int)at);
+#undef FMB_STEP_CASE
+    FMB_LAUNCH_CHECK(c);
+}
+
 // One thread per (state n, channel e) of one sequence: the serial walk over its segments.
 static __global__ void scan_combine_kernel(
     const float *A, int E, int N, fmb_kplan p, size_t ssm_off, float *hbuf, const float *sdt)
@@ -537,8 +952,28 @@ extern "C" void fmb_k_scan(const fmb_cuda_ctx *c,
     // order, with per-token arithmetic that does not depend on where a chunk starts; SEG
     // splits a chunk into T-dependent segments and recombines them (other fp32 rounding).
     const bool aut = c->scan_algo == FMB_SCAN_AUTO;
-    int tile = N == 16 && (c->scan_algo == FMB_SCAN_TILE ||
+    const bool t1 = c->scan_algo == FMB_SCAN_TILE1;
+    int tile = N == 16 && (c->scan_algo == FMB_SCAN_TILE || t1 ||
                            (aut && (p->T >= 16 * (size_t)p->nseq || p->chunk_inv)));
+    // TILE2 needs whole 16-channel blocks, 16-byte pieces of u/dt/z/y rows and 8-byte B/C pairs
+    const bool al = E % 16 == 0 && ldu % 8 == 0 && lddt % 8 == 0 && ldz % 8 == 0 && ldy % 8 == 0 &&
+                    ldbc % 2 == 0 && ((uintptr_t)u & 15) == 0 && ((uintptr_t)dt_pre & 15) == 0 &&
+                    ((uintptr_t)z & 15) == 0 && ((uintptr_t)y & 15) == 0 &&
+                    ((uintptr_t)BC & 7) == 0 && ((uintptr_t)dtscale & 3) == 0;
+    if (tile && al && !t1 && (at == FMB_KDT_BF16 || at == FMB_KDT_F32)) {
+        dim3 g((unsigned)(E / TL_CH), (unsigned)p->nseq);
+        if (at == FMB_KDT_F32)
+            FMB_LAUNCH_PDL(c, scan_tile2_kernel<float, 32>, g, dim3(SCAN_THREADS), 0,
+                           (const float *)u, ldu, (const float *)dt_pre, lddt, dtscale, dt_bias, A,
+                           BC, ldbc, Dskip, (const float *)z, ldz, (float *)y, ldy, *p, ssm_off);
+        else
+            FMB_LAUNCH_PDL(c, scan_tile2_kernel<__nv_bfloat16, 64>, g, dim3(SCAN_THREADS), 0,
+                           (const __nv_bfloat16 *)u, ldu, (const __nv_bfloat16 *)dt_pre, lddt,
+                           dtscale, dt_bias, A, BC, ldbc, Dskip, (const __nv_bfloat16 *)z, ldz,
+                           (__nv_bfloat16 *)y, ldy, *p, ssm_off);
+        FMB_LAUNCH_CHECK(c);
+        return;
+    }
     if (tile) {
         dim3 g(fmb_cdiv(E, TL_CH), (unsigned)p->nseq);
         if (at == FMB_KDT_F32)

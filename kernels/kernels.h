@@ -260,6 +260,7 @@ typedef struct {
     const fmb_kseg *segs;     /* [nsegs] scan segments, grouped by sequence, in order */
     const int32_t *seq_seg0;  /* [nseq + 1] first segment of each sequence */
     int multi_seg;            /* 1 when some sequence spans more than one segment */
+    int state_al16;           /* 1 when every state base is 16-byte aligned */
     int chunk_inv; /* 1 (set by the caller, after building): prefill, where results must not
                     * depend on how a document is cut into chunks, so the scan uses a
                     * time-sequential one-pass kernel (TILE, or QUAD for N != 16) for every T,
@@ -318,7 +319,41 @@ void fmb_k_conv1d(const fmb_cuda_ctx *c,
  * spans more than one segment, else SEG.
  * H200, E = 8192, N = 16, bf16, T = 4096: TILE 7.9 µs/token (64 layers), SEG 10.1, QUAD
  * 19.9-20.4; decode batch 16: QUAD 6.78 ms/step, SEG 8.42. */
-enum { FMB_SCAN_QUAD = 0, FMB_SCAN_SEG = 1, FMB_SCAN_AUTO = 2, FMB_SCAN_TILE = 3 };
+enum {
+    FMB_SCAN_QUAD = 0,
+    FMB_SCAN_SEG = 1,
+    FMB_SCAN_AUTO = 2,
+    FMB_SCAN_TILE = 3,
+    FMB_SCAN_TILE1 = 4
+};
+
+/* Decode: the scan of one token per sequence (p->T == p->nseq) with fmb_k_ssm_params fused
+ * in: S is the x_proj output [T, R + 2N] (ld lds, type at) from which the token's rms scales
+ * of δ (applied to dt_pre), B and C are computed with fmb_k_ssm_params's arithmetic (norm,
+ * eps as there); the other operands as in fmb_k_scan. N ≤ 16. kcpu twin: fmb_kcpu_rms_rows
+ * on each part of S, then fmb_kcpu_scan. */
+void fmb_k_scan_step(const fmb_cuda_ctx *c,
+                     fmb_kdt at,
+                     const void *u,
+                     size_t ldu,
+                     const void *dt_pre,
+                     size_t lddt,
+                     const void *S,
+                     size_t lds,
+                     size_t R,
+                     float eps,
+                     int norm,
+                     const float *dt_bias,
+                     const float *A,
+                     const float *Dskip,
+                     const void *z,
+                     size_t ldz,
+                     void *y,
+                     size_t ldy,
+                     size_t E,
+                     size_t N,
+                     const fmb_kplan *p,
+                     size_t ssm_off);
 
 /* Workspace bytes of fmb_k_scan for a plan of at most nsegs segments and E, N. */
 size_t fmb_k_scan_ws_bytes(size_t nsegs, size_t E, size_t N);

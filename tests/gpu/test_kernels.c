@@ -20,9 +20,10 @@ static fmb_cuda_ctx ctx;
 
 static const char *algo_name(void)
 {
-    return ctx.scan_algo == FMB_SCAN_QUAD   ? "quad"
-           : ctx.scan_algo == FMB_SCAN_TILE ? "tile"
-                                            : "seg";
+    return ctx.scan_algo == FMB_SCAN_QUAD    ? "quad"
+           : ctx.scan_algo == FMB_SCAN_TILE  ? "tile"
+           : ctx.scan_algo == FMB_SCAN_TILE1 ? "tile1"
+                                             : "seg";
 }
 static uint64_t rng = 12345;
 static int small_only;
@@ -517,6 +518,58 @@ t_scan(const char *label, const vl_case *v, size_t E, size_t N, fmb_kdt at, size
     fmb_cuda_free(du), fmb_cuda_free(ddt), fmb_cuda_free(dz), fmb_cuda_free(dsc);
     fmb_cuda_free(db), fmb_cuda_free(dA), fmb_cuda_free(dBC), fmb_cuda_free(dD);
     fmb_cuda_free(dst), fmb_cuda_free(dy), fmb_cuda_free(ws);
+    free_plan(&pb);
+}
+
+/* The decode step (fmb_k_scan_step): one token per sequence, the rms of δ, B, C computed
+ * from the x_proj rows S [T, R + 2N] inside. Twin: fmb_kcpu_rms_rows on B and C, δ's scale,
+ * then fmb_kcpu_scan. */
+static void t_scan_step(const vl_case *v, size_t E, size_t N, size_t R, int norm, fmb_kdt at)
+{
+    size_t T = (size_t)v->start[v->nseq], nslot = (size_t)v->nseq, lds = R + 2 * N + 3;
+    scan_in s = mk_scan_in(T, E, N, nslot, at);
+    float *S = hnew(T * lds);
+    fill_normal(S, T * lds, 3.0f);
+    round_to(S, T * lds, at);
+    float *ref = hnew(T * lds), *BC = hnew(T * 2 * N), *dts = hnew(T * E), *y = hnew(T * E);
+    memcpy(ref, S, T * lds * 4);
+    if (norm) {
+        fmb_kcpu_rms_rows(ref + R, lds, T, N, 1e-6f);
+        fmb_kcpu_rms_rows(ref + R + N, lds, T, N, 1e-6f);
+    }
+    for (size_t t = 0; t < T; t++) {
+        double ss = 0;
+        for (size_t i = 0; i < R; i++)
+            ss += (double)S[t * lds + i] * S[t * lds + i];
+        float sc = norm ? (float)(1.0 / sqrt(ss / (double)R + 1e-6)) : 1.0f;
+        memcpy(BC + t * 2 * N, ref + t * lds + R, 2 * N * 4);
+        for (size_t e = 0; e < E; e++)
+            dts[t * E + e] = s.dtp[t * E + e] * sc;
+    }
+    void *du = up(s.u, T * E, at), *ddt = up(s.dtp, T * E, at), *dz = up(s.z, T * E, at);
+    void *dS = up(S, T * lds, at);
+    float *db = up(s.bias, E, FMB_KDT_F32), *dA = up(s.A, E * N, FMB_KDT_F32);
+    float *dD = up(s.D, E, FMB_KDT_F32), *dst = up(s.st, nslot * E * N, FMB_KDT_F32);
+    void *dy = poisoned(T * E, at);
+    plan_buf pb = mk_plan(v, dst, E * N, 1);
+    fmb_k_scan_step(&ctx, at, du, E, ddt, E, dS, lds, R, 1e-6f, norm, db, dA, dD, dz, E, dy, E, E,
+                    N, &pb.p, 0);
+    fmb_varlen vl = {v->nseq, v->start, v->slot, v->has};
+    fmb_kcpu_scan(s.u, E, dts, E, s.bias, s.A, BC, BC + N, 2 * N, s.D, s.z, E, y, E, E, N, s.st,
+                  E * N, &vl);
+    float *gy = down(dy, T * E, at), *gst = down(dst, nslot * E * N, FMB_KDT_F32);
+    char name[160];
+    snprintf(name, sizeof name, "scan_step B=%zu E=%zu N=%zu R=%zu norm=%d %s y", T, E, N, R, norm,
+             dtn(at));
+    expect(name, gy, y, T * E, tol(at));
+    snprintf(name, sizeof name, "scan_step B=%zu E=%zu N=%zu R=%zu norm=%d %s state", T, E, N, R,
+             norm, dtn(at));
+    expect(name, gst, s.st, nslot * E * N, 1e-5);
+    free(S), free(ref), free(BC), free(dts), free(y), free(gy), free(gst);
+    free_scan_in(&s);
+    fmb_cuda_free(du), fmb_cuda_free(ddt), fmb_cuda_free(dz), fmb_cuda_free(dS);
+    fmb_cuda_free(db), fmb_cuda_free(dA), fmb_cuda_free(dD), fmb_cuda_free(dst);
+    fmb_cuda_free(dy);
     free_plan(&pb);
 }
 
@@ -1141,8 +1194,10 @@ int main(int argc, char **argv)
                 t_conv_paths(150, E, K, 0, dt);
             }
         size_t Ns[2] = {16, 8};
-        const int algos[3] = {FMB_SCAN_QUAD, FMB_SCAN_SEG, FMB_SCAN_TILE};
-        for (int ai = 0; ai < 3; ai++)
+        // TILE takes the staged TILE2 kernel where E % 16 == 0 (E = 256 here), TILE1 the first
+        // tile kernel everywhere
+        const int algos[4] = {FMB_SCAN_QUAD, FMB_SCAN_SEG, FMB_SCAN_TILE, FMB_SCAN_TILE1};
+        for (int ai = 0; ai < 4; ai++)
             for (int ni = 0; ni < 2; ni++) {
                 ctx.scan_algo = algos[ai];
                 size_t N = Ns[ni];
@@ -1155,12 +1210,26 @@ int main(int argc, char **argv)
                 t_scan("varlen 1+2+40 seg1", &c3, 200, N, dt, 1);
                 t_scan("decode 5x1", &c5, 256, N, dt, 32);
             }
+        for (size_t ni = 0; ni < 3; ni++) {
+            size_t Nn = ni == 0 ? 16 : ni == 1 ? 8 : 12;
+            t_scan_step(&c1s, 256, Nn, 256, 1, dt);
+            t_scan_step(&c5, 130, Nn, 7, 1, dt);
+            t_scan_step(&c1, 100, Nn, 40, 0, dt);
+        }
+        int l16[] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+        int h16[] = {1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1};
+        vl_case c16 = mk_case(16, l16, h16);
+        t_scan_step(&c16, 1024, 16, 256, 1, dt);
         int l2[] = {300, 211}, h2[] = {1, 0};
         vl_case c2 = mk_case(2, l2, h2);
         int lb[] = {2000}, hb[] = {1};
         vl_case cb = mk_case(1, lb, hb);
-        for (int ai = 0; ai < 3; ai++) {
+        int l4[] = {5, 64, 65, 130}, h4[] = {1, 0, 1, 1};
+        vl_case c4 = mk_case(4, l4, h4);
+        for (int ai = 0; ai < 4; ai++) {
             ctx.scan_algo = algos[ai];
+            // E = 1024: TILE2 with tiles ending exactly at, one past and mid sequences
+            t_scan("varlen 5+64+65+130", &c4, 1024, 16, dt, 32);
             t_scan("varlen 300+211", &c2, 1000, 12, dt, 32); // N = 12: masked seg variant
             t_scan("varlen 300+211", &c2, 1000, 6, dt, 32);  // N = 6: masked, seg fallback
             t_scan("varlen 300+211", &c2, 1000, 16, dt, 32); // tile: partial tiles, 2 seqs
@@ -1234,6 +1303,8 @@ int main(int argc, char **argv)
                 time_matvec(bs[i], 65024, 4096, "lm_head");
             }
         ctx.matvec_algo = FMB_MATVEC_AUTO;
+        ctx.scan_algo = FMB_SCAN_TILE1;
+        time_scan(4096, 4096);
         ctx.scan_algo = FMB_SCAN_TILE;
         time_scan(1024, 1024);
         time_scan(4096, 4096);
