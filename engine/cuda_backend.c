@@ -495,9 +495,9 @@ static void cu_state_write(void *impl, void *st, const float *conv, const float 
 #define CU_GEMM_PLAN_ROWS 4096
 #define CU_HEAD_PLAN_ROWS 256
 
-/* C[T, M] = A[T, K] · W[M, K]ᵀ. Prefill (plan_rows > 0): the row-invariant GEMM for every T,
- * so that a token's results do not depend on the chunk it falls in. Decode (plan_rows = 0):
- * the bf16 matrix-vector kernel for few rows, else cuBLAS. */
+/* C[T, M] = A[T, K] · W[M, K]ᵀ (acc: C += A · Wᵀ, one fp32 rounding of acc + C). Prefill (plan_rows
+ * > 0): the row-invariant GEMM for every T, so that a token's results do not depend on the chunk it
+ * falls in. Decode (plan_rows = 0): the bf16 matrix-vector kernel for few rows, else cuBLAS. */
 static void mm(cu_impl *p,
                size_t plan_rows,
                size_t T,
@@ -509,15 +509,17 @@ static void mm(cu_impl *p,
                size_t ldw,
                void *C,
                size_t ldc,
-               fmb_kdt ct)
+               fmb_kdt ct,
+               int acc)
 {
+    float beta = acc ? 1.0f : 0.0f;
     if (plan_rows)
-        fmb_k_gemm_inv(&p->ctx, T, M, K, A, lda, W, ldw, p->wt, C, ldc, ct, 0.0f, plan_rows);
+        fmb_k_gemm_inv(&p->ctx, T, M, K, A, lda, W, ldw, p->wt, C, ldc, ct, beta, plan_rows);
     else if (p->wt == FMB_KDT_BF16 && fmb_k_matvec_supported(T, K, ldw, p->wt) && lda % 8 == 0 &&
              ((uintptr_t)A & 15) == 0 && ((uintptr_t)W & 15) == 0)
-        fmb_k_matvec(&p->ctx, T, M, K, W, ldw, A, lda, p->wt, C, ldc, ct, 0);
+        fmb_k_matvec(&p->ctx, T, M, K, W, ldw, A, lda, p->wt, C, ldc, ct, acc);
     else
-        fmb_k_gemm(&p->ctx, T, M, K, A, lda, W, ldw, p->wt, C, ldc, ct, 0.0f);
+        fmb_k_gemm(&p->ctx, T, M, K, A, lda, W, ldw, p->wt, C, ldc, ct, beta);
 }
 
 /* All layers and the final norm over T tokens whose ids are in ids_d, under plan pl.
@@ -534,34 +536,53 @@ static void run_layers(cu_impl *p, const fmb_kplan *pl, size_t T, int prefill)
     size_t conv_total = conv_floats(c);
     // hidden_states = self.embeddings(input_ids)
     fmb_k_embed(x, p->embed, at, p->ids_d, T, D, p->resid);
+    // Without an out_proj bias the out_proj GEMM adds its product into the residual stream
+    // itself (fp32: the same single rounding of residual + product as a separate add), which
+    // saves the norm one read of a [T, D] f32 tensor; with a bias (added after the product, as
+    // HF does) the product goes to mo and the norm adds it.
+    const float *pending = NULL; /* mo when the previous layer left its output there */
     for (int64_t l = 0; l < c->L; l++) {
         const cu_layer *w = &p->layers[l];
         // residual += previous mixer output; hidden_states = self.norm(residual)
-        fmb_k_add_rmsnorm(x, p->resid, l ? p->mo : NULL, w->norm, c->norm_eps, p->u, at, T, D);
+        fmb_k_add_rmsnorm(x, p->resid, pending, w->norm, c->norm_eps, p->u, at, T, D);
         // projected_states = self.in_proj(hidden_states): x = cols 0..E-1, z = E..2E-1
-        mm(p, pr, T, 2 * E, D, p->u, D, w->in_proj, D, p->xz, 2 * E, at);
+        mm(p, pr, T, 2 * E, D, p->u, D, w->in_proj, D, p->xz, 2 * E, at, 0);
         if (w->in_proj_bias)
             fmb_k_add_bias(x, p->xz, 2 * E, at, T, 2 * E, w->in_proj_bias);
         // hidden_states = act(conv1d(x)) continuing from the conv state
         fmb_k_conv1d(x, p->xz, 2 * E, p->xc, E, at, w->conv_w, w->conv_b, E, K, pl,
                      (size_t)l * E * (K - 1));
         // ssm_parameters = self.x_proj(hidden_states) = (δ | B | C)
-        mm(p, pr, T, S, E, p->xc, E, w->x_proj, E, p->S, S, at);
-        // B, C = rms(B), rms(C); δ's rms is a per-token scale applied after dt_proj
-        fmb_k_ssm_params(x, p->S, S, at, T, R, N, c->mixer_eps, c->mixer_norm, p->BC, p->dtscale);
-        // dt_proj(δ) without its bias (added inside the scan before softplus)
-        mm(p, pr, T, E, R, p->S, S, w->dt_proj, R, p->dtp, E, at);
-        // the selective scan; y overwrites the conv output (read then written per element)
-        fmb_k_scan(x, at, p->xc, E, p->dtp, E, p->dtscale, w->dt_bias, w->A, p->BC, 2 * N, w->D,
-                   (char *)p->xz + E * as, 2 * E, p->xc, E, E, N, pl,
-                   conv_total + (size_t)l * E * N, p->scan_ws);
+        mm(p, pr, T, S, E, p->xc, E, w->x_proj, E, p->S, S, at, 0);
+        size_t ssm_off = conv_total + (size_t)l * E * N;
+        void *zp = (char *)p->xz + E * as; /* the gate: columns E..2E-1 of xz */
+        if (!prefill) {
+            // decode: dt_proj(δ), then the one-token scan with the rms of δ, B, C fused in
+            mm(p, pr, T, E, R, p->S, S, w->dt_proj, R, p->dtp, E, at, 0);
+            fmb_k_scan_step(x, at, p->xc, E, p->dtp, E, p->S, S, R, c->mixer_eps, c->mixer_norm,
+                            w->dt_bias, w->A, w->D, zp, 2 * E, p->xc, E, E, N, pl, ssm_off);
+        } else {
+            // B, C = rms(B), rms(C); δ's rms is a per-token scale applied after dt_proj
+            fmb_k_ssm_params(x, p->S, S, at, T, R, N, c->mixer_eps, c->mixer_norm, p->BC,
+                             p->dtscale);
+            // dt_proj(δ) without its bias (added inside the scan before softplus)
+            mm(p, pr, T, E, R, p->S, S, w->dt_proj, R, p->dtp, E, at, 0);
+            // the selective scan; y overwrites the conv output (read then written per element)
+            fmb_k_scan(x, at, p->xc, E, p->dtp, E, p->dtscale, w->dt_bias, w->A, p->BC, 2 * N, w->D,
+                       zp, 2 * E, p->xc, E, E, N, pl, ssm_off, p->scan_ws);
+        }
         // contextualized_states = self.out_proj(scan_output), f32
-        mm(p, pr, T, D, E, p->xc, E, w->out_proj, E, p->mo, D, FMB_KDT_F32);
-        if (w->out_proj_bias)
+        if (w->out_proj_bias) {
+            mm(p, pr, T, D, E, p->xc, E, w->out_proj, E, p->mo, D, FMB_KDT_F32, 0);
             fmb_k_add_bias(x, p->mo, D, FMB_KDT_F32, T, D, w->out_proj_bias);
+            pending = p->mo;
+        } else {
+            mm(p, pr, T, D, E, p->xc, E, w->out_proj, E, p->resid, D, FMB_KDT_F32, 1);
+            pending = NULL;
+        }
     }
     // hidden_states = self.norm_f(residual + last mixer output)
-    fmb_k_add_rmsnorm(x, p->resid, p->mo, p->norm_f, c->norm_eps, p->u, at, T, D);
+    fmb_k_add_rmsnorm(x, p->resid, pending, p->norm_f, c->norm_eps, p->u, at, T, D);
 }
 
 static int wants_head(const fmb_outputs *o, size_t t0, size_t T)
@@ -618,7 +639,7 @@ cu_forward(void *impl, void *st, const int32_t *ids, size_t n, const fmb_outputs
             size_t rows = T - r0 < p->head_rows ? T - r0 : p->head_rows;
             // logits = self.lm_head(hidden_states): [rows, V] f32
             mm(p, CU_HEAD_PLAN_ROWS, rows, V, D, (char *)p->u + r0 * D * as, D, p->lm_head, D,
-               p->logits, V, FMB_KDT_F32);
+               p->logits, V, FMB_KDT_F32, 0);
             if (need_red)
                 fmb_k_head_reduce(&p->ctx, p->logits, V, rows, V, o->targets ? p->tgt_d + r0 : NULL,
                                   p->lp_d + r0, p->rank_d + r0, p->am_d + r0, k,
@@ -671,7 +692,7 @@ static void step_body(cu_impl *p, const fmb_kplan *pl, size_t B)
     for (size_t r0 = 0; r0 < B; r0 += p->head_rows) {
         size_t rows = B - r0 < p->head_rows ? B - r0 : p->head_rows;
         mm(p, 0, rows, V, D, (char *)p->u + r0 * D * fmb_kdt_size(p->wt), D, p->lm_head, D,
-           p->logits, V, FMB_KDT_F32);
+           p->logits, V, FMB_KDT_F32, 0);
         fmb_cuda_d2h(&p->ctx, p->logits_h + r0 * V, p->logits, rows * V * 4);
     }
 }

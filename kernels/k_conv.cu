@@ -64,6 +64,8 @@ static __global__ void conv_kernel(const X *x,
                                    fmb_kplan p,
                                    size_t conv_off)
 {
+    fmb_pdl_wait(); // PDL: everything below reads the kernels' data
+    fmb_pdl_trigger();
     int e = blockIdx.x * blockDim.x + threadIdx.x;
     size_t t = blockIdx.y;
     if (e >= E)
@@ -169,23 +171,6 @@ static __global__ void __launch_bounds__(CONV_TILE_THREADS)
     const int32_t r1 = min(r0 + CONV_TT, (int32_t)p.T);
     const X *xe = x + e0;
     X *ye = y + e0;
-    // rows r0-K+1 .. r0-1 (those ≥ 0) and r0 .. r0+U-1 (those < r1), r0's sequence
-    uint4 qw[KC - 1][Q], q[U][Q];
-#pragma unroll
-    for (int j = 0; j < KC - 1; j++)
-#pragma unroll
-        for (int k = 0; k < Q; k++)
-            qw[j][k] = active && r0 - (KC - 1) + j >= 0
-                           ? __ldg((const uint4 *)(xe + (size_t)(r0 - (KC - 1) + j) * ldx) + k)
-                           : make_uint4(0, 0, 0, 0);
-#pragma unroll
-    for (int u = 0; u < U; u++)
-#pragma unroll
-        for (int k = 0; k < Q; k++)
-            q[u][k] = active && r0 + u < r1
-                          ? __ldg((const uint4 *)(xe + (size_t)(r0 + u) * ldx) + k)
-                          : make_uint4(0, 0, 0, 0);
-    int s = p.tok_seq[r0];
     // The block's biases and weights (1024 channels) through shared memory: loaded coalesced,
     // each thread then reads its own row. Loading them straight from global memory would cost
     // a cache line per thread and per float (the threads' weights are 8·K floats apart).
@@ -203,6 +188,26 @@ static __global__ void __launch_bounds__(CONV_TILE_THREADS)
         const int i = threadIdx.x + k * CONV_TILE_THREADS; // weight eb·K + i
         wl[k] = i < nb * KC ? w[(size_t)eb * KC + i] : 0.0f;
     }
+    // PDL: the weights above may be read early; x, the plan and the states only after this
+    fmb_pdl_wait();
+    fmb_pdl_trigger();
+    // rows r0-K+1 .. r0-1 (those ≥ 0) and r0 .. r0+U-1 (those < r1), r0's sequence
+    uint4 qw[KC - 1][Q], q[U][Q];
+#pragma unroll
+    for (int j = 0; j < KC - 1; j++)
+#pragma unroll
+        for (int k = 0; k < Q; k++)
+            qw[j][k] = active && r0 - (KC - 1) + j >= 0
+                           ? __ldg((const uint4 *)(xe + (size_t)(r0 - (KC - 1) + j) * ldx) + k)
+                           : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int k = 0; k < Q; k++)
+            q[u][k] = active && r0 + u < r1
+                          ? __ldg((const uint4 *)(xe + (size_t)(r0 + u) * ldx) + k)
+                          : make_uint4(0, 0, 0, 0);
+    int s = p.tok_seq[r0];
 #pragma unroll
     for (int k = 0; k < 8; k++) {
         const int i = threadIdx.x + k * CONV_TILE_THREADS;
@@ -297,6 +302,8 @@ template <typename X>
 static __global__ void
 conv_state_kernel(const X *x, size_t ldx, int E, int K, fmb_kplan p, size_t conv_off)
 {
+    fmb_pdl_wait(); // PDL: everything below reads or writes the kernels' data
+    fmb_pdl_trigger();
     int e = blockIdx.x * blockDim.x + threadIdx.x;
     int s = blockIdx.y;
     if (e >= E)
@@ -333,19 +340,24 @@ static __global__ void conv_seq_kernel(const X *x,
                                        size_t conv_off)
 {
     int e = blockIdx.x * blockDim.x + threadIdx.x;
+    const int ec = e < E ? e : E - 1;
+    // PDL: the weights may be read before the wait, x, the plan and the states after it
+    float win[CONV_KMAX], wj[CONV_KMAX];
+#pragma unroll
+    for (int j = 0; j < CONV_KMAX; j++)
+        wj[j] = j < K ? w[(size_t)ec * K + j] : 0.0f;
+    const float bias = b ? b[ec] : 0.0f;
+    fmb_pdl_wait();
+    fmb_pdl_trigger();
     int s = blockIdx.y;
     if (e >= E)
         return;
     int32_t t0 = p.seq_start[s], t1 = p.seq_start[s + 1];
     float *st = p.state[s] + conv_off + (size_t)e * (K - 1);
     int has = p.has_state[s];
-    float win[CONV_KMAX], wj[CONV_KMAX];
 #pragma unroll
-    for (int j = 0; j < CONV_KMAX; j++) {
+    for (int j = 0; j < CONV_KMAX; j++)
         win[j] = (j < K - 1 && has) ? st[j] : 0.0f;
-        wj[j] = j < K ? w[(size_t)e * K + j] : 0.0f;
-    }
-    const float bias = b ? b[e] : 0.0f;
     for (int32_t t = t0; t < t1; t++) {
         const float xv = fmb_ld(x + (size_t)t * ldx + e);
         float acc = bias;
@@ -394,19 +406,18 @@ static void conv_tile_launch(const fmb_cuda_ctx *c,
                              size_t conv_off)
 {
     dim3 g(fmb_cdiv(E / 8, CONV_TILE_THREADS), fmb_cdiv(p->T, CONV_TT));
-    cudaStream_t sm = FMB_STREAM(c);
     switch (K) {
     case 2:
-        conv_tile_kernel<X, 2>
-            <<<g, CONV_TILE_THREADS, 0, sm>>>(x, ldx, y, ldy, w, b, (int)E, *p, conv_off);
+        FMB_LAUNCH_PDL(c, conv_tile_kernel<X, 2>, g, dim3(CONV_TILE_THREADS), 0, x, ldx, y, ldy, w,
+                       b, (int)E, *p, conv_off);
         break;
     case 3:
-        conv_tile_kernel<X, 3>
-            <<<g, CONV_TILE_THREADS, 0, sm>>>(x, ldx, y, ldy, w, b, (int)E, *p, conv_off);
+        FMB_LAUNCH_PDL(c, conv_tile_kernel<X, 3>, g, dim3(CONV_TILE_THREADS), 0, x, ldx, y, ldy, w,
+                       b, (int)E, *p, conv_off);
         break;
     case 4:
-        conv_tile_kernel<X, 4>
-            <<<g, CONV_TILE_THREADS, 0, sm>>>(x, ldx, y, ldy, w, b, (int)E, *p, conv_off);
+        FMB_LAUNCH_PDL(c, conv_tile_kernel<X, 4>, g, dim3(CONV_TILE_THREADS), 0, x, ldx, y, ldy, w,
+                       b, (int)E, *p, conv_off);
         break;
     default:
         FMB_ASSERTF(0, "conv_tile_kernel: K = %zu", K);
@@ -432,8 +443,8 @@ extern "C" void fmb_k_conv1d(const fmb_cuda_ctx *c,
         // short sequences (decode): one launch, one thread per (sequence, channel)
         dim3 g(fmb_cdiv(E, 128), (unsigned)p->nseq);
         FMB_DISPATCH_ACT(xt, X,
-                         conv_seq_kernel<<<g, 128, 0, FMB_STREAM(c)>>>(
-                             (const X *)x, ldx, (X *)y, ldy, w, b, (int)E, (int)K, *p, conv_off));
+                         FMB_LAUNCH_PDL(c, conv_seq_kernel<X>, g, dim3(128), 0, (const X *)x, ldx,
+                                        (X *)y, ldy, w, b, (int)E, (int)K, *p, conv_off));
         FMB_LAUNCH_CHECK(c);
         return;
     }
@@ -445,8 +456,8 @@ extern "C" void fmb_k_conv1d(const fmb_cuda_ctx *c,
     } else if (p->T > 0) {
         dim3 g(fmb_cdiv(E, 128), (unsigned)p->T);
         FMB_DISPATCH_ACT(xt, X,
-                         conv_kernel<<<g, 128, 0, FMB_STREAM(c)>>>(
-                             (const X *)x, ldx, (X *)y, ldy, w, b, (int)E, (int)K, *p, conv_off));
+                         FMB_LAUNCH_PDL(c, conv_kernel<X>, g, dim3(128), 0, (const X *)x, ldx,
+                                        (X *)y, ldy, w, b, (int)E, (int)K, *p, conv_off));
         FMB_LAUNCH_CHECK(c);
     }
     // the states after every output kernel (same stream): no thread reads a state that
@@ -454,8 +465,8 @@ extern "C" void fmb_k_conv1d(const fmb_cuda_ctx *c,
     if (K > 1) {
         dim3 g2(fmb_cdiv(E, 128), (unsigned)p->nseq);
         FMB_DISPATCH_ACT(xt, X,
-                         conv_state_kernel<<<g2, 128, 0, FMB_STREAM(c)>>>((const X *)x, ldx, (int)E,
-                                                                          (int)K, *p, conv_off));
+                         FMB_LAUNCH_PDL(c, conv_state_kernel<X>, g2, dim3(128), 0, (const X *)x,
+                                        ldx, (int)E, (int)K, *p, conv_off));
         FMB_LAUNCH_CHECK(c);
     }
 }
