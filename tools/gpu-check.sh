@@ -3,8 +3,9 @@
 #   1. build (skipped with --no-build: binaries carried from a build machine),
 #   2. every GPU test binary in $BUILD/tests/gpu (tests/run.sh),
 #   3. compute-sanitizer memcheck and racecheck on the kernel test's small shapes,
-#   4. fmbatch bench --synthetic 7b (prefill 1K/16K/100K, decode, scan) and the same with a
-#      ballast leaving 22 GiB free (a 24 GB card),
+#   4. fmbatch bench --synthetic 7b (prefill 1K/16K/100K, decode, scan), the same with a
+#      ballast leaving 22 GiB free (a 24 GB card), and a short bench per environment setting
+#      in VARIANTS (default FMB_SCAN=tile1: the previous scan kernel),
 #   5. a short table, and tests/GPU-STATUS.json (also copied to $OUT) with the commit tested.
 # Usage: tools/gpu-check.sh [--no-build] [--no-bench]   (BUILD=build-cuda, OUT=/tmp/gpu-check)
 BUILD=${BUILD:-build-cuda}
@@ -55,8 +56,20 @@ fi
 # 4. bench
 if [ $bench = yes ]; then
     "$BUILD/fmbatch" bench --synthetic 7b >"$OUT/bench.json" 2>"$OUT/bench.log" || status=1
-    FMB_SCAN=seg "$BUILD/fmbatch" bench --synthetic 7b --tokens 1024,16384 --decode-steps 8 \
-        >"$OUT/bench-seg.json" 2>>"$OUT/bench.log" || status=1
+    # --mem-limit: a limit just above the weights makes the engine pick a smaller chunk; one
+    # below them must exit 2 naming the smallest limit that would do
+    "$BUILD/fmbatch" bench --synthetic 7b --mem-limit 14.4GiB --tokens 1024,16384 \
+        --decode-steps 8 >"$OUT/bench-memlimit.json" 2>"$OUT/memlimit.log" || status=1
+    "$BUILD/fmbatch" bench --synthetic 7b --mem-limit 13GiB --tokens 1024 >/dev/null \
+        2>>"$OUT/memlimit.log"
+    ml=$?
+    echo "mem-limit 13GiB: exit $ml: $(tail -1 "$OUT/memlimit.log")"
+    [ $ml -eq 2 ] || status=1
+    # comparisons: one short bench per VAR=value in $VARIANTS (e.g. "FMB_SCAN=tile1 FMB_PDL=0")
+    for v in ${VARIANTS:-FMB_SCAN=tile1}; do
+        env "$v" "$BUILD/fmbatch" bench --synthetic 7b --tokens 1024,16384 --decode-steps 16 \
+            >"$OUT/bench-$v.json" 2>>"$OUT/bench.log" || status=1
+    done
     "$BUILD/fmbatch" bench --synthetic 7b --ballast-free 22GiB --tokens 1024,100000 \
         --decode-batch 16 >"$OUT/bench-24g.json" 2>"$OUT/bench-24g.log" || status=1
 fi
@@ -66,8 +79,8 @@ echo "== gpu-check at $commit"
 grep -E '^(FAIL|NOTE)' "$OUT/tests.log" | head -40
 echo "tests: $tests_line"
 echo "sanitizers: $san"
-for f in bench.json bench-seg.json bench-24g.json; do
-    [ -s "$OUT/$f" ] && { echo "$f:"; cat "$OUT/$f"; }
+for f in "$OUT"/bench*.json; do
+    [ -s "$f" ] && { echo "$(basename "$f"):"; cat "$f"; }
 done
 cat >"$OUT/GPU-STATUS.json" <<J
 {"commit":"$commit","date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","gpu":"$(tail -1 "$OUT/gpu.txt" | cut -d, -f1)","tests":"$tests_line","sanitizers":"$san","ok":$([ $status = 0 ] && echo true || echo false)}
