@@ -122,9 +122,15 @@ __device__ __forceinline__ void fmb_st(__half *p, float v)
     *p = __float2half_rn(v);
 }
 
+/* silu(x) = x / (1 + e^-x) with exp2 on the special-function unit and the fast reciprocal
+ * division (a few ulp; 0 where e^-x overflows, its limit). The conv kernels all use it, so
+ * their results stay bit-identical to each other; expf and an IEEE division cost ~20 of the
+ * prefill conv's 74 µs a layer at the 7B shape (H200). */
 __device__ __forceinline__ float fmb_silu(float x)
 {
-    return x / (1.0f + expf(-x));
+    float e;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(-x * 1.4426950408889634f));
+    return __fdividef(x, 1.0f + e);
 }
 
 /* torch.nn.functional.softplus(x) with beta 1, threshold 20. */

@@ -1,8 +1,9 @@
 /*
  * k_head: per-row reductions of an lm_head logits tile (the tile is bounded: rows × V f32,
  * reused for every sub-chunk). One block per row: max and argmax (first max), log-sum-exp,
- * the target's log-probability and rank (ids with a strictly larger logit), and top-k by k
- * selection rounds (descending, ties to the lowest id). kcpu twin: fmb_kcpu_head_reduce.
+ * the target's log-probability and rank (ids with a strictly larger logit) in one pass over
+ * the row, and top-k by k selection rounds (descending, ties to the lowest id). kcpu twin:
+ * fmb_kcpu_head_reduce.
  */
 #include <math.h>
 
@@ -63,23 +64,29 @@ static __global__ void __launch_bounds__(HEAD_THREADS) head_kernel(const float *
     fmb_pdl_trigger();
     size_t t = blockIdx.x;
     const float *l = logits + t * ld;
-    float bv = -INFINITY;
-    int bi = 0x7fffffff;
+    const int32_t tgt = targets ? targets[t] : -1;
+    const float lt = tgt >= 0 ? l[tgt] : INFINITY; /* rank: ids with a strictly larger logit */
+    // One pass over the row (it was three: max, Σ exp, rank): per thread the running max and
+    // its first id, Σ exp(x - running max) rescaled when the max grows, and the rank count.
+    // A thread's ids only grow, so "x > max" keeps the first of equal maxima.
+    float bv = -INFINITY, se = 0.0f;
+    int bi = 0x7fffffff, cnt = 0;
     for (int v = threadIdx.x; v < V; v += HEAD_THREADS) {
-        float x = l[v];
-        if (better(x, v, bv, bi)) {
+        const float x = l[v];
+        if (x > bv) {
+            se = bv == -INFINITY ? 0.0f : se * expf(bv - x);
             bv = x;
             bi = v;
         }
+        se += x == -INFINITY ? 0.0f : expf(x - bv);
+        cnt += x > lt;
     }
-    block_best(bv, bi, shv, shi);
+    const float tmax = bv;
+    block_best(bv, bi, shv, shi); // every thread: the row's max and its first id
     const float mx = bv;
     const int am = bi;
-    // log-sum-exp: per-thread float partials, summed in double across the block
-    float se = 0.0f;
-    for (int v = threadIdx.x; v < V; v += HEAD_THREADS)
-        se += expf(l[v] - mx);
-    double sd = se;
+    // log-sum-exp: the threads' sums brought to the row's max and summed in double
+    double sd = tmax == -INFINITY ? 0.0 : (double)se * exp((double)tmax - (double)mx);
     for (int o = 16; o > 0; o >>= 1)
         sd += __shfl_xor_sync(0xffffffffu, sd, o);
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
@@ -92,14 +99,7 @@ static __global__ void __launch_bounds__(HEAD_THREADS) head_kernel(const float *
         sd += __shfl_xor_sync(0xffffffffu, sd, o);
     const double lse = (double)mx + log(sd);
 
-    int32_t tgt = targets ? targets[t] : -1;
     if (rank) {
-        int cnt = 0;
-        if (tgt >= 0) {
-            float lt = l[tgt];
-            for (int v = threadIdx.x; v < V; v += HEAD_THREADS)
-                cnt += l[v] > lt;
-        }
         float fc = fmb_block_sum((float)cnt, shv); // exact: counts < 2^24
         if (threadIdx.x == 0)
             rank[t] = tgt >= 0 ? (int32_t)fc : -1;

@@ -67,6 +67,7 @@ if [ $bench = yes ]; then
     [ $ml -eq 2 ] || status=1
     # comparisons: one short bench per VAR=value in $VARIANTS (e.g. "FMB_SCAN=tile1 FMB_PDL=0")
     for v in ${VARIANTS:-FMB_SCAN=tile1}; do
+        [ "$v" = - ] && continue # VARIANTS=- : none
         env "$v" "$BUILD/fmbatch" bench --synthetic 7b --tokens 1024,16384 --decode-steps 16 \
             >"$OUT/bench-$v.json" 2>>"$OUT/bench.log" || status=1
     done
