@@ -7,7 +7,8 @@
 #      ballast leaving 22 GiB free (a 24 GB card), and a short bench per environment setting
 #      in VARIANTS (default FMB_SCAN=tile1: the previous scan kernel),
 #   5. a short table, and tests/GPU-STATUS.json (also copied to $OUT) with the commit tested.
-# Usage: tools/gpu-check.sh [--no-build] [--no-bench]   (BUILD=build-cuda, OUT=/tmp/gpu-check)
+# Usage: tools/gpu-check.sh [--no-build] [--no-bench]   (BUILD=build-cuda, OUT=/tmp/gpu-check;
+# the commit recorded is .gpu-commit when present: write it where the binaries were built)
 BUILD=${BUILD:-build-cuda}
 OUT=${OUT:-/tmp/gpu-check}
 CUDA_ARCH=${CUDA_ARCH:--gencode arch=compute_90,code=sm_90}
@@ -21,7 +22,7 @@ for a in "$@"; do
 done
 mkdir -p "$OUT"
 [ -d .gpulib ] && export LD_LIBRARY_PATH="$PWD/.gpulib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-commit=$(git rev-parse --verify -q HEAD 2>/dev/null || cat .gpu-commit 2>/dev/null || echo unknown)
+commit=$(cat .gpu-commit 2>/dev/null || git rev-parse --verify -q HEAD 2>/dev/null || echo unknown)
 status=0
 if [ $build = yes ]; then
     make BUILD="$BUILD" CUDA_ARCH="$CUDA_ARCH" -j"$(nproc)" all >"$OUT/build.log" 2>&1 ||
