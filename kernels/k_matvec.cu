@@ -135,88 +135,6 @@ static __global__ void __launch_bounds__(MV_THREADS)
         }
 }
 
-// B = 1 with Kd = 32·tpr (a thread's share of a row is exactly four 16-byte chunks: the 7B
-// in_proj, out_proj and lm_head at decode). matvec_kernel reads x once per row, as much as W
-// itself when a block holds one row (out_proj: Kd = 8192, tpr = 256), and its thousands of
-// one-row blocks each pay a start and a tail. Here a block walks NR row groups of rpb rows:
-// the thread's x chunks are loaded once and kept in registers, and the next group's W chunks
-// are in flight during this group's arithmetic; NR makes the grid about one wave. Per row
-// the chunks, their order and the reductions are matvec_kernel's, so the results are the
-// same bits. PDL as there: the first group's W before fmb_pdl_wait(), x after it.
-#define MV_ROWS_PER_SM 3 /* resident blocks per SM of matvec_rows_kernel (≤ 85 registers) */
-template <typename Y>
-static __global__ void __launch_bounds__(MV_THREADS, MV_ROWS_PER_SM)
-    matvec_rows_kernel(const __nv_bfloat16 *__restrict__ W,
-                       size_t ldw,
-                       const __nv_bfloat16 *__restrict__ x,
-                       Y *y,
-                       int M,
-                       int tpr,
-                       int NR,
-                       int accumulate)
-{
-    __shared__ float red[MV_THREADS / 32];
-    const int rpb = MV_THREADS / tpr;
-    const int r = threadIdx.x / tpr, lt = threadIdx.x % tpr;
-    const int g0 = blockIdx.x * NR; /* the block's first row group */
-    auto load = [&](uint4 *wv, int m) {
-        if (m < M) {
-            const uint4 *wr = (const uint4 *)(W + (size_t)m * ldw);
-#pragma unroll
-            for (int q = 0; q < 4; q++)
-                wv[q] = ld_stream(wr + lt + q * tpr);
-        }
-    };
-    uint4 wv[4], wn[4];
-    load(wv, g0 * rpb + r);
-    fmb_pdl_wait();
-    fmb_pdl_trigger();
-    uint4 xv[4];
-#pragma unroll
-    for (int q = 0; q < 4; q++)
-        xv[q] = __ldg((const uint4 *)x + lt + q * tpr);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wpr = tpr / 32;
-    for (int i = 0; i < NR; i++) {
-        const int m = (g0 + i) * rpb + r;
-        if (i + 1 < NR)
-            load(wn, m + rpb); // in flight during this group's sums
-        float acc = 0.0f;
-        if (m < M) {
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                float wf[8], xf[8];
-                unpack8(wv[q], wf);
-                unpack8(xv[q], xf);
-#pragma unroll
-                for (int j = 0; j < 8; j++)
-                    acc = fmaf(wf[j], xf[j], acc);
-            }
-        }
-        acc = fmb_warp_sum(acc);
-        if (wpr > 1) {
-            if (lane == 0)
-                red[warp] = acc;
-            __syncthreads();
-            if (lt == 0) {
-                float sum = 0.0f;
-                for (int q = 0; q < wpr; q++)
-                    sum += red[warp + q];
-                acc = sum;
-            }
-            __syncthreads(); // red is reused by the next group
-        }
-        if (lt == 0 && m < M) {
-            float v = acc;
-            if (accumulate)
-                v += fmb_ld(y + m);
-            fmb_st(y + m, v);
-        }
-#pragma unroll
-        for (int q = 0; q < 4; q++)
-            wv[q] = wn[q];
-    }
-}
-
 // --- batches 9..16: tensor cores ------------------------------------------------------------
 //
 // y[b, m] = Σ_k W[m, k] x[b, k] with mma.sync m16n8k16 (bf16 in, fp32 accumulate): W is the
@@ -396,17 +314,6 @@ static void matvec_launch(const fmb_cuda_ctx *c,
     unsigned g = fmb_cdiv(M, MV_THREADS / tpr);
     const __nv_bfloat16 *w = (const __nv_bfloat16 *)W, *xx = (const __nv_bfloat16 *)x;
     Y *yy = (Y *)y;
-    if (B == 1 && k8 == 4 * (size_t)tpr && c->matvec_algo == FMB_MATVEC_AUTO) {
-        // row groups per block so that the grid is about one wave of resident blocks
-        size_t wave = (size_t)c->sm_count * MV_ROWS_PER_SM;
-        int nr = (int)fmb_cdiv(g, wave);
-        if (nr > 1) {
-            FMB_LAUNCH_PDL(c, matvec_rows_kernel<Y>, dim3((unsigned)fmb_cdiv(g, (size_t)nr)),
-                           dim3(MV_THREADS), 0, w, ldw, xx, yy, (int)M, tpr, nr, accumulate);
-            FMB_LAUNCH_CHECK(c);
-            return;
-        }
-    }
     switch (B) {
 #define MV_CASE(BB)                                                                                \
     case BB:                                                                                       \
@@ -447,9 +354,8 @@ extern "C" void fmb_k_matvec(const fmb_cuda_ctx *c,
         return;
     FMB_ASSERTF(yt == FMB_KDT_F32 || yt == FMB_KDT_BF16, "fmb_k_matvec: unsupported output type %d",
                 (int)yt);
-    // FMB_MATVEC: auto (CUDA cores for B ≤ 8, with matvec_rows_kernel at B = 1 where it
-    // applies; cuBLAS above), cc (the same without matvec_rows_kernel), mma (tensor cores for
-    // every B). H200, 7B decode: batch 16 6.61 ms/step with cuBLAS, 8.29 with this mma kernel (it
+    // FMB_MATVEC: auto = cc (CUDA cores for B ≤ 8, cuBLAS above), mma (tensor cores for every
+    // B). H200, 7B decode: batch 16 6.61 ms/step with cuBLAS, 8.29 with this mma kernel (it
     // streams W at only 2.3-2.9 TB/s); batch 1 5.00 ms on CUDA cores, 6.63 with mma.
     if (c->matvec_algo == FMB_MATVEC_MMA) {
         // tensor cores: W read once for all B rows

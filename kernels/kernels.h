@@ -173,11 +173,9 @@ void fmb_k_gemm_inv(const fmb_cuda_ctx *c,
  * y[b, m] = Σ_k W[m, k] x[b, k] (+ y[b, m] if accumulate). W: bf16 [M, Kd] (ld ldw, 16-byte
  * aligned rows, Kd % 8 == 0); x: xt [B, Kd]; y: yt [B, M]. fp32 accumulation. */
 #define FMB_MATVEC_MAXB 16
-/* AUTO: CUDA cores for B ≤ 8 (at B = 1 and Kd = 32·tpr a block walks several row groups with
- * x kept in registers: the 7B in_proj, out_proj, lm_head), cuBLAS for 9..16; CC: the same
- * without the row-group kernel; MMA: tensor cores (mma.sync m16n8k16) for every B. H200 7B decode:
- * MMA is slower (batch 16 8.29 vs 6.61 ms/step, batch 1 6.63 vs 5.00), kept as an option and a
- * tested starting point. */
+/* AUTO = CC: CUDA cores for B ≤ 8, cuBLAS for 9..16; MMA: tensor cores (mma.sync m16n8k16)
+ * for every B. H200 7B decode: MMA is slower (batch 16 8.29 vs 6.61 ms/step, batch 1 6.63 vs
+ * 5.00), kept as an option and a tested starting point. */
 enum { FMB_MATVEC_AUTO = 0, FMB_MATVEC_CC = 1, FMB_MATVEC_MMA = 2 };
 int fmb_k_matvec_supported(size_t B, size_t Kd, size_t ldw, fmb_kdt xt);
 void fmb_k_matvec(const fmb_cuda_ctx *c,

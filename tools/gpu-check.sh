@@ -8,7 +8,8 @@
 #      in VARIANTS (default FMB_SCAN=tile1: the previous scan kernel),
 #   5. a short table, and tests/GPU-STATUS.json (also copied to $OUT) with the commit tested.
 # Usage: tools/gpu-check.sh [--no-build] [--no-bench]   (BUILD=build-cuda, OUT=/tmp/gpu-check;
-# the commit recorded is .gpu-commit when present: write it where the binaries were built)
+# the commit recorded is .gpu-commit when present: write it where the binaries were built and
+# carry it, it is ignored)
 BUILD=${BUILD:-build-cuda}
 OUT=${OUT:-/tmp/gpu-check}
 CUDA_ARCH=${CUDA_ARCH:--gencode arch=compute_90,code=sm_90}

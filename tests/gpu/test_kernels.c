@@ -830,34 +830,6 @@ static void t_matvec(size_t B, size_t M, size_t K, fmb_kdt yt, int accumulate)
 
 /* Decode GEMM timing at the 7B shapes: W bf16 [M, K] streamed once, x bf16 [B, K], y bf16;
  * median of 9 reps, reported as W bytes per second. */
-/* B = 1 with Kd = 32·tpr takes matvec_rows_kernel (several row groups per block, x kept in
- * registers); its rows must equal matvec_kernel's bit for bit: row 0 of a B = 2 call (the
- * other kernel, same per-row arithmetic) with the same x row and W. */
-static void t_matvec_rows(size_t M, size_t K, fmb_kdt yt, int accumulate)
-{
-    t_matvec(1, M, K, yt, accumulate); // against the CPU twin
-    size_t ldw = K, ldx = K, ldy = M;
-    float *x = hnew(2 * ldx), *W = hnew(M * ldw), *y = hnew(2 * ldy);
-    fill_normal(x, 2 * ldx, 1.0f);
-    fill_normal(W, M * ldw, 0.1f);
-    fill_normal(y, 2 * ldy, 1.0f);
-    round_to(y, 2 * ldy, yt);
-    memcpy(y + ldy, y, ldy * 4); // both calls accumulate onto the same values
-    void *dx = up(x, 2 * ldx, FMB_KDT_BF16), *dW = up(W, M * ldw, FMB_KDT_BF16);
-    void *d1 = up(y, ldy, yt), *d2 = up(y, 2 * ldy, yt);
-    fmb_k_matvec(&ctx, 1, M, K, dW, ldw, dx, ldx, FMB_KDT_BF16, d1, ldy, yt, accumulate);
-    fmb_k_matvec(&ctx, 2, M, K, dW, ldw, dx, ldx, FMB_KDT_BF16, d2, ldy, yt, accumulate);
-    float *g1 = down(d1, ldy, yt), *g2 = down(d2, 2 * ldy, yt);
-    size_t bad = 0;
-    for (size_t m = 0; m < M; m++)
-        bad += memcmp(&g1[m], &g2[m], 4) != 0;
-    check(bad == 0, "matvec rows kernel",
-          "B=1 M=%zu K=%zu ->%s acc=%d: %zu of %zu rows differ from matvec_kernel's", M, K, dtn(yt),
-          accumulate, bad, M);
-    free(x), free(W), free(y), free(g1), free(g2);
-    fmb_cuda_free(dx), fmb_cuda_free(dW), fmb_cuda_free(d1), fmb_cuda_free(d2);
-}
-
 static void time_matvec(size_t B, size_t M, size_t K, const char *what)
 {
     void *dW = fmb_cuda_malloc(M * K * 2), *dx = fmb_cuda_malloc(B * K * 2);
@@ -1302,11 +1274,6 @@ int main(int argc, char **argv)
         t_matvec(13, 77, 1024, FMB_KDT_BF16, 1);
     }
     ctx.matvec_algo = FMB_MATVEC_AUTO;
-    // matvec_rows_kernel: tpr = 64, 128, 256; partial last group and block; > 1 wave of groups
-    t_matvec_rows(3001, 2048, FMB_KDT_BF16, 0);
-    t_matvec_rows(2001, 4096, FMB_KDT_F32, 1);
-    t_matvec_rows(1187, 8192, FMB_KDT_F32, 0);
-    t_matvec_rows(1187, 8192, FMB_KDT_BF16, 1);
     t_pdl();
     if (!small_only) {
         time_conv(1);
