@@ -314,11 +314,14 @@ void fmb_k_conv1d(const fmb_cuda_ctx *c,
  * SEG: segments scanned in parallel from zero, combined, rescanned (two passes); fastest on
  * long chunks. TILE (N = 16 only; other N fall back as AUTO): one pass, 8 lanes per channel
  * each holding 2 states (every exp once, 8·E threads), tiles of 64 tokens staged in shared
- * memory with the per-token softplus/SiLU done once at staging. AUTO (default): TILE when
- * N = 16 and the sequences average ≥ 16 tokens (T ≥ 16·nseq), else QUAD when no sequence
- * spans more than one segment, else SEG.
- * H200, E = 8192, N = 16, bf16, T = 4096: TILE 7.9 µs/token (64 layers), SEG 10.1, QUAD
- * 19.9-20.4; decode batch 16: QUAD 6.78 ms/step, SEG 8.42. */
+ * memory with the per-token softplus/SiLU done once at staging; where E % 16 == 0 and the
+ * rows are 16-byte aligned TILE runs as TILE2 (cp.async double-buffered staging, a cheaper
+ * softplus); TILE1 forces the first tile kernel. AUTO (default): TILE when N = 16 and the
+ * sequences average ≥ 16 tokens (T ≥ 16·nseq) or the plan is a prefill chunk, else QUAD when
+ * no sequence spans more than one segment, else SEG. (The engine's decode step uses
+ * fmb_k_scan_step instead.)
+ * H200, E = 8192, N = 16, bf16, T = 4096: TILE2 5.3 µs/token (64 layers), TILE1 7.95, SEG
+ * 10.1, QUAD 20. */
 enum {
     FMB_SCAN_QUAD = 0,
     FMB_SCAN_SEG = 1,
