@@ -146,6 +146,32 @@ __device__ __forceinline__ float fmb_warp_sum(float v)
     return v;
 }
 
+/* The weightless rms norms of one x_proj row S = [δ (R) | B (N) | C (N)], N ≤ 16, by one warp
+ * (every lane calls it): returns dt's per-token scale 1/rms(δ) (1 without norm) in every lane,
+ * and sets *bc in lane 16·half + j to the normalised B_j (half 0) or C_j (half 1), 0 for
+ * j ≥ N. ssm_params_kernel (k_norm.cu) and the decode scan step (k_scan.cu) both call it, so
+ * they give the same bits. */
+template <typename S>
+__device__ __forceinline__ float
+fmb_ssm_row(const S *row, int R, int N, float eps, int norm, int lane, float *bc)
+{
+    float ss = 0.0f;
+    for (int i = lane; i < R; i += 32) {
+        float v = fmb_ld(row + i);
+        ss += v * v;
+    }
+    ss = fmb_warp_sum(ss);
+    const float dsc = norm ? 1.0f / sqrtf(ss / (float)R + eps) : 1.0f; // rms_forward(time_step)
+    int half = lane >> 4, j = lane & 15;
+    float v = j < N ? fmb_ld(row + R + half * N + j) : 0.0f;
+    float s2 = v * v;
+    for (int o = 8; o > 0; o >>= 1)
+        s2 += __shfl_xor_sync(0xffffffffu, s2, o);
+    float inv = norm ? 1.0f / sqrtf(s2 / (float)N + eps) : 1.0f; // rms_forward(B), (C)
+    *bc = v * inv;
+    return dsc;
+}
+
 /* Sum over a block of blockDim.x (multiple of 32, ≤ 1024) threads; every thread gets it.
  * sh: 32 floats of shared memory. */
 __device__ __forceinline__ float fmb_block_sum(float v, float *sh)

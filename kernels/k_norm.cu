@@ -220,24 +220,14 @@ static __global__ void ssm_params_kernel(
     int lane = threadIdx.x & 31;
     if (t >= T)
         return;
-    const S *row = Sm + t * lds;
-    float ss = 0.0f;
-    for (int i = lane; i < R; i += 32) {
-        float v = fmb_ld(row + i);
-        ss += v * v;
-    }
-    ss = fmb_warp_sum(ss);
+    float bc;
+    const float dsc = fmb_ssm_row(Sm + t * lds, R, N, eps, norm, lane, &bc);
     if (lane == 0)
-        dtscale[t] = norm ? 1.0f / sqrtf(ss / (float)R + eps) : 1.0f; // rms_forward(time_step)
+        dtscale[t] = dsc;
     // B in lanes 0..N-1, C in lanes 16..16+N-1 (N ≤ 16)
     int half = lane >> 4, j = lane & 15;
-    float v = j < N ? fmb_ld(row + R + half * N + j) : 0.0f;
-    float s2 = v * v;
-    for (int o = 8; o > 0; o >>= 1)
-        s2 += __shfl_xor_sync(0xffffffffu, s2, o);
-    float inv = norm ? 1.0f / sqrtf(s2 / (float)N + eps) : 1.0f; // rms_forward(B), (C)
     if (j < N)
-        BC[t * 2 * N + half * N + j] = v * inv;
+        BC[t * 2 * N + half * N + j] = bc;
 }
 
 extern "C" void fmb_k_ssm_params(const fmb_cuda_ctx *c,

@@ -297,6 +297,42 @@ static __global__ void __launch_bounds__(SCAN_THREADS) scan_quad_kernel(const AT
 #define TL_LPC 8  /* lanes per channel (N / 2) */
 #define TL_YLD 20 /* padded row of sy / sg: lane j's row k+j lands in distinct banks */
 
+/* Eight tokens (rows k..k+7 of a staged tile) of the tile scan for lane j of channel c, which
+ * owns states 2j, 2j+1: advances h0, h1 with dd = (dt, dt·u) rows of TL_CH channels and bc =
+ * lane-interleaved (B_2j, B_2j+1, C_2j, C_2j+1) rows of TL_LPC lanes, and returns token k+j's
+ * C contraction summed over the channel's 8 lanes (a reduce-scatter: xor 4, 2, 1, 7 shuffles
+ * for 8 tokens). Shared by TILE and TILE2. */
+__device__ __forceinline__ float tile_group8(
+    const float2 *dd, const float4 *bc, int c, int j, float a0, float a1, float &h0, float &h1)
+{
+    float acc[TL_LPC];
+#pragma unroll
+    for (int q = 0; q < TL_LPC; q++) {
+        // h = exp(A dt) h + dt B u ;  y = Σ h C  (this lane's two states)
+        const float2 d = dd[q * TL_CH + c];
+        const float4 b = bc[q * TL_LPC + j];
+        const float d0 = ex2_ftz(a0 * d.x), d1 = ex2_ftz(a1 * d.x);
+        h0 = fmaf(d0, h0, b.x * d.y);
+        h1 = fmaf(d1, h1, b.y * d.y);
+        acc[q] = fmaf(h0, b.z, h1 * b.w);
+    }
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        const bool hi = j & 4;
+        const float send = hi ? acc[q] : acc[q + 4], keep = hi ? acc[q + 4] : acc[q];
+        acc[q] = keep + __shfl_xor_sync(0xffffffffu, send, 4);
+    }
+#pragma unroll
+    for (int q = 0; q < 2; q++) {
+        const bool hi = j & 2;
+        const float send = hi ? acc[q] : acc[q + 2], keep = hi ? acc[q + 2] : acc[q];
+        acc[q] = keep + __shfl_xor_sync(0xffffffffu, send, 2);
+    }
+    const bool hi = j & 1;
+    const float send = hi ? acc[0] : acc[1], keep = hi ? acc[1] : acc[0];
+    return keep + __shfl_xor_sync(0xffffffffu, send, 1);
+}
+
 template <typename AT>
 static __global__ void __launch_bounds__(SCAN_THREADS) scan_tile_kernel(const AT *u,
                                                                         size_t ldu,
@@ -386,37 +422,9 @@ static __global__ void __launch_bounds__(SCAN_THREADS) scan_tile_kernel(const AT
         if (tb + TL_T < t1)
             load_tile(tb + TL_T); // in flight during this tile's scan
         for (int k = 0; k < nt; k += TL_LPC) {
-            float acc[TL_LPC];
-#pragma unroll
-            for (int q = 0; q < TL_LPC; q++) {
-                // h = exp(A dt) h + dt B u ;  y = Σ h C  (this lane's two states)
-                const float2 dd = sdd[k + q][c];
-                const float4 bc = sbc[k + q][j];
-                const float d0 = ex2_ftz(a0 * dd.x), d1 = ex2_ftz(a1 * dd.x);
-                h0 = fmaf(d0, h0, bc.x * dd.y);
-                h1 = fmaf(d1, h1, bc.y * dd.y);
-                acc[q] = fmaf(h0, bc.z, h1 * bc.w);
-            }
-            // reduce-scatter over the channel's 8 lanes: lane j ends with token k+j's sum
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                const bool hi = j & 4;
-                const float send = hi ? acc[q] : acc[q + 4], keep = hi ? acc[q + 4] : acc[q];
-                acc[q] = keep + __shfl_xor_sync(0xffffffffu, send, 4);
-            }
-#pragma unroll
-            for (int q = 0; q < 2; q++) {
-                const bool hi = j & 2;
-                const float send = hi ? acc[q] : acc[q + 2], keep = hi ? acc[q + 2] : acc[q];
-                acc[q] = keep + __shfl_xor_sync(0xffffffffu, send, 2);
-            }
-            {
-                const bool hi = j & 1;
-                const float send = hi ? acc[0] : acc[1], keep = hi ? acc[1] : acc[0];
-                acc[0] = keep + __shfl_xor_sync(0xffffffffu, send, 1);
-            }
+            const float yk = tile_group8(&sdd[k][0], &sbc[k][0], c, j, a0, a1, h0, h1);
             // scan_output = (scan_output + hidden_states * D) * act(gate)
-            sy[k + j][c] = (acc[0] + sy[k + j][c]) * sg[k + j][c];
+            sy[k + j][c] = (yk + sy[k + j][c]) * sg[k + j][c];
         }
     }
     __syncthreads();
@@ -631,37 +639,9 @@ static __global__ void __launch_bounds__(SCAN_THREADS) scan_tile2_kernel(const A
         const int nt = t1 - tb < TT ? t1 - tb : TT;
 #pragma unroll 2
         for (int k = 0; k < nt; k += TL_LPC) {
-            float acc[TL_LPC];
-#pragma unroll
-            for (int q = 0; q < TL_LPC; q++) {
-                // h = exp(A dt) h + dt B u ;  y = Σ h C  (this lane's two states)
-                const float2 dd = sm.dd[k + q][c];
-                const float4 bc = sm.bc[b][k + q][j];
-                const float d0 = ex2_ftz(a0 * dd.x), d1 = ex2_ftz(a1 * dd.x);
-                h0 = fmaf(d0, h0, bc.x * dd.y);
-                h1 = fmaf(d1, h1, bc.y * dd.y);
-                acc[q] = fmaf(h0, bc.z, h1 * bc.w);
-            }
-            // reduce-scatter over the channel's 8 lanes: lane j ends with token k+j's sum
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                const bool hi = j & 4;
-                const float send = hi ? acc[q] : acc[q + 4], keep = hi ? acc[q + 4] : acc[q];
-                acc[q] = keep + __shfl_xor_sync(0xffffffffu, send, 4);
-            }
-#pragma unroll
-            for (int q = 0; q < 2; q++) {
-                const bool hi = j & 2;
-                const float send = hi ? acc[q] : acc[q + 2], keep = hi ? acc[q + 2] : acc[q];
-                acc[q] = keep + __shfl_xor_sync(0xffffffffu, send, 2);
-            }
-            {
-                const bool hi = j & 1;
-                const float send = hi ? acc[0] : acc[1], keep = hi ? acc[1] : acc[0];
-                acc[0] = keep + __shfl_xor_sync(0xffffffffu, send, 1);
-            }
+            const float yk = tile_group8(&sm.dd[k][0], &sm.bc[b][k][0], c, j, a0, a1, h0, h1);
             // scan_output = (scan_output + hidden_states * D) * act(gate)
-            sm.y[k + j][c] = (acc[0] + sm.y[k + j][c]) * sm.g[k + j][c];
+            sm.y[k + j][c] = (yk + sm.y[k + j][c]) * sm.g[k + j][c];
         }
     }
     if (ntiles > 0) {
@@ -685,8 +665,8 @@ static __global__ void __launch_bounds__(SCAN_THREADS) scan_tile2_kernel(const A
 // 4·E·B threads: two waves at B = 16 (11.6 µs a layer on the H200, where moving the 16 MB of
 // state takes ~4) behind a separate ssm_params launch. Here one thread owns a channel of a
 // sequence with its N states in registers (E·B threads: one wave at B = 16), and the block's
-// first warp computes the token's rms scales of δ, B and C from the x_proj row in exactly
-// ssm_params_kernel's order (same lane split and shuffle tree, so the same bits), which saves
+// first warp computes the token's rms scales of δ, B and C from the x_proj row with
+// fmb_ssm_row, the function ssm_params_kernel uses (so the same bits), which saves
 // that launch. A block = SCAN_THREADS channels of one sequence (blockIdx.y).
 template <typename AT, int NN, bool VEC>
 static __global__ void __launch_bounds__(SCAN_THREADS) scan_step_kernel(const AT *u,
@@ -734,26 +714,14 @@ static __global__ void __launch_bounds__(SCAN_THREADS) scan_step_kernel(const AT
     fmb_pdl_trigger();
     const int s = blockIdx.y;
     const size_t t = (size_t)p.seq_start[s]; /* the sequence's one token */
-    if (threadIdx.x < 32) {
-        // ssm_params_kernel's arithmetic for row t: S row = [δ (R) | B (N) | C (N)]
-        const int lane = threadIdx.x;
-        const AT *row = Sm + t * lds;
-        float ss = 0.0f;
-        for (int i = lane; i < R; i += 32) {
-            float v = fmb_ld(row + i);
-            ss += v * v;
-        }
-        ss = fmb_warp_sum(ss);
+    if (threadIdx.x < 32) { // ssm_params_kernel's arithmetic for row t (k_common.cuh)
+        const int lane = threadIdx.x, half = lane >> 4, j = lane & 15;
+        float bc;
+        const float dsc = fmb_ssm_row(Sm + t * lds, R, N, eps, norm, lane, &bc);
         if (lane == 0)
-            sdsc = norm ? 1.0f / sqrtf(ss / (float)R + eps) : 1.0f; // rms_forward(time_step)
-        int half = lane >> 4, j = lane & 15;
-        float v = j < N ? fmb_ld(row + R + half * N + j) : 0.0f;
-        float s2 = v * v;
-        for (int o = 8; o > 0; o >>= 1)
-            s2 += __shfl_xor_sync(0xffffffffu, s2, o);
-        float inv = norm ? 1.0f / sqrtf(s2 / (float)N + eps) : 1.0f; // rms_forward(B), (C)
+            sdsc = dsc;
         if (j < NN)
-            sbc[half * NN + j] = j < N ? v * inv : 0.0f;
+            sbc[half * NN + j] = bc;
     }
     float *hs = p.state[s] + ssm_off + (size_t)ec * N;
     const bool has = p.has_state[s];
