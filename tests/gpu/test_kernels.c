@@ -135,6 +135,19 @@ static void expect(const char *name, const float *got, const float *ref, size_t 
 
 // --- add_rmsnorm --------------------------------------------------------------------------
 
+/* The median of nine timings (ms), sorting them in place. */
+static float median9(float *ms)
+{
+    for (int i = 0; i < 9; i++)
+        for (int j = i + 1; j < 9; j++)
+            if (ms[j] < ms[i]) {
+                float tmp = ms[i];
+                ms[i] = ms[j];
+                ms[j] = tmp;
+            }
+    return ms[4];
+}
+
 static void t_add_rmsnorm(size_t T, size_t D, int with_add, fmb_kdt ot)
 {
     float *resid = hnew(T * D), *add = hnew(T * D), *w = hnew(D), *out = hnew(T * D);
@@ -422,17 +435,11 @@ static void time_conv(int vec)
         if (r >= 0)
             ms[r] = t;
     }
-    for (int i = 0; i < 9; i++)
-        for (int j = i + 1; j < 9; j++)
-            if (ms[j] < ms[i]) {
-                float tmp = ms[i];
-                ms[i] = ms[j];
-                ms[j] = tmp;
-            }
+    const float med = median9(ms);
     check_note("conv1d[%s] timing E=8192 K=4 bf16 T=4096 ldx=2E ldy=E: %.1f us/layer, %.2f "
                "us/token over 64 layers, %.0f GB/s (x read + y written)",
-               vec ? "tile" : "scalar", ms[4] * 1e3, ms[4] * 1e3 * 64 / (double)T,
-               (double)T * E * 2 * 2 / (ms[4] * 1e-3) / 1e9);
+               vec ? "tile" : "scalar", med * 1e3, med * 1e3 * 64 / (double)T,
+               (double)T * E * 2 * 2 / (med * 1e-3) / 1e9);
     fmb_cuda_event_free(e0), fmb_cuda_event_free(e1);
     fmb_cuda_host_free(h), fmb_cuda_free(d);
     fmb_cuda_free(dx), fmb_cuda_free(dy), fmb_cuda_free(dw), fmb_cuda_free(db), fmb_cuda_free(dst);
@@ -613,16 +620,10 @@ static void time_scan(size_t T, size_t seg_len)
         if (r >= 0)
             ms[r] = t;
     }
-    for (int i = 0; i < 9; i++)
-        for (int j = i + 1; j < 9; j++)
-            if (ms[j] < ms[i]) {
-                float tmp = ms[i];
-                ms[i] = ms[j];
-                ms[j] = tmp;
-            }
+    const float med = median9(ms);
     check_note("scan[%s] timing E=8192 N=16 bf16 T=%zu seg=%zu segs=%d: %.3f ms/layer, %.2f "
                "us/token over 64 layers",
-               algo_name(), T, seg_len, p.nsegs, ms[4], ms[4] * 1e3 * 64 / (double)T);
+               algo_name(), T, seg_len, p.nsegs, med, med * 1e3 * 64 / (double)T);
     fmb_cuda_event_free(e0), fmb_cuda_event_free(e1);
     fmb_cuda_host_free(h), fmb_cuda_free(d), fmb_cuda_free(ws);
     fmb_cuda_free(dst), fmb_cuda_free(du), fmb_cuda_free(ddt), fmb_cuda_free(dz);
@@ -846,16 +847,10 @@ static void time_matvec(size_t B, size_t M, size_t K, const char *what)
         if (r >= 0)
             ms[r] = t;
     }
-    for (int i = 0; i < 9; i++)
-        for (int j = i + 1; j < 9; j++)
-            if (ms[j] < ms[i]) {
-                float tmp = ms[i];
-                ms[i] = ms[j];
-                ms[j] = tmp;
-            }
+    const float med = median9(ms);
     check_note("matvec[%s] timing %s B=%zu M=%zu K=%zu: %.1f us, %.0f GB/s of W",
-               ctx.matvec_algo == FMB_MATVEC_MMA ? "mma" : "auto", what, B, M, K, ms[4] * 1e3,
-               (double)M * K * 2 / (ms[4] * 1e-3) / 1e9);
+               ctx.matvec_algo == FMB_MATVEC_MMA ? "mma" : "auto", what, B, M, K, med * 1e3,
+               (double)M * K * 2 / (med * 1e-3) / 1e9);
     fmb_cuda_event_free(e0), fmb_cuda_event_free(e1);
     fmb_cuda_free(dW), fmb_cuda_free(dx), fmb_cuda_free(dy);
 }
