@@ -59,7 +59,7 @@ endif
 KERNEL_C  := $(wildcard kernels/*.c kernels/cpu/*.c)
 KERNEL_CU := $(wildcard kernels/*.cu)
 ENGINE_C  := $(wildcard engine/*.c)
-BATCH_C   := $(filter-out batch/main.c,$(wildcard batch/*.c))
+BATCH_C   := $(filter-out batch/cli/main.c,$(wildcard batch/*.c batch/cli/*.c))
 BATCH_CXX := $(wildcard batch/*.cc)
 TEST_C    := $(wildcard tests/test_*.c)
 GPU_TEST_C := $(wildcard tests/gpu/test_*.c)
@@ -93,7 +93,7 @@ else
 all: $(FMBATCH)
 endif
 
-$(FMBATCH): $(BUILD)/batch/main.o $(BATCH_LIB) $(ENGINE_LIB)
+$(FMBATCH): $(BUILD)/batch/cli/main.o $(BATCH_LIB) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(BATCH_LDLIBS) $(LDLIBS)
 
 $(ENGINE_LIB): $(ENGINE_OBJ)

@@ -44,6 +44,12 @@ void fmb_src_emit(fmb_source *src, fmb_doc *doc);
 /* Frees the common head's members (not src itself). */
 void fmb_src_free_common(fmb_source *src);
 
+/* libarchive readers (source_archive.c): raw = 1 for the jsonl source's compressed streams,
+ * 0 for tar/zip/7z; and the archive limits (total bytes, ratio), which set the item's error. */
+struct archive;
+struct archive *fmb_src_open_reader(int raw);
+int fmb_src_over_limits(fmb_source *src, struct archive *a, uint64_t total_out);
+
 fmb_source *fmb_src_archive_new(void);
 fmb_source *fmb_src_jsonl_new(void);
 fmb_source *fmb_src_files_new(void);

@@ -13,7 +13,7 @@
  *                                (a 24 GB card), then run everything
  *   --seed S                     synthetic weights and token ids
  */
-#include "batch/cli.h"
+#include "batch/cli/cli.h"
 #include "engine/synth.h"
 
 #ifdef FMB_HAVE_CUDA
@@ -271,7 +271,7 @@ int fmb_cmd_bench(int argc, char **argv)
             bad = 1;
         }
         if (bad) {
-            fmb_cli_error(cmd, "bad option or value (see the comment of batch/cmd_bench.c)");
+            fmb_cli_error(cmd, "bad option or value (see the comment of batch/cli/cmd_bench.c)");
             return FMB_EXIT_USAGE;
         }
     }

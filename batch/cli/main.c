@@ -1,8 +1,8 @@
-/* fmbatch: command dispatch. Each command lives in batch/cmd_*.c. */
+/* fmbatch: command dispatch. Each command lives in batch/cli/cmd_*.c. */
 #include <stdio.h>
 #include <string.h>
 
-#include "batch/cli.h"
+#include "batch/cli/cli.h"
 
 typedef struct {
     const char *name;

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "batch/cli.h"
+#include "batch/cli/cli.h"
 #include "engine/generate.h"
 #include "engine/model.h"
 #include "engine/prompt.h"

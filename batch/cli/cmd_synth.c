@@ -2,7 +2,7 @@
 #include <getopt.h>
 #include <string.h>
 
-#include "batch/cli.h"
+#include "batch/cli/cli.h"
 #include "engine/synth.h"
 
 int fmb_cmd_synth(int argc, char **argv)

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "batch/cli.h"
+#include "batch/cli/cli.h"
 #include "batch/ident.h"
 #include "batch/job.h"
 #include "batch/progress.h"

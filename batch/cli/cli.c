@@ -1,5 +1,5 @@
 /* cli: helpers shared by the commands. See cli.h. */
-#include "batch/cli.h"
+#include "batch/cli/cli.h"
 
 #include <ctype.h>
 #include <errno.h>

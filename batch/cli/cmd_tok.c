@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "batch/cli.h"
+#include "batch/cli/cli.h"
 #include "engine/tokenizer.h"
 
 enum {

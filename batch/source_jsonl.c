@@ -1,0 +1,227 @@
+/*
+ * source_jsonl: the `jsonl` source: JSON Lines, plain or .gz/.bz2/.xz/.zst, read through
+ * libarchive's raw format (fmb_src_open_reader, source_archive.c).
+ */
+#include <archive.h>
+#include <archive_entry.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch/source_impl.h"
+
+/* ---------------------------------------------------------------------------------------- */
+/* jsonl */
+
+typedef struct {
+    fmb_source base;
+    struct archive *a;
+    const char *fkey;
+    const char *blk; /* the current data block (borrowed from libarchive) and our position */
+    size_t blk_len, blk_pos;
+    int at_eof;
+    uint64_t lineno, total_out;
+    int stop;
+    char *line; /* the current line */
+    size_t line_len, line_cap;
+} src_jsonl;
+
+static void jsonl_close_current(src_jsonl *s)
+{
+    if (s->a)
+        archive_read_free(s->a);
+    s->a = NULL;
+    s->blk = NULL;
+    s->blk_len = s->blk_pos = 0;
+    s->at_eof = 0;
+    s->lineno = 0;
+    s->total_out = 0;
+    s->stop = 0;
+}
+
+/* Reads the next line into s->line. Returns 1 with a line, 0 at the end of the file, -1 when the
+ * line is over the limit (skipped to its end) or the stream failed (error set, stop set). */
+static int read_line(src_jsonl *s)
+{
+    fmb_source *src = &s->base;
+    size_t limit = (size_t)src->job->source.max_entry_bytes;
+    int over = 0, any = 0;
+    s->line_len = 0;
+    for (;;) {
+        if (s->blk_pos >= s->blk_len) {
+            if (s->at_eof)
+                return over ? -1 : any ? 1 : 0;
+            const void *b;
+            size_t n;
+            la_int64_t off;
+            int r = archive_read_data_block(s->a, &b, &n, &off);
+            if (r == ARCHIVE_EOF) {
+                s->at_eof = 1;
+                continue;
+            }
+            if (r != ARCHIVE_OK) {
+                fmb_src_set_error(src, "read error: %s",
+                                  archive_error_string(s->a) ? archive_error_string(s->a) : "?");
+                s->stop = 1;
+                return -1;
+            }
+            s->blk = b;
+            s->blk_len = n;
+            s->blk_pos = 0;
+            s->total_out += n;
+            if (fmb_src_over_limits(src, s->a, s->total_out)) {
+                s->stop = 1;
+                return -1;
+            }
+            continue;
+        }
+        any = 1;
+        const char *p = s->blk + s->blk_pos;
+        size_t avail = s->blk_len - s->blk_pos;
+        const char *nl = memchr(p, '\n', avail);
+        size_t take = nl ? (size_t)(nl - p) : avail;
+        if (!over) {
+            if (s->line_len + take > limit) {
+                over = 1;
+            } else {
+                if (s->line_len + take + 1 > s->line_cap) {
+                    size_t cap = s->line_cap ? s->line_cap : 65536;
+                    while (cap < s->line_len + take + 1)
+                        cap *= 2;
+                    char *nb = realloc(s->line, cap);
+                    FMB_ASSERT(nb);
+                    s->line = nb;
+                    s->line_cap = cap;
+                }
+                memcpy(s->line + s->line_len, p, take);
+                s->line_len += take;
+            }
+        }
+        s->blk_pos += take + (nl ? 1 : 0);
+        if (nl) {
+            if (over)
+                fmb_src_set_error(src, "line is over max_entry_bytes (%zu bytes)", limit);
+            return over ? -1 : 1;
+        }
+    }
+}
+
+static int blank(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r')
+            return 0;
+    return 1;
+}
+
+static fmb_status jsonl_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *err)
+{
+    (void)err;
+    src_jsonl *s = (src_jsonl *)src;
+    const fmb_source_cfg *cfg = &src->job->source;
+    for (;;) {
+        if (s->a && s->stop)
+            jsonl_close_current(s);
+        if (!s->a) {
+            if (src->cur_file >= src->n_files) {
+                *eof = 1;
+                return FMB_OK;
+            }
+            const char *path = src->files[src->cur_file];
+            s->fkey = src->file_keys[src->cur_file];
+            src->cur_file++;
+            s->a = fmb_src_open_reader(1);
+            struct archive_entry *e;
+            int r = archive_read_open_filename(s->a, path, 65536);
+            if (r == ARCHIVE_OK)
+                r = archive_read_next_header(s->a, &e);
+            if (r == ARCHIVE_EOF) { /* an empty file */
+                jsonl_close_current(s);
+                continue;
+            }
+            if (r != ARCHIVE_OK) {
+                fmb_src_set_key(src, "%s", s->fkey);
+                fmb_src_set_error(src, "cannot open: %s", archive_error_string(s->a));
+                jsonl_close_current(s);
+                fmb_src_emit(src, doc);
+                return FMB_OK;
+            }
+        }
+        int r = read_line(s);
+        if (r == 0) {
+            jsonl_close_current(s);
+            continue;
+        }
+        s->lineno++;
+        if (r < 0) {
+            fmb_src_set_key(src, "%s:%llu", s->fkey, (unsigned long long)s->lineno);
+            fmb_src_emit(src, doc);
+            return FMB_OK;
+        }
+        if (blank(s->line, s->line_len))
+            continue;
+        json_error_t je;
+        json_t *obj =
+            json_loadb(s->line, s->line_len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+        fmb_src_set_key(src, "%s:%llu", s->fkey, (unsigned long long)s->lineno);
+        if (!obj || !json_is_object(obj)) {
+            if (obj)
+                fmb_src_set_error(src, "line %llu: not a JSON object",
+                                  (unsigned long long)s->lineno);
+            else
+                fmb_src_set_error(src, "line %llu, column %d: bad JSON: %s",
+                                  (unsigned long long)s->lineno, je.column, je.text);
+            json_decref(obj);
+            fmb_src_emit(src, doc);
+            return FMB_OK;
+        }
+        if (cfg->id_field) {
+            json_t *id = json_object_get(obj, cfg->id_field);
+            if (json_is_string(id) && json_string_length(id) > 0 &&
+                strlen(json_string_value(id)) == json_string_length(id))
+                fmb_src_set_key(src, "%s#%s", s->fkey, json_string_value(id));
+            else if (json_is_integer(id))
+                fmb_src_set_key(src, "%s#%lld", s->fkey, (long long)json_integer_value(id));
+            else
+                fmb_src_set_error(src,
+                                  "line %llu: id field '%s' is missing or not a string or "
+                                  "integer",
+                                  (unsigned long long)s->lineno, cfg->id_field);
+        }
+        json_t *text = json_object_get(obj, cfg->text_field);
+        if (!src->error && !json_is_string(text))
+            fmb_src_set_error(src, "line %llu: text field '%s' is missing or not a string",
+                              (unsigned long long)s->lineno, cfg->text_field);
+        if (!src->error) {
+            size_t n = json_string_length(text);
+            if (fmb_src_reserve(src, n, (size_t)-1) == 0) {
+                memcpy(src->buf, json_string_value(text), n);
+                src->len = n;
+            } else {
+                fmb_src_set_error(src, "out of memory");
+            }
+        }
+        json_decref(obj);
+        fmb_src_emit(src, doc);
+        return FMB_OK;
+    }
+}
+
+static void jsonl_close(fmb_source *src)
+{
+    src_jsonl *s = (src_jsonl *)src;
+    jsonl_close_current(s);
+    free(s->line);
+    fmb_src_free_common(src);
+    free(s);
+}
+
+static const fmb_src_vt jsonl_vt = {jsonl_next, jsonl_close};
+
+fmb_source *fmb_src_jsonl_new(void)
+{
+    src_jsonl *s = fmb_xcalloc(1, sizeof *s);
+    s->base.vt = &jsonl_vt;
+    return &s->base;
+}
