@@ -8,6 +8,14 @@
 #include "engine/engine.h"
 #include "engine/model.h"
 
+/* A piece as the backend sees it: st is the backend's own state (fmb_state's impl). */
+typedef struct {
+    void *st;
+    const int32_t *ids;
+    size_t n;
+    const fmb_outputs *out;
+} fmb_bpiece;
+
 typedef struct {
     const char *name;
     /* Creates the backend for model m (which outlives it) and options o. */
@@ -25,9 +33,18 @@ typedef struct {
         void *impl, void *st, const int32_t *ids, size_t n, const fmb_outputs *out, fmb_err *err);
     fmb_status (*step)(
         void *impl, void *const *sts, const int32_t *ids, size_t nseq, float *logits, fmb_err *err);
+    /* Optional: one packed chunk of several pieces (distinct states, at most chunk_tokens
+     * tokens in all, every piece at least one token), with bitwise the results forward gives
+     * each piece alone. NULL: engine.c runs the pieces one by one through forward. */
+    fmb_status (*forward_chunk)(void *impl, const fmb_bpiece *pieces, size_t n, fmb_err *err);
     /* Optional (NULL: only what engine.c can compute is reported). */
     void (*memory)(void *impl, fmb_engine_mem *m);
 } fmb_backend_ops;
+
+/* The outputs of positions [p0, p0 + m) of out as a view written into *o (NULL when out is
+ * NULL): every per-position array offset by p0, logits/logits_from rebased (engine.c). */
+const fmb_outputs *
+fmb_outputs_slice(const fmb_outputs *out, size_t p0, size_t m, size_t V, fmb_outputs *o);
 
 extern const fmb_backend_ops fmb_backend_cpu;
 #ifdef FMB_HAVE_CUDA

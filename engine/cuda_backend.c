@@ -31,8 +31,9 @@
 #include "kernels/cpu/kcpu.h"
 #include "kernels/kernels.h"
 
-#define CU_MAX_GRAPHS 16
-#define CU_STAGE      ((size_t)64 << 20) /* bytes per pinned/device staging buffer */
+#define CU_MAX_GRAPHS     16
+#define FMB_CU_MAX_PIECES 256 /* pieces in one packed chunk (engine.c packs at most this) */
+#define CU_STAGE          ((size_t)64 << 20) /* bytes per pinned/device staging buffer */
 
 typedef struct {
     float *norm, *in_proj_bias, *conv_w, *conv_b, *dt_bias, *A, *D, *out_proj_bias; /* f32 */
@@ -585,6 +586,7 @@ static void run_layers(cu_impl *p, const fmb_kplan *pl, size_t T, int prefill)
     fmb_k_add_rmsnorm(x, p->resid, pending, p->norm_f, c->norm_eps, p->u, at, T, D);
 }
 
+/* 1 when piece positions [t0, t0 + T) of o need the lm_head. */
 static int wants_head(const fmb_outputs *o, size_t t0, size_t T)
 {
     if (!o)
@@ -607,76 +609,160 @@ static void build_plan(cu_impl *p,
     fmb_cuda_h2d(&p->ctx, p->plan_d, p->plan_h, pl->bytes);
 }
 
+/* One prefill chunk of np pieces packed into T = Σ n rows (T ≤ p->chunk, np ≤ p->rows):
+ * one varlen plan (each piece a sequence continuing its own state), the layers over all rows,
+ * then the lm_head over the row tiles some piece wants, its per-row outputs routed back to
+ * the pieces. Every per-row computation is independent of the other rows (row-invariant GEMM
+ * plans, a time-sequential scan per sequence, per-row norms and head reductions), so a
+ * piece's results do not depend on what shares its chunk. */
+static void run_chunk(cu_impl *p, const fmb_bpiece *pc, size_t np)
+{
+    const fmb_config *c = &p->c;
+    size_t V = (size_t)c->V, D = (size_t)c->D, as = fmb_kdt_size(p->wt);
+    int32_t starts[FMB_CU_MAX_PIECES + 1];
+    uint8_t has[FMB_CU_MAX_PIECES];
+    float *sp[FMB_CU_MAX_PIECES];
+    FMB_ASSERT(np >= 1 && np <= FMB_CU_MAX_PIECES && np <= p->rows);
+    size_t T = 0;
+    int k = 0, need_red = 0, need_logits = 0;
+    fmb_cuda_sync(&p->ctx); /* pinned mirrors are free again */
+    for (size_t i = 0; i < np; i++) {
+        const fmb_outputs *o = pc[i].out;
+        starts[i] = (int32_t)T;
+        has[i] = 1; /* states are zeroed at creation: continuing from zeros = fresh */
+        sp[i] = ((cu_state *)pc[i].st)->d;
+        memcpy(p->ids_h + T, pc[i].ids, pc[i].n * 4);
+        for (size_t t = 0; t < pc[i].n; t++)
+            p->tgt_h[T + t] = o && o->targets ? o->targets[t] : -1;
+        if (o && (o->logprob || o->rank || o->argmax || (o->top_k > 0 && o->topk_ids)))
+            need_red = 1;
+        if (o && o->topk_ids && o->top_k > k)
+            k = o->top_k;
+        if (o && o->logits)
+            need_logits = 1;
+        T += pc[i].n;
+    }
+    starts[np] = (int32_t)T;
+    FMB_ASSERT(T >= 1 && T <= p->chunk);
+    fmb_kplan pl;
+    build_plan(p, &pl, T, (int)np, starts, has, sp,
+               fmb_k_scan_seg_len(&p->ctx, T, (size_t)c->E, np));
+    pl.chunk_inv = 1; /* kernel-side only: the device blob does not hold it */
+    fmb_cuda_h2d(&p->ctx, p->ids_d, p->ids_h, T * 4);
+    run_layers(p, &pl, T, 1);
+    if (need_red)
+        fmb_cuda_h2d(&p->ctx, p->tgt_d, p->tgt_h, T * 4);
+    size_t pi = 0; /* the first piece that may overlap the current tile */
+    for (size_t r0 = 0; r0 < T; r0 += p->head_rows) {
+        size_t rows = T - r0 < p->head_rows ? T - r0 : p->head_rows;
+        while (pi < np && (size_t)starts[pi + 1] <= r0)
+            pi++;
+        int want = 0;
+        for (size_t i = pi; i < np && (size_t)starts[i] < r0 + rows && !want; i++) {
+            size_t a = r0 > (size_t)starts[i] ? r0 - (size_t)starts[i] : 0;
+            size_t b = (size_t)starts[i + 1] < r0 + rows ? pc[i].n : r0 + rows - (size_t)starts[i];
+            want = wants_head(pc[i].out, a, b - a);
+        }
+        if (!want)
+            continue;
+        // logits = self.lm_head(hidden_states): [rows, V] f32
+        mm(p, CU_HEAD_PLAN_ROWS, rows, V, D, (char *)p->u + r0 * D * as, D, p->lm_head, D,
+           p->logits, V, FMB_KDT_F32, 0);
+        if (need_red)
+            fmb_k_head_reduce(&p->ctx, p->logits, V, rows, V, p->tgt_d + r0, p->lp_d + r0,
+                              p->rank_d + r0, p->am_d + r0, k,
+                              k ? p->topk_ids_d + r0 * (size_t)k : NULL,
+                              k ? p->topk_lp_d + r0 * (size_t)k : NULL);
+        if (!need_logits)
+            continue;
+        // raw logits of the positions at or after each piece's logits_from
+        int synced = 0;
+        for (size_t i = pi; i < np && (size_t)starts[i] < r0 + rows; i++) {
+            const fmb_outputs *o = pc[i].out;
+            if (!o || !o->logits)
+                continue;
+            size_t s0 = (size_t)starts[i], s1 = (size_t)starts[i + 1];
+            size_t a = r0 > s0 ? r0 : s0, b = s1 < r0 + rows ? s1 : r0 + rows;
+            if (a < s0 + o->logits_from)
+                a = s0 + o->logits_from;
+            if (a >= b)
+                continue;
+            if (!synced) {
+                fmb_cuda_d2h(&p->ctx, p->logits_h, p->logits, rows * V * 4);
+                fmb_cuda_sync(&p->ctx);
+                synced = 1;
+            }
+            memcpy(o->logits + (a - s0 - o->logits_from) * V, p->logits_h + (a - r0) * V,
+                   (b - a) * V * 4);
+        }
+    }
+    if (need_red) {
+        fmb_cuda_d2h(&p->ctx, p->lp_h, p->lp_d, T * 4);
+        fmb_cuda_d2h(&p->ctx, p->rank_h, p->rank_d, T * 4);
+        fmb_cuda_d2h(&p->ctx, p->am_h, p->am_d, T * 4);
+        if (k) {
+            fmb_cuda_d2h(&p->ctx, p->topk_ids_h, p->topk_ids_d, T * (size_t)k * 4);
+            fmb_cuda_d2h(&p->ctx, p->topk_lp_h, p->topk_lp_d, T * (size_t)k * 4);
+        }
+        fmb_cuda_sync(&p->ctx);
+        for (size_t i = 0; i < np; i++) {
+            const fmb_outputs *o = pc[i].out;
+            size_t t0 = (size_t)starts[i], n = pc[i].n;
+            if (!o)
+                continue;
+            if (o->logprob)
+                memcpy(o->logprob, p->lp_h + t0, n * 4);
+            if (o->rank)
+                memcpy(o->rank, p->rank_h + t0, n * 4);
+            if (o->argmax)
+                memcpy(o->argmax, p->am_h + t0, n * 4);
+            if (o->top_k > 0 && o->topk_ids) {
+                // the chunk's top-k is the largest any piece asked for; its first top_k
+                // entries are this piece's top-k (sorted, ties to the lowest id)
+                size_t kk = (size_t)o->top_k;
+                for (size_t t = 0; t < n; t++) {
+                    memcpy(o->topk_ids + t * kk, p->topk_ids_h + (t0 + t) * (size_t)k, kk * 4);
+                    if (o->topk_logprobs)
+                        memcpy(o->topk_logprobs + t * kk, p->topk_lp_h + (t0 + t) * (size_t)k,
+                               kk * 4);
+                }
+            }
+        }
+    }
+}
+
 static fmb_status
 cu_forward(void *impl, void *st, const int32_t *ids, size_t n, const fmb_outputs *o, fmb_err *err)
 {
     (void)err;
     cu_impl *p = impl;
-    cu_state *s = st;
-    const fmb_config *c = &p->c;
-    size_t V = (size_t)c->V, D = (size_t)c->D, as = fmb_kdt_size(p->wt);
-    int k = o && o->topk_ids ? o->top_k : 0;
+    size_t V = (size_t)p->c.V;
     for (size_t t0 = 0; t0 < n; t0 += p->chunk) {
         size_t T = n - t0 < p->chunk ? n - t0 : p->chunk;
-        fmb_cuda_sync(&p->ctx); /* pinned mirrors are free again */
-        int32_t starts[2] = {0, (int32_t)T};
-        uint8_t has = 1; /* states are zeroed at creation: continuing from zeros = fresh */
-        float *sp[1] = {s->d};
-        fmb_kplan pl;
-        build_plan(p, &pl, T, 1, starts, &has, sp, fmb_k_scan_seg_len(&p->ctx, T, (size_t)c->E, 1));
-        pl.chunk_inv = 1; /* kernel-side only: the device blob does not hold it */
-        memcpy(p->ids_h, ids + t0, T * 4);
-        fmb_cuda_h2d(&p->ctx, p->ids_d, p->ids_h, T * 4);
-        run_layers(p, &pl, T, 1);
-        if (!wants_head(o, t0, T))
-            continue;
-        if (o->targets) {
-            memcpy(p->tgt_h, o->targets + t0, T * 4);
-            fmb_cuda_h2d(&p->ctx, p->tgt_d, p->tgt_h, T * 4);
-        }
-        int need_red = o->logprob || o->rank || o->argmax || k;
-        for (size_t r0 = 0; r0 < T; r0 += p->head_rows) {
-            size_t rows = T - r0 < p->head_rows ? T - r0 : p->head_rows;
-            // logits = self.lm_head(hidden_states): [rows, V] f32
-            mm(p, CU_HEAD_PLAN_ROWS, rows, V, D, (char *)p->u + r0 * D * as, D, p->lm_head, D,
-               p->logits, V, FMB_KDT_F32, 0);
-            if (need_red)
-                fmb_k_head_reduce(&p->ctx, p->logits, V, rows, V, o->targets ? p->tgt_d + r0 : NULL,
-                                  p->lp_d + r0, p->rank_d + r0, p->am_d + r0, k,
-                                  k ? p->topk_ids_d + r0 * (size_t)k : NULL,
-                                  k ? p->topk_lp_d + r0 * (size_t)k : NULL);
-            if (o->logits) {
-                size_t g = t0 + r0, a = g >= o->logits_from ? 0 : o->logits_from - g;
-                if (a < rows) {
-                    fmb_cuda_d2h(&p->ctx, p->logits_h, p->logits + a * V, (rows - a) * V * 4);
-                    fmb_cuda_sync(&p->ctx);
-                    memcpy(o->logits + (g + a - o->logits_from) * V, p->logits_h,
-                           (rows - a) * V * 4);
-                }
-            }
-        }
-        if (need_red) {
-            fmb_cuda_d2h(&p->ctx, p->lp_h, p->lp_d, T * 4);
-            fmb_cuda_d2h(&p->ctx, p->rank_h, p->rank_d, T * 4);
-            fmb_cuda_d2h(&p->ctx, p->am_h, p->am_d, T * 4);
-            if (k) {
-                fmb_cuda_d2h(&p->ctx, p->topk_ids_h, p->topk_ids_d, T * (size_t)k * 4);
-                fmb_cuda_d2h(&p->ctx, p->topk_lp_h, p->topk_lp_d, T * (size_t)k * 4);
-            }
-            fmb_cuda_sync(&p->ctx);
-            if (o->logprob)
-                memcpy(o->logprob + t0, p->lp_h, T * 4);
-            if (o->rank)
-                memcpy(o->rank + t0, p->rank_h, T * 4);
-            if (o->argmax)
-                memcpy(o->argmax + t0, p->am_h, T * 4);
-            if (k) {
-                memcpy(o->topk_ids + t0 * (size_t)k, p->topk_ids_h, T * (size_t)k * 4);
-                if (o->topk_logprobs)
-                    memcpy(o->topk_logprobs + t0 * (size_t)k, p->topk_lp_h, T * (size_t)k * 4);
-            }
-        }
+        fmb_bpiece pc = {st, ids + t0, T, NULL};
+        fmb_outputs so;
+        pc.out = fmb_outputs_slice(o, t0, T, V, &so);
+        run_chunk(p, &pc, 1);
     }
+    fmb_cuda_sync(&p->ctx);
+    return FMB_OK;
+}
+
+static fmb_status cu_forward_chunk(void *impl, const fmb_bpiece *pc, size_t np, fmb_err *err)
+{
+    cu_impl *p = impl;
+    // The packed scan is TILE (N = 16) or QUAD (N % 4 == 0), both time-sequential per
+    // sequence; other N would need SEG, whose workspace is sized for one sequence: run those
+    // pieces one by one.
+    if (!(p->c.N == 16 || p->c.N % 4 == 0) || np > p->rows) {
+        for (size_t i = 0; i < np; i++) {
+            fmb_status s = cu_forward(impl, pc[i].st, pc[i].ids, pc[i].n, pc[i].out, err);
+            if (s)
+                return s;
+        }
+        return FMB_OK;
+    }
+    run_chunk(p, pc, np);
     fmb_cuda_sync(&p->ctx);
     return FMB_OK;
 }
@@ -759,6 +845,7 @@ const fmb_backend_ops fmb_backend_cuda = {
     .state_read = cu_state_read,
     .state_write = cu_state_write,
     .forward = cu_forward,
+    .forward_chunk = cu_forward_chunk,
     .step = cu_step,
 };
 

@@ -139,6 +139,49 @@ static fmb_status check_ids(const fmb_config *c, const int32_t *ids, size_t n, f
     return FMB_OK;
 }
 
+/* The inputs every forward call checks: ids in the vocabulary, targets too, top-k bounds. */
+static fmb_status check_forward(
+    const fmb_config *c, const int32_t *ids, size_t n, const fmb_outputs *out, fmb_err *err)
+{
+    fmb_status s = check_ids(c, ids, n, err);
+    if (s)
+        return s;
+    if (out && out->targets)
+        for (size_t i = 0; i < n; i++)
+            if (out->targets[i] >= c->V)
+                return fmb_fail(err, FMB_EINVAL,
+                                "target id %d at position %zu is outside the vocabulary",
+                                out->targets[i], i);
+    if (out && out->top_k > 64)
+        return fmb_fail(err, FMB_EINVAL, "top-k of %d is over the limit of 64", out->top_k);
+    return FMB_OK;
+}
+
+const fmb_outputs *
+fmb_outputs_slice(const fmb_outputs *out, size_t p0, size_t m, size_t V, fmb_outputs *o)
+{
+    if (!out)
+        return NULL;
+    size_t k = out->top_k > 0 ? (size_t)out->top_k : 0;
+    *o = *out;
+    o->targets = out->targets ? out->targets + p0 : NULL;
+    o->logprob = out->logprob ? out->logprob + p0 : NULL;
+    o->rank = out->rank ? out->rank + p0 : NULL;
+    o->argmax = out->argmax ? out->argmax + p0 : NULL;
+    o->topk_ids = out->topk_ids ? out->topk_ids + p0 * k : NULL;
+    o->topk_logprobs = out->topk_logprobs ? out->topk_logprobs + p0 * k : NULL;
+    if (!out->logits || p0 + m <= out->logits_from) {
+        o->logits = NULL;
+        o->logits_from = 0;
+    } else if (p0 >= out->logits_from) {
+        o->logits = out->logits + (p0 - out->logits_from) * V;
+        o->logits_from = 0;
+    } else {
+        o->logits_from = out->logits_from - p0;
+    }
+    return o;
+}
+
 fmb_status fmb_engine_forward(fmb_engine *eng,
                               fmb_state *st,
                               const int32_t *ids,
@@ -147,17 +190,9 @@ fmb_status fmb_engine_forward(fmb_engine *eng,
                               fmb_err *err)
 {
     FMB_ASSERT(st->eng == eng);
-    fmb_status s = check_ids(&eng->model->cfg, ids, n, err);
+    fmb_status s = check_forward(&eng->model->cfg, ids, n, out, err);
     if (s)
         return s;
-    if (out && out->targets)
-        for (size_t i = 0; i < n; i++)
-            if (out->targets[i] >= eng->model->cfg.V)
-                return fmb_fail(err, FMB_EINVAL,
-                                "target id %d at position %zu is outside the vocabulary",
-                                out->targets[i], i);
-    if (out && out->top_k > 64)
-        return fmb_fail(err, FMB_EINVAL, "top-k of %d is over the limit of 64", out->top_k);
     if (n == 0)
         return FMB_OK;
     size_t T = eng->ops->chunk_tokens(eng->impl), V = (size_t)eng->model->cfg.V;
@@ -172,32 +207,79 @@ fmb_status fmb_engine_forward(fmb_engine *eng,
         if (eng->cancel && *eng->cancel)
             return fmb_fail(err, FMB_EINTR, "interrupted");
         size_t m = n - p0 < T ? n - p0 : T;
-        fmb_outputs o = {0}, *op = NULL;
-        if (out) {
-            size_t k = out->top_k > 0 ? (size_t)out->top_k : 0;
-            o = *out;
-            o.targets = out->targets ? out->targets + p0 : NULL;
-            o.logprob = out->logprob ? out->logprob + p0 : NULL;
-            o.rank = out->rank ? out->rank + p0 : NULL;
-            o.argmax = out->argmax ? out->argmax + p0 : NULL;
-            o.topk_ids = out->topk_ids ? out->topk_ids + p0 * k : NULL;
-            o.topk_logprobs = out->topk_logprobs ? out->topk_logprobs + p0 * k : NULL;
-            if (!out->logits || p0 + m <= out->logits_from) {
-                o.logits = NULL;
-                o.logits_from = 0;
-            } else if (p0 >= out->logits_from) {
-                o.logits = out->logits + (p0 - out->logits_from) * V;
-                o.logits_from = 0;
-            } else {
-                o.logits_from = out->logits_from - p0;
-            }
-            op = &o;
-        }
-        fmb_status s2 = eng->ops->forward(eng->impl, st->impl, ids + p0, m, op, err);
+        fmb_outputs o;
+        fmb_status s2 = eng->ops->forward(eng->impl, st->impl, ids + p0, m,
+                                          fmb_outputs_slice(out, p0, m, V, &o), err);
         if (s2)
             return s2;
         if (eng->progress)
             eng->progress(eng->progress_ctx, p0 + m, n);
+    }
+    return FMB_OK;
+}
+
+/* Pieces per packed chunk: the plan of a chunk holds at most this many sequences. */
+#define FMB_CHUNK_MAX_PIECES 256
+
+fmb_status
+fmb_engine_forward_many(fmb_engine *eng, const fmb_piece *pieces, size_t n_pieces, fmb_err *err)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n_pieces; i++) {
+        FMB_ASSERT(pieces[i].st && pieces[i].st->eng == eng);
+        for (size_t j = 0; j < i; j++)
+            FMB_ASSERTF(pieces[j].st != pieces[i].st, "a state appears in two pieces");
+        fmb_status s =
+            check_forward(&eng->model->cfg, pieces[i].ids, pieces[i].n, pieces[i].out, err);
+        if (s)
+            return fmb_fail(err, s, "piece %zu: %s", i, err->msg);
+        total += pieces[i].n;
+    }
+    if (!eng->ops->forward_chunk) {
+        // One by one (the CPU backend): the same results by definition.
+        for (size_t i = 0; i < n_pieces; i++) {
+            fmb_status s = fmb_engine_forward(eng, pieces[i].st, pieces[i].ids, pieces[i].n,
+                                              pieces[i].out, err);
+            if (s)
+                return s;
+        }
+        return FMB_OK;
+    }
+    // Packed: each chunk takes the next T tokens of the pieces in order, slicing the piece
+    // that crosses the chunk's end (its state carries into the next chunk).
+    size_t T = eng->ops->chunk_tokens(eng->impl), V = (size_t)eng->model->cfg.V;
+    fmb_bpiece sl[FMB_CHUNK_MAX_PIECES];
+    fmb_outputs so[FMB_CHUNK_MAX_PIECES];
+    size_t pi = 0, off = 0, done = 0;
+    while (pi < n_pieces) {
+        if (eng->cancel && *eng->cancel)
+            return fmb_fail(err, FMB_EINTR, "interrupted");
+        size_t ns = 0, rows = 0;
+        while (pi < n_pieces && rows < T && ns < FMB_CHUNK_MAX_PIECES) {
+            const fmb_piece *p = &pieces[pi];
+            size_t m = p->n - off < T - rows ? p->n - off : T - rows;
+            if (m > 0) {
+                sl[ns].st = p->st->impl;
+                sl[ns].ids = p->ids + off;
+                sl[ns].n = m;
+                sl[ns].out = fmb_outputs_slice(p->out, off, m, V, &so[ns]);
+                ns++;
+                rows += m;
+                off += m;
+            }
+            if (off == p->n) {
+                pi++;
+                off = 0;
+            }
+        }
+        if (ns) {
+            fmb_status s = eng->ops->forward_chunk(eng->impl, sl, ns, err);
+            if (s)
+                return s;
+        }
+        done += rows;
+        if (eng->progress && total > T)
+            eng->progress(eng->progress_ctx, done, total);
     }
     return FMB_OK;
 }

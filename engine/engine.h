@@ -92,6 +92,28 @@ FMB_NODISCARD fmb_status fmb_engine_forward(fmb_engine *eng,
                                             const fmb_outputs *out,
                                             fmb_err *err);
 
+/* One sequence's part of a multi-sequence forward pass: n ids continuing st (advanced in
+ * place), with per-position outputs as in fmb_engine_forward (NULL: none, a prefix prefill).
+ * Everything is borrowed for the call. */
+typedef struct {
+    fmb_state *st;
+    const int32_t *ids;
+    size_t n;
+    const fmb_outputs *out;
+} fmb_piece;
+
+/* Runs every piece as fmb_engine_forward would run it alone, packed: the backend fills each
+ * chunk of chunk_tokens rows with the next pieces' tokens (a piece may span chunks; its state
+ * carries), so that many short documents share one GEMM instead of running one small GEMM
+ * each. Batch-invariant: every output of a piece is bitwise the same as fmb_engine_forward
+ * gives for that piece alone, whatever the other pieces, their order or their lengths. The
+ * pieces' states must be distinct. The cancel flag is checked before each chunk; progress
+ * reports tokens done of all pieces' tokens. */
+FMB_NODISCARD fmb_status fmb_engine_forward_many(fmb_engine *eng,
+                                                 const fmb_piece *pieces,
+                                                 size_t n_pieces,
+                                                 fmb_err *err);
+
 /* Makes fmb_engine_forward check *flag before each chunk and return FMB_EINTR once it is
  * non-zero (a signal handler's flag: a long document stops within one chunk). The flag is
  * borrowed; NULL removes it. fmb_engine_step and generation check it once per token. */
@@ -103,7 +125,8 @@ typedef void (*fmb_progress_fn)(void *ctx, size_t done, size_t total);
 void fmb_engine_set_progress(fmb_engine *eng, fmb_progress_fn fn, void *ctx);
 
 /* One decode step for nseq independent sequences: token ids[i] continues states[i]; writes
- * logits [nseq, V] (float32). Batch-invariant: a sequence's logits do not depend on the others. */
+ * logits [nseq, V] (float32). Batch-invariant, bitwise: a sequence's logits do not depend on
+ * nseq, on the other sequences or on its position among them. */
 FMB_NODISCARD fmb_status fmb_engine_step(fmb_engine *eng,
                                          fmb_state *const *states,
                                          const int32_t *ids,

@@ -43,6 +43,139 @@ static long find_stop(const fmb_gen_opts *o, const char *hay, size_t n, size_t f
     return best;
 }
 
+struct fmb_gen {
+    const fmb_gen_opts *o; /* borrowed */
+    const fmb_tok *tok;    /* borrowed, may be NULL */
+    int32_t V;
+    fmb_gen_result r;
+    size_t cap;
+    void *scratch; /* fmb_sample's [V × 8 bytes] */
+    char *bytes;   /* raw bytes of the generated tokens, for stop-string matching */
+    size_t nb, bcap, maxstop;
+    int stopped, finished;
+};
+
+fmb_status fmb_gen_new(fmb_engine *eng,
+                       const fmb_tok *tok,
+                       size_t n_prompt,
+                       const fmb_gen_opts *o,
+                       fmb_gen **out,
+                       fmb_err *err)
+{
+    *out = NULL;
+    if (n_prompt == 0)
+        return fmb_fail(err, FMB_EINVAL, "generate: the prompt has no tokens");
+    if (o->n_stop && !tok)
+        return fmb_fail(err, FMB_EINVAL, "generate: stop strings need a tokenizer");
+    fmb_gen *g = fmb_xcalloc(1, sizeof *g);
+    g->o = o;
+    g->tok = tok;
+    g->V = (int32_t)fmb_engine_config(eng)->V;
+    g->cap = o->max_new_tokens ? o->max_new_tokens : 1;
+    g->scratch = malloc((size_t)g->V * 8);
+    g->r.ids = malloc(g->cap * sizeof *g->r.ids);
+    g->r.logprobs = malloc(g->cap * sizeof *g->r.logprobs);
+    g->r.prompt_tokens = n_prompt;
+    g->r.finish_reason = "length";
+    for (int i = 0; i < o->n_stop; i++)
+        if (strlen(o->stop[i]) > g->maxstop)
+            g->maxstop = strlen(o->stop[i]);
+    if (!g->scratch || !g->r.ids || !g->r.logprobs) {
+        fmb_gen_free(g);
+        return fmb_fail(err, FMB_ENOMEM, "generate: out of memory");
+    }
+    if (o->max_new_tokens == 0)
+        g->finished = 1;
+    *out = g;
+    return FMB_OK;
+}
+
+void fmb_gen_free(fmb_gen *g)
+{
+    if (!g)
+        return;
+    fmb_gen_result_free(&g->r);
+    free(g->scratch);
+    free(g->bytes);
+    free(g);
+}
+
+int fmb_gen_done(const fmb_gen *g)
+{
+    return g->finished;
+}
+
+int fmb_gen_push(fmb_gen *g, const float *logits, int32_t *next)
+{
+    const fmb_gen_opts *o = g->o;
+    FMB_ASSERT(!g->finished && g->r.n < g->cap);
+    float lp;
+    int32_t id = fmb_sample(logits, g->V, &o->sample, g->r.n, g->scratch, &lp);
+    g->r.ids[g->r.n] = id;
+    g->r.logprobs[g->r.n] = lp;
+    g->r.n++;
+    *next = id;
+    if (!o->ignore_eos && is_eos(o, id)) {
+        g->r.finish_reason = "eos";
+        g->finished = 1;
+        return 0;
+    }
+    if (o->n_stop) {
+        size_t tl;
+        const char *tb = fmb_tok_token_bytes(g->tok, id, &tl);
+        if (tb && tl) {
+            if (g->nb + tl > g->bcap) {
+                g->bcap = (g->nb + tl) * 2;
+                char *nbuf = realloc(g->bytes, g->bcap);
+                FMB_ASSERT(nbuf);
+                g->bytes = nbuf;
+            }
+            memcpy(g->bytes + g->nb, tb, tl);
+            size_t from = g->nb > g->maxstop ? g->nb - g->maxstop : 0;
+            g->nb += tl;
+            if (find_stop(o, g->bytes, g->nb, from) >= 0) {
+                g->r.finish_reason = "stop";
+                g->stopped = 1;
+                g->finished = 1;
+                return 0;
+            }
+        }
+    }
+    if (g->r.n == o->max_new_tokens) {
+        g->finished = 1;
+        return 0;
+    }
+    return 1;
+}
+
+fmb_status fmb_gen_finish(fmb_gen *g, fmb_gen_result *r, fmb_err *err)
+{
+    fmb_status s = FMB_OK;
+    if (g->tok) {
+        size_t nt = g->r.n;
+        if (!strcmp(g->r.finish_reason, "eos"))
+            nt--; // the EOS token is generated and scored, but not part of the text
+        if ((s = fmb_tok_decode(g->tok, g->r.ids, nt, 0, &g->r.text, &g->r.text_len, err)))
+            goto out;
+        if (g->stopped) {
+            long at = find_stop(g->o, g->r.text, g->r.text_len, 0);
+            if (at >= 0) {
+                g->r.text_len = (size_t)at;
+                g->r.text[at] = 0;
+            }
+        }
+    }
+out:
+    if (s) {
+        memset(r, 0, sizeof *r);
+    } else {
+        *r = g->r;
+        memset(&g->r, 0, sizeof g->r);
+    }
+    fmb_gen_free(g);
+    return s;
+}
+
 fmb_status fmb_generate(fmb_engine *eng,
                         fmb_state *st,
                         const fmb_tok *tok,
@@ -53,89 +186,30 @@ fmb_status fmb_generate(fmb_engine *eng,
                         fmb_err *err)
 {
     memset(r, 0, sizeof *r);
-    r->prompt_tokens = n_prompt;
-    r->finish_reason = "length";
-    if (n_prompt == 0)
-        return fmb_fail(err, FMB_EINVAL, "generate: the prompt has no tokens");
-    if (o->n_stop && !tok)
-        return fmb_fail(err, FMB_EINVAL, "generate: stop strings need a tokenizer");
-    int32_t V = (int32_t)fmb_engine_config(eng)->V;
-    size_t cap = o->max_new_tokens ? o->max_new_tokens : 1;
-    float *logits = malloc((size_t)V * sizeof *logits);
-    void *scratch = malloc((size_t)V * 8);
-    r->ids = malloc(cap * sizeof *r->ids);
-    r->logprobs = malloc(cap * sizeof *r->logprobs);
-    char *bytes = NULL; // raw bytes of the generated tokens, for stop-string matching
-    size_t nb = 0, bcap = 0, maxstop = 0;
-    for (int i = 0; i < o->n_stop; i++)
-        if (strlen(o->stop[i]) > maxstop)
-            maxstop = strlen(o->stop[i]);
-    fmb_status s = FMB_OK;
-    if (!logits || !scratch || !r->ids || !r->logprobs) {
-        s = fmb_fail(err, FMB_ENOMEM, "generate: out of memory");
-        goto out;
+    fmb_gen *g;
+    fmb_status s = fmb_gen_new(eng, tok, n_prompt, o, &g, err);
+    if (s)
+        return s;
+    float *logits = malloc((size_t)g->V * sizeof *logits);
+    if (!logits) {
+        fmb_gen_free(g);
+        return fmb_fail(err, FMB_ENOMEM, "generate: out of memory");
     }
     fmb_outputs out = {0};
     out.logits = logits;
     out.logits_from = n_prompt - 1;
     if ((s = fmb_engine_forward(eng, st, prompt, n_prompt, &out, err)))
-        goto out;
-    int stopped = 0;
-    for (size_t i = 0; i < o->max_new_tokens; i++) {
-        float lp;
-        int32_t id = fmb_sample(logits, V, &o->sample, i, scratch, &lp);
-        r->ids[r->n] = id;
-        r->logprobs[r->n] = lp;
-        r->n++;
-        if (!o->ignore_eos && is_eos(o, id)) {
-            r->finish_reason = "eos";
-            break;
-        }
-        if (o->n_stop) {
-            size_t tl;
-            const char *tb = fmb_tok_token_bytes(tok, id, &tl);
-            if (tb && tl) {
-                if (nb + tl > bcap) {
-                    bcap = (nb + tl) * 2;
-                    char *nbuf = realloc(bytes, bcap);
-                    FMB_ASSERT(nbuf);
-                    bytes = nbuf;
-                }
-                memcpy(bytes + nb, tb, tl);
-                size_t from = nb > maxstop ? nb - maxstop : 0;
-                nb += tl;
-                if (find_stop(o, bytes, nb, from) >= 0) {
-                    r->finish_reason = "stop";
-                    stopped = 1;
-                    break;
-                }
-            }
-        }
-        if (i + 1 == o->max_new_tokens)
-            break;
+        goto fail;
+    int32_t id;
+    while (!fmb_gen_done(g) && fmb_gen_push(g, logits, &id)) {
         fmb_state *sts[1] = {st};
         if ((s = fmb_engine_step(eng, sts, &id, 1, logits, err)))
-            goto out;
+            goto fail;
     }
-    if (tok) {
-        size_t nt = r->n;
-        if (!strcmp(r->finish_reason, "eos"))
-            nt--; // the EOS token is generated and scored, but not part of the text
-        if ((s = fmb_tok_decode(tok, r->ids, nt, 0, &r->text, &r->text_len, err)))
-            goto out;
-        if (stopped) {
-            long at = find_stop(o, r->text, r->text_len, 0);
-            if (at >= 0) {
-                r->text_len = (size_t)at;
-                r->text[at] = 0;
-            }
-        }
-    }
-out:
-    free(bytes);
     free(logits);
-    free(scratch);
-    if (s)
-        fmb_gen_result_free(r);
+    return fmb_gen_finish(g, r, err);
+fail:
+    free(logits);
+    fmb_gen_free(g);
     return s;
 }

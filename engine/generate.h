@@ -44,4 +44,23 @@ FMB_NODISCARD fmb_status fmb_generate(fmb_engine *eng,
                                       fmb_err *err);
 void fmb_gen_result_free(fmb_gen_result *r);
 
+/* fmb_generate as a resumable state machine, for callers that decode many sequences in one
+ * batched fmb_engine_step (fmb_generate itself runs on it): new, then push the logits after
+ * the prompt's last token and after each token it returns, until push returns 0; finish
+ * fills the result (the same as fmb_generate's) and frees the generator. opts and tok are
+ * borrowed until finish or free. */
+typedef struct fmb_gen fmb_gen;
+FMB_NODISCARD fmb_status fmb_gen_new(fmb_engine *eng,
+                                     const fmb_tok *tok,
+                                     size_t n_prompt,
+                                     const fmb_gen_opts *opts,
+                                     fmb_gen **out,
+                                     fmb_err *err);
+/* Samples the next token from logits [V]: *next. Returns 1 when *next must be fed back
+ * (a decode step, then push again), 0 when the generation ended (EOS, stop string, length). */
+int fmb_gen_push(fmb_gen *g, const float *logits, int32_t *next);
+int fmb_gen_done(const fmb_gen *g); /* 1 once ended (also with max_new_tokens == 0) */
+FMB_NODISCARD fmb_status fmb_gen_finish(fmb_gen *g, fmb_gen_result *r, fmb_err *err);
+void fmb_gen_free(fmb_gen *g);
+
 #endif

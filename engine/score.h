@@ -44,4 +44,27 @@ FMB_NODISCARD fmb_status fmb_score(fmb_engine *eng,
                                    fmb_err *err);
 void fmb_score_result_free(fmb_score_result *r);
 
+/* fmb_score in two halves around the forward pass, for callers that pack many documents into
+ * one fmb_engine_forward_many: begin builds the sequence [context, ids...] (seq, m) and its
+ * outputs o (the piece to run from the state); end turns the outputs into the result (the
+ * same as fmb_score's) and frees the job. m == 0: nothing to run. */
+typedef struct {
+    int32_t *seq; /* [m] the positions to run */
+    size_t m;
+    fmb_outputs o; /* outputs of those positions (targets: the next id) */
+    /* private */
+    size_t n;
+    int ctx, per_token, k;
+    int32_t *tg, *rank, *am, *tki;
+    float *lp, *tkl;
+} fmb_score_job;
+
+FMB_NODISCARD fmb_status fmb_score_begin(
+    fmb_score_job *j, const int32_t *ids, size_t n, const fmb_score_opts *opts, fmb_err *err);
+FMB_NODISCARD fmb_status fmb_score_end(fmb_score_job *j,
+                                       size_t bytes,
+                                       fmb_score_result *r,
+                                       fmb_err *err);
+void fmb_score_job_free(fmb_score_job *j);
+
 #endif
