@@ -209,21 +209,11 @@ char *fmb_job_resolve(const fmb_job *job, const char *path)
 
 static fmb_status parse_job_table(ctx *c, const fmb_toml_value *t, fmb_job *job)
 {
-    static const char *const keys[] = {"name",
-                                       "model",
-                                       "tokenizer",
-                                       "output",
-                                       "backend",
-                                       "dtype",
-                                       "chunk_tokens",
-                                       "threads",
-                                       "mem_limit",
-                                       "seed",
-                                       "max_document_tokens",
-                                       "too_long",
-                                       "max_attempts",
-                                       "lease_seconds",
-                                       NULL};
+    static const char *const keys[] = {
+        "name",      "model",        "tokenizer",     "output",
+        "backend",   "dtype",        "chunk_tokens",  "threads",
+        "max_batch", "mem_limit",    "seed",          "max_document_tokens",
+        "too_long",  "max_attempts", "lease_seconds", NULL};
     const char *w = "[job]";
     fmb_status s;
     char *model = NULL, *tokenizer = NULL, *output = NULL, *too_long = NULL;
@@ -236,6 +226,7 @@ static fmb_status parse_job_table(ctx *c, const fmb_toml_value *t, fmb_job *job)
         (s = get_str(c, t, w, "dtype", 0, &job->dtype)) ||
         (s = get_int(c, t, w, "chunk_tokens", 1, INT32_MAX, &job->chunk_tokens)) ||
         (s = get_int(c, t, w, "threads", 0, 4096, &job->threads)) ||
+        (s = get_int(c, t, w, "max_batch", 1, 4096, &job->max_batch)) ||
         (s = get_str(c, t, w, "mem_limit", 0, &job->mem_limit)) ||
         (s = get_int(c, t, w, "seed", INT64_MIN, INT64_MAX, &seed)) ||
         (s = get_int(c, t, w, "max_document_tokens", 0, INT64_MAX, &job->max_document_tokens)) ||

@@ -92,7 +92,9 @@ typedef struct {
     char *backend;   /* "auto" | "cpu" | "cuda" */
     char *dtype;     /* NULL | "bf16" | "f32" */
     int64_t chunk_tokens, threads;
-    char *mem_limit; /* as written, "24GiB" */
+    int64_t max_batch; /* documents in flight at once (0: the backend's default); never in the
+                        * fingerprint: rows do not depend on it */
+    char *mem_limit;   /* as written, "24GiB" */
     uint64_t seed;
     int64_t max_document_tokens; /* 0 = no limit */
     fmb_too_long too_long;

@@ -43,6 +43,9 @@ static void line(fmb_progress *p, const fmb_progress_counts *c, const char *key,
         int64_t left = c->total - c->done - c->failed - c->skipped;
         fmt_eta(eta, sizeof eta, left > 0 ? (double)left / ips : 0);
     }
+    char inflight[48] = "";
+    if (c->in_flight > 0 && !final)
+        snprintf(inflight, sizeof inflight, "; %lld in the batch", (long long)c->in_flight);
     if (p->bar && !final) {
         int w = 24, fill = 0;
         if (c->total > 0) {
@@ -54,16 +57,17 @@ static void line(fmb_progress *p, const fmb_progress_counts *c, const char *key,
             bar[i] = c->total > 0 ? (i < fill ? '#' : '-') : (i == (int)el % w ? '#' : '-');
         bar[w] = 0;
         fprintf(stderr,
-                "\r[%s] %lld done %lld failed %lld skipped / %lld%s  %.0f tok/s  ETA %s  "
-                "%.40s\033[K",
+                "\r[%s] %lld done %lld failed %lld skipped / %lld%s  %.0f tok/s  batch %lld  "
+                "ETA %s  %.32s\033[K",
                 bar, (long long)c->done, (long long)c->failed, (long long)c->skipped,
-                (long long)c->seen, c->total > 0 ? "" : "+", tps, eta, key ? key : "");
+                (long long)c->seen, c->total > 0 ? "" : "+", tps, (long long)c->in_flight, eta,
+                key ? key : "");
     } else {
         fprintf(stderr,
                 "fmbatch run: %s%lld done, %lld failed, %lld skipped, %lld seen; %lld tokens, "
-                "%.0f tok/s, %.2f items/s, ETA %s\n",
+                "%.0f tok/s, %.2f items/s, ETA %s%s\n",
                 final ? "" : "", (long long)c->done, (long long)c->failed, (long long)c->skipped,
-                (long long)c->seen, (long long)c->tokens, tps, ips, eta);
+                (long long)c->seen, (long long)c->tokens, tps, ips, eta, inflight);
     }
     fflush(stderr);
 }

@@ -32,7 +32,10 @@ struct fmb_queue {
     int64_t pid, start; /* this process: the lease owner */
     int64_t token_seq;
     char *model, *model_hash, *tokenizer_hash;
-    int64_t cur_token; /* lease token of the item claimed last */
+    /* the leases this handle holds (a worker holds one per item in its batch): item ids and
+     * their lease tokens, [n_held] */
+    int64_t *held_id, *held_tok;
+    size_t n_held, cap_held;
     /* heartbeat */
     pthread_t hb;
     int hb_running;
@@ -227,6 +230,8 @@ void fmb_queue_close(fmb_queue *q)
     free(q->job);
     free(q->model);
     free(q->model_hash);
+    free(q->held_id);
+    free(q->held_tok);
     free(q->tokenizer_hash);
     free(q);
 }
@@ -346,6 +351,19 @@ fmb_status fmb_queue_bind_job(fmb_queue *q,
 
 /* ---------------------------------------------------------------------------------------- */
 /* claim / complete / fail / release */
+
+static void held_add(fmb_queue *q, int64_t item_id, int64_t token)
+{
+    if (q->n_held == q->cap_held) {
+        q->cap_held = q->cap_held ? 2 * q->cap_held : 64;
+        q->held_id = realloc(q->held_id, q->cap_held * sizeof *q->held_id);
+        q->held_tok = realloc(q->held_tok, q->cap_held * sizeof *q->held_tok);
+        FMB_ASSERT(q->held_id && q->held_tok);
+    }
+    q->held_id[q->n_held] = item_id;
+    q->held_tok[q->n_held] = token;
+    q->n_held++;
+}
 
 fmb_status fmb_queue_claim(fmb_queue *q,
                            const char *key,
@@ -486,7 +504,7 @@ fmb_status fmb_queue_claim(fmb_queue *q,
     st = NULL;
 commit:
     if (*outcome == FMB_CLAIM_TAKEN)
-        q->cur_token = token;
+        held_add(q, *item_id, token);
     if (exec(q, "COMMIT") != SQLITE_OK) {
         s = abort_tx(q, err, "commit a claim");
     }
@@ -604,6 +622,26 @@ fmb_status fmb_queue_add_result(
     return FMB_OK;
 }
 
+/* The lease token this handle holds on item_id (0, which fences nothing, when none). */
+static int64_t held_token(const fmb_queue *q, int64_t item_id)
+{
+    for (size_t i = 0; i < q->n_held; i++)
+        if (q->held_id[i] == item_id)
+            return q->held_tok[i];
+    return 0;
+}
+
+static void held_drop(fmb_queue *q, int64_t item_id)
+{
+    for (size_t i = 0; i < q->n_held; i++)
+        if (q->held_id[i] == item_id) {
+            q->held_id[i] = q->held_id[q->n_held - 1];
+            q->held_tok[i] = q->held_tok[q->n_held - 1];
+            q->n_held--;
+            return;
+        }
+}
+
 fmb_status fmb_queue_finish(
     fmb_queue *q, int64_t item_id, int64_t tokens, double seconds, int *lost, fmb_err *err)
 {
@@ -621,12 +659,13 @@ fmb_status fmb_queue_finish(
     bind_opt_int(st, 2, tokens);
     sqlite3_bind_double(st, 3, seconds);
     sqlite3_bind_double(st, 4, wall_now());
-    sqlite3_bind_int64(st, 5, q->cur_token);
+    sqlite3_bind_int64(st, 5, held_token(q, item_id));
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
         return abort_tx(q, err, "finish");
     }
+    held_drop(q, item_id);
     if (sqlite3_changes(q->db) != 1) { /* the lease was lost: another worker owns it now */
         *lost = 1;
         exec(q, "ROLLBACK");
@@ -648,7 +687,7 @@ simple_update(fmb_queue *q, const char *sql, int64_t item_id, const char *text, 
         return abort_tx(q, err, "update");
     }
     sqlite3_bind_int64(st, 1, item_id);
-    sqlite3_bind_int64(st, 2, q->cur_token);
+    sqlite3_bind_int64(st, 2, held_token(q, item_id));
     sqlite3_bind_double(st, 3, wall_now());
     if (text)
         sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
@@ -657,6 +696,7 @@ simple_update(fmb_queue *q, const char *sql, int64_t item_id, const char *text, 
     if (rc != SQLITE_DONE || exec(q, "COMMIT") != SQLITE_OK) {
         return abort_tx(q, err, "update");
     }
+    held_drop(q, item_id);
     return FMB_OK;
 }
 

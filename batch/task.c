@@ -1,6 +1,19 @@
 /*
- * task: score, choice and generate over one document with one shared prefill per distinct
- * template prefix. See task.h.
+ * task: score, choice and generate over a batch of documents, with one shared prefill per
+ * distinct template prefix of each document, packed across documents. See task.h.
+ *
+ * A batch runs in three phases, each a few engine calls for all its documents:
+ *   prefill   one piece per (document, prefix group) into that document's snapshot state of
+ *             the group (fmb_engine_forward_many); a score group's piece carries the scoring
+ *             outputs (fmb_score_begin/end).
+ *   choices   one piece per (document, choice task, candidate), each from a copy of its
+ *             snapshot in a work state, packed in rounds of at most plan.max_seqs pieces.
+ *   generate  a continuous batch of at most plan.max_seqs generations: free slots take the
+ *             next generation (its prompt rest prefilled, packed with the other newcomers),
+ *             then one fmb_engine_step advances every active one; a finished one frees its
+ *             slot at once.
+ * Every engine call is batch-invariant (engine.h), so a document's rows do not depend on the
+ * batch it was in, the order, or max_batch.
  */
 #include "batch/task.h"
 
@@ -12,6 +25,7 @@
 #include <string.h>
 
 #include "batch/extract.h"
+#include "batch/prompt.h"
 #include "engine/generate.h"
 #include "engine/sample.h"
 #include "engine/score.h"
@@ -38,30 +52,29 @@ struct fmb_tasks {
     group *groups;
     size_t n_groups;
     task_prep *prep;
-    fmb_state *snap, *work;
-    fmb_result_row *rows;
-    /* per-document allocations the rows point to, freed at the next run */
-    void **owned;
-    size_t n_owned, cap_owned;
+    fmb_tasks_plan plan;
+    fmb_state **snap; /* [max_docs · n_groups]: document d's group g at d · n_groups + g */
+    fmb_state **work; /* [max_seqs] */
     int need_offsets, per_token, top_k_tokens;
 };
 
-static void *own(fmb_tasks *t, void *p)
+static void *own(fmb_task_output *o, void *p)
 {
-    if (t->n_owned == t->cap_owned) {
-        t->cap_owned = t->cap_owned ? t->cap_owned * 2 : 32;
-        t->owned = realloc(t->owned, t->cap_owned * sizeof *t->owned);
-        FMB_ASSERT(t->owned);
+    if (o->n_owned == o->cap_owned) {
+        o->cap_owned = o->cap_owned ? o->cap_owned * 2 : 32;
+        o->owned = realloc(o->owned, o->cap_owned * sizeof *o->owned);
+        FMB_ASSERT(o->owned);
     }
-    t->owned[t->n_owned++] = p;
+    o->owned[o->n_owned++] = p;
     return p;
 }
 
-static void free_owned(fmb_tasks *t)
+void fmb_task_output_free(fmb_task_output *o)
 {
-    for (size_t i = 0; i < t->n_owned; i++)
-        free(t->owned[i]);
-    t->n_owned = 0;
+    for (size_t i = 0; i < o->n_owned; i++)
+        free(o->owned[i]);
+    free(o->owned);
+    memset(o, 0, sizeof *o);
 }
 
 int64_t fmb_task_item_seed(uint64_t seed, const char *key, const char *task_name)
@@ -73,6 +86,13 @@ int64_t fmb_task_item_seed(uint64_t seed, const char *key, const char *task_name
     h = fmb_hash64(h, key, strlen(key) + 1); /* the NUL separates key and task name */
     h = fmb_hash64(h, task_name, strlen(task_name));
     return (int64_t)(h & (uint64_t)INT64_MAX);
+}
+
+static void free_states(fmb_state **v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        fmb_state_free(v[i]);
+    free(v);
 }
 
 void fmb_tasks_free(fmb_tasks *t)
@@ -92,12 +112,14 @@ void fmb_tasks_free(fmb_tasks *t)
         fmb_extract_free(t->prep[i].ext);
     }
     free(t->prep);
-    fmb_state_free(t->snap);
-    fmb_state_free(t->work);
-    free(t->rows);
-    free_owned(t);
-    free(t->owned);
+    free_states(t->snap, t->plan.max_docs * t->n_groups);
+    free_states(t->work, t->plan.max_seqs);
     free(t);
+}
+
+const fmb_tasks_plan *fmb_tasks_plan_get(const fmb_tasks *t)
+{
+    return &t->plan;
 }
 
 static group *group_for(fmb_tasks *t, const char *before)
@@ -112,8 +134,46 @@ static group *group_for(fmb_tasks *t, const char *before)
     return g;
 }
 
-fmb_status fmb_tasks_new(
-    const fmb_job *job, fmb_engine *eng, const fmb_tok *tok, fmb_tasks **out, fmb_err *err)
+/* The plan: max_batch documents and as many work sequences, fewer when the states do not
+ * fit the device (its free memory, or what mem_limit leaves after weights and scratch). */
+static fmb_status plan_states(fmb_tasks *t, size_t max_batch, size_t mem_limit, fmb_err *err)
+{
+    fmb_engine_mem m;
+    fmb_engine_memory(t->eng, &m);
+    size_t G = t->n_groups, B = max_batch ? max_batch : 1;
+    size_t fit = SIZE_MAX;
+    if (m.device_total && m.state_bytes) {
+        size_t margin = (size_t)256 << 20; /* cuBLAS workspaces, graphs, fragmentation */
+        size_t avail = m.device_free > margin ? m.device_free - margin : 0;
+        if (mem_limit) {
+            size_t used = m.weights_bytes + m.scratch_bytes + ((size_t)600 << 20);
+            size_t left = mem_limit > used ? mem_limit - used : 0;
+            if (left < avail)
+                avail = left;
+        }
+        fit = avail / m.state_bytes;
+    }
+    // each document needs G snapshots, each work sequence one state
+    if (fit < G + 1)
+        return fmb_fail(err, FMB_ENOMEM,
+                        "the device holds %zu recurrent states of %.1f MiB, a document needs %zu",
+                        fit, (double)m.state_bytes / 1048576.0, G + 1);
+    if (B * (G + 1) > fit)
+        B = fit / (G + 1);
+    t->plan.max_docs = B;
+    t->plan.max_seqs = B;
+    t->plan.states = B * G + B;
+    t->plan.state_bytes = m.state_bytes;
+    return FMB_OK;
+}
+
+fmb_status fmb_tasks_new(const fmb_job *job,
+                         fmb_engine *eng,
+                         const fmb_tok *tok,
+                         size_t max_batch,
+                         size_t mem_limit,
+                         fmb_tasks **out,
+                         fmb_err *err)
 {
     *out = NULL;
     fmb_tasks *t = fmb_xcalloc(1, sizeof *t);
@@ -124,7 +184,6 @@ fmb_status fmb_tasks_new(
     t->ctx = cfg->n_eos ? cfg->eos_ids[0] : -1;
     t->groups = fmb_xcalloc(job->n_tasks + 1, sizeof *t->groups);
     t->prep = fmb_xcalloc(job->n_tasks, sizeof *t->prep);
-    t->rows = fmb_xcalloc(job->n_tasks, sizeof *t->rows);
     t->need_offsets = job->max_document_tokens > 0;
     fmb_status s;
     for (size_t i = 0; i < job->n_tasks; i++) {
@@ -165,8 +224,17 @@ fmb_status fmb_tasks_new(
         if (b[0] && (s = fmb_tok_encode(tok, b, strlen(b), 1, &t->groups[g].before_ids, err)))
             goto fail;
     }
-    if ((s = fmb_state_new(eng, &t->snap, err)) || (s = fmb_state_new(eng, &t->work, err)))
+    if ((s = plan_states(t, max_batch, mem_limit, err)))
         goto fail;
+    size_t ns = t->plan.max_docs * t->n_groups;
+    t->snap = fmb_xcalloc(ns ? ns : 1, sizeof *t->snap);
+    t->work = fmb_xcalloc(t->plan.max_seqs, sizeof *t->work);
+    for (size_t i = 0; i < ns; i++)
+        if ((s = fmb_state_new(eng, &t->snap[i], err)))
+            goto fail;
+    for (size_t i = 0; i < t->plan.max_seqs; i++)
+        if ((s = fmb_state_new(eng, &t->work[i], err)))
+            goto fail;
     *out = t;
     return FMB_OK;
 fail:
@@ -221,115 +289,431 @@ static char *json_str_list(char **v, size_t n)
 
 /* ---------------------------------------------------------------------------------------- */
 
-static fmb_status
-run_choice(fmb_tasks *t, const fmb_task_cfg *tc, task_prep *p, fmb_result_row *row, fmb_err *err)
+/* ---------------------------------------------------------------------------------------- */
+/* one batch */
+
+/* A document of the batch while it runs. */
+typedef struct {
+    const fmb_task_doc *doc;
+    fmb_task_output *out;
+    fmb_ids ids;    /* the document's tokens (offsets when needed) */
+    size_t n_doc;   /* tokens used (after truncation) */
+    size_t bytes;   /* bytes those tokens cover */
+    int live;       /* 0: failed or skipped, nothing more to run */
+    double *totals; /* [Σ choice candidates]: total log-probability of each candidate */
+} bdoc;
+
+static void doc_fail(bdoc *d, fmb_status s, const char *fmt, ...) FMB_PRINTF_LIKE(3, 4);
+static void doc_fail(bdoc *d, fmb_status s, const char *fmt, ...)
 {
-    size_t nr = p->rest.n;
-    FMB_ASSERT(nr > 0);
-    sbuf js = {0};
-    sb(&js, "[");
-    double best = -INFINITY;
-    int64_t best_i = 0;
-    for (size_t c = 0; c < tc->n_choices; c++) {
-        const fmb_ids *cd = &p->cands[c];
-        size_t n = nr + cd->n - 1;
-        int32_t *ids = fmb_xmalloc(n * sizeof *ids);
-        int32_t *tg = fmb_xmalloc(n * sizeof *tg);
-        float *lp = fmb_xmalloc(n * sizeof *lp);
-        memcpy(ids, p->rest.ids, nr * sizeof *ids);
-        memcpy(ids + nr, cd->ids, (cd->n - 1) * sizeof *ids);
-        for (size_t i = 0; i < n; i++)
-            tg[i] = i + 1 < nr ? -1 : cd->ids[i + 1 - nr];
-        fmb_outputs o;
-        memset(&o, 0, sizeof o);
-        o.targets = tg;
-        o.logprob = lp;
-        fmb_state_copy(t->work, t->snap);
-        fmb_status s = fmb_engine_forward(t->eng, t->work, ids, n, &o, err);
-        double total = 0;
-        for (size_t i = nr - 1; !s && i < n; i++)
-            total += lp[i];
-        free(ids);
-        free(tg);
-        free(lp);
-        if (s) {
-            free(js.p);
-            return s;
-        }
-        double mean = total / (double)cd->n;
-        double key = tc->choice_by_mean ? mean : total;
-        if (key > best) {
-            best = key;
-            best_i = (int64_t)c;
-        }
-        json_t *txt = json_string(tc->choices[c]);
-        char *ts = json_dumps(txt, JSON_ENCODE_ANY);
-        json_decref(txt);
-        sb(&js, "%s{\"text\":%s,\"tokens\":%zu,\"total\":", c ? "," : "", ts, cd->n);
-        free(ts);
-        sb_num(&js, total);
-        sb(&js, ",\"mean\":");
-        sb_num(&js, mean);
-        sb(&js, "}");
+    if (!d->live)
+        return;
+    d->live = 0;
+    d->out->status = s;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->out->error, sizeof d->out->error, fmt, ap);
+    va_end(ap);
+}
+
+/* Tokenizes a document and applies max_document_tokens (truncate or skip). */
+static void doc_begin(fmb_tasks *t, bdoc *d)
+{
+    const fmb_job *job = t->job;
+    fmb_task_output *o = d->out;
+    o->rows = own(o, fmb_xcalloc(job->n_tasks ? job->n_tasks : 1, sizeof *o->rows));
+    o->n = job->n_tasks;
+    for (size_t i = 0; i < job->n_tasks; i++) {
+        o->rows[i] = fmb_result_row_empty();
+        o->rows[i].task = job->tasks[i].name;
+        o->rows[i].kind = fmb_task_kind_name(job->tasks[i].kind);
+        o->rows[i].status = "ok";
     }
-    sb(&js, "]");
-    row->choices_json = own(t, js.p);
-    row->best = tc->choices[best_i];
-    row->best_index = best_i;
-    row->prompt_tokens = (int64_t)nr;
+    d->live = 1;
+    d->ids.want_offsets = t->need_offsets;
+    fmb_err err;
+    fmb_status s = fmb_tok_encode(t->tok, d->doc->data, d->doc->len, 0, &d->ids, &err);
+    if (s) {
+        doc_fail(d, s, "%s", err.msg);
+        return;
+    }
+    size_t len = d->doc->len;
+    d->n_doc = d->ids.n;
+    d->bytes = len;
+    int truncated = 0;
+    char *note = NULL;
+    if (job->max_document_tokens > 0 && d->ids.n > (size_t)job->max_document_tokens) {
+        char buf[200];
+        if (job->too_long == FMB_TOO_LONG_SKIP) {
+            snprintf(buf, sizeof buf,
+                     "skipped: the document has %zu tokens, over "
+                     "max_document_tokens %lld",
+                     d->ids.n, (long long)job->max_document_tokens);
+            note = own(o, fmb_xstrdup(buf));
+            for (size_t i = 0; i < job->n_tasks; i++) {
+                o->rows[i].status = "skipped";
+                o->rows[i].note = note;
+                o->rows[i].doc_tokens = (int64_t)d->ids.n;
+            }
+            d->live = 0;
+            return;
+        }
+        d->n_doc = (size_t)job->max_document_tokens;
+        d->bytes = d->ids.offsets[d->n_doc];
+        truncated = 1;
+        snprintf(buf, sizeof buf,
+                 "truncated: the document has %zu tokens, the first %zu were "
+                 "used (%zu of %zu bytes)",
+                 d->ids.n, d->n_doc, d->bytes, len);
+        note = own(o, fmb_xstrdup(buf));
+    }
+    o->doc_tokens = (int64_t)d->n_doc;
+    for (size_t i = 0; i < job->n_tasks; i++) {
+        o->rows[i].doc_tokens = (int64_t)d->n_doc;
+        o->rows[i].truncated = truncated;
+        o->rows[i].note = note;
+    }
+}
+
+static void *blob_copy(fmb_task_output *o, const void *p, size_t n)
+{
+    void *b = fmb_xmalloc(n ? n : 1);
+    if (n)
+        memcpy(b, p, n);
+    return own(o, b);
+}
+
+/* The score rows of a document from its score result. */
+static void score_rows(fmb_tasks *t, bdoc *d, const fmb_score_result *sr, double dt)
+{
+    const fmb_job *job = t->job;
+    fmb_task_output *o = d->out;
+    if (!isfinite(sr->sum_nll)) {
+        doc_fail(d, FMB_EINVAL, "score: the model gave a non-finite log-probability");
+        return;
+    }
+    for (size_t i = 0; i < job->n_tasks; i++) {
+        const fmb_task_cfg *tc = &job->tasks[i];
+        if (tc->kind != FMB_TASK_SCORE)
+            continue;
+        fmb_result_row *row = &o->rows[i];
+        row->tokens = (int64_t)sr->tokens;
+        row->sum_nll = sr->sum_nll;
+        row->mean_nll = sr->mean_nll;
+        row->ppl = sr->ppl;
+        row->bits_per_byte = sr->bits_per_byte;
+        row->prefill_seconds = dt;
+        row->task_seconds = dt;
+        if (!tc->per_token || !sr->nll)
+            continue;
+        size_t m = sr->scored, n_doc = d->n_doc;
+        row->token_nll = blob_copy(o, sr->nll, m * sizeof(float));
+        row->token_nll_bytes = m * sizeof(float);
+        row->token_rank = blob_copy(o, sr->rank, m * sizeof(int32_t));
+        row->token_rank_bytes = m * sizeof(int32_t);
+        uint32_t *offs = own(o, fmb_xmalloc((n_doc ? n_doc : 1) * sizeof *offs));
+        for (size_t k = 0; k < n_doc; k++)
+            offs[k] = d->ids.offsets[k] > UINT32_MAX ? UINT32_MAX : (uint32_t)d->ids.offsets[k];
+        row->token_offset = offs;
+        row->token_offset_bytes = n_doc * sizeof *offs;
+        if (tc->top_k_tokens && sr->topk_ids) {
+            /* the shared scoring used the largest top-k of all score tasks */
+            size_t K = (size_t)t->top_k_tokens, k = (size_t)tc->top_k_tokens;
+            int32_t *ti = own(o, fmb_xmalloc((m ? m : 1) * k * sizeof *ti));
+            float *tl = own(o, fmb_xmalloc((m ? m : 1) * k * sizeof *tl));
+            for (size_t q = 0; q < m; q++)
+                for (size_t j = 0; j < k; j++) {
+                    ti[q * k + j] = sr->topk_ids[q * K + j];
+                    tl[q * k + j] = sr->topk_logprobs[q * K + j];
+                }
+            row->token_topk_ids = ti;
+            row->token_topk_ids_bytes = m * k * sizeof *ti;
+            row->token_topk_logprobs = tl;
+            row->token_topk_logprobs_bytes = m * k * sizeof *tl;
+        }
+    }
+}
+
+/* Phase 1: every live document's prefix groups in one packed forward. */
+static fmb_status phase_prefill(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *err)
+{
+    size_t G = t->n_groups;
+    fmb_piece *pcs = fmb_xcalloc(n * G + 1, sizeof *pcs);
+    fmb_ids *pre = fmb_xcalloc(n * G + 1, sizeof *pre);
+    fmb_score_job *sj = fmb_xcalloc(n + 1, sizeof *sj);
+    size_t np = 0;
+    fmb_score_opts so = {t->ctx, t->per_token, t->top_k_tokens};
+    fmb_status s = FMB_OK;
+    for (size_t i = 0; i < n; i++) {
+        bdoc *d = &docs[i];
+        for (size_t g = 0; d->live && g < G; g++) {
+            fmb_state *st = t->snap[i * G + g];
+            fmb_state_reset(st);
+            fmb_piece *p = &pcs[np];
+            p->st = st;
+            if (t->groups[g].has_score) {
+                // [EOS] + document: fmb_prompt_prefix with an empty template part, which is
+                // also the prefix of the templates that start with {document}
+                fmb_status s2 = fmb_score_begin(&sj[i], d->ids.ids, d->n_doc, &so, err);
+                if (s2) {
+                    doc_fail(d, s2, "%s", err->msg);
+                    break;
+                }
+                p->ids = sj[i].seq;
+                p->n = sj[i].m;
+                p->out = &sj[i].o;
+            } else {
+                const fmb_ids *b = &t->groups[g].before_ids;
+                fmb_prompt_prefix(t->ctx, b->ids, b->n, d->ids.ids, NULL, d->n_doc, &pre[np]);
+                p->ids = pre[np].ids;
+                p->n = pre[np].n;
+            }
+            if (p->n)
+                np++;
+        }
+    }
+    double t0 = fmb_now();
+    if (np)
+        s = fmb_engine_forward_many(t->eng, pcs, np, err);
+    double dt = fmb_now() - t0;
+    for (size_t i = 0; i < n; i++) {
+        bdoc *d = &docs[i];
+        if (!s && d->live && G && t->groups[0].has_score) {
+            fmb_score_result sr;
+            fmb_status s2 = fmb_score_end(&sj[i], d->bytes, &sr, err);
+            if (s2)
+                doc_fail(d, s2, "%s", err->msg);
+            else
+                score_rows(t, d, &sr, dt);
+            fmb_score_result_free(&sr);
+        }
+        fmb_score_job_free(&sj[i]);
+        for (size_t k = 0; k < t->job->n_tasks; k++)
+            d->out->rows[k].prefill_seconds = dt;
+    }
+    if (s && s != FMB_EINTR)
+        for (size_t i = 0; i < n; i++)
+            doc_fail(&docs[i], s, "%s", err->msg);
+    for (size_t i = 0; i < np; i++)
+        fmb_ids_free(&pre[i]);
+    free(pre);
+    free(pcs);
+    free(sj);
+    return s == FMB_EINTR ? s : FMB_OK;
+}
+
+/* The group of task i. */
+static size_t group_of(const fmb_tasks *t, size_t i)
+{
+    for (size_t g = 0; g < t->n_groups; g++)
+        for (size_t k = 0; k < t->groups[g].n_tasks; k++)
+            if (t->groups[g].tasks[k] == i)
+                return g;
+    FMB_ASSERTF(0, "task %zu is in no group", i);
+    return 0;
+}
+
+/* One candidate of a choice task of a document: (doc, task, candidate, slot in totals). */
+typedef struct {
+    size_t doc, task, cand, slot;
+} cand_ref;
+
+/* Phase 2: every candidate of every choice task of every live document, packed in rounds of
+ * plan.max_seqs pieces (each from a copy of its document's snapshot). */
+static fmb_status phase_choices(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *err)
+{
+    const fmb_job *job = t->job;
+    size_t nc = 0, per_doc = 0;
+    for (size_t i = 0; i < job->n_tasks; i++)
+        if (job->tasks[i].kind == FMB_TASK_CHOICE)
+            per_doc += job->tasks[i].n_choices;
+    if (!per_doc)
+        return FMB_OK;
+    cand_ref *refs = fmb_xcalloc(n * per_doc, sizeof *refs);
+    for (size_t d = 0; d < n; d++) {
+        if (!docs[d].live)
+            continue;
+        docs[d].totals = own(docs[d].out, fmb_xcalloc(per_doc, sizeof(double)));
+        size_t slot = 0;
+        for (size_t i = 0; i < job->n_tasks; i++)
+            for (size_t c = 0; job->tasks[i].kind == FMB_TASK_CHOICE && c < job->tasks[i].n_choices;
+                 c++)
+                refs[nc++] = (cand_ref){d, i, c, slot++};
+    }
+    size_t B = t->plan.max_seqs;
+    fmb_piece *pcs = fmb_xcalloc(B, sizeof *pcs);
+    fmb_outputs *os = fmb_xcalloc(B, sizeof *os);
+    int32_t **bufs = fmb_xcalloc(B * 2, sizeof *bufs);
+    float **lps = fmb_xcalloc(B, sizeof *lps);
+    fmb_status s = FMB_OK;
+    double t0 = fmb_now();
+    for (size_t r0 = 0; r0 < nc && !s; r0 += B) {
+        size_t m = nc - r0 < B ? nc - r0 : B;
+        for (size_t q = 0; q < m; q++) {
+            const cand_ref *r = &refs[r0 + q];
+            const task_prep *p = &t->prep[r->task];
+            const fmb_ids *cd = &p->cands[r->cand];
+            size_t nr = p->rest.n, len = nr + cd->n - 1;
+            FMB_ASSERT(nr > 0);
+            int32_t *ids = bufs[2 * q] = fmb_xmalloc(len * sizeof *ids);
+            int32_t *tg = bufs[2 * q + 1] = fmb_xmalloc(len * sizeof *tg);
+            lps[q] = fmb_xmalloc(len * sizeof *lps[q]);
+            memcpy(ids, p->rest.ids, nr * sizeof *ids);
+            memcpy(ids + nr, cd->ids, (cd->n - 1) * sizeof *ids);
+            for (size_t k = 0; k < len; k++)
+                tg[k] = k + 1 < nr ? -1 : cd->ids[k + 1 - nr];
+            memset(&os[q], 0, sizeof os[q]);
+            os[q].targets = tg;
+            os[q].logprob = lps[q];
+            fmb_state_copy(t->work[q], t->snap[r->doc * t->n_groups + group_of(t, r->task)]);
+            pcs[q] = (fmb_piece){t->work[q], ids, len, &os[q]};
+        }
+        s = fmb_engine_forward_many(t->eng, pcs, m, err);
+        for (size_t q = 0; q < m; q++) {
+            const cand_ref *r = &refs[r0 + q];
+            size_t nr = t->prep[r->task].rest.n;
+            double total = 0;
+            for (size_t k = nr - 1; !s && k < pcs[q].n; k++)
+                total += lps[q][k];
+            docs[r->doc].totals[r->slot] = total;
+            free(bufs[2 * q]);
+            free(bufs[2 * q + 1]);
+            free(lps[q]);
+        }
+    }
+    double dt = fmb_now() - t0;
+    free(pcs);
+    free(os);
+    free(bufs);
+    free(lps);
+    free(refs);
+    if (s && s != FMB_EINTR)
+        for (size_t d = 0; d < n; d++)
+            doc_fail(&docs[d], s, "%s", err->msg);
+    if (s)
+        return s == FMB_EINTR ? s : FMB_OK;
+    // the rows: best by total (or mean), first candidate on ties, as one document alone
+    for (size_t d = 0; d < n; d++) {
+        bdoc *bd = &docs[d];
+        size_t slot = 0;
+        for (size_t i = 0; bd->live && i < job->n_tasks; i++) {
+            const fmb_task_cfg *tc = &job->tasks[i];
+            if (tc->kind != FMB_TASK_CHOICE)
+                continue;
+            const task_prep *p = &t->prep[i];
+            fmb_result_row *row = &bd->out->rows[i];
+            sbuf js = {0};
+            sb(&js, "[");
+            double best = -INFINITY;
+            int64_t best_i = 0;
+            for (size_t c = 0; c < tc->n_choices; c++) {
+                double total = bd->totals[slot++];
+                if (!isfinite(total)) {
+                    doc_fail(bd, FMB_EINVAL,
+                             "task '%s': the model gave a non-finite log-probability for "
+                             "choice %zu",
+                             tc->name, c);
+                    break;
+                }
+                double mean = total / (double)p->cands[c].n;
+                double key = tc->choice_by_mean ? mean : total;
+                if (key > best) {
+                    best = key;
+                    best_i = (int64_t)c;
+                }
+                json_t *txt = json_string(tc->choices[c]);
+                char *ts = json_dumps(txt, JSON_ENCODE_ANY);
+                json_decref(txt);
+                sb(&js, "%s{\"text\":%s,\"tokens\":%zu,\"total\":", c ? "," : "", ts,
+                   p->cands[c].n);
+                free(ts);
+                sb_num(&js, total);
+                sb(&js, ",\"mean\":");
+                sb_num(&js, mean);
+                sb(&js, "}");
+            }
+            sb(&js, "]");
+            row->choices_json = own(bd->out, js.p);
+            row->best = tc->choices[best_i];
+            row->best_index = best_i;
+            row->prompt_tokens = (int64_t)p->rest.n;
+            row->task_seconds = dt;
+        }
+    }
     return FMB_OK;
 }
 
-static fmb_status run_generate(fmb_tasks *t,
-                               const char *key,
-                               const fmb_task_cfg *tc,
-                               task_prep *p,
-                               fmb_result_row *row,
-                               fmb_err *err)
+/* A generation of the batch: (doc, task), its options and generator while it runs. */
+typedef struct {
+    size_t doc, task;
+    fmb_gen_opts go;
+    int64_t seed;
+    fmb_gen *g;
+    int32_t next;
+} gen_ref;
+
+static void gen_opts(fmb_tasks *t, const char *key, const fmb_task_cfg *tc, gen_ref *r)
 {
     const fmb_config *cfg = fmb_engine_config(t->eng);
-    fmb_gen_opts go;
-    memset(&go, 0, sizeof go);
-    go.max_new_tokens = (size_t)tc->max_new_tokens;
-    go.sample.temperature = (float)tc->temperature;
-    go.sample.top_k = (int)tc->top_k;
-    go.sample.top_p = (float)tc->top_p;
-    int64_t seed = fmb_task_item_seed(tc->has_seed ? tc->seed : t->job->seed, key, tc->name);
-    go.sample.seed = (uint64_t)seed;
-    go.sample.stream = 0;
-    go.eos_ids = tc->n_eos ? tc->eos : cfg->eos_ids;
-    go.n_eos = tc->n_eos ? tc->n_eos : cfg->n_eos;
-    go.ignore_eos = tc->ignore_eos;
-    go.stop = (const char *const *)tc->stop;
-    go.n_stop = (int)tc->n_stop;
-    fmb_state_copy(t->work, t->snap);
-    fmb_gen_result r;
-    memset(&r, 0, sizeof r);
-    fmb_status s = fmb_generate(t->eng, t->work, t->tok, p->rest.ids, p->rest.n, &go, &r, err);
+    fmb_gen_opts *go = &r->go;
+    memset(go, 0, sizeof *go);
+    go->max_new_tokens = (size_t)tc->max_new_tokens;
+    go->sample.temperature = (float)tc->temperature;
+    go->sample.top_k = (int)tc->top_k;
+    go->sample.top_p = (float)tc->top_p;
+    r->seed = fmb_task_item_seed(tc->has_seed ? tc->seed : t->job->seed, key, tc->name);
+    go->sample.seed = (uint64_t)r->seed;
+    go->sample.stream = 0;
+    go->eos_ids = tc->n_eos ? tc->eos : cfg->eos_ids;
+    go->n_eos = tc->n_eos ? tc->n_eos : cfg->n_eos;
+    go->ignore_eos = tc->ignore_eos;
+    go->stop = (const char *const *)tc->stop;
+    go->n_stop = (int)tc->n_stop;
+}
+
+/* A finished generation's row (text, ids, logprobs, sampling provenance, extraction). */
+static void gen_row(fmb_tasks *t, bdoc *d, gen_ref *r, double dt)
+{
+    const fmb_task_cfg *tc = &t->job->tasks[r->task];
+    const task_prep *p = &t->prep[r->task];
+    fmb_task_output *o = d->out;
+    fmb_result_row *row = &o->rows[r->task];
+    fmb_err err;
+    fmb_gen_result res;
+    fmb_status s = fmb_gen_finish(r->g, &res, &err);
+    r->g = NULL;
     if (s) {
-        fmb_gen_result_free(&r);
-        return s;
+        doc_fail(d, s, "task '%s': %s", tc->name, err.msg);
+        return;
     }
+    for (size_t i = 0; i < res.n; i++)
+        if (!isfinite(res.logprobs[i])) {
+            doc_fail(d, FMB_EINVAL, "task '%s': the model gave a non-finite log-probability",
+                     tc->name);
+            fmb_gen_result_free(&res);
+            return;
+        }
     sbuf ids = {0}, lps = {0};
     sb(&ids, "[");
     sb(&lps, "[");
-    for (size_t i = 0; i < r.n; i++) {
-        sb(&ids, "%s%d", i ? "," : "", r.ids[i]);
+    for (size_t i = 0; i < res.n; i++) {
+        sb(&ids, "%s%d", i ? "," : "", res.ids[i]);
         sb(&lps, "%s", i ? "," : "");
-        sb_num(&lps, r.logprobs[i]);
+        sb_num(&lps, res.logprobs[i]);
     }
     sb(&ids, "]");
     sb(&lps, "]");
-    row->ids_json = own(t, ids.p);
-    row->logprobs_json = own(t, lps.p);
-    row->finish_reason = r.finish_reason; /* static */
+    row->ids_json = own(o, ids.p);
+    row->logprobs_json = own(o, lps.p);
+    row->finish_reason = res.finish_reason; /* static */
     row->prompt_tokens = (int64_t)p->rest.n;
-    row->seed = seed;
-    row->tokens = (int64_t)r.n;
-    if (r.text) {
-        row->text = own(t, r.text);
-        row->text_len = r.text_len;
-        r.text = NULL;
+    row->seed = r->seed;
+    row->tokens = (int64_t)res.n;
+    row->task_seconds = dt;
+    if (res.text) {
+        row->text = own(o, res.text);
+        row->text_len = res.text_len;
+        res.text = NULL;
     }
     /* sampling settings as recorded provenance */
     sbuf sm = {0};
@@ -338,189 +722,159 @@ static fmb_status run_generate(fmb_tasks *t,
     sb_num(&sm, tc->temperature);
     sb(&sm, ",\"top_k\":%lld,\"top_p\":", (long long)tc->top_k);
     sb_num(&sm, tc->top_p);
-    sb(&sm, ",\"seed\":%lld,\"stream\":0,\"stop\":%s,\"eos\":[", (long long)seed,
+    sb(&sm, ",\"seed\":%lld,\"stream\":0,\"stop\":%s,\"eos\":[", (long long)r->seed,
        stop ? stop : "[]");
     free(stop);
-    for (int i = 0; i < go.n_eos; i++)
-        sb(&sm, "%s%d", i ? "," : "", go.eos_ids[i]);
+    for (int i = 0; i < r->go.n_eos; i++)
+        sb(&sm, "%s%d", i ? "," : "", r->go.eos_ids[i]);
     sb(&sm, "],\"ignore_eos\":%s}", tc->ignore_eos ? "true" : "false");
-    row->sampling_json = own(t, sm.p);
+    row->sampling_json = own(o, sm.p);
     if (p->ext) {
         char *json = NULL;
         s = fmb_extract_run(p->ext, row->text ? row->text : "", row->text ? row->text_len : 0,
-                            &json, err);
-        if (s) {
-            char msg[sizeof err->msg];
-            snprintf(msg, sizeof msg, "%s", err->msg);
-            fmb_gen_result_free(&r);
-            return fmb_fail(err, s, "%s", msg);
-        }
-        row->extract_json = own(t, json);
+                            &json, &err);
+        if (s)
+            doc_fail(d, s, "task '%s': %s", tc->name, err.msg);
+        else
+            row->extract_json = own(o, json);
     }
-    fmb_gen_result_free(&r);
-    return FMB_OK;
+    fmb_gen_result_free(&res);
 }
 
-static void *blob_copy(fmb_tasks *t, const void *p, size_t n)
-{
-    void *b = fmb_xmalloc(n ? n : 1);
-    if (n)
-        memcpy(b, p, n);
-    return own(t, b);
-}
-
-fmb_status fmb_tasks_run(fmb_tasks *t,
-                         const char *key,
-                         const char *doc,
-                         size_t len,
-                         const volatile sig_atomic_t *stop,
-                         fmb_task_output *out,
-                         fmb_err *err)
+/* Phase 3: every generation of every live document in one continuous batch of at most
+ * plan.max_seqs sequences. */
+static fmb_status phase_generate(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *err)
 {
     const fmb_job *job = t->job;
-    free_owned(t);
-    out->rows = t->rows;
-    out->n = job->n_tasks;
-    out->doc_tokens = 0;
-    for (size_t i = 0; i < job->n_tasks; i++) {
-        t->rows[i] = fmb_result_row_empty();
-        t->rows[i].task = job->tasks[i].name;
-        t->rows[i].kind = fmb_task_kind_name(job->tasks[i].kind);
-        t->rows[i].status = "ok";
-    }
-    fmb_ids d;
-    memset(&d, 0, sizeof d);
-    d.want_offsets = t->need_offsets;
-    fmb_status s = fmb_tok_encode(t->tok, doc, len, 0, &d, err);
-    if (s) {
-        fmb_ids_free(&d);
-        return s;
-    }
-    size_t n_doc = d.n, bytes = len;
-    int truncated = 0;
-    char *note = NULL;
-    if (job->max_document_tokens > 0 && d.n > (size_t)job->max_document_tokens) {
-        char buf[200];
-        if (job->too_long == FMB_TOO_LONG_SKIP) {
-            snprintf(buf, sizeof buf,
-                     "skipped: the document has %zu tokens, over "
-                     "max_document_tokens %lld",
-                     d.n, (long long)job->max_document_tokens);
-            note = own(t, fmb_xstrdup(buf));
-            for (size_t i = 0; i < job->n_tasks; i++) {
-                t->rows[i].status = "skipped";
-                t->rows[i].note = note;
-                t->rows[i].doc_tokens = (int64_t)d.n;
+    size_t ng = 0;
+    for (size_t i = 0; i < job->n_tasks; i++)
+        if (job->tasks[i].kind == FMB_TASK_GENERATE)
+            ng++;
+    if (!ng)
+        return FMB_OK;
+    gen_ref *refs = fmb_xcalloc(n * ng, sizeof *refs);
+    size_t nr = 0;
+    for (size_t d = 0; d < n; d++)
+        for (size_t i = 0; docs[d].live && i < job->n_tasks; i++)
+            if (job->tasks[i].kind == FMB_TASK_GENERATE) {
+                refs[nr].doc = d;
+                refs[nr].task = i;
+                gen_opts(t, docs[d].doc->key, &job->tasks[i], &refs[nr]);
+                nr++;
             }
-            fmb_ids_free(&d);
-            return FMB_OK;
+    size_t B = t->plan.max_seqs, V = (size_t)fmb_engine_config(t->eng)->V;
+    gen_ref **slot = fmb_xcalloc(B, sizeof *slot); /* slot q runs in t->work[q] */
+    float *logits = fmb_xmalloc(B * V * sizeof *logits);
+    fmb_piece *pcs = fmb_xcalloc(B, sizeof *pcs);
+    fmb_outputs *os = fmb_xcalloc(B, sizeof *os);
+    fmb_state **sts = fmb_xcalloc(B, sizeof *sts);
+    int32_t *ids = fmb_xcalloc(B, sizeof *ids);
+    size_t *idx = fmb_xcalloc(B, sizeof *idx);
+    size_t next = 0, active = 0;
+    fmb_status s = FMB_OK;
+    double t0 = fmb_now();
+    while (!s && (next < nr || active)) {
+        // admit: free slots take the next generations; their prompt rests prefill together
+        size_t np = 0;
+        for (size_t q = 0; q < B && next < nr; q++) {
+            if (slot[q])
+                continue;
+            gen_ref *r = &refs[next++];
+            if (!docs[r->doc].live)
+                continue;
+            const task_prep *p = &t->prep[r->task];
+            fmb_status s2 = fmb_gen_new(t->eng, t->tok, p->rest.n, &r->go, &r->g, err);
+            if (s2) {
+                doc_fail(&docs[r->doc], s2, "task '%s': %s", job->tasks[r->task].name, err->msg);
+                continue;
+            }
+            fmb_state_copy(t->work[q], t->snap[r->doc * t->n_groups + group_of(t, r->task)]);
+            memset(&os[np], 0, sizeof os[np]);
+            os[np].logits = logits + q * V;
+            os[np].logits_from = p->rest.n - 1;
+            pcs[np] = (fmb_piece){t->work[q], p->rest.ids, p->rest.n, &os[np]};
+            idx[np++] = q;
+            slot[q] = r;
+            active++;
         }
-        n_doc = (size_t)job->max_document_tokens;
-        bytes = d.offsets[n_doc];
-        truncated = 1;
-        snprintf(buf, sizeof buf,
-                 "truncated: the document has %zu tokens, the first %zu were "
-                 "used (%zu of %zu bytes)",
-                 d.n, n_doc, bytes, len);
-        note = own(t, fmb_xstrdup(buf));
-    }
-    out->doc_tokens = (int64_t)n_doc;
-    for (size_t i = 0; i < job->n_tasks; i++) {
-        t->rows[i].doc_tokens = (int64_t)n_doc;
-        t->rows[i].truncated = truncated;
-        t->rows[i].note = note;
-    }
-    for (size_t g = 0; g < t->n_groups && !s; g++) {
-        group *gr = &t->groups[g];
-        if (*stop) {
-            s = FMB_EINTR;
+        if (np && (s = fmb_engine_forward_many(t->eng, pcs, np, err)))
             break;
-        }
-        double t0 = fmb_now();
-        fmb_state_reset(t->snap);
-        if (gr->has_score) {
-            fmb_score_opts so = {t->ctx, t->per_token, t->top_k_tokens};
-            fmb_score_result sr;
-            memset(&sr, 0, sizeof sr);
-            s = fmb_score(t->eng, t->snap, d.ids, n_doc, bytes, &so, &sr, err);
-            double dt = fmb_now() - t0;
-            for (size_t i = 0; !s && i < job->n_tasks; i++) {
-                const fmb_task_cfg *tc = &job->tasks[i];
-                if (tc->kind != FMB_TASK_SCORE)
-                    continue;
-                fmb_result_row *row = &t->rows[i];
-                row->tokens = (int64_t)sr.tokens;
-                row->sum_nll = sr.sum_nll;
-                row->mean_nll = sr.mean_nll;
-                row->ppl = sr.ppl;
-                row->bits_per_byte = sr.bits_per_byte;
-                row->prefill_seconds = dt;
-                row->task_seconds = dt;
-                if (tc->per_token && sr.nll) {
-                    size_t m = sr.scored;
-                    row->token_nll = blob_copy(t, sr.nll, m * sizeof(float));
-                    row->token_nll_bytes = m * sizeof(float);
-                    row->token_rank = blob_copy(t, sr.rank, m * sizeof(int32_t));
-                    row->token_rank_bytes = m * sizeof(int32_t);
-                    uint32_t *offs = own(t, fmb_xmalloc((n_doc ? n_doc : 1) * sizeof *offs));
-                    for (size_t k = 0; k < n_doc; k++)
-                        offs[k] = d.offsets[k] > UINT32_MAX ? UINT32_MAX : (uint32_t)d.offsets[k];
-                    row->token_offset = offs;
-                    row->token_offset_bytes = n_doc * sizeof *offs;
-                    if (tc->top_k_tokens && sr.topk_ids) {
-                        /* the shared scoring used the largest top-k of all score tasks */
-                        size_t K = (size_t)t->top_k_tokens, k = (size_t)tc->top_k_tokens;
-                        int32_t *ti = own(t, fmb_xmalloc((m ? m : 1) * k * sizeof *ti));
-                        float *tl = own(t, fmb_xmalloc((m ? m : 1) * k * sizeof *tl));
-                        for (size_t q = 0; q < m; q++)
-                            for (size_t j = 0; j < k; j++) {
-                                ti[q * k + j] = sr.topk_ids[q * K + j];
-                                tl[q * k + j] = sr.topk_logprobs[q * K + j];
-                            }
-                        row->token_topk_ids = ti;
-                        row->token_topk_ids_bytes = m * k * sizeof *ti;
-                        row->token_topk_logprobs = tl;
-                        row->token_topk_logprobs_bytes = m * k * sizeof *tl;
-                    }
-                }
+        // sample from each slot's logits: a newcomer's from its prompt, the others' from the
+        // last step; a finished generation frees its slot
+        size_t nb = 0;
+        for (size_t q = 0; q < B; q++) {
+            gen_ref *r = slot[q];
+            if (!r)
+                continue;
+            if (r->g && !fmb_gen_done(r->g) && fmb_gen_push(r->g, logits + q * V, &r->next)) {
+                sts[nb] = t->work[q];
+                ids[nb] = r->next;
+                idx[nb++] = q;
+                continue;
             }
-            fmb_score_result_free(&sr);
-        } else {
-            fmb_ids pre;
-            memset(&pre, 0, sizeof pre);
-            if (t->ctx >= 0)
-                fmb_ids_push(&pre, t->ctx, 0);
-            for (size_t k = 0; k < gr->before_ids.n; k++)
-                fmb_ids_push(&pre, gr->before_ids.ids[k], 0);
-            for (size_t k = 0; k < n_doc; k++)
-                fmb_ids_push(&pre, d.ids[k], 0);
-            s = fmb_engine_forward(t->eng, t->snap, pre.ids, pre.n, NULL, err);
-            fmb_ids_free(&pre);
+            gen_row(t, &docs[r->doc], r, fmb_now() - t0);
+            slot[q] = NULL;
+            active--;
         }
-        double prefill = fmb_now() - t0;
-        for (size_t k = 0; !s && k < gr->n_tasks; k++) {
-            if (*stop) {
-                s = FMB_EINTR;
-                break;
-            }
-            size_t i = gr->tasks[k];
-            const fmb_task_cfg *tc = &job->tasks[i];
-            double t1 = fmb_now();
-            if (tc->kind == FMB_TASK_CHOICE)
-                s = run_choice(t, tc, &t->prep[i], &t->rows[i], err);
-            else
-                s = run_generate(t, key, tc, &t->prep[i], &t->rows[i], err);
-            if (s) {
-                char msg[sizeof err->msg];
-                snprintf(msg, sizeof msg, "%s", err->msg);
-                s = fmb_fail(err, s, "task '%s': %s", tc->name, msg);
-            }
-            t->rows[i].prefill_seconds = prefill;
-            t->rows[i].task_seconds = fmb_now() - t1;
-        }
+        if (!nb)
+            continue;
+        // one decode step for every active generation; logits land in their slots' rows
+        float *step_logits = logits; /* compacted, then moved to the slots (back to front) */
+        if ((s = fmb_engine_step(t->eng, sts, ids, nb, step_logits, err)))
+            break;
+        for (size_t k = nb; k-- > 0;)
+            if (idx[k] != k)
+                memmove(logits + idx[k] * V, step_logits + k * V, V * sizeof *logits);
     }
-    fmb_ids_free(&d);
+    for (size_t q = 0; q < B; q++)
+        if (slot[q] && slot[q]->g) {
+            fmb_gen_free(slot[q]->g);
+            slot[q]->g = NULL;
+        }
+    if (s && s != FMB_EINTR)
+        for (size_t d = 0; d < n; d++)
+            doc_fail(&docs[d], s, "%s", err->msg);
+    free(refs);
+    free(slot);
+    free(logits);
+    free(pcs);
+    free(os);
+    free(sts);
+    free(ids);
+    free(idx);
+    return s == FMB_EINTR ? s : FMB_OK;
+}
+
+fmb_status fmb_tasks_run_many(fmb_tasks *t,
+                              const fmb_task_doc *docs,
+                              size_t n,
+                              const volatile sig_atomic_t *stop,
+                              fmb_task_output *outs,
+                              fmb_err *err)
+{
+    FMB_ASSERT(n <= t->plan.max_docs);
+    double t0 = fmb_now();
+    bdoc *bd = fmb_xcalloc(n ? n : 1, sizeof *bd);
+    for (size_t i = 0; i < n; i++) {
+        memset(&outs[i], 0, sizeof outs[i]);
+        bd[i].doc = &docs[i];
+        bd[i].out = &outs[i];
+        doc_begin(t, &bd[i]);
+    }
+    fmb_status s = FMB_OK;
+    if (*stop || (s = phase_prefill(t, bd, n, err)) || *stop ||
+        (s = phase_choices(t, bd, n, err)) || *stop || (s = phase_generate(t, bd, n, err)))
+        s = FMB_EINTR;
+    // the batch's wall time, shared out by tokens
+    double dt = fmb_now() - t0, tokens = 0;
+    for (size_t i = 0; i < n; i++)
+        tokens += (double)bd[i].n_doc + 1;
+    for (size_t i = 0; i < n; i++) {
+        outs[i].seconds = dt * ((double)bd[i].n_doc + 1) / tokens;
+        fmb_ids_free(&bd[i].ids);
+    }
+    free(bd);
     if (s == FMB_EINTR)
-        fmb_fail(err, FMB_EINTR, "interrupted");
-    return s;
+        return fmb_fail(err, FMB_EINTR, "interrupted");
+    return FMB_OK;
 }

@@ -128,6 +128,13 @@ int fmb_cli_engine_opt(const char *name, const char *value, fmb_engine_opts *o, 
             o->chunk_tokens = (size_t)u;
         return 1;
     }
+    if (!strcmp(name, "max-batch")) {
+        if (fmb_cli_parse_u64(value, &u) || u == 0 || u > 4096)
+            *bad = 1;
+        else
+            o->max_batch = (size_t)u;
+        return 1;
+    }
     if (!strcmp(name, "mem-limit")) {
         size_t sz;
         if (fmb_cli_parse_size(value, &sz))

@@ -67,6 +67,7 @@ enum {
     OPT_CHUNK,
     OPT_MEM,
     OPT_THREADS,
+    OPT_MAX_BATCH,
     OPT_PROGRESS,
     OPT_PROGRESS_INTERVAL,
     OPT_MAX_ITEMS,
@@ -83,6 +84,7 @@ static int parse_args(int argc, char **argv, job_args *a)
         {"chunk-tokens", required_argument, 0, OPT_CHUNK},
         {"mem-limit", required_argument, 0, OPT_MEM},
         {"threads", required_argument, 0, OPT_THREADS},
+        {"max-batch", required_argument, 0, OPT_MAX_BATCH},
         {"progress", required_argument, 0, OPT_PROGRESS},
         {"progress-interval", required_argument, 0, OPT_PROGRESS_INTERVAL},
         {"max-items", required_argument, 0, OPT_MAX_ITEMS},
@@ -106,6 +108,7 @@ static int parse_args(int argc, char **argv, job_args *a)
         case OPT_CHUNK:
         case OPT_MEM:
         case OPT_THREADS:
+        case OPT_MAX_BATCH:
             fmb_cli_engine_opt(opts[c - OPT_BACKEND].name, optarg, &a->eo, &bad);
             if (bad) {
                 fmb_cli_error(cmd, "bad value for --%s: '%s'", opts[c - OPT_BACKEND].name, optarg);
@@ -177,6 +180,8 @@ static int job_engine_opts(const fmb_job *job, fmb_engine_opts *eo, const char *
         eo->chunk_tokens = (size_t)job->chunk_tokens;
     if (!eo->threads && job->threads)
         eo->threads = (int)job->threads;
+    if (!eo->max_batch && job->max_batch)
+        eo->max_batch = (size_t)job->max_batch;
     if (!bad && !eo->mem_limit && job->mem_limit)
         fmb_cli_engine_opt("mem-limit", job->mem_limit, eo, &bad);
     if (bad)
@@ -186,6 +191,10 @@ static int job_engine_opts(const fmb_job *job, fmb_engine_opts *eo, const char *
 
 /* ---------------------------------------------------------------------------------------- */
 /* run */
+
+#define FMB_GPU_MAX_BATCH 64
+/* Bytes of documents one window may hold (a bound on host memory, not on the batch). */
+#define FMB_WINDOW_BYTES ((size_t)256 << 20)
 
 typedef struct {
     fmb_job *job;
@@ -217,16 +226,26 @@ static int env_open(const char *cmd, job_args *a, int with_queue, run_env *e)
     }
     if (job_engine_opts(e->job, &a->eo, cmd))
         return FMB_EXIT_USAGE;
+    // the engine's decode scratch is sized for the batch (the default when none is given)
+    fmb_engine_opts eo = a->eo;
+    if (!eo.max_batch)
+        eo.max_batch = FMB_GPU_MAX_BATCH;
     if ((s = fmb_ident_model(e->job->model, e->model_hash, &err)) ||
         (s = fmb_ident_file(e->job->tokenizer, e->tok_hash, &err)) ||
         (s = fmb_tok_load(e->job->tokenizer, &e->tok, &err)) ||
-        (s = fmb_engine_open(e->job->model, &a->eo, &e->eng, &err))) {
+        (s = fmb_engine_open(e->job->model, &eo, &e->eng, &err))) {
         fmb_cli_error(cmd, "%s: %s", e->job->path, err.msg);
         return s == FMB_ENOMEM || s == FMB_EINTERNAL ? FMB_EXIT_FATAL : FMB_EXIT_USAGE;
     }
     // A signal stops the engine within one chunk, even inside a 100K-token document.
     fmb_engine_set_cancel(e->eng, &fmb_job_signal);
-    if ((s = fmb_tasks_new(e->job, e->eng, e->tok, &e->tasks, &err))) {
+    // Documents in flight: --max-batch / [job].max_batch, else 64 on a GPU (decode batches that
+    // size run near the weight-streaming bound) and 8 on the CPU (which runs pieces one by
+    // one: batching only bounds the states held).
+    size_t max_batch = a->eo.max_batch;
+    if (!max_batch)
+        max_batch = strcmp(fmb_engine_backend_name(e->eng), "cpu") ? FMB_GPU_MAX_BATCH : 8;
+    if ((s = fmb_tasks_new(e->job, e->eng, e->tok, max_batch, a->eo.mem_limit, &e->tasks, &err))) {
         fmb_cli_error(cmd, "%s", err.msg);
         return s == FMB_EINVAL || s == FMB_EUNSUP ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
     }
@@ -247,7 +266,111 @@ static int env_open(const char *cmd, job_args *a, int with_queue, run_env *e)
     return 0;
 }
 
-/* One pass over the source. Returns an exit code for fatal trouble, else 0. */
+/* The documents claimed for the next batch (owned copies: the source reuses its buffers). */
+typedef struct {
+    fmb_task_doc *docs;
+    int64_t *ids; /* queue item ids */
+    size_t n, cap, bytes;
+} window;
+
+static void window_add(window *w, const fmb_doc *doc, int64_t id)
+{
+    if (w->n == w->cap) {
+        w->cap = w->cap ? 2 * w->cap : 64;
+        w->docs = realloc(w->docs, w->cap * sizeof *w->docs);
+        w->ids = realloc(w->ids, w->cap * sizeof *w->ids);
+        FMB_ASSERT(w->docs && w->ids);
+    }
+    char *data = fmb_xmalloc(doc->len + 1);
+    memcpy(data, doc->data, doc->len);
+    data[doc->len] = 0;
+    w->docs[w->n] = (fmb_task_doc){fmb_xstrdup(doc->key), data, doc->len};
+    w->ids[w->n] = id;
+    w->n++;
+    w->bytes += doc->len;
+}
+
+static void window_clear(window *w)
+{
+    for (size_t i = 0; i < w->n; i++) {
+        free((char *)w->docs[i].key);
+        free((char *)w->docs[i].data);
+    }
+    w->n = 0;
+    w->bytes = 0;
+}
+
+/* Runs the window's documents as one batch and records each: its rows and done in one
+ * transaction fenced by its lease, or failed with its reason. Returns an exit code for fatal
+ * trouble, else 0; *stopped = 1 when a signal interrupted the batch (every item released). */
+static int run_window(
+    const char *cmd, run_env *e, window *w, fmb_progress *pg, fmb_progress_counts *pc, int *stopped)
+{
+    fmb_err err;
+    fmb_status s;
+    int rc = 0;
+    fmb_task_output *outs = fmb_xcalloc(w->n, sizeof *outs);
+    pc->in_flight = (int64_t)w->n;
+    fmb_progress_update(pg, pc, w->docs[0].key);
+    s = fmb_tasks_run_many(e->tasks, w->docs, w->n, &fmb_job_signal, outs, &err);
+    pc->in_flight = 0;
+    if (s == FMB_EINTR) {
+        *stopped = 1;
+        for (size_t i = 0; i < w->n; i++)
+            if ((s = fmb_queue_release(e->q, w->ids[i], &err)))
+                fmb_cli_error(cmd, "%s", err.msg);
+        goto out;
+    }
+    for (size_t i = 0; i < w->n && !rc; i++) {
+        const char *key = w->docs[i].key;
+        fmb_task_output *out = &outs[i];
+        if (out->status) {
+            pc->failed++;
+            fprintf(stderr, "fmbatch run: %s: failed: %s\n", key, out->error);
+            if ((s = fmb_queue_fail(e->q, w->ids[i], out->error, &err))) {
+                fmb_cli_error(cmd, "%s", err.msg);
+                rc = FMB_EXIT_FATAL;
+            }
+            continue;
+        }
+        /* One transaction: every task's row, then the item done (fenced by the lease). */
+        int lost = 0;
+        if (!(s = fmb_queue_begin(e->q, &err))) {
+            for (size_t k = 0; k < out->n && !s; k++)
+                s = fmb_queue_add_result(e->q, w->ids[i], key, &out->rows[k], &err);
+            if (s)
+                fmb_queue_rollback(e->q);
+            else
+                s = fmb_queue_finish(e->q, w->ids[i], out->doc_tokens, out->seconds, &lost, &err);
+        }
+        if (s) {
+            fmb_cli_error(cmd, "%s", err.msg);
+            rc = FMB_EXIT_FATAL;
+            break;
+        }
+        if (lost) {
+            fprintf(stderr,
+                    "fmbatch run: %s: lease lost to another worker; its result is "
+                    "theirs\n",
+                    key);
+            pc->skipped++;
+        } else {
+            pc->done++;
+            pc->tokens += out->doc_tokens;
+        }
+        fmb_progress_update(pg, pc, key);
+    }
+out:
+    for (size_t i = 0; i < w->n; i++)
+        fmb_task_output_free(&outs[i]);
+    free(outs);
+    window_clear(w);
+    return rc;
+}
+
+/* One pass over the source: documents are claimed into a window of at most the plan's
+ * max_docs (and FMB_WINDOW_BYTES), which then runs as one batch. Returns an exit code for
+ * fatal trouble, else 0. */
 static int run_pass(const char *cmd,
                     run_env *e,
                     job_args *a,
@@ -262,104 +385,75 @@ static int run_pass(const char *cmd,
         fmb_cli_error(cmd, "%s", err.msg);
         return s == FMB_EINVAL ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
     }
-    int rc = 0;
-    for (;;) {
-        if (fmb_job_signal || (a->max_items && *taken >= a->max_items))
-            break;
-        fmb_doc doc;
-        int eof;
-        if ((s = fmb_src_next(src, &doc, &eof, &err))) {
-            fmb_cli_error(cmd, "%s", err.msg);
-            rc = FMB_EXIT_FATAL;
-            break;
-        }
-        if (eof)
-            break;
-        pc->seen++;
-        if (doc.error) {
-            int recorded;
-            if ((s = fmb_queue_fail_key(e->q, doc.key, doc.error, &recorded, &err))) {
+    size_t max_docs = fmb_tasks_plan_get(e->tasks)->max_docs;
+    window w = {0};
+    int rc = 0, stopped = 0, eof = 0;
+    while (!rc && !stopped && !eof) {
+        while (!fmb_job_signal && w.n < max_docs && w.bytes < FMB_WINDOW_BYTES &&
+               !(a->max_items && *taken >= a->max_items)) {
+            fmb_doc doc;
+            if ((s = fmb_src_next(src, &doc, &eof, &err))) {
                 fmb_cli_error(cmd, "%s", err.msg);
                 rc = FMB_EXIT_FATAL;
                 break;
             }
-            if (recorded) {
+            if (eof)
+                break;
+            pc->seen++;
+            if (doc.error) {
+                int recorded;
+                if ((s = fmb_queue_fail_key(e->q, doc.key, doc.error, &recorded, &err))) {
+                    fmb_cli_error(cmd, "%s", err.msg);
+                    rc = FMB_EXIT_FATAL;
+                    break;
+                }
+                if (recorded) {
+                    pc->failed++;
+                    fprintf(stderr, "fmbatch run: %s: failed: %s\n", doc.key, doc.error);
+                } else {
+                    pc->skipped++;
+                }
+                fmb_progress_update(pg, pc, doc.key);
+                continue;
+            }
+            char hash[33];
+            fmb_queue_content_hash(doc.data, doc.len, hash);
+            fmb_claim claim;
+            int64_t id;
+            if ((s = fmb_queue_claim(e->q, doc.key, hash, doc.len, &claim, &id, &err))) {
+                fmb_cli_error(cmd, "%s", err.msg);
+                rc = FMB_EXIT_FATAL;
+                break;
+            }
+            if (claim == FMB_CLAIM_DEAD) {
                 pc->failed++;
-                fprintf(stderr, "fmbatch run: %s: failed: %s\n", doc.key, doc.error);
-            } else {
+                fprintf(stderr, "fmbatch run: %s: dead: workers died on it %lld times\n", doc.key,
+                        (long long)e->job->max_attempts);
+                continue;
+            }
+            if (claim != FMB_CLAIM_TAKEN) {
                 pc->skipped++;
+                fmb_progress_update(pg, pc, doc.key);
+                continue;
             }
-            fmb_progress_update(pg, pc, doc.key);
-            continue;
+            (*taken)++;
+            window_add(&w, &doc, id);
         }
-        char hash[33];
-        fmb_queue_content_hash(doc.data, doc.len, hash);
-        fmb_claim claim;
-        int64_t id;
-        if ((s = fmb_queue_claim(e->q, doc.key, hash, doc.len, &claim, &id, &err))) {
-            fmb_cli_error(cmd, "%s", err.msg);
-            rc = FMB_EXIT_FATAL;
+        if (w.n && (rc || fmb_job_signal)) {
+            // a fatal error or a signal while filling: the claimed items go back to the queue
+            for (size_t i = 0; i < w.n; i++)
+                if ((s = fmb_queue_release(e->q, w.ids[i], &err)))
+                    fmb_cli_error(cmd, "%s", err.msg);
+            window_clear(&w);
+        }
+        if (rc || fmb_job_signal || w.n == 0)
             break;
-        }
-        if (claim == FMB_CLAIM_DEAD) {
-            pc->failed++;
-            fprintf(stderr, "fmbatch run: %s: dead: workers died on it %lld times\n", doc.key,
-                    (long long)e->job->max_attempts);
-            continue;
-        }
-        if (claim != FMB_CLAIM_TAKEN) {
-            pc->skipped++;
-            fmb_progress_update(pg, pc, doc.key);
-            continue;
-        }
-        (*taken)++;
-        double t0 = fmb_now();
-        fmb_task_output out;
-        s = fmb_tasks_run(e->tasks, doc.key, doc.data, doc.len, &fmb_job_signal, &out, &err);
-        if (s == FMB_EINTR) {
-            if ((s = fmb_queue_release(e->q, id, &err)))
-                fmb_cli_error(cmd, "%s", err.msg);
+        rc = run_window(cmd, e, &w, pg, pc, &stopped);
+        if (a->max_items && *taken >= a->max_items)
             break;
-        }
-        if (s) {
-            pc->failed++;
-            fprintf(stderr, "fmbatch run: %s: failed: %s\n", doc.key, err.msg);
-            char reason[sizeof err.msg];
-            snprintf(reason, sizeof reason, "%s", err.msg);
-            if ((s = fmb_queue_fail(e->q, id, reason, &err))) {
-                fmb_cli_error(cmd, "%s", err.msg);
-                rc = FMB_EXIT_FATAL;
-                break;
-            }
-            continue;
-        }
-        /* One transaction: every task's row, then the item done (fenced by the lease). */
-        int lost = 0;
-        if (!(s = fmb_queue_begin(e->q, &err))) {
-            for (size_t i = 0; i < out.n && !s; i++)
-                s = fmb_queue_add_result(e->q, id, doc.key, &out.rows[i], &err);
-            if (s)
-                fmb_queue_rollback(e->q);
-            else
-                s = fmb_queue_finish(e->q, id, out.doc_tokens, fmb_now() - t0, &lost, &err);
-        }
-        if (s) {
-            fmb_cli_error(cmd, "%s", err.msg);
-            rc = FMB_EXIT_FATAL;
-            break;
-        }
-        if (lost) {
-            fprintf(stderr,
-                    "fmbatch run: %s: lease lost to another worker; its result is "
-                    "theirs\n",
-                    doc.key);
-            pc->skipped++;
-        } else {
-            pc->done++;
-            pc->tokens += out.doc_tokens;
-        }
-        fmb_progress_update(pg, pc, doc.key);
     }
+    free(w.docs);
+    free(w.ids);
     fmb_src_close(src);
     return rc;
 }

@@ -10,9 +10,9 @@
 #include <unistd.h>
 
 #include "batch/cli/cli.h"
+#include "batch/prompt.h"
 #include "engine/generate.h"
 #include "engine/model.h"
-#include "engine/prompt.h"
 #include "engine/score.h"
 
 enum {
@@ -432,7 +432,7 @@ int fmb_cmd_generate(int argc, char **argv)
         n_prompt = pre.n;
     } else {
         // A job's split: [EOS] + template-before + document is prefilled on its own, the rest
-        // of the prompt continues from that state (engine/prompt.h).
+        // of the prompt continues from that state (batch/prompt.h).
         if ((s = fmb_cli_read_file(doc_file, &text, &len, &err)))
             goto fail;
         int32_t ctx = cfg->n_eos ? cfg->eos_ids[0] : -1;

@@ -18,6 +18,18 @@
  * past it (or at template when absent). */
 void fmb_prompt_parts(const char *template_text, size_t *before_len, const char **after);
 
+/* The prefix rule, in one place: appends [context_id if >= 0] + before[0..n_before) + doc
+ * [0..n_doc) to out (offsets, when out wants them: doc_offsets[i] for document tokens (NULL:
+ * SIZE_MAX), SIZE_MAX for the context and template tokens). Jobs (batch/task.c, with the
+ * template part encoded once per job) and fmb_prompt_build below both go through it. */
+void fmb_prompt_prefix(int32_t context_id,
+                       const int32_t *before,
+                       size_t n_before,
+                       const int32_t *doc,
+                       const size_t *doc_offsets,
+                       size_t n_doc,
+                       fmb_ids *out);
+
 /* Appends the prefix ids to prefix and the rest ids to rest (both caller-owned). Offsets, if
  * requested on prefix, are byte offsets into the document for document tokens and SIZE_MAX
  * for the context and template tokens. */
