@@ -1,6 +1,6 @@
 /*
  * tokenizer: an exact C port of Hugging Face tokenizers for byte-level BPE tokenizer.json files
- * (the Falcon pipeline). See tokenizer.h for the contract and FALCON-MAMBA.md sections 3-4 for
+ * (the Falcon pipeline). See tokenizer.h for the contract and docs/NUMERICS.md (Tokenizer) for
  * the semantics reproduced here.
  *
  * Layout of an encode call (all state is per call, in enc_ctx; the loaded fmb_tok is read-only):

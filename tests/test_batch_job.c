@@ -9,7 +9,7 @@
 #include "batch/toml.h"
 #include "tests/check.h"
 
-/* The job-file sketch of ARCHITECTURE.md, verbatim: it must work as written. */
+/* The job-file sketch of docs/ARCHITECTURE.md (Job file), verbatim: it must work as written. */
 static const char *sketch =
     "[job]\n"
     "name    = \"nightly-score\"\n"

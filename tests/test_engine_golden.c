@@ -1,6 +1,6 @@
 /*
  * Golden tests of the CPU engine against Hugging Face transformers' FalconMamba (float32
- * outputs in tests/fixtures/tiny-X/ref.safetensors, made by tools in ../shared/reference):
+ * outputs in tests/fixtures/tiny-X/ref.safetensors, made by tools/hf_reference.py):
  * logits at every position, per-position NLL over a 2,500-4,500-token prompt, 12 greedy tokens
  * and their log-probabilities; then chunk invariance, decode invariance and state save/restore.
  */

@@ -1,7 +1,7 @@
 /*
  * cli: the command table and helpers shared by the fmbatch commands (batch/cli/cmd_*.c).
  *
- * Exit codes (ARCHITECTURE.md): 0 ok; 2 usage or configuration error (bad flag, bad TOML, bad
+ * Exit codes (docs/ARCHITECTURE.md): 0 ok; 2 usage or configuration error (bad flag, bad TOML, bad
  * model folder); 3 a run finished with failed items; 1 any other fatal error; 130/143 on
  * SIGINT/SIGTERM.
  */

@@ -3,7 +3,7 @@
  * token: lm_head + log-probability of the next token), decode at batch 1 and batch B, the
  * selective scan alone, and device memory as the driver reports it (cudaMemGetInfo: total −
  * free, so the CUDA context and everything else in the process counts). Prints the JSON of
- * ARCHITECTURE.md plus "scan" and "ballast_bytes". Wall-clock timings around synchronous
+ * docs/ARCHITECTURE.md plus "scan" and "ballast_bytes". Wall-clock timings around synchronous
  * engine calls after a warm-up.
  *
  *   --tokens 1024,16384,100000   prefill lengths (the last one's state serves the long decode)

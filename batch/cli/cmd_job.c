@@ -1,5 +1,5 @@
 /*
- * cmd_job: the job commands `run`, `check`, `status`, `export` and `retry` (ARCHITECTURE.md).
+ * cmd_job: the job commands `run`, `check`, `status`, `export` and `retry` (docs/ARCHITECTURE.md).
  *
  * run: load the job, hash the model and tokenizer (fingerprint), load them, prepare the tasks,
  * open the output (queue) and the source, then for each document the source yields: claim it,

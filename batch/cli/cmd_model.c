@@ -1,6 +1,6 @@
 /*
  * cmd_model: the single-document commands `score`, `generate` and `inspect`, on top of
- * engine/score, engine/generate and engine/model. Output contracts: ARCHITECTURE.md.
+ * engine/score, engine/generate and engine/model. Output contracts: docs/ARCHITECTURE.md.
  */
 #include <getopt.h>
 #include <jansson.h>
