@@ -53,6 +53,7 @@ struct fmb_tasks {
     size_t n_groups;
     task_prep *prep;
     fmb_tasks_plan plan;
+    fmb_tasks_stats stats;
     fmb_state **snap; /* [max_docs · n_groups]: document d's group g at d · n_groups + g */
     fmb_state **work; /* [max_seqs] */
     int need_offsets, per_token, top_k_tokens;
@@ -115,6 +116,22 @@ void fmb_tasks_free(fmb_tasks *t)
     free_states(t->snap, t->plan.max_docs * t->n_groups);
     free_states(t->work, t->plan.max_seqs);
     free(t);
+}
+
+const fmb_tasks_stats *fmb_tasks_stats_get(const fmb_tasks *t)
+{
+    return &t->stats;
+}
+
+/* fmb_engine_forward_many, timed into the stats. */
+static fmb_status forward_many(fmb_tasks *t, const fmb_piece *pcs, size_t n, fmb_err *err)
+{
+    double t0 = fmb_now();
+    fmb_status s = fmb_engine_forward_many(t->eng, pcs, n, err);
+    t->stats.prefill_seconds += fmb_now() - t0;
+    for (size_t i = 0; i < n; i++)
+        t->stats.prefill_tokens += (int64_t)pcs[i].n;
+    return s;
 }
 
 const fmb_tasks_plan *fmb_tasks_plan_get(const fmb_tasks *t)
@@ -474,7 +491,7 @@ static fmb_status phase_prefill(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *err
     }
     double t0 = fmb_now();
     if (np)
-        s = fmb_engine_forward_many(t->eng, pcs, np, err);
+        s = forward_many(t, pcs, np, err);
     double dt = fmb_now() - t0;
     for (size_t i = 0; i < n; i++) {
         bdoc *d = &docs[i];
@@ -568,7 +585,7 @@ static fmb_status phase_choices(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *err
             fmb_state_copy(t->work[q], t->snap[r->doc * t->n_groups + group_of(t, r->task)]);
             pcs[q] = (fmb_piece){t->work[q], ids, len, &os[q]};
         }
-        s = fmb_engine_forward_many(t->eng, pcs, m, err);
+        s = forward_many(t, pcs, m, err);
         for (size_t q = 0; q < m; q++) {
             const cand_ref *r = &refs[r0 + q];
             size_t nr = t->prep[r->task].rest.n;
@@ -797,7 +814,7 @@ static fmb_status phase_generate(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *er
             slot[q] = r;
             active++;
         }
-        if (np && (s = fmb_engine_forward_many(t->eng, pcs, np, err)))
+        if (np && (s = forward_many(t, pcs, np, err)))
             break;
         // sample from each slot's logits: a newcomer's from its prompt, the others' from the
         // last step; a finished generation frees its slot
@@ -820,8 +837,12 @@ static fmb_status phase_generate(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *er
             continue;
         // one decode step for every active generation; logits land in their slots' rows
         float *step_logits = logits; /* compacted, then moved to the slots (back to front) */
+        double ts = fmb_now();
         if ((s = fmb_engine_step(t->eng, sts, ids, nb, step_logits, err)))
             break;
+        t->stats.decode_seconds += fmb_now() - ts;
+        t->stats.decode_tokens += (int64_t)nb;
+        t->stats.decode_steps++;
         for (size_t k = nb; k-- > 0;)
             if (idx[k] != k)
                 memmove(logits + idx[k] * V, step_logits + k * V, V * sizeof *logits);

@@ -64,6 +64,16 @@ typedef struct {
     size_t state_bytes;
 } fmb_tasks_plan;
 
+/* Where a run's engine time went, summed over every fmb_tasks_run_many call. */
+typedef struct {
+    double prefill_seconds; /* packed prefills of documents and prompt rests, choice pieces */
+    int64_t prefill_tokens;
+    double decode_seconds; /* batched decode steps */
+    int64_t decode_tokens; /* sequences advanced, summed over steps */
+    int64_t decode_steps;
+} fmb_tasks_stats;
+const fmb_tasks_stats *fmb_tasks_stats_get(const fmb_tasks *t);
+
 /* Prepares every task: encodes template texts and candidates, compiles regexes (errors name the
  * job file), and allocates the state pool for max_batch documents at once (0: 1), fewer when
  * the device's memory (mem_limit, or what is free) holds fewer states. eng and tok are

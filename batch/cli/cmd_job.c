@@ -492,6 +492,18 @@ int fmb_cmd_run(int argc, char **argv)
         fprintf(stderr, "fmbatch run: %lld items left claimable, another pass\n", (long long)left);
     }
     fmb_queue_heartbeat_stop(e.q);
+    const fmb_tasks_stats *ts = fmb_tasks_stats_get(e.tasks);
+    const fmb_tasks_plan *tp = fmb_tasks_plan_get(e.tasks);
+    if (ts->prefill_tokens || ts->decode_steps)
+        fprintf(stderr,
+                "fmbatch run: engine: batches of up to %zu documents; prefill %lld tokens in "
+                "%.2f s (%.0f tok/s); decode %lld tokens in %lld steps, %.2f s (%.0f tok/s, "
+                "%.1f sequences a step)\n",
+                tp->max_docs, (long long)ts->prefill_tokens, ts->prefill_seconds,
+                ts->prefill_seconds > 0 ? (double)ts->prefill_tokens / ts->prefill_seconds : 0,
+                (long long)ts->decode_tokens, (long long)ts->decode_steps, ts->decode_seconds,
+                ts->decode_seconds > 0 ? (double)ts->decode_tokens / ts->decode_seconds : 0,
+                ts->decode_steps ? (double)ts->decode_tokens / (double)ts->decode_steps : 0);
     int sig = fmb_job_signal;
     const char *how = sig ? "interrupted (the current item was released)" : "finished";
     fmb_progress_end(pg, &pc, rc ? "stopped by an error" : how);
