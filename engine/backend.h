@@ -27,6 +27,8 @@ typedef struct {
         void *impl, void *const *sts, const int32_t *ids, size_t nseq, float *logits, fmb_err *err);
     /* Optional (NULL: only what engine.c can compute is reported). */
     void (*memory)(void *impl, fmb_engine_mem *m);
+    /* Optional (NULL: the backend has no kernel choices): the choices in effect. */
+    void (*kernel_choices)(void *impl, fmb_kernel_opts *out);
 } fmb_backend_ops;
 
 extern const fmb_backend_ops fmb_backend_cpu;
