@@ -213,10 +213,11 @@ static fmb_status parse_job_table(ctx *c, const fmb_toml_value *t, fmb_job *job)
         "name",      "model",        "tokenizer",     "output",
         "backend",   "dtype",        "chunk_tokens",  "threads",
         "max_batch", "mem_limit",    "seed",          "max_document_tokens",
-        "too_long",  "max_attempts", "lease_seconds", NULL};
+        "too_long",  "max_attempts", "lease_seconds", "kernel",
+        NULL};
     const char *w = "[job]";
     fmb_status s;
-    char *model = NULL, *tokenizer = NULL, *output = NULL, *too_long = NULL;
+    char *model = NULL, *tokenizer = NULL, *output = NULL, *too_long = NULL, *kernel = NULL;
     int64_t seed = 0;
     if ((s = only_keys(c, t, w, keys)) || (s = get_str(c, t, w, "name", 1, &job->name)) ||
         (s = get_str(c, t, w, "model", 1, &model)) ||
@@ -232,8 +233,16 @@ static fmb_status parse_job_table(ctx *c, const fmb_toml_value *t, fmb_job *job)
         (s = get_int(c, t, w, "max_document_tokens", 0, INT64_MAX, &job->max_document_tokens)) ||
         (s = get_str(c, t, w, "too_long", 0, &too_long)) ||
         (s = get_int(c, t, w, "max_attempts", 1, 1000, &job->max_attempts)) ||
-        (s = get_int(c, t, w, "lease_seconds", 1, 86400 * 7, &job->lease_seconds)))
+        (s = get_int(c, t, w, "lease_seconds", 1, 86400 * 7, &job->lease_seconds)) ||
+        (s = get_str(c, t, w, "kernel", 0, &kernel)))
         goto out;
+    if (kernel) {
+        fmb_err ke;
+        if (fmb_kernel_opts_parse(kernel, &job->kernel, &ke)) {
+            s = at(c, fmb_toml_get(t, "kernel"), "[job].%s", ke.msg);
+            goto out;
+        }
+    }
     job->seed = (uint64_t)seed;
     if (!job->backend)
         job->backend = fmb_xstrdup("auto");
@@ -274,6 +283,7 @@ out:
     free(tokenizer);
     free(output);
     free(too_long);
+    free(kernel);
     return s;
 }
 
@@ -754,6 +764,12 @@ fmb_job_fingerprint_text(const fmb_job *job, const char *model_hash, const char 
     sb_add(&b, "job.seed = %llu\n", (unsigned long long)job->seed);
     sb_add(&b, "job.max_document_tokens = %lld\n", (long long)job->max_document_tokens);
     sb_add(&b, "job.too_long = \"%s\"\n", job->too_long == FMB_TOO_LONG_SKIP ? "skip" : "truncate");
+    // Kernel choices that change numbers, only when not the defaults: the default text (and so
+    // every database made before this line existed) stays as it was.
+    char kern[256];
+    fmb_kernel_opts_format(&job->kernel, FMB_KOPTS_NUMERIC, kern, sizeof kern);
+    if (kern[0])
+        sb_add(&b, "job.kernel = \"%s\"\n", kern);
     for (size_t i = 0; i < job->n_tasks; i++) {
         const fmb_task_cfg *t = &job->tasks[i];
         char k[256];

@@ -3,7 +3,7 @@
  *
  *   [job]     name, model, tokenizer, output, backend, dtype, chunk_tokens, threads, mem_limit,
  *             seed, max_document_tokens, too_long ("truncate" | "skip"), max_attempts,
- *             lease_seconds
+ *             lease_seconds, kernel (the kernel choices, "scan=seg,gemm=cublas": kopts.h)
  *   [source]  kind = "archive" | "jsonl" | "files" | "sqlite" and its keys (see job.c)
  *   [[task]]  name, kind = "score" | "choice" | "generate" and its keys
  *
@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "kernels/base.h"
+#include "kernels/kopts.h"
 
 typedef enum { FMB_SRC_ARCHIVE = 0, FMB_SRC_JSONL, FMB_SRC_FILES, FMB_SRC_SQLITE } fmb_src_kind;
 typedef enum { FMB_TASK_SCORE = 0, FMB_TASK_CHOICE, FMB_TASK_GENERATE } fmb_task_kind;
@@ -100,6 +101,9 @@ typedef struct {
     fmb_too_long too_long;
     int64_t max_attempts;
     int64_t lease_seconds;
+    /* [job].kernel parsed; the run command overwrites it with the choices the engine gets
+     * (command line, then environment, then this), which the fingerprint records. */
+    fmb_kernel_opts kernel;
     fmb_source_cfg source;
     fmb_task_cfg *tasks;
     size_t n_tasks;

@@ -39,6 +39,8 @@ typedef struct {
     fmb_status (*forward_chunk)(void *impl, const fmb_bpiece *pieces, size_t n, fmb_err *err);
     /* Optional (NULL: only what engine.c can compute is reported). */
     void (*memory)(void *impl, fmb_engine_mem *m);
+    /* Optional (NULL: the backend has no kernel choices): the choices in effect. */
+    void (*kernel_choices)(void *impl, fmb_kernel_opts *out);
 } fmb_backend_ops;
 
 /* The outputs of positions [p0, p0 + m) of out as a view written into *o (NULL when out is

@@ -316,7 +316,7 @@ static size_t carve_arena(cu_impl *p, char *base)
 static fmb_status cu_open(const fmb_model *m, const fmb_engine_opts *o, void **out, fmb_err *err)
 {
     cu_impl *p = fmb_xcalloc(1, sizeof *p);
-    fmb_status s = fmb_cuda_ctx_init(&p->ctx, 0, err);
+    fmb_status s = fmb_cuda_ctx_init(&p->ctx, 0, &o->kernel, err);
     if (s) {
         free(p);
         return s;
@@ -336,8 +336,7 @@ static fmb_status cu_open(const fmb_model *m, const fmb_engine_opts *o, void **o
     p->max_batch = o->max_batch ? o->max_batch : 16;
     p->layers = fmb_xcalloc((size_t)c->L, sizeof *p->layers);
     p->wbytes = weights_bytes(c, p->wt, tied);
-    const char *ud = getenv("FMB_CUDA_GRAPHS");
-    p->use_graphs = !(ud && strcmp(ud, "0") == 0);
+    p->use_graphs = !o->kernel.no_graphs;
 
     // Chunk: the option, else 4096; under --mem-limit the largest that fits.
     size_t state_b = state_floats(c) * 4;
@@ -832,6 +831,19 @@ cu_step(void *impl, void *const *sts, const int32_t *ids, size_t nseq, float *lo
     return FMB_OK;
 }
 
+static void cu_kernel_choices(void *impl, fmb_kernel_opts *k)
+{
+    const cu_impl *p = impl;
+    memset(k, 0, sizeof *k);
+    k->scan = p->ctx.scan_algo;
+    k->matvec = p->ctx.matvec_algo;
+    k->gemm = p->ctx.gemm_algo;
+    k->pdl = p->ctx.pdl ? FMB_PDL_ON : FMB_PDL_OFF;
+    k->no_graphs = !p->use_graphs || p->ctx.debug_sync; /* as cu_step decides */
+    k->debug_sync = p->ctx.debug_sync;
+    k->gemm_verbose = p->ctx.gemm_verbose;
+}
+
 const fmb_backend_ops fmb_backend_cuda = {
     .name = "cuda",
     .open = cu_open,
@@ -847,6 +859,7 @@ const fmb_backend_ops fmb_backend_cuda = {
     .forward = cu_forward,
     .forward_chunk = cu_forward_chunk,
     .step = cu_step,
+    .kernel_choices = cu_kernel_choices,
 };
 
 #endif

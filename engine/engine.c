@@ -353,6 +353,15 @@ fmb_status fmb_engine_open_synthetic(const fmb_config *cfg,
 #endif
 }
 
+int fmb_engine_kernel_choices(const fmb_engine *eng, fmb_kernel_opts *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!eng->ops->kernel_choices)
+        return 0;
+    eng->ops->kernel_choices(eng->impl, out);
+    return 1;
+}
+
 void fmb_engine_memory(const fmb_engine *eng, fmb_engine_mem *m)
 {
     memset(m, 0, sizeof *m);

@@ -19,6 +19,7 @@
 
 #include "engine/config.h"
 #include "kernels/base.h"
+#include "kernels/kopts.h"
 
 typedef enum { FMB_BACKEND_AUTO = 0, FMB_BACKEND_CPU, FMB_BACKEND_CUDA } fmb_backend_kind;
 typedef enum { FMB_COMPUTE_DEFAULT = 0, FMB_COMPUTE_BF16, FMB_COMPUTE_F32 } fmb_compute_kind;
@@ -31,6 +32,7 @@ typedef struct {
     size_t mem_limit;         /* bytes of device memory to stay under (0: no limit) */
     int threads;              /* cpu threads (0: all cores) */
     int verbose;
+    fmb_kernel_opts kernel; /* cuda: the kernel choices (zeroed: defaults); cpu: unused */
 } fmb_engine_opts;
 
 typedef struct fmb_engine fmb_engine;
@@ -47,6 +49,9 @@ const fmb_config *fmb_engine_config(const fmb_engine *eng);
 const char *fmb_engine_backend_name(const fmb_engine *eng); /* "cpu", "cuda" */
 const char *fmb_engine_device_name(const fmb_engine *eng);  /* CPU model or GPU name */
 size_t fmb_engine_chunk_tokens(const fmb_engine *eng);
+/* The kernel choices in effect (pdl resolved to on/off, graphs off under debug-sync): returns 1
+ * and fills *out on a backend that has them (cuda), 0 on one that has none (cpu). */
+int fmb_engine_kernel_choices(const fmb_engine *eng, fmb_kernel_opts *out);
 
 /* What the engine holds, in bytes (a backend that cannot tell reports 0). */
 typedef struct {

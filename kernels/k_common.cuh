@@ -20,13 +20,16 @@
 void fmb_k_after_launch(const fmb_cuda_ctx *c, const char *file, int line, const char *func);
 #define FMB_LAUNCH_CHECK(c) fmb_k_after_launch((c), __FILE__, __LINE__, __func__)
 
+/* Frees the row-invariant GEMM plan cache c->gemm_plans (k_gemm.cu); fmb_cuda_ctx_free calls it. */
+void fmb_k_gemm_plans_free(fmb_cuda_ctx *c);
+
 /* --- Programmatic Dependent Launch (PDL, sm_90+) ---------------------------------------------
  *
  * A kernel launched through FMB_LAUNCH_PDL while c->pdl is set (cc >= 9.0, kernels built for
- * sm_90+, env FMB_PDL=0 not given; k_ctx.cu) may start before the kernel ahead of it in the
- * stream has finished: its blocks get resident and run up to fmb_pdl_wait(), which returns once
- * every prerequisite grid has completed and its memory is visible. That hides the launch
- * latency, and what a kernel does before the wait (e.g. a matvec's first weight loads)
+ * sm_90+, not turned off by the kernel option pdl=off; k_ctx.cu) may start before the kernel ahead
+ * of it in the stream has finished: its blocks get resident and run up to fmb_pdl_wait(), which
+ * returns once every prerequisite grid has completed and its memory is visible. That hides the
+ * launch latency, and what a kernel does before the wait (e.g. a matvec's first weight loads)
  * overlaps the tail of the kernel before it. The rules, for every kernel launched this way:
  *
  *  1. Call fmb_pdl_wait() before reading or writing any memory that another kernel, memcpy or
@@ -124,8 +127,7 @@ __device__ __forceinline__ void fmb_st(__half *p, float v)
 
 /* silu(x) = x / (1 + e^-x) with exp2 on the special-function unit and the fast reciprocal
  * division (a few ulp; 0 where e^-x overflows, its limit). The conv kernels all use it, so
- * their results stay bit-identical to each other; expf and an IEEE division cost ~20 of the
- * prefill conv's 74 µs a layer at the 7B shape (H200). */
+ * their results stay bit-identical to each other (why not expf: docs/DECISIONS.md). */
 __device__ __forceinline__ float fmb_silu(float x)
 {
     float e;

@@ -41,12 +41,8 @@
  * flight), so that is ~2 waves of 528 blocks. A longer run amortises the per-run costs: the
  * K-1 rows re-read before it, the staging of the block's weights (8·(K+1) floats per thread)
  * and the chain of dependent loads before the first output (tok_seq, seq_start, the state).
- * Measured on an H200 (median of 21, bf16, K = 4, ldx = 2E), µs per layer at T = 2048 / 4096
- * / 8192: TT = 16: 46 / 77 / 139; 32: 43 / 74 / 135; 64: 61 / 72 / 132 (at T = 2048 only
- * 512 blocks, under one wave). The old conv_kernel: 262 at T = 4096. The floor (x read and y
- * written once, 128 MB at T = 4096) is ~32. In an earlier variant, leaving the SiLU out (for
- * comparison only) took T = 4096 from 77 to 55: the exact expf and IEEE division, which must
- * stay for bit-identity, cost ~20. */
+ * 32 was the fastest of 16/32/64 across T = 2048..8192 (bench/RESULTS.md, "Kernel
+ * measurements behind constants"). */
 #define CONV_TT 32
 
 // One thread per (token, channel): y[t,e] = silu(b[e] + Σ_j w[e,j] · x[t-K+1+j, e]), where

@@ -1,10 +1,11 @@
 /*
  * k_matvec: the decode-time product y[b, :] = W · x[b, :] for a few rows of x (B ≤ 8) with
  * bf16 W and x, fp32 accumulation (B ≤ 16: batches above 8 go to cuBLAS by default, or to
- * the tensor-core kernel below with FMB_MATVEC=mma; see fmb_k_matvec). Decode at small batch is
- * bound by reading W once; this kernel streams W with 16-byte non-caching loads, several in flight
- * per thread, while the small x stays in L1/L2. A row of W is shared by tpr threads (tpr = 32..256
- * chosen from Kd so that short rows, e.g. dt_proj's 256, still use whole warps).
+ * the tensor-core kernel below with the kernel option matvec=mma; see fmb_k_matvec). Decode at
+ * small batch is bound by reading W once; this kernel streams W with 16-byte non-caching loads,
+ * several in flight per thread, while the small x stays in L1/L2. A row of W is shared by tpr
+ * threads (tpr = 32..256 chosen from Kd so that short rows, e.g. dt_proj's 256, still use whole
+ * warps).
  */
 #include "kernels/k_common.cuh"
 
@@ -354,9 +355,8 @@ extern "C" void fmb_k_matvec(const fmb_cuda_ctx *c,
         return;
     FMB_ASSERTF(yt == FMB_KDT_F32 || yt == FMB_KDT_BF16, "fmb_k_matvec: unsupported output type %d",
                 (int)yt);
-    // FMB_MATVEC: auto = cc (CUDA cores for B ≤ 8, cuBLAS above), mma (tensor cores for every
-    // B). H200, 7B decode: batch 16 6.61 ms/step with cuBLAS, 8.29 with this mma kernel (it
-    // streams W at only 2.3-2.9 TB/s); batch 1 5.00 ms on CUDA cores, 6.63 with mma.
+    // c->matvec_algo: auto = cc (CUDA cores for B ≤ 8, cuBLAS above), mma (tensor cores for
+    // every B; slower at the 7B shape so far, bench/RESULTS.md).
     if (c->matvec_algo == FMB_MATVEC_MMA) {
         // tensor cores: W read once for all B rows
         if (yt == FMB_KDT_F32)

@@ -1,10 +1,11 @@
 /*
  * kernels: the CUDA kernels behind a plain-C11 facade. One .cu per op family
- * (kernels/k_*.cu); each launcher takes raw device pointers, dimensions, strides and the
- * context whose stream it runs on, asserts its shape preconditions, checks the launch
- * (FMB_CUDA_CHECK on cudaGetLastError) and, with FMB_DEBUG_SYNC=1 in the environment (or
- * -DFMB_DEBUG_SYNC at compile time), synchronises so that an asynchronous fault is reported
- * at the launch that caused it.
+ * (kernels/k_*.cu; the context, memory and graphs in k_ctx.cu, GEMM in k_gemm.cu, small
+ * elementwise kernels in k_elementwise.cu, the host-side varlen plan in k_plan.c); each
+ * launcher takes raw device pointers, dimensions, strides and the context whose stream it runs
+ * on, asserts its shape preconditions, checks the launch (FMB_CUDA_CHECK on cudaGetLastError)
+ * and, with the kernel option debug-sync=on (or -DFMB_DEBUG_SYNC at compile time),
+ * synchronises so that an asynchronous fault is reported at the launch that caused it.
  *
  * Every kernel has a float32 CPU twin in kernels/cpu/kcpu.h; tests/gpu/ diffs them.
  *
@@ -15,7 +16,7 @@
  * Letters: T tokens, D d_model, E d_inner, N d_state, K d_conv, R dt_rank, V vocab.
  *
  * No hidden globals: everything a launcher needs comes through fmb_cuda_ctx (stream, cuBLAS
- * handle and workspace, device limits).
+ * handle and workspace, device limits, the kernel choices of kernels/kopts.h given at init).
  */
 #ifndef FMB_KERNELS_H
 #define FMB_KERNELS_H
@@ -24,6 +25,7 @@
 #include <stdint.h>
 
 #include "kernels/base.h"
+#include "kernels/kopts.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -46,23 +48,30 @@ typedef struct {
     int cc_major, cc_minor;
     size_t smem_per_block_optin; /* largest dynamic shared memory a block may opt into */
     size_t total_mem;
+    /* The kernel choices (kernels/kopts.h), from the fmb_kernel_opts given to init. Tests may
+     * change scan_algo, matvec_algo and gemm_algo between launches. */
     int debug_sync;   /* 1: synchronise after every launch */
-    int scan_algo;    /* FMB_SCAN_* (env FMB_SCAN=quad|seg|tile at init) */
-    int matvec_algo;  /* FMB_MATVEC_* (env FMB_MATVEC=cc|mma at init) */
-    int gemm_algo;    /* FMB_GEMM_* (env FMB_GEMM=fixed|fixedws|cublas at init) */
+    int scan_algo;    /* FMB_SCAN_* */
+    int matvec_algo;  /* FMB_MATVEC_* */
+    int gemm_algo;    /* FMB_GEMM_* */
+    int gemm_verbose; /* 1: fmb_k_gemm_inv prints each plan it makes to stderr */
     int pdl;          /* 1: kernels that support it are launched with Programmatic Dependent
-                       * Launch (k_common.cuh): cc >= 9.0 and the kernels run sm_90+ code;
-                       * env FMB_PDL=0 turns it off. May be cleared (not set) between launches */
+                       * Launch (k_common.cuh): cc >= 9.0 and the kernels run sm_90+ code,
+                       * unless pdl=off. May be cleared (not set) between launches */
     void *lt;         /* cublasLtHandle_t, owned */
-    void *gemm_plans; /* fmb_k_gemm_inv's algorithm cache (k_ctx.cu), owned */
+    void *gemm_plans; /* fmb_k_gemm_inv's algorithm cache (k_gemm.cu), owned */
     char name[256];
 } fmb_cuda_ctx;
 
 /* Number of usable CUDA devices; 0 (never aborts) when there is no driver or device. */
 int fmb_cuda_device_count(void);
 
-/* Tier 1: fails (FMB_EUNSUP) when the device cannot be used. */
-FMB_NODISCARD fmb_status fmb_cuda_ctx_init(fmb_cuda_ctx *c, int device, fmb_err *err);
+/* Tier 1: fails (FMB_EUNSUP) when the device cannot be used. opts: the kernel choices (NULL:
+ * every default); copied, not kept. */
+FMB_NODISCARD fmb_status fmb_cuda_ctx_init(fmb_cuda_ctx *c,
+                                           int device,
+                                           const fmb_kernel_opts *opts,
+                                           fmb_err *err);
 void fmb_cuda_ctx_free(fmb_cuda_ctx *c);
 void fmb_cuda_sync(const fmb_cuda_ctx *c);
 /* Driver's view of device memory (cudaMemGetInfo). */
@@ -145,14 +154,13 @@ void fmb_k_gemm(const fmb_cuda_ctx *c,
  * chunk length. cuBLAS's default heuristic picks a kernel per (T, M, Kd): at small T it
  * splits the K reduction (split-K), which changes the order of the fp32 sums, and bf16
  * rounding of the activations then turns those last-bit differences into visible NLL
- * differences (7B, chunk 512 vs 2048: mean |dNLL| 0.0117). Here one cublasLt algorithm per
+ * differences (measured at 7B: bench/RESULTS.md). Here one cublasLt algorithm per
  * (M, Kd, leading dimensions, types, beta) is chosen once, at plan_rows rows (a constant of
  * the caller, never the chunk length), among those without split-K (reduction scheme NONE)
  * and, for FMB_GEMM_FIXED, without workspace (which also rules out stream-K's partial-tile
  * fix-ups); the same algorithm then runs for every T, so each output element sees the same
  * tile and K loop. c->gemm_algo = FMB_GEMM_CUBLAS falls back to fmb_k_gemm (the old,
- * T-dependent choice). */
-enum { FMB_GEMM_FIXED = 0, FMB_GEMM_FIXEDWS = 1, FMB_GEMM_CUBLAS = 2 };
+ * T-dependent choice). The FMB_GEMM_* values are in kernels/kopts.h. */
 void fmb_k_gemm_inv(const fmb_cuda_ctx *c,
                     size_t T,
                     size_t M,
@@ -173,10 +181,9 @@ void fmb_k_gemm_inv(const fmb_cuda_ctx *c,
  * y[b, m] = Σ_k W[m, k] x[b, k] (+ y[b, m] if accumulate). W: bf16 [M, Kd] (ld ldw, 16-byte
  * aligned rows, Kd % 8 == 0); x: xt [B, Kd]; y: yt [B, M]. fp32 accumulation. */
 #define FMB_MATVEC_MAXB 16
-/* AUTO = CC: CUDA cores for B ≤ 8, cuBLAS for 9..16; MMA: tensor cores (mma.sync m16n8k16)
- * for every B. H200 7B decode: MMA is slower (batch 16 8.29 vs 6.61 ms/step, batch 1 6.63 vs
- * 5.00), kept as an option and a tested starting point. */
-enum { FMB_MATVEC_AUTO = 0, FMB_MATVEC_CC = 1, FMB_MATVEC_MMA = 2 };
+/* c->matvec_algo (FMB_MATVEC_*, kernels/kopts.h): AUTO = CC: CUDA cores for B ≤ 8, cuBLAS for
+ * 9..16; MMA: tensor cores (mma.sync m16n8k16) for every B, an option and a tested starting
+ * point (measured slower at the 7B shape: bench/RESULTS.md). */
 int fmb_k_matvec_supported(size_t B, size_t Kd, size_t ldw, fmb_kdt xt);
 void fmb_k_matvec(const fmb_cuda_ctx *c,
                   size_t B,
@@ -308,9 +315,10 @@ void fmb_k_conv1d(const fmb_cuda_ctx *c,
 
 // --- selective scan -------------------------------------------------------------------------
 
-/* Scan algorithms: QUAD: one pass per sequence, four lanes per channel each holding N/4
- * states, dt/softplus/gate work spread over the four lanes' tokens (N % 4 == 0); fastest
- * when sequences are short (decode), latency-bound on long ones (only 4·E threads).
+/* Scan algorithms (c->scan_algo, FMB_SCAN_* in kernels/kopts.h): QUAD: one pass per
+ * sequence, four lanes per channel each holding N/4 states, dt/softplus/gate work spread over
+ * the four lanes' tokens (N % 4 == 0); fastest when sequences are short (decode),
+ * latency-bound on long ones (only 4·E threads).
  * SEG: segments scanned in parallel from zero, combined, rescanned (two passes); fastest on
  * long chunks. TILE (N = 16 only; other N fall back as AUTO): one pass, 8 lanes per channel
  * each holding 2 states (every exp once, 8·E threads), tiles of 64 tokens staged in shared
@@ -319,16 +327,7 @@ void fmb_k_conv1d(const fmb_cuda_ctx *c,
  * softplus); TILE1 forces the first tile kernel. AUTO (default): TILE when N = 16 and the
  * sequences average ≥ 16 tokens (T ≥ 16·nseq) or the plan is a prefill chunk, else QUAD when
  * no sequence spans more than one segment, else SEG. (The engine's decode step uses
- * fmb_k_scan_step instead.)
- * H200, E = 8192, N = 16, bf16, T = 4096: TILE2 5.3 µs/token (64 layers), TILE1 7.95, SEG
- * 10.1, QUAD 20. */
-enum {
-    FMB_SCAN_QUAD = 0,
-    FMB_SCAN_SEG = 1,
-    FMB_SCAN_AUTO = 2,
-    FMB_SCAN_TILE = 3,
-    FMB_SCAN_TILE1 = 4
-};
+ * fmb_k_scan_step instead.) Their measured speeds: bench/RESULTS.md. */
 
 /* Decode: the scan of one token per sequence (p->T == p->nseq) with fmb_k_ssm_params fused
  * in: S is the x_proj output [T, R + 2N] (ld lds, type at) from which the token's rms scales

@@ -37,3 +37,31 @@ double fixture_at(const fmb_tensor *t, size_t i)
     memcpy(&f, (const char *)t->data + i * 4, 4);
     return f;
 }
+
+static int env_on(const char *v)
+{
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+fmb_kernel_opts fixture_kernel_env(void)
+{
+    fmb_kernel_opts k = {0};
+    const char *vars[3] = {"FMB_SCAN", "FMB_MATVEC", "FMB_GEMM"},
+               *keys[3] = {"scan", "matvec", "gemm"};
+    for (int i = 0; i < 3; i++) {
+        const char *v = getenv(vars[i]);
+        char item[128];
+        fmb_err err;
+        snprintf(item, sizeof item, "%s=%s", keys[i], v ? v : "");
+        if (v && *v && fmb_kernel_opts_parse(item, &k, &err)) {
+            printf("FAIL %s: %s\n", vars[i], err.msg);
+            exit(1);
+        }
+    }
+    const char *pdl = getenv("FMB_PDL"), *graphs = getenv("FMB_CUDA_GRAPHS");
+    k.pdl = pdl && !strcmp(pdl, "0") ? FMB_PDL_OFF : FMB_PDL_AUTO;
+    k.no_graphs = graphs && !strcmp(graphs, "0");
+    k.debug_sync = env_on(getenv("FMB_DEBUG_SYNC"));
+    k.gemm_verbose = env_on(getenv("FMB_GEMM_VERBOSE"));
+    return k;
+}

@@ -46,6 +46,97 @@ static fmb_status parse(const char *text, fmb_job **job, fmb_err *err)
     return fmb_job_parse(text, strlen(text), "j.toml", "/data/jobs", job, err);
 }
 
+/* fmb_job_fingerprint_text(sketch, "m", "t") as commit 95d8780 (before kernel choices existed)
+ * wrote it: databases made then must still resume, so the default text may not change. */
+static const char *sketch_fingerprint_95d8780 =
+    "fmbatch_version = \"0.1.0\"\n"
+    "model_hash = \"m\"\n"
+    "tokenizer_hash = \"t\"\n"
+    "job.seed = 1234\n"
+    "job.max_document_tokens = 0\n"
+    "job.too_long = \"truncate\"\n"
+    "task.ppl.kind = \"score\"\n"
+    "task.ppl.per_token = 0\n"
+    "task.ppl.top_k_tokens = 0\n"
+    "task.lang.kind = \"choice\"\n"
+    "task.lang.prompt = \"{document}\\n\\nThe language of this text is\"\n"
+    "task.lang.choices = [\" English\",\" German\",\" Russian\",\" Chinese\"]\n"
+    "task.lang.best_by = \"total\"\n"
+    "task.title.kind = \"generate\"\n"
+    "task.title.prompt = \"{document}\\n\\nQuestion: What is the title of this "
+    "document?\\nAnswer:\"\n"
+    "task.title.max_new_tokens = 32\n"
+    "task.title.temperature = 0\n"
+    "task.title.top_k = 0\n"
+    "task.title.top_p = 1\n"
+    "task.title.stop = [\"\\n\"]\n"
+    "task.title.eos = []\n"
+    "task.title.ignore_eos = 0\n"
+    "task.title.extract.title = \"^\\\\s*(?<title>.+?)\\\\s*$\"\n"
+    "task.title.match_limit = 1000000\n"
+    "task.title.depth_limit = 100000\n";
+
+/* The sketch with a kernel key in [job]; NULL when it does not parse (err set). */
+static fmb_job *sketch_with_kernel(const char *kernel, fmb_err *err)
+{
+    const char *at = strstr(sketch, "seed    = 1234\n");
+    size_t n = strlen(sketch) + strlen(kernel) + 32;
+    char *t = malloc(n);
+    snprintf(t, n, "%.*skernel = \"%s\"\n%s", (int)(at - sketch), sketch, kernel, at);
+    fmb_job *job = NULL;
+    if (parse(t, &job, err))
+        job = NULL;
+    free(t);
+    return job;
+}
+
+static void t_kernel_fingerprint(void)
+{
+    fmb_err err = {{0}};
+    fmb_job *job = NULL;
+    if (!check(parse(sketch, &job, &err) == FMB_OK, "kernel fp: sketch parses", "%s", err.msg))
+        return;
+    char *fp0 = fmb_job_fingerprint_text(job, "m", "t");
+    check(!strcmp(fp0, sketch_fingerprint_95d8780), "default fingerprint byte-identical to 95d8780",
+          "got:\n%s", fp0);
+    fmb_job_free(job);
+    // explicit defaults and launch-only choices (no other numbers) leave the text as it was
+    const char *same[] = {"scan=auto,matvec=auto,gemm=fixed",
+                          "pdl=off,graphs=off,debug-sync=on,gemm-verbose=on"};
+    for (int i = 0; i < 2; i++) {
+        job = sketch_with_kernel(same[i], &err);
+        if (check(job != NULL, "kernel fp: [job].kernel parses", "%s: %s", same[i], err.msg)) {
+            char *fp = fmb_job_fingerprint_text(job, "m", "t");
+            check(!strcmp(fp, sketch_fingerprint_95d8780),
+                  "fingerprint unchanged by kernel defaults", "%s:\n%s", same[i], fp);
+            free(fp);
+        }
+        fmb_job_free(job);
+    }
+    // each numeric choice changes the fingerprint and is named in it
+    const char *diff[] = {"scan=seg", "matvec=mma", "gemm=cublas", "gemm=fixedws,scan=tile1"};
+    const char *want[] = {"job.kernel = \"scan=seg\"\n", "job.kernel = \"matvec=mma\"\n",
+                          "job.kernel = \"gemm=cublas\"\n",
+                          "job.kernel = \"scan=tile1,gemm=fixedws\"\n"};
+    for (int i = 0; i < 4; i++) {
+        job = sketch_with_kernel(diff[i], &err);
+        if (check(job != NULL, "kernel fp: [job].kernel parses", "%s: %s", diff[i], err.msg)) {
+            char *fp = fmb_job_fingerprint_text(job, "m", "t");
+            check(strcmp(fp, sketch_fingerprint_95d8780) != 0 && strstr(fp, want[i]),
+                  "fingerprint records a non-default kernel choice", "%s:\n%s", diff[i], fp);
+            free(fp);
+        }
+        fmb_job_free(job);
+    }
+    job = sketch_with_kernel("scan=fast", &err);
+    check(job == NULL &&
+              strstr(err.msg, "j.toml:6:1: [job].kernel options: 'scan=fast': scan must be "
+                              "auto|quad|seg|tile|tile1"),
+          "bad [job].kernel names file:line:column and the choices", "%s", err.msg);
+    fmb_job_free(job);
+    free(fp0);
+}
+
 /* Replaces the first occurrence of from in sketch by to and expects an error containing want. */
 static void expect_error(const char *name, const char *from, const char *to, const char *want)
 {
@@ -68,6 +159,7 @@ static void expect_error(const char *name, const char *from, const char *to, con
 
 int main(void)
 {
+    t_kernel_fingerprint();
     fmb_job *job = NULL;
     fmb_err err = {{0}};
     fmb_status s = parse(sketch, &job, &err);

@@ -3,9 +3,10 @@
 #   1. build (skipped with --no-build: binaries carried from a build machine),
 #   2. every GPU test binary in $BUILD/tests/gpu (tests/run.sh),
 #   3. compute-sanitizer memcheck and racecheck on the kernel test's small shapes,
-#   4. fmbatch bench --synthetic 7b (prefill 1K/16K/100K, decode, scan), the same with a
-#      ballast leaving 22 GiB free (a 24 GB card), and a short bench per environment setting
-#      in VARIANTS (default FMB_SCAN=tile1: the previous scan kernel),
+#   4. fmbatch bench --synthetic 7b (prefill 1K/16K/100K, decode; the scan alone is a NOTE of
+#      test_kernels), the same with a ballast leaving 22 GiB free (a 24 GB card), and a short
+#      bench per kernel choice in VARIANTS (--kernel values; default scan=tile1: the previous
+#      scan kernel),
 #   5. a short table, and tests/GPU-STATUS.json (also copied to $OUT) with the commit tested.
 # Usage: tools/gpu-check.sh [--no-build] [--no-bench]   (BUILD=build-cuda, OUT=/tmp/gpu-check;
 # the commit recorded is .gpu-commit when present: write it where the binaries were built and
@@ -67,10 +68,10 @@ if [ $bench = yes ]; then
     ml=$?
     echo "mem-limit 13GiB: exit $ml: $(tail -1 "$OUT/memlimit.log")"
     [ $ml -eq 2 ] || status=1
-    # comparisons: one short bench per VAR=value in $VARIANTS (e.g. "FMB_SCAN=tile1 FMB_PDL=0")
-    for v in ${VARIANTS:-FMB_SCAN=tile1}; do
+    # comparisons: one short bench per --kernel value in $VARIANTS (e.g. "scan=tile1 pdl=off")
+    for v in ${VARIANTS:-scan=tile1}; do
         [ "$v" = - ] && continue # VARIANTS=- : none
-        env "$v" "$BUILD/fmbatch" bench --synthetic 7b --tokens 1024,16384 --decode-steps 16 \
+        "$BUILD/fmbatch" bench --synthetic 7b --tokens 1024,16384 --decode-steps 16 --kernel "$v" \
             >"$OUT/bench-$v.json" 2>>"$OUT/bench.log" || status=1
     done
     "$BUILD/fmbatch" bench --synthetic 7b --ballast-free 22GiB --tokens 1024,100000 \

@@ -3,7 +3,7 @@
 #   1. the GPU tests (tests/run.sh, no sanitizers),
 #   2. fmbatch synth --shape 7b into $M,
 #   3. fmbatch score --per-token --backend cuda on 8192 random ids (python seed 1, as in
-#      gpu-7b-check.sh) at several chunk lengths, per configuration (FMB_GEMM x FMB_SCAN),
+#      gpu-7b-check.sh) at several chunk lengths, per configuration (--kernel gemm=.. x scan=..),
 #   4. fmbatch bench --synthetic 7b --tokens 16384 per GEMM mode (prefill speed),
 #   5. $OUT/chunk-check.json: per configuration, each chunk against the first one (mean and
 #      max |dNLL|, bitwise equal or not).
@@ -40,15 +40,16 @@ random.seed(1)
 ids=[random.randrange(65024) for _ in range(8192)]
 open('$W/ids8192.txt','w').write(' '.join(map(str,ids))+'\n')
 "
-# configuration name, FMB_GEMM, FMB_SCAN, chunk lengths (the first is the reference)
+# configuration name, gemm choice, scan choice, chunk lengths (the first is the reference)
 run_cfg() {
     name=$1 gemm=$2 scan=$3
     shift 3
     for c in "$@"; do
         f="$W/$name-c$c.json"
         [ -f "$f" ] && f="$W/$name-c$c-again.json"
-        step "$name-c$c" env FMB_GEMM="$gemm" FMB_SCAN="$scan" FMB_GEMM_VERBOSE=1 timeout 60 \
+        step "$name-c$c" timeout 60 \
             "$FMB" score --model "$M" --ids-file "$W/ids8192.txt" --per-token --backend cuda \
+            --kernel "gemm=$gemm,scan=$scan,gemm-verbose=on" \
             --chunk-tokens "$c" >"$f" 2>"$W/$name-c$c.log" || tail -5 "$W/$name-c$c.log"
     done
     echo "$name $*" >>"$W/configs.txt"
@@ -61,7 +62,7 @@ run_cfg fixed-seg fixed seg 2048 512
 run_cfg fixedws-auto fixedws auto 2048 512 1000
 grep -h gemm_inv "$W"/fixed-auto-c4096.log "$W"/fixedws-auto-c2048.log >"$OUT/gemm-algos.txt"
 for g in fixed cublas fixedws; do
-    step bench-$g env FMB_GEMM=$g timeout 90 "$FMB" bench --synthetic 7b --tokens 1024,16384 \
+    step bench-$g timeout 90 "$FMB" bench --synthetic 7b --tokens 1024,16384 --kernel gemm=$g \
         --decode-steps 8 >"$W/bench-$g.json" 2>"$W/bench-$g.log" || tail -5 "$W/bench-$g.log"
 done
 python3 - "$W" "$OUT" <<'PY' | tee "$OUT/compare.txt"

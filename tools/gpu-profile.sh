@@ -17,9 +17,9 @@ NCU="ncu --clock-control none --cache-control none"
 BENCH="bench --synthetic 7b --tokens 4096 --decode-steps 2 --decode-batch 16"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv \
     >"$OUT/gpu.txt" 2>&1
-FMB_CUDA_GRAPHS=0 $NCU --csv --page raw \
+$NCU --csv --page raw \
     --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread \
-    $F $BENCH >"$OUT/kernels.csv" 2>"$OUT/ncu-kernels.log"
+    $F $BENCH --kernel graphs=off >"$OUT/kernels.csv" 2>"$OUT/ncu-kernels.log"
 echo "kernels rc=$? lines=$(wc -l <"$OUT/kernels.csv")"
 [ "$1" = --kernels-only ] && exit 0
 $NCU --set full --import-source yes -k regex:scan_tile --launch-skip 2 --launch-count 1 \
@@ -28,6 +28,6 @@ echo "scan rc=$?"
 $NCU --set full --import-source yes -k regex:scan_tile --launch-skip 2 --launch-count 1 \
     --page source --print-source sass,cuda --csv $F $BENCH >"$OUT/scan-src.csv" 2>&1
 echo "scan-src rc=$? lines=$(wc -l <"$OUT/scan-src.csv")"
-FMB_CUDA_GRAPHS=0 $NCU --set full -k regex:matvec_kernel --launch-skip 40 --launch-count 4 \
-    $F $BENCH >"$OUT/matvec.txt" 2>&1
+$NCU --set full -k regex:matvec_kernel --launch-skip 40 --launch-count 4 \
+    $F $BENCH --kernel graphs=off >"$OUT/matvec.txt" 2>&1
 echo "matvec rc=$?"

@@ -143,6 +143,12 @@ int fmb_cli_engine_opt(const char *name, const char *value, fmb_engine_opts *o, 
             o->mem_limit = sz;
         return 1;
     }
+    if (!strcmp(name, "kernel")) {
+        fmb_err err;
+        if (fmb_kernel_opts_parse(value, &o->kernel, &err))
+            *bad = 1;
+        return 1;
+    }
     if (!strcmp(name, "threads")) {
         if (fmb_cli_parse_u64(value, &u) || u > 4096)
             *bad = 1;
@@ -151,6 +157,54 @@ int fmb_cli_engine_opt(const char *name, const char *value, fmb_engine_opts *o, 
         return 1;
     }
     return 0;
+}
+
+/* A boolean variable as the old getenv calls read it: set, non-empty and not "0" is on. */
+static int env_on(const char *v)
+{
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+int fmb_cli_engine_env(const char *cmd, fmb_engine_opts *o)
+{
+    static const struct {
+        const char *var, *key;
+    } named[] = {{"FMB_SCAN", "scan"}, {"FMB_MATVEC", "matvec"}, {"FMB_GEMM", "gemm"}};
+    fmb_kernel_opts k = o->kernel;
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
+        const char *v = getenv(named[i].var);
+        if (!v || !*v)
+            continue;
+        char item[128];
+        fmb_err err;
+        snprintf(item, sizeof item, "%s=%s", named[i].key, v);
+        if (strchr(v, ',') || strchr(v, '=') || fmb_kernel_opts_parse(item, &k, &err)) {
+            fmb_cli_error(cmd, "environment %s='%s': not a %s choice (see --kernel)", named[i].var,
+                          v, named[i].key);
+            return -1;
+        }
+    }
+    const char *pdl = getenv("FMB_PDL"), *graphs = getenv("FMB_CUDA_GRAPHS");
+    if (pdl && !strcmp(pdl, "0"))
+        k.pdl = FMB_PDL_OFF;
+    if (graphs && !strcmp(graphs, "0"))
+        k.no_graphs = 1;
+    if (env_on(getenv("FMB_DEBUG_SYNC")))
+        k.debug_sync = 1;
+    if (env_on(getenv("FMB_GEMM_VERBOSE")))
+        k.gemm_verbose = 1;
+    o->kernel = k;
+    return 0;
+}
+
+const char *fmb_cli_kernel_report(const fmb_engine *eng, char *buf, size_t n)
+{
+    fmb_kernel_opts k;
+    if (!fmb_engine_kernel_choices(eng, &k)) {
+        snprintf(buf, n, "n/a (cpu backend)");
+        return buf;
+    }
+    return fmb_kernel_opts_format(&k, FMB_KOPTS_ALL, buf, n);
 }
 
 fmb_status fmb_cli_read_file(const char *path, char **out, size_t *len, fmb_err *err)

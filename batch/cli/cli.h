@@ -42,8 +42,19 @@ int fmb_cli_parse_u64(const char *s, uint64_t *out);
 int fmb_cli_parse_float(const char *s, double *out);
 
 /* Engine options shared by commands: --backend, --dtype, --chunk-tokens, --mem-limit,
- * --threads. Returns 1 if name was one of them (and sets *bad on a bad value), else 0. */
+ * --threads, --kernel (kernel choices, kernels/kopts.h; repeatable, later items win). Returns
+ * 1 if name was one of them (and sets *bad on a bad value), else 0. */
 int fmb_cli_engine_opt(const char *name, const char *value, fmb_engine_opts *opts, int *bad);
+
+/* The legacy environment variables of the kernel choices (FMB_SCAN, FMB_MATVEC, FMB_GEMM,
+ * FMB_PDL=0, FMB_CUDA_GRAPHS=0, FMB_DEBUG_SYNC=1, FMB_GEMM_VERBOSE=1), read here and nowhere
+ * else, into opts->kernel. Every command that opens an engine calls it once, before its flags
+ * (so --kernel wins). Returns -1 (after an error message) on a bad value, else 0. */
+int fmb_cli_engine_env(const char *cmd, fmb_engine_opts *opts);
+
+/* The "kernels" value that inspect, bench and check report: the choices in effect (all keys)
+ * on a backend that has them, else "n/a (cpu backend)". buf: at least 160 bytes. */
+const char *fmb_cli_kernel_report(const fmb_engine *eng, char *buf, size_t n);
 
 /* Reads a whole file (path "-" = stdin). Caller frees; NUL-terminated. */
 FMB_NODISCARD fmb_status fmb_cli_read_file(const char *path, char **out, size_t *len, fmb_err *err);

@@ -1,10 +1,11 @@
 /*
  * cmd_bench: `fmbatch bench (--model DIR | --synthetic 7b)` measures prefill (scoring every
- * token: lm_head + log-probability of the next token), decode at batch 1 and batch B, the
- * selective scan alone, and device memory as the driver reports it (cudaMemGetInfo: total −
- * free, so the CUDA context and everything else in the process counts). Prints the JSON of
- * docs/ARCHITECTURE.md plus "scan" and "ballast_bytes". Wall-clock timings around synchronous
- * engine calls after a warm-up.
+ * token: lm_head + log-probability of the next token), decode at batch 1 and batch B, and
+ * device memory as the driver reports it (cudaMemGetInfo: total − free, so the CUDA context and
+ * everything else in the process counts). Prints the JSON of ARCHITECTURE.md plus "kernels"
+ * (the kernel choices in effect) and "ballast_bytes". Wall-clock timings around synchronous
+ * engine calls after a warm-up. Kernel-level timings (the scan alone, conv, matvec) are
+ * check notes of tests/gpu/test_kernels (`make test-gpu`).
  *
  *   --tokens 1024,16384,100000   prefill lengths (the last one's state serves the long decode)
  *   --decode-batch 16            the batched decode size (batch 1 is always measured)
@@ -12,18 +13,16 @@
  *   --ballast-free 22GiB         first allocate device memory so that only this much is free
  *                                (a 24 GB card), then run everything
  *   --seed S                     synthetic weights and token ids
+ *   --kernel K=V,..              kernel choices (kernels/kopts.h), as for every engine command
  */
-#include "batch/cli/cli.h"
-#include "engine/synth.h"
-
-#ifdef FMB_HAVE_CUDA
-#include "kernels/kernels.h"
-#endif
-
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "batch/cli/cli.h"
+#include "engine/device.h"
+#include "engine/synth.h"
 
 #define MAX_LENS 8
 
@@ -40,15 +39,8 @@ typedef struct {
 
 static size_t used_device_bytes(void)
 {
-#ifdef FMB_HAVE_CUDA
     size_t fr = 0, tot = 0;
-    if (fmb_cuda_device_count() == 0)
-        return 0;
-    fmb_cuda_mem_info(&fr, &tot);
-    return tot - fr;
-#else
-    return 0;
-#endif
+    return fmb_device_mem_info(&fr, &tot) ? tot - fr : 0;
 }
 
 static int32_t *random_ids(size_t n, int64_t V, uint64_t *s)
@@ -117,75 +109,12 @@ static double decode(fmb_engine *e,
     return ms;
 }
 
-/* The selective scan alone at the model's shape over one chunk of T tokens: median ms per
- * layer-call (bf16, one sequence, continuing from a state). */
-static double scan_ms(const fmb_config *c, size_t T)
-{
-#ifdef FMB_HAVE_CUDA
-    fmb_cuda_ctx ctx;
-    fmb_err err;
-    if (fmb_cuda_ctx_init(&ctx, 0, &err))
-        return -1;
-    size_t E = (size_t)c->E, N = (size_t)c->N;
-    float *st = fmb_cuda_malloc(E * N * 4);
-    void *u = fmb_cuda_malloc(T * E * 2), *dt = fmb_cuda_malloc(T * E * 2);
-    void *z = fmb_cuda_malloc(T * E * 2), *y = fmb_cuda_malloc(T * E * 2);
-    float *BC = fmb_cuda_malloc(T * 2 * N * 4), *sc = fmb_cuda_malloc(T * 4);
-    float *A = fmb_cuda_malloc(E * N * 4), *b = fmb_cuda_malloc(E * 4), *D = fmb_cuda_malloc(E * 4);
-    fmb_k_fill_uniform(&ctx, st, FMB_KDT_F32, E * N, 9, 1.0f, 0.0f);
-    fmb_k_fill_uniform(&ctx, u, FMB_KDT_BF16, T * E, 1, 1.0f, 0.0f);
-    fmb_k_fill_uniform(&ctx, dt, FMB_KDT_BF16, T * E, 2, 2.0f, -3.0f);
-    fmb_k_fill_uniform(&ctx, z, FMB_KDT_BF16, T * E, 3, 1.0f, 0.0f);
-    fmb_k_fill_uniform(&ctx, BC, FMB_KDT_F32, T * 2 * N, 4, 1.0f, 0.0f);
-    fmb_k_fill_uniform(&ctx, sc, FMB_KDT_F32, T, 5, 0.1f, 1.0f);
-    fmb_k_fill_alog(&ctx, A, E, N, 6, 0.1f);
-    fmb_k_neg_exp(&ctx, A, A, E * N);
-    fmb_k_fill_uniform(&ctx, b, FMB_KDT_F32, E, 7, 2.3f, -4.6f);
-    fmb_k_fill_uniform(&ctx, D, FMB_KDT_F32, E, 8, 0.1f, 1.0f);
-    int32_t start[2] = {0, (int32_t)T};
-    uint8_t has = 1;
-    float *ptrs[1] = {st};
-    size_t bytes = fmb_k_plan_bytes(T, 1);
-    void *h = fmb_cuda_host_alloc(bytes), *d = fmb_cuda_malloc(bytes);
-    fmb_kplan p;
-    fmb_k_plan_build(&p, h, d, T, 1, start, &has, ptrs, fmb_k_scan_seg_len(&ctx, T, E, 1));
-    fmb_cuda_h2d(&ctx, d, h, p.bytes);
-    void *ws = fmb_cuda_malloc(fmb_k_scan_ws_bytes((size_t)p.nsegs, E, N));
-    void *e0 = fmb_cuda_event_new(), *e1 = fmb_cuda_event_new();
-    float ms[11];
-    for (int r = -2; r < 11; r++) {
-        fmb_cuda_event_record(&ctx, e0);
-        fmb_k_scan(&ctx, FMB_KDT_BF16, u, E, dt, E, sc, b, A, BC, 2 * N, D, z, E, y, E, E, N, &p, 0,
-                   ws);
-        fmb_cuda_event_record(&ctx, e1);
-        float t = fmb_cuda_event_ms(e0, e1);
-        if (r >= 0)
-            ms[r] = t;
-    }
-    for (int i = 0; i < 11; i++)
-        for (int j = i + 1; j < 11; j++)
-            if (ms[j] < ms[i]) {
-                float x = ms[i];
-                ms[i] = ms[j];
-                ms[j] = x;
-            }
-    fmb_cuda_event_free(e0), fmb_cuda_event_free(e1);
-    fmb_cuda_host_free(h);
-    void *fr[] = {d, ws, st, u, dt, z, y, BC, sc, A, b, D};
-    for (size_t i = 0; i < sizeof fr / sizeof fr[0]; i++)
-        fmb_cuda_free(fr[i]);
-    fmb_cuda_ctx_free(&ctx);
-    return ms[5];
-#else
-    (void)c, (void)T;
-    return -1;
-#endif
-}
-
 int fmb_cmd_bench(int argc, char **argv)
 {
     const char *cmd = "bench", *model = NULL, *synthetic = NULL;
     fmb_engine_opts eo = {0};
+    if (fmb_cli_engine_env(cmd, &eo))
+        return FMB_EXIT_USAGE;
     size_t lens[MAX_LENS] = {1024, 16384, 100000};
     int nlens = 3, steps = 64;
     size_t dbatch = 16, ballast_free = 0;
@@ -201,7 +130,8 @@ int fmb_cmd_bench(int argc, char **argv)
         O_BACKEND,
         O_DTYPE,
         O_CHUNK,
-        O_MEM
+        O_MEM,
+        O_KERNEL
     };
     static const struct option lo[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -215,6 +145,7 @@ int fmb_cmd_bench(int argc, char **argv)
         {"dtype", required_argument, 0, O_DTYPE},
         {"chunk-tokens", required_argument, 0, O_CHUNK},
         {"mem-limit", required_argument, 0, O_MEM},
+        {"kernel", required_argument, 0, O_KERNEL},
         {0, 0, 0, 0},
     };
     optind = 1;
@@ -267,6 +198,9 @@ int fmb_cmd_bench(int argc, char **argv)
         case O_MEM:
             fmb_cli_engine_opt("mem-limit", optarg, &eo, &bad);
             break;
+        case O_KERNEL:
+            fmb_cli_engine_opt("kernel", optarg, &eo, &bad);
+            break;
         default:
             bad = 1;
         }
@@ -278,7 +212,8 @@ int fmb_cmd_bench(int argc, char **argv)
     if (!!model == !!synthetic || optind != argc) {
         fmb_cli_error(cmd, "usage: fmbatch bench (--model DIR | --synthetic 7b|SHAPE) [--tokens "
                            "N,N,..] [--decode-batch B] [--decode-steps S] [--ballast-free SIZE] "
-                           "[--backend ..] [--dtype ..] [--chunk-tokens N] [--mem-limit SIZE]");
+                           "[--backend ..] [--dtype ..] [--chunk-tokens N] [--mem-limit SIZE] "
+                           "[--kernel K=V,..]");
         return FMB_EXIT_USAGE;
     }
     if (eo.max_batch < dbatch)
@@ -287,18 +222,16 @@ int fmb_cmd_bench(int argc, char **argv)
     fmb_err err;
     fmb_status s;
     size_t ballast_bytes = 0;
-#ifdef FMB_HAVE_CUDA
     void *ballast = NULL;
     if (ballast_free) {
         size_t fr = 0, tot = 0;
-        if (fmb_cuda_device_count() == 0) {
-            fmb_cli_error(cmd, "--ballast-free needs a CUDA device");
+        if (!fmb_device_mem_info(&fr, &tot)) {
+            fmb_cli_error(cmd, "--ballast-free needs a CUDA device (and the CUDA backend)");
             return FMB_EXIT_USAGE;
         }
-        fmb_cuda_mem_info(&fr, &tot);
         if (fr > ballast_free) {
             ballast_bytes = fr - ballast_free;
-            ballast = fmb_cuda_try_malloc(ballast_bytes);
+            ballast = fmb_device_ballast_new(ballast_bytes);
             if (!ballast) {
                 fmb_cli_error(cmd, "could not allocate a %.2f GiB ballast",
                               ballast_bytes / 1073741824.0);
@@ -306,12 +239,6 @@ int fmb_cmd_bench(int argc, char **argv)
             }
         }
     }
-#else
-    if (ballast_free) {
-        fmb_cli_error(cmd, "--ballast-free needs the CUDA backend");
-        return FMB_EXIT_USAGE;
-    }
-#endif
     fmb_engine *e = NULL;
     if (synthetic) {
         fmb_config cfg;
@@ -390,11 +317,12 @@ int fmb_cmd_bench(int argc, char **argv)
     char dev[512];
     snprintf(dev, sizeof dev, "%s", fmb_engine_device_name(e));
     const char *backend = fmb_engine_backend_name(e);
+    char kern[256];
+    fmb_cli_kernel_report(e, kern, sizeof kern);
     fmb_state_free(st);
     fmb_state_free(st1k);
     fmb_engine_free(e);
     e = NULL;
-    double sms = strcmp(backend, "cuda") == 0 ? scan_ms(c, chunk) : -1;
 
     printf("{\"device\":\"%s\",\"backend\":\"%s\",\"weights_bytes\":%zu,\"chunk_tokens\":%zu,"
            "\"prefill\":[",
@@ -406,20 +334,15 @@ int fmb_cmd_bench(int argc, char **argv)
     for (int i = 0; i < ndr; i++)
         printf("%s{\"batch\":%zu,\"context\":%zu,\"ms_per_token\":%.4f,\"tok_per_s\":%.1f}",
                i ? "," : "", dr[i].batch, dr[i].context, dr[i].ms, dr[i].batch * 1e3 / dr[i].ms);
-    printf("],\"scan\":{\"tokens\":%zu,\"ms_per_layer\":%.4f,\"us_per_token_all_layers\":%.3f},",
-           chunk, sms, sms >= 0 ? sms * 1e3 * (double)c->L / (double)chunk : -1.0);
+    printf("],\"kernels\":\"%s\",", kern);
     printf("\"ballast_bytes\":%zu,\"peak_device_bytes\":%zu}\n", ballast_bytes, peak);
-#ifdef FMB_HAVE_CUDA
-    fmb_cuda_free(ballast);
-#endif
+    fmb_device_ballast_free(ballast);
     return FMB_EXIT_OK;
 fail:
     fmb_cli_error(cmd, "%s", err.msg);
     fmb_state_free(st);
     fmb_state_free(st1k);
     fmb_engine_free(e);
-#ifdef FMB_HAVE_CUDA
-    fmb_cuda_free(ballast);
-#endif
+    fmb_device_ballast_free(ballast);
     return fmb_cli_exit_code(s);
 }

@@ -68,6 +68,7 @@ enum {
     OPT_MEM,
     OPT_THREADS,
     OPT_MAX_BATCH,
+    OPT_KERNEL,
     OPT_PROGRESS,
     OPT_PROGRESS_INTERVAL,
     OPT_MAX_ITEMS,
@@ -85,6 +86,7 @@ static int parse_args(int argc, char **argv, job_args *a)
         {"mem-limit", required_argument, 0, OPT_MEM},
         {"threads", required_argument, 0, OPT_THREADS},
         {"max-batch", required_argument, 0, OPT_MAX_BATCH},
+        {"kernel", required_argument, 0, OPT_KERNEL},
         {"progress", required_argument, 0, OPT_PROGRESS},
         {"progress-interval", required_argument, 0, OPT_PROGRESS_INTERVAL},
         {"max-items", required_argument, 0, OPT_MAX_ITEMS},
@@ -109,6 +111,7 @@ static int parse_args(int argc, char **argv, job_args *a)
         case OPT_MEM:
         case OPT_THREADS:
         case OPT_MAX_BATCH:
+        case OPT_KERNEL:
             fmb_cli_engine_opt(opts[c - OPT_BACKEND].name, optarg, &a->eo, &bad);
             if (bad) {
                 fmb_cli_error(cmd, "bad value for --%s: '%s'", opts[c - OPT_BACKEND].name, optarg);
@@ -168,10 +171,18 @@ static int parse_args(int argc, char **argv, job_args *a)
     return 0;
 }
 
-/* Job settings fill engine options the command line did not set. */
-static int job_engine_opts(const fmb_job *job, fmb_engine_opts *eo, const char *cmd)
+/* Job settings fill engine options the command line did not set. Kernel choices: the command
+ * line, then the legacy environment, then [job].kernel; job->kernel becomes the result (the
+ * fingerprint records it). */
+static int job_engine_opts(fmb_job *job, fmb_engine_opts *eo, const char *cmd)
 {
     int bad = 0;
+    fmb_engine_opts env = {0};
+    if (fmb_cli_engine_env(cmd, &env))
+        return -1;
+    fmb_kernel_opts_fill(&eo->kernel, &env.kernel);
+    fmb_kernel_opts_fill(&eo->kernel, &job->kernel);
+    job->kernel = eo->kernel;
     if (eo->backend == FMB_BACKEND_AUTO)
         fmb_cli_engine_opt("backend", job->backend, eo, &bad);
     if (!bad && eo->compute == FMB_COMPUTE_DEFAULT && job->dtype)
@@ -619,6 +630,9 @@ int fmb_cmd_check(int argc, char **argv)
         json_object_set_new(o, "tasks", json_integer((json_int_t)e.job->n_tasks));
         json_object_set_new(o, "backend", json_string(fmb_engine_backend_name(e.eng)));
         json_object_set_new(o, "device", json_string(fmb_engine_device_name(e.eng)));
+        char kern[256];
+        json_object_set_new(o, "kernels",
+                            json_string(fmb_cli_kernel_report(e.eng, kern, sizeof kern)));
         json_object_set_new(o, "prefill_tokens_per_second",
                             isfinite(tps) ? json_real(tps) : json_null());
         json_object_set_new(o, "estimated_prefill_seconds",

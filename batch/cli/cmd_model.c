@@ -11,6 +11,7 @@
 
 #include "batch/cli/cli.h"
 #include "batch/prompt.h"
+#include "engine/device.h"
 #include "engine/generate.h"
 #include "engine/model.h"
 #include "engine/score.h"
@@ -35,12 +36,14 @@ enum {
     OPT_CHUNK,
     OPT_MEMLIMIT,
     OPT_THREADS,
+    OPT_KERNEL,
 };
 
 #define ENGINE_LONGOPTS                                                                            \
     {"backend", required_argument, 0, OPT_BACKEND}, {"dtype", required_argument, 0, OPT_DTYPE},    \
         {"chunk-tokens", required_argument, 0, OPT_CHUNK},                                         \
         {"mem-limit", required_argument, 0, OPT_MEMLIMIT},                                         \
+        {"kernel", required_argument, 0, OPT_KERNEL},                                              \
     {                                                                                              \
         "threads", required_argument, 0, OPT_THREADS                                               \
     }
@@ -53,6 +56,7 @@ static int engine_opt(int c, const char *cmd, fmb_engine_opts *eo)
                        : c == OPT_CHUNK    ? "chunk-tokens"
                        : c == OPT_MEMLIMIT ? "mem-limit"
                        : c == OPT_THREADS  ? "threads"
+                       : c == OPT_KERNEL   ? "kernel"
                                            : NULL;
     if (!name)
         return 0;
@@ -151,6 +155,8 @@ int fmb_cmd_score(int argc, char **argv)
     uint64_t u;
     double t_start = fmb_now();
     fmb_engine_opts eo = {0};
+    if (fmb_cli_engine_env(cmd, &eo))
+        return FMB_EXIT_USAGE;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         if ((h = engine_opt(c, cmd, &eo)) < 0)
@@ -317,6 +323,8 @@ int fmb_cmd_generate(int argc, char **argv)
     go.max_new_tokens = 16;
     go.sample.top_p = 1.0f;
     fmb_engine_opts eo = {0};
+    if (fmb_cli_engine_env(cmd, &eo))
+        return FMB_EXIT_USAGE;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         if ((h = engine_opt(c, cmd, &eo)) < 0)
@@ -490,6 +498,8 @@ int fmb_cmd_inspect(int argc, char **argv)
     const char *cmd = "inspect", *model = NULL;
     int c, h;
     fmb_engine_opts eo = {0};
+    if (fmb_cli_engine_env(cmd, &eo))
+        return FMB_EXIT_USAGE;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         if ((h = engine_opt(c, cmd, &eo)))
@@ -501,7 +511,7 @@ int fmb_cmd_inspect(int argc, char **argv)
             return FMB_EXIT_USAGE;
     }
     if (!model || optind != argc) {
-        fmb_cli_error(cmd, "usage: fmbatch inspect --model DIR");
+        fmb_cli_error(cmd, "usage: fmbatch inspect --model DIR [--backend ..] [--kernel K=V,..]");
         return FMB_EXIT_USAGE;
     }
     fmb_err err;
@@ -544,8 +554,17 @@ int fmb_cmd_inspect(int argc, char **argv)
     printf("},\"tensors\":%zu,\"file_bytes\":%zu,", fmb_st_count(m->st), fmb_st_file_bytes(m->st));
     printf("\"memory_plan\":{\"bf16_weights_bytes\":%zu,\"f32_weights_bytes\":%zu,"
            "\"state_bytes_per_sequence\":%zu,\"chunk_tokens\":%zu,"
-           "\"cpu_scratch_bytes\":%zu,\"logits_tile_bytes\":%zu}}\n",
+           "\"cpu_scratch_bytes\":%zu,\"logits_tile_bytes\":%zu},",
            params * 2, params * 4, state, chunk, scratch, (size_t)64 << 20);
+    // The kernel choices an engine opened with these options would take (pdl=auto: on where
+    // the device supports it; `fmbatch bench` and `check` report it resolved).
+    const char *backend = fmb_device_backend_for(eo.backend);
+    char kern[256];
+    if (strcmp(backend, "cuda"))
+        snprintf(kern, sizeof kern, "n/a (cpu backend)");
+    else
+        fmb_kernel_opts_format(&eo.kernel, FMB_KOPTS_ALL, kern, sizeof kern);
+    printf("\"backend\":\"%s\",\"kernels\":\"%s\"}\n", backend, kern);
     fmb_model_free(m);
     return FMB_EXIT_OK;
 }

@@ -21,6 +21,7 @@ static fmb_engine *
 open_engine(const char *dir, fmb_backend_kind b, fmb_compute_kind ck, size_t chunk)
 {
     fmb_engine_opts o = {0};
+    o.kernel = fixture_kernel_env();
     o.backend = b;
     o.compute = ck;
     o.chunk_tokens = chunk;

@@ -15,6 +15,7 @@
 #include "kernels/cpu/kcpu.h"
 #include "kernels/kernels.h"
 #include "tests/check.h"
+#include "tests/fixture.h"
 
 static fmb_cuda_ctx ctx;
 
@@ -1132,7 +1133,8 @@ int main(int argc, char **argv)
         return check_exit();
     }
     fmb_err err;
-    if (fmb_cuda_ctx_init(&ctx, 0, &err)) {
+    const fmb_kernel_opts ko = fixture_kernel_env();
+    if (fmb_cuda_ctx_init(&ctx, 0, &ko, &err)) {
         check(0, "cuda context", "%s", err.msg);
         return check_exit();
     }
@@ -1304,7 +1306,10 @@ int main(int argc, char **argv)
         time_scan(1024, 1024);
         time_scan(4096, 4096);
         time_scan(8192, 8192);
+        // what `fmbatch bench` used to print as "scan": the default choice at the 7B shape,
+        // one 4096-token chunk, the engine's segment length
         ctx.scan_algo = FMB_SCAN_AUTO;
+        time_scan(4096, fmb_k_scan_seg_len(&ctx, 4096, 8192, 1));
     }
     fmb_cuda_ctx_free(&ctx);
     return check_exit();

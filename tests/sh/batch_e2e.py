@@ -435,6 +435,23 @@ def fingerprint_and_changes():
         cj = json.loads(c.stdout) if c.returncode == 0 else {}
         check(c.returncode == 0 and cj.get("items") == 6 and cj.get("bytes", 0) > 0,
               "check counts items and bytes", c.stdout + c.stderr)
+        want_k = "n/a (cpu backend)" if cj.get("backend") == "cpu" else "scan=auto,"
+        check(str(cj.get("kernels", "")).startswith(want_k), "check reports the kernel choices",
+              c.stdout + c.stderr)
+        # kernel choices that change numbers are part of the fingerprint; launch-only ones not
+        for how, args, env in (("--kernel", ["--kernel", "scan=seg"], {}),
+                               ("FMB_SCAN", [], {"FMB_SCAN": "seg"})):
+            r = run(["run", "job.toml"] + args, cwd=d, env=dict(os.environ, **env))
+            check(r.returncode == 2 and 'job.kernel = "scan=seg"' in r.stderr,
+                  "a numeric kernel choice (%s) is refused on resume" % how,
+                  "rc %d: %s" % (r.returncode, r.stderr))
+        r = run(["run", "job.toml", "--kernel", "pdl=off,graphs=off,debug-sync=on"], cwd=d)
+        check(r.returncode == 0, "launch-only kernel choices resume", "rc %d: %s" % (r.returncode, r.stderr))
+        with open(os.path.join(d, "k.toml"), "w") as f:
+            f.write(job_text("fp", src, extra_job='kernel = "gemm=cublas"', tasks=RESUME_TASKS))
+        r = run(["run", "k.toml"], cwd=d)
+        check(r.returncode == 2 and 'job.kernel = "gemm=cublas"' in r.stderr,
+              "[job].kernel is part of the fingerprint", "rc %d: %s" % (r.returncode, r.stderr))
     finally:
         shutil.rmtree(d)
 

@@ -136,3 +136,18 @@ echo "1 2 300" >"$T/oov"
 "$F" score --model "$T/syn" --ids-file "$T/oov" 2>"$T/err" >/dev/null
 rc=$?
 if [ $rc -eq 2 ] && grep -q "token id 300" "$T/err"; then echo "PASS out-of-vocabulary id"; else echo "FAIL out-of-vocabulary id: rc=$rc $(cat "$T/err")"; fi
+
+# inspect lists the kernel choices: n/a on the cpu backend; on cuda what was asked, from
+# --kernel over the legacy environment; a bad choice is a usage error naming it.
+kern() { python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["backend"], r["kernels"])'; }
+got=$("$F" inspect --model "$T/syn" --backend cpu --kernel scan=seg | kern)
+if [ "$got" = "cpu n/a (cpu backend)" ]; then echo "PASS inspect: kernels n/a on cpu"; else echo "FAIL inspect: kernels n/a on cpu: $got"; fi
+got=$(FMB_SCAN=tile1 FMB_PDL=0 FMB_GEMM=cublas "$F" inspect --model "$T/syn" --backend cuda --kernel gemm=fixedws,matvec=mma | kern)
+want="cuda scan=tile1,matvec=mma,gemm=fixedws,pdl=off,graphs=on,debug-sync=off,gemm-verbose=off"
+if [ "$got" = "$want" ]; then echo "PASS inspect: kernel choices from --kernel and the environment"; else echo "FAIL inspect: kernel choices: got '$got' want '$want'"; fi
+"$F" inspect --model "$T/syn" --kernel scan=fast >/dev/null 2>"$T/err"
+rc=$?
+if [ $rc -eq 2 ] && grep -q "kernel" "$T/err"; then echo "PASS inspect: bad --kernel exits 2"; else echo "FAIL inspect: bad --kernel: rc=$rc $(cat "$T/err")"; fi
+FMB_MATVEC=fast "$F" inspect --model "$T/syn" >/dev/null 2>"$T/err"
+rc=$?
+if [ $rc -eq 2 ] && grep -q "FMB_MATVEC" "$T/err"; then echo "PASS inspect: bad legacy variable exits 2"; else echo "FAIL inspect: bad FMB_MATVEC: rc=$rc $(cat "$T/err")"; fi
