@@ -14,9 +14,9 @@
  * Per chunk: embeddings → for each layer: add+rmsnorm (fp32 residual), in_proj GEMM, conv,
  * x_proj GEMM, x_proj norms, dt_proj GEMM, chunked scan (y written over the conv output),
  * out_proj GEMM (f32) → final norm → lm_head in tiles of head_rows rows + one reduction
- * kernel. Decode (step) is the same pass over a plan of nseq one-token sequences, with bf16
- * matrix-vector kernels for batches ≤ FMB_MATVEC_MAXB, captured once per batch size in a
- * CUDA graph and replayed.
+ * kernel. Decode (step) is the same pass over a plan of nseq one-token sequences, with the
+ * batch-invariant bf16 matrix-vector kernel (f32: the row-invariant GEMM) at every batch size,
+ * captured once per batch size in a CUDA graph and replayed.
  *
  * --synthetic: a model whose tensor views are NULL (fmb_engine_open_synthetic) gets random
  * bf16 weights generated on the device (seed from the model's dir "synthetic:SEED").
@@ -33,6 +33,7 @@
 
 #define CU_MAX_GRAPHS     16
 #define FMB_CU_MAX_PIECES 256 /* pieces in one packed chunk (engine.c packs at most this) */
+#define CU_STEP_MAXB      256 /* sequences per decode step (cu_step's plan arrays) */
 #define CU_STAGE          ((size_t)64 << 20) /* bytes per pinned/device staging buffer */
 
 typedef struct {
@@ -497,7 +498,12 @@ static void cu_state_write(void *impl, void *st, const float *conv, const float 
 
 /* C[T, M] = A[T, K] · W[M, K]ᵀ (acc: C += A · Wᵀ, one fp32 rounding of acc + C). Prefill (plan_rows
  * > 0): the row-invariant GEMM for every T, so that a token's results do not depend on the chunk it
- * falls in. Decode (plan_rows = 0): the bf16 matrix-vector kernel for few rows, else cuBLAS. */
+ * falls in. Decode (plan_rows = 0): batch-invariant as well, so that a sequence's logits do not
+ * depend on the other sequences of its step or on their number (docs/DECISIONS.md): bf16, the
+ * tensor-core matrix-vector kernel for every B (its sums fixed by M and K alone); f32 (and
+ * bf16 shapes the matvec does not take), the row-invariant GEMM with the plan rows the forward
+ * pass uses for the same matrix (lm_head's tile, else the layers'), so decode shares
+ * prefill's algorithms. */
 static void mm(cu_impl *p,
                size_t plan_rows,
                size_t T,
@@ -513,13 +519,17 @@ static void mm(cu_impl *p,
                int acc)
 {
     float beta = acc ? 1.0f : 0.0f;
-    if (plan_rows)
-        fmb_k_gemm_inv(&p->ctx, T, M, K, A, lda, W, ldw, p->wt, C, ldc, ct, beta, plan_rows);
-    else if (p->wt == FMB_KDT_BF16 && fmb_k_matvec_supported(T, K, ldw, p->wt) && lda % 8 == 0 &&
-             ((uintptr_t)A & 15) == 0 && ((uintptr_t)W & 15) == 0)
+    if (!plan_rows && p->wt == FMB_KDT_BF16 && fmb_k_matvec_supported(T, K, ldw, p->wt) &&
+        lda % 8 == 0 && ((uintptr_t)A & 15) == 0 && ((uintptr_t)W & 15) == 0) {
         fmb_k_matvec(&p->ctx, T, M, K, W, ldw, A, lda, p->wt, C, ldc, ct, acc);
-    else
-        fmb_k_gemm(&p->ctx, T, M, K, A, lda, W, ldw, p->wt, C, ldc, ct, beta);
+        return;
+    }
+    // f32, or a bf16 shape the matvec does not take (K or lda not a multiple of 8: the tiny
+    // test models' dt_proj): the row-invariant GEMM, batch-invariant too. Whether the matvec
+    // runs depends on the shape and the arena's layout, never on T.
+    if (!plan_rows)
+        plan_rows = W == p->lm_head ? CU_HEAD_PLAN_ROWS : CU_GEMM_PLAN_ROWS;
+    fmb_k_gemm_inv(&p->ctx, T, M, K, A, lda, W, ldw, p->wt, C, ldc, ct, beta, plan_rows);
 }
 
 /* All layers and the final norm over T tokens whose ids are in ids_d, under plan pl.
@@ -788,13 +798,16 @@ cu_step(void *impl, void *const *sts, const int32_t *ids, size_t nseq, float *lo
     (void)err;
     cu_impl *p = impl;
     size_t V = (size_t)p->c.V;
+    // steps of at most max_batch sequences (what the arena holds) and CU_STEP_MAXB (the plan
+    // arrays below); each sequence's logits are the same whichever step it falls in
     size_t maxb = p->max_batch < p->logits_h_rows ? p->max_batch : p->logits_h_rows;
+    maxb = maxb < CU_STEP_MAXB ? maxb : CU_STEP_MAXB;
     for (size_t b0 = 0; b0 < nseq; b0 += maxb) {
         size_t B = nseq - b0 < maxb ? nseq - b0 : maxb;
-        int32_t starts[257];
-        uint8_t has[256];
-        float *sp[256];
-        FMB_ASSERT(B <= 256);
+        int32_t starts[CU_STEP_MAXB + 1];
+        uint8_t has[CU_STEP_MAXB];
+        float *sp[CU_STEP_MAXB];
+        FMB_ASSERT(B >= 1 && B <= CU_STEP_MAXB);
         for (size_t i = 0; i <= B; i++)
             starts[i] = (int32_t)i;
         for (size_t i = 0; i < B; i++) {

@@ -1,15 +1,31 @@
 /*
- * k_matvec: the decode-time product y[b, :] = W · x[b, :] for a few rows of x (B ≤ 8) with
- * bf16 W and x, fp32 accumulation (B ≤ 16: batches above 8 go to cuBLAS by default, or to
- * the tensor-core kernel below with the kernel option matvec=mma; see fmb_k_matvec). Decode at
- * small batch is bound by reading W once; this kernel streams W with 16-byte non-caching loads,
- * several in flight per thread, while the small x stays in L1/L2. A row of W is shared by tpr
- * threads (tpr = 32..256 chosen from Kd so that short rows, e.g. dt_proj's 256, still use whole
- * warps).
+ * k_matvec: the decode-time product y[b, :] = W · x[b, :] (+ y) for any number B ≥ 1 of rows
+ * of x, bf16 W and x, fp32 accumulation on tensor cores (mma.sync m16n8k16), batch-invariant:
+ * the bits of y[b, m] depend on W[m, :], x[b, :], the old y[b, m] (accumulate), M and Kd only,
+ * never on B, on the other rows of x or on b's position in the batch, so that a sequence's
+ * decode results do not depend on which sequences share its step (docs/DECISIONS.md).
+ *
+ * The reduction of one output, fixed by (M, Kd) alone:
+ *   - K is cut into steps of 32 (8 per thread of a quad; the last step zero-padded past Kd);
+ *   - NW = mv_warps(M) parts: part w holds the steps w, w + NW, w + 2·NW, ... and sums them in
+ *     that order into an mma accumulator starting at +0, two mmas a step (elements 0..3 of each
+ *     thread's 8, then 4..7, with the fixed k permutation below);
+ *   - y = ((0 + part 0) + part 1) + ... + part NW-1, then (accumulate) y = that + old y;
+ *     rounded once to y's type.
+ * Everything else is free and may be tuned from B without changing a bit: which 16-row tiles
+ * (MT) and 8-row batch tiles (NT) a block holds, how many steps are loaded ahead (U), how the
+ * batch is cut into groups of NT·8 rows. That rests on the mma computing each output element
+ * from its own row of A, column of B and accumulator only, the same way in every column (a
+ * zero or any other value in another column changes nothing): NVIDIA's tensor cores do (the
+ * kernel test checks it bitwise: every row at B = 1 and at B = 200 in a shuffled position).
+ * Steps past the end (a warp's last round of U) skip their mma rather than add zeros.
+ *
+ * Decode at small batch is bound by reading W once: W is streamed with 16-byte non-caching
+ * loads, U steps (2·MT loads of 16 B each) in flight per thread, x read through L1/L2. Above
+ * NT·8 = 64 batch rows the batch is cut into groups, one block per (row tile, group), the
+ * groups of a row tile adjacent in the grid so that they run together and W's re-reads hit L2.
  */
 #include "kernels/k_common.cuh"
-
-#define MV_THREADS 256
 
 __device__ __forceinline__ uint4 ld_stream(const uint4 *p)
 {
@@ -20,134 +36,13 @@ __device__ __forceinline__ uint4 ld_stream(const uint4 *p)
     return r;
 }
 
-__device__ __forceinline__ void unpack8(uint4 v, float *f)
-{
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        float2 p = __bfloat1622float2(h[j]);
-        f[2 * j] = p.x;
-        f[2 * j + 1] = p.y;
-    }
-}
-
-/* acc[b] += Σ_j W[m, 8·k8 + j] · x[b, 8·k8 + j] for one 16-byte chunk wv of the row. */
-template <int B>
-__device__ __forceinline__ void
-mv_chunk(uint4 wv, const __nv_bfloat16 *__restrict__ x, size_t ldx, int k8, float *acc)
-{
-    float wf[8];
-    unpack8(wv, wf);
-#pragma unroll
-    for (int b = 0; b < B; b++) {
-        float xf[8];
-        unpack8(__ldg((const uint4 *)(x + (size_t)b * ldx) + k8), xf);
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-            acc[b] = fmaf(wf[j], xf[j], acc[b]);
-    }
-}
-
-// A thread of row m handles the 16-byte chunks k8 = lt, lt + tpr, lt + 2·tpr, ... in that
-// order, four at a time while four remain, then one at a time. PDL (k_common.cuh): the
-// thread's first chunks of W (which no kernel writes) are loaded before fmb_pdl_wait(): the
-// first group of four, or the first single chunk when there is no group (at the 7B shapes
-// that is all of a thread's W: four chunks for Kd = 4096 and 8192, one for Kd = 256), so they
-// are in flight while the previous kernel finishes; x is read after the wait. The sums run in
-// the same order as without PDL.
-template <int B, typename Y>
-static __global__ void __launch_bounds__(MV_THREADS)
-    matvec_kernel(const __nv_bfloat16 *__restrict__ W,
-                  size_t ldw,
-                  const __nv_bfloat16 *__restrict__ x,
-                  size_t ldx,
-                  Y *y,
-                  size_t ldy,
-                  int M,
-                  int Kd,
-                  int tpr,
-                  int accumulate)
-{
-    __shared__ float red[B][MV_THREADS / 32];
-    const int rpb = MV_THREADS / tpr;
-    const int r = threadIdx.x / tpr, lt = threadIdx.x % tpr;
-    const int m = blockIdx.x * rpb + r;
-    const int K8 = Kd / 8;
-    const uint4 *wr = (const uint4 *)(W + (size_t)(m < M ? m : 0) * ldw);
-    uint4 wv[4];
-    if (m < M) {
-        if (lt + 3 * tpr < K8) {
-#pragma unroll
-            for (int q = 0; q < 4; q++)
-                wv[q] = ld_stream(wr + lt + q * tpr);
-        } else if (lt < K8) {
-            wv[0] = ld_stream(wr + lt);
-        }
-    }
-    fmb_pdl_wait();
-    fmb_pdl_trigger();
-    float acc[B];
-#pragma unroll
-    for (int b = 0; b < B; b++)
-        acc[b] = 0.0f;
-    if (m < M) {
-        int k8 = lt;
-        // four 16-byte loads of W in flight per thread
-        for (; k8 + 3 * tpr < K8; k8 += 4 * tpr) {
-            if (k8 != lt) // the first group is already loaded
-#pragma unroll
-                for (int q = 0; q < 4; q++)
-                    wv[q] = ld_stream(wr + k8 + q * tpr);
-#pragma unroll
-            for (int q = 0; q < 4; q++)
-                mv_chunk<B>(wv[q], x, ldx, k8 + q * tpr, acc);
-        }
-        for (; k8 < K8; k8 += tpr) // k8 == lt: no group ran, wv[0] holds this chunk
-            mv_chunk<B>(k8 == lt ? wv[0] : ld_stream(wr + k8), x, ldx, k8, acc);
-    }
-    // reduce over the tpr threads of the row: within each warp, then across its warps
-#pragma unroll
-    for (int b = 0; b < B; b++)
-        acc[b] = fmb_warp_sum(acc[b]);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wpr = tpr / 32;
-    if (wpr > 1) {
-        if (lane == 0)
-#pragma unroll
-            for (int b = 0; b < B; b++)
-                red[b][warp] = acc[b];
-        __syncthreads();
-        if (lt == 0)
-#pragma unroll
-            for (int b = 0; b < B; b++) {
-                float s = 0.0f;
-                for (int q = 0; q < wpr; q++)
-                    s += red[b][warp + q];
-                acc[b] = s;
-            }
-    }
-    if (lt == 0 && m < M)
-#pragma unroll
-        for (int b = 0; b < B; b++) {
-            Y *p = y + (size_t)b * ldy + m;
-            float v = acc[b];
-            if (accumulate)
-                v += fmb_ld(p);
-            fmb_st(p, v);
-        }
-}
-
-// --- batches 9..16: tensor cores ------------------------------------------------------------
-//
 // y[b, m] = Σ_k W[m, k] x[b, k] with mma.sync m16n8k16 (bf16 in, fp32 accumulate): W is the
-// A operand (16 rows of a tile), x the B operand (two n8 tiles: batch rows 0..7, 8..15). A
-// thread (group g = lane/4, t = lane%4) loads 16 contiguous bytes (8 k) of W rows g and g+8
-// and of x rows g and 8+g, so a warp reads 64 contiguous bytes of each row (whole sectors).
-// The dot product does not depend on the order of k, so the fragments use a permuted k:
-// mma #1 takes elements 0..3 of the 8 (a0/b0 = elements 0,1 as logical k 2t,2t+1; a2/b1 =
-// elements 2,3 as logical k 2t+8,2t+9), mma #2 elements 4..7; A and B use the same mapping.
-// A block (NW warps) owns MT·16 rows; its warps split K by 32-k steps (U steps in flight
-// each) and sum their fragments through shared memory. Missing rows, batch rows and k
-// (past M, B, Kd) load zeros.
+// A operand (16 rows of a tile), x the B operand (n8 tiles of 8 batch rows). A thread (group
+// g = lane/4, t = lane%4) loads 16 contiguous bytes (8 k) of W rows g and g+8 and of x row g
+// of each n-tile, so a warp reads 64 contiguous bytes of each row (whole sectors). The dot
+// product does not depend on the order of k, so the fragments use a permuted k: mma #1 takes
+// elements 0..3 of the 8 (a0/b0 = elements 0,1 as logical k 2t,2t+1; a2/b1 = elements 2,3 as
+// logical k 2t+8,2t+9), mma #2 elements 4..7; A and B use the same mapping.
 __device__ __forceinline__ void mma_bf16_16816(
     float *d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1)
 {
@@ -157,7 +52,29 @@ __device__ __forceinline__ void mma_bf16_16816(
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-template <int MT, int U, int NW, typename Y>
+/* Warps a block splits K over: the number of parts of every output's sum. A function of M
+ * only (with Kd, through the steps, it fixes every output's reduction). H200: 16-row blocks of
+ * 8 warps for the big matrices; few rows (x_proj, M = 288): 16 warps so that the few blocks
+ * keep more loads in flight. */
+static int mv_warps(size_t M)
+{
+    return M >= 1024 ? 8 : 16;
+}
+
+/* n-tiles per slice of the shared-memory reduction: the buffer red[NW][32][4·MT·NS + 1]
+ * stays ≤ 18.5 KB (NW·MT·NS ≤ 32). */
+template <int MT, int NT, int NW> struct mv_slice {
+    static constexpr int ns0 = 32 / (NW * MT);
+    static constexpr int NS = ns0 < 1 ? 1 : ns0 > NT ? NT : ns0;
+    static_assert(NT % NS == 0, "slices must cut NT evenly");
+};
+
+// A block of NW warps owns MT·16 rows of W (row tile rt) and NT·8 rows of x (group gi):
+// blockIdx.x = rt · ngroups + gi. Warp w runs the steps of part w. Missing rows, batch rows
+// and k (past M, B, Kd) load zeros. PDL (k_common.cuh): the first U steps of W (which no
+// kernel writes) are loaded before fmb_pdl_wait(); x and y after it; every thread waits, none
+// returns early.
+template <int MT, int NT, int U, int NW, typename Y>
 static __global__ void __launch_bounds__(NW * 32)
     matvec_mma_kernel(const __nv_bfloat16 *__restrict__ W,
                       size_t ldw,
@@ -168,13 +85,15 @@ static __global__ void __launch_bounds__(NW * 32)
                       int M,
                       int Kd,
                       int B,
+                      int ngroups,
                       int accumulate)
 {
-    constexpr int NV = MT * 2 * 4; // accumulator floats per thread: MT m-tiles × 2 n-tiles
-    __shared__ float red[NW][32][NV + 1];
+    constexpr int NS = mv_slice<MT, NT, NW>::NS, SV = MT * NS * 4; // floats per slice a thread
+    __shared__ float red[NW][32][SV + 1];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
-    const int m0 = blockIdx.x * (MT * 16);
+    const int rt = blockIdx.x / ngroups, gi = blockIdx.x % ngroups;
+    const int m0 = rt * (MT * 16), n0 = gi * (NT * 8);
     const uint4 *wr[2 * MT];
     bool wok[2 * MT];
 #pragma unroll
@@ -183,26 +102,20 @@ static __global__ void __launch_bounds__(NW * 32)
         wok[r] = row < M;
         wr[r] = (const uint4 *)(W + (size_t)(wok[r] ? row : 0) * ldw);
     }
-    const uint4 *xr[2];
-    bool xok[2];
-#pragma unroll
-    for (int nt = 0; nt < 2; nt++) {
-        const int n = nt * 8 + g;
-        xok[nt] = n < B;
-        xr[nt] = (const uint4 *)(x + (size_t)(xok[nt] ? n : 0) * ldx);
-    }
-    float acc[MT][2][4];
+    // this thread's x row of n-tile nt is n0 + nt·8 + g, a real row where nt·8 < nvalid (none
+    // when nvalid ≤ 0; the base is then clamped to row 0 and never read)
+    const int nvalid = B - n0 - g;
+    const __nv_bfloat16 *xg = x + (size_t)(nvalid > 0 ? n0 + g : 0) * ldx;
+    float acc[MT][NT][4];
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int nt = 0; nt < 2; nt++)
+        for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int r = 0; r < 4; r++)
                 acc[mt][nt][r] = 0.0f;
     const int K8 = Kd / 8, nsteps = (K8 + 3) / 4;
     const uint4 zero = make_uint4(0, 0, 0, 0);
-    // PDL (k_common.cuh): the first U steps of W (which no kernel writes) are loaded before
-    // fmb_pdl_wait(); x after it
     uint4 wv[U][2 * MT];
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -215,123 +128,141 @@ static __global__ void __launch_bounds__(NW * 32)
     fmb_pdl_wait();
     fmb_pdl_trigger();
     for (int s = warp; s < nsteps; s += U * NW) {
-        uint4 xv[U][2];
+        if (s != warp) // the first steps' W is already loaded
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int ss = s + u * NW, k8 = ss * 4 + t;
-            const bool ok = ss < nsteps && k8 < K8;
-            if (s != warp) // the first steps' W is already loaded
+            for (int u = 0; u < U; u++) {
+                const int ss = s + u * NW, k8 = ss * 4 + t;
+                const bool ok = ss < nsteps && k8 < K8;
 #pragma unroll
                 for (int r = 0; r < 2 * MT; r++)
                     wv[u][r] = (ok && wok[r]) ? ld_stream(wr[r] + k8) : zero;
+            }
 #pragma unroll
-            for (int nt = 0; nt < 2; nt++)
-                xv[u][nt] = (ok && xok[nt]) ? __ldg(xr[nt] + k8) : zero;
-        }
+        for (int u = 0; u < U; u++) {
+            const int ss = s + u * NW, k8 = ss * 4 + t;
+            if (ss >= nsteps) // warp-uniform: past this part's last step, no mma
+                break;
+            const bool kok = k8 < K8;
 #pragma unroll
-        for (int u = 0; u < U; u++)
+            for (int nt = 0; nt < NT; nt++) {
+                const uint4 xb = (kok && nt * 8 < nvalid)
+                                     ? __ldg((const uint4 *)(xg + (size_t)nt * 8 * ldx) + k8)
+                                     : zero;
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-                for (int nt = 0; nt < 2; nt++) {
-                    const uint4 lo = wv[u][2 * mt], hi = wv[u][2 * mt + 1], xb = xv[u][nt];
+                for (int mt = 0; mt < MT; mt++) {
+                    const uint4 lo = wv[u][2 * mt], hi = wv[u][2 * mt + 1];
                     mma_bf16_16816(acc[mt][nt], lo.x, hi.x, lo.y, hi.y, xb.x, xb.y);
                     mma_bf16_16816(acc[mt][nt], lo.z, hi.z, lo.w, hi.w, xb.z, xb.w);
                 }
+            }
+        }
     }
+    // the NW parts of every output summed in order 0..NW-1, NS n-tiles at a time
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++)
+    for (int sl = 0; sl < NT / NS; sl++) {
+        if (sl)
+            __syncthreads(); // the previous slice has been read
 #pragma unroll
-        for (int nt = 0; nt < 2; nt++)
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int r = 0; r < 4; r++)
-                red[warp][lane][(mt * 2 + nt) * 4 + r] = acc[mt][nt][r];
-    __syncthreads();
-    for (int i = threadIdx.x; i < 32 * NV; i += NW * 32) {
-        const int l = i / NV, v = i % NV;
-        float sum = 0.0f;
+            for (int j = 0; j < NS; j++)
 #pragma unroll
-        for (int w = 0; w < NW; w++)
-            sum += red[w][l][v];
-        // accumulator layout (m16n8 f32): r 0,1 row g, r 2,3 row g+8; column 2t + (r & 1)
-        const int mt = v / 8, nt = (v / 4) % 2, r = v % 4;
-        const int row = m0 + mt * 16 + (l >> 2) + (r >> 1) * 8, n = nt * 8 + 2 * (l & 3) + (r & 1);
-        if (row < M && n < B) {
-            Y *p = y + (size_t)n * ldy + row;
-            if (accumulate)
-                sum += fmb_ld(p);
-            fmb_st(p, sum);
+                for (int r = 0; r < 4; r++)
+                    red[warp][lane][(mt * NS + j) * 4 + r] = acc[mt][sl * NS + j][r];
+        __syncthreads();
+        for (int i = threadIdx.x; i < 32 * SV; i += NW * 32) {
+            const int l = i / SV, v = i % SV;
+            float sum = 0.0f;
+#pragma unroll
+            for (int w = 0; w < NW; w++)
+                sum += red[w][l][v];
+            // accumulator layout (m16n8 f32): r 0,1 row g, r 2,3 row g+8; column 2t + (r & 1)
+            const int mt = v / (NS * 4), nt = sl * NS + (v / 4) % NS, r = v % 4;
+            const int row = m0 + mt * 16 + (l >> 2) + (r >> 1) * 8;
+            const int n = n0 + nt * 8 + 2 * (l & 3) + (r & 1);
+            if (row < M && n < B) {
+                Y *p = y + (size_t)n * ldy + row;
+                if (accumulate)
+                    sum += fmb_ld(p);
+                fmb_st(p, sum);
+            }
         }
     }
 }
 
+template <int MT, int NT, int U, int NW, typename Y>
+static void mv_launch(const fmb_cuda_ctx *c,
+                      size_t B,
+                      size_t M,
+                      size_t Kd,
+                      const __nv_bfloat16 *W,
+                      size_t ldw,
+                      const __nv_bfloat16 *x,
+                      size_t ldx,
+                      Y *y,
+                      size_t ldy,
+                      int accumulate)
+{
+    const size_t ng = (B + NT * 8 - 1) / (NT * 8), rts = (M + MT * 16 - 1) / (MT * 16);
+    FMB_ASSERT(ng <= INT32_MAX && rts * ng <= 0x7fffffffu);
+    FMB_LAUNCH_PDL(c, matvec_mma_kernel<MT, NT, U, NW, Y>, dim3((unsigned)(rts * ng)),
+                   dim3(NW * 32), 0, W, ldw, x, ldx, y, ldy, (int)M, (int)Kd, (int)B, (int)ng,
+                   accumulate);
+}
+
+/* The tile shape from B (any choice gives the same bits): the smallest n-tile count that
+ * holds the batch, up to 8 (64 rows) and groups of 64 above. NT = 8 with 8 warps takes two
+ * row tiles a block (MT = 2) so that x is re-read from L2 half as often, with 2 steps ahead
+ * (4 W loads of 16 B a thread) to stay in registers; the rest keep 4 steps ahead. */
+template <int NW, typename Y>
+static void mv_dispatch(const fmb_cuda_ctx *c,
+                        size_t B,
+                        size_t M,
+                        size_t Kd,
+                        const __nv_bfloat16 *W,
+                        size_t ldw,
+                        const __nv_bfloat16 *x,
+                        size_t ldx,
+                        Y *y,
+                        size_t ldy,
+                        int accumulate)
+{
+    if (B <= 8)
+        mv_launch<1, 1, 4, NW, Y>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
+    else if (B <= 16)
+        mv_launch<1, 2, 4, NW, Y>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
+    else if (B <= 32)
+        mv_launch<1, 4, 4, NW, Y>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
+    else if constexpr (NW <= 8)
+        mv_launch<2, 8, 2, NW, Y>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
+    else
+        mv_launch<1, 8, 2, NW, Y>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
+}
+
 template <typename Y>
-static void matvec_mma_launch(const fmb_cuda_ctx *c,
-                              size_t B,
-                              size_t M,
-                              size_t Kd,
-                              const void *W,
-                              size_t ldw,
-                              const void *x,
-                              size_t ldx,
-                              void *y,
-                              size_t ldy,
-                              int accumulate)
+static void matvec_run(const fmb_cuda_ctx *c,
+                       size_t B,
+                       size_t M,
+                       size_t Kd,
+                       const void *W,
+                       size_t ldw,
+                       const void *x,
+                       size_t ldx,
+                       void *y,
+                       size_t ldy,
+                       int accumulate)
 {
     const __nv_bfloat16 *w = (const __nv_bfloat16 *)W, *xx = (const __nv_bfloat16 *)x;
-    // 16-row blocks (MT = 1; H200: 32-row blocks left a 1.3-wave tail on in_proj, 2.1 TB/s);
-    // few rows (x_proj, M = 288): 16 warps a block so that the few blocks keep more loads in
-    // flight. Both keep 4 steps (8 W loads of 16 B) in flight a thread.
-    if (M >= 1024)
-        FMB_LAUNCH_PDL(c, matvec_mma_kernel<1, 4, 8, Y>, dim3(fmb_cdiv(M, 16)), dim3(8 * 32), 0, w,
-                       ldw, xx, ldx, (Y *)y, ldy, (int)M, (int)Kd, (int)B, accumulate);
+    if (mv_warps(M) == 8)
+        mv_dispatch<8, Y>(c, B, M, Kd, w, ldw, xx, ldx, (Y *)y, ldy, accumulate);
     else
-        FMB_LAUNCH_PDL(c, matvec_mma_kernel<1, 4, 16, Y>, dim3(fmb_cdiv(M, 16)), dim3(16 * 32), 0,
-                       w, ldw, xx, ldx, (Y *)y, ldy, (int)M, (int)Kd, (int)B, accumulate);
+        mv_dispatch<16, Y>(c, B, M, Kd, w, ldw, xx, ldx, (Y *)y, ldy, accumulate);
     FMB_LAUNCH_CHECK(c);
 }
 
 extern "C" int fmb_k_matvec_supported(size_t B, size_t Kd, size_t ldw, fmb_kdt xt)
 {
-    return B >= 1 && B <= FMB_MATVEC_MAXB && Kd % 8 == 0 && ldw % 8 == 0 && Kd >= 8 &&
-           xt == FMB_KDT_BF16;
-}
-
-template <typename Y>
-static void matvec_launch(const fmb_cuda_ctx *c,
-                          size_t B,
-                          size_t M,
-                          size_t Kd,
-                          const void *W,
-                          size_t ldw,
-                          const void *x,
-                          size_t ldx,
-                          void *y,
-                          size_t ldy,
-                          int accumulate)
-{
-    size_t k8 = Kd / 8;
-    int tpr = k8 >= 1024 ? 256 : k8 >= 512 ? 128 : k8 >= 128 ? 64 : 32;
-    unsigned g = fmb_cdiv(M, MV_THREADS / tpr);
-    const __nv_bfloat16 *w = (const __nv_bfloat16 *)W, *xx = (const __nv_bfloat16 *)x;
-    Y *yy = (Y *)y;
-    switch (B) {
-#define MV_CASE(BB)                                                                                \
-    case BB:                                                                                       \
-        FMB_LAUNCH_PDL(c, matvec_kernel<BB, Y>, dim3(g), dim3(MV_THREADS), 0, w, ldw, xx, ldx, yy, \
-                       ldy, (int)M, (int)Kd, tpr, accumulate);                                     \
-        break;
-        MV_CASE(1)
-        MV_CASE(2)
-        MV_CASE(3)
-        MV_CASE(4)
-        MV_CASE(5)
-        MV_CASE(6)
-        MV_CASE(7)
-        MV_CASE(8)
-#undef MV_CASE
-    }
-    FMB_LAUNCH_CHECK(c);
+    return B >= 1 && Kd % 8 == 0 && ldw % 8 == 0 && Kd >= 8 && xt == FMB_KDT_BF16;
 }
 
 extern "C" void fmb_k_matvec(const fmb_cuda_ctx *c,
@@ -350,27 +281,15 @@ extern "C" void fmb_k_matvec(const fmb_cuda_ctx *c,
 {
     FMB_ASSERT(fmb_k_matvec_supported(B, Kd, ldw, xt));
     FMB_ASSERT(ldx % 8 == 0 && ((uintptr_t)W & 15) == 0 && ((uintptr_t)x & 15) == 0);
-    FMB_ASSERT(M <= INT32_MAX && Kd <= INT32_MAX);
+    FMB_ASSERT(M <= INT32_MAX && Kd <= INT32_MAX && B <= INT32_MAX && ldy >= M);
     if (M == 0)
         return;
     FMB_ASSERTF(yt == FMB_KDT_F32 || yt == FMB_KDT_BF16, "fmb_k_matvec: unsupported output type %d",
                 (int)yt);
-    // c->matvec_algo: auto = cc (CUDA cores for B ≤ 8, cuBLAS above), mma (tensor cores for
-    // every B; slower at the 7B shape so far, bench/RESULTS.md).
-    if (c->matvec_algo == FMB_MATVEC_MMA) {
-        // tensor cores: W read once for all B rows
-        if (yt == FMB_KDT_F32)
-            matvec_mma_launch<float>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
-        else
-            matvec_mma_launch<__nv_bfloat16>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
-        return;
-    }
-    if (B > 8) {
-        fmb_k_gemm(c, B, M, Kd, x, ldx, W, ldw, FMB_KDT_BF16, y, ldy, yt, accumulate ? 1.0f : 0.0f);
-        return;
-    }
+    // c->matvec_algo (the kernel option matvec) selects nothing any more: every value runs this
+    // kernel
     if (yt == FMB_KDT_F32)
-        matvec_launch<float>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
+        matvec_run<float>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
     else
-        matvec_launch<__nv_bfloat16>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
+        matvec_run<__nv_bfloat16>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
 }

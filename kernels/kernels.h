@@ -176,14 +176,16 @@ void fmb_k_gemm_inv(const fmb_cuda_ctx *c,
                     float beta,
                     size_t plan_rows);
 
-/* Small-batch matrix-vector product for decode (B ≤ FMB_MATVEC_MAXB rows of x; B ≤ 8 on
- * CUDA cores, 9..16 through cuBLAS, or all on tensor cores with c->matvec_algo = MMA):
- * y[b, m] = Σ_k W[m, k] x[b, k] (+ y[b, m] if accumulate). W: bf16 [M, Kd] (ld ldw, 16-byte
- * aligned rows, Kd % 8 == 0); x: xt [B, Kd]; y: yt [B, M]. fp32 accumulation. */
-#define FMB_MATVEC_MAXB 16
-/* c->matvec_algo (FMB_MATVEC_*, kernels/kopts.h): AUTO = CC: CUDA cores for B ≤ 8, cuBLAS for
- * 9..16; MMA: tensor cores (mma.sync m16n8k16) for every B, an option and a tested starting
- * point (measured slower at the 7B shape: bench/RESULTS.md). */
+/* The decode matrix-vector product, batch-invariant (k_matvec.cu), for any B ≥ 1 rows of x:
+ * y[b, m] = Σ_k W[m, k] x[b, k] (+ y[b, m] if accumulate) on tensor cores with fp32
+ * accumulation, each output's sum in an order fixed by (M, Kd) alone, so y[b, :] is bitwise
+ * the same whatever B, the other rows of x and b's position. W: bf16 [M, Kd] (ld ldw,
+ * 16-byte aligned rows, Kd % 8 == 0); x: bf16 [B, Kd] (ld ldx % 8 == 0, 16-byte aligned);
+ * y: f32 or bf16 [B, M] (ld ldy). */
+/* c->matvec_algo (kernels/kopts.h) selects nothing any more: AUTO, CC and MMA all run
+ * the batch-invariant tensor-core kernel (the CUDA-core kernel for B ≤ 8 and the cuBLAS path
+ * for B > 8 are gone: their results depended on B). The values stay for the context's
+ * option parsing. */
 int fmb_k_matvec_supported(size_t B, size_t Kd, size_t ldw, fmb_kdt xt);
 void fmb_k_matvec(const fmb_cuda_ctx *c,
                   size_t B,

@@ -6,6 +6,8 @@
  *   bf16: per-position |ΔNLL| ≤ 0.1 and mean |ΔNLL| ≤ 0.01 against HF; greedy tokens (decode
  *     steps) equal HF's up to the first step where HF's top-2 logit gap is below 0.05 (the gap
  *     from HF's logits at step 0, from the CPU engine, fed HF's ids, after).
+ *   decode batch invariance (bf16 and f32): a sequence's logits inside decode batches of 5,
+ *     16, 37 and 100 are bitwise those of the sequence decoded alone.
  */
 #include <math.h>
 #include <stdio.h>
@@ -17,14 +19,15 @@
 #include "tests/check.h"
 #include "tests/fixture.h"
 
-static fmb_engine *
-open_engine(const char *dir, fmb_backend_kind b, fmb_compute_kind ck, size_t chunk)
+static fmb_engine *open_engine_mb(
+    const char *dir, fmb_backend_kind b, fmb_compute_kind ck, size_t chunk, size_t max_batch)
 {
     fmb_engine_opts o = {0};
     o.kernel = fixture_kernel_env();
     o.backend = b;
     o.compute = ck;
     o.chunk_tokens = chunk;
+    o.max_batch = max_batch;
     fmb_engine *e = NULL;
     fmb_err err;
     if (fmb_engine_open(dir, &o, &e, &err)) {
@@ -32,6 +35,12 @@ open_engine(const char *dir, fmb_backend_kind b, fmb_compute_kind ck, size_t chu
         exit(1);
     }
     return e;
+}
+
+static fmb_engine *
+open_engine(const char *dir, fmb_backend_kind b, fmb_compute_kind ck, size_t chunk)
+{
+    return open_engine_mb(dir, b, ck, chunk, 0);
 }
 
 static float *long_nll(fmb_engine *e, const int32_t *ids, size_t n, fmb_state **keep)
@@ -332,8 +341,8 @@ static void fixture(const char *name)
     }
     free(nb);
 
-    // bf16 batched decode of 12 sequences (batch > 8: the tensor-core / two-pass matvec
-    // paths) against one at a time (the B = 1 kernel): equal within bf16 rounding
+    // bf16 batched decode of 12 sequences against one at a time: equal within bf16 rounding
+    // (bitwise, in fact: decode_invariance)
     {
         enum { NB = 12 };
         fmb_state *s1[NB], *s2[NB];
@@ -371,12 +380,99 @@ static void fixture(const char *name)
     fmb_st_close(rs);
 }
 
+/* Decode is batch-invariant, bit for bit (docs/DECISIONS.md): one sequence (a 9-token prefix
+ * of the long prompt) decoded alone for 3 steps, then the same 3 steps from the same state
+ * inside batches of 5, 16, 37 and 100 sequences (each other sequence with its own prefix of
+ * 1..12 tokens and its own tokens, the target at a different position each time, the same
+ * batch size for all 3 steps: its states must also evolve identically); the target's logits
+ * must be memcmp-equal to the alone run at every step. max_batch 128: every batch is one
+ * step. */
+static void decode_invariance(const char *name, const char *dir, fmb_compute_kind ck)
+{
+    enum { NSTEP = 3, BMAX = 100 };
+    const char *cn = ck == FMB_COMPUTE_F32 ? "f32" : "bf16";
+    char path[300], label[200];
+    snprintf(path, sizeof path, "%s/ref.safetensors", dir);
+    fmb_st *rs;
+    fmb_err err;
+    if (fmb_st_open_file(path, &rs, &err)) {
+        check(0, "decode invariance fixture", "%s", err.msg);
+        return;
+    }
+    size_t n;
+    int32_t *ids = fixture_ids(rs, "long.ids", &n);
+    FMB_ASSERT(n > 40);
+    fmb_engine *e = open_engine_mb(dir, FMB_BACKEND_CUDA, ck, 0, 128);
+    size_t V = (size_t)fmb_engine_config(e)->V;
+    fmb_state *base, *sts[BMAX];
+    FMB_ASSERT(!fmb_state_new(e, &base, &err));
+    FMB_ASSERT(!fmb_engine_forward(e, base, ids, 9, NULL, &err));
+    for (int i = 0; i < BMAX; i++)
+        FMB_ASSERT(!fmb_state_new(e, &sts[i], &err));
+    const int32_t tgt_tok[NSTEP] = {ids[9], ids[10], ids[11]};
+    // alone
+    float *alone = malloc(NSTEP * V * 4), *lb = malloc(BMAX * V * 4);
+    fmb_state_copy(sts[0], base);
+    for (int k = 0; k < NSTEP; k++)
+        FMB_ASSERT(!fmb_engine_step(e, sts, &tgt_tok[k], 1, alone + (size_t)k * V, &err));
+    int finite = 1;
+    for (size_t i = 0; i < NSTEP * V; i++)
+        finite &= isfinite(alone[i]);
+    snprintf(label, sizeof label, "cuda %s %s decode alone: logits finite", cn, name);
+    check(finite, label, "a NaN or inf");
+    const size_t Bs[4] = {5, 16, 37, 100};
+    for (int bi = 0; bi < 4; bi++) {
+        const size_t B = Bs[bi], pos = (B * (size_t)(bi + 1) * 7 / 11) % B;
+        for (size_t i = 0; i < B; i++) {
+            if (i == pos) {
+                fmb_state_copy(sts[i], base);
+                continue;
+            }
+            // another sequence: its own prefix (start and length from i and B)
+            size_t o = (i * 13 + B * 3) % (n - 16), len = 1 + (i + B) % 12;
+            fmb_state_reset(sts[i]);
+            FMB_ASSERT(!fmb_engine_forward(e, sts[i], ids + o, len, NULL, &err));
+        }
+        int same = 1, first = -1;
+        for (int k = 0; k < NSTEP; k++) {
+            int32_t tk[BMAX];
+            for (size_t i = 0; i < B; i++)
+                tk[i] = i == pos ? tgt_tok[k] : ids[(i * 31 + (size_t)k * 5 + B) % n];
+            for (size_t i = 0; i < B * V; i++)
+                lb[i] = NAN;
+            FMB_ASSERT(!fmb_engine_step(e, sts, tk, B, lb, &err));
+            if (memcmp(lb + pos * V, alone + (size_t)k * V, V * 4) != 0 && same) {
+                same = 0;
+                first = k;
+            }
+        }
+        snprintf(label, sizeof label,
+                 "cuda %s %s decode: a sequence at position %zu of a batch of %zu bitwise = "
+                 "alone (%d steps)",
+                 cn, name, pos, B, NSTEP);
+        check(same, label, "logits differ first at step %d", first);
+    }
+    for (int i = 0; i < BMAX; i++)
+        fmb_state_free(sts[i]);
+    fmb_state_free(base);
+    free(alone), free(lb), free(ids);
+    fmb_engine_free(e);
+    fmb_st_close(rs);
+}
+
 int main(void)
 {
 #ifdef FMB_HAVE_CUDA
     fixture("tiny-a");
     fixture("tiny-b");
     fixture("tiny-bf16");
+    const char *fx[3] = {"tiny-a", "tiny-b", "tiny-bf16"};
+    for (int i = 0; i < 3; i++) {
+        char dir[256];
+        snprintf(dir, sizeof dir, "tests/fixtures/%s", fx[i]);
+        decode_invariance(fx[i], dir, FMB_COMPUTE_BF16);
+        decode_invariance(fx[i], dir, FMB_COMPUTE_F32);
+    }
 #else
     check(0, "cuda build", "built without CUDA");
 #endif

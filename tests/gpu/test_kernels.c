@@ -823,35 +823,173 @@ static void t_matvec(size_t B, size_t M, size_t K, fmb_kdt yt, int accumulate)
             r[b * M + m] = y[b * ldy + m];
         }
     char name[128];
-    snprintf(name, sizeof name, "matvec[%d] B=%zu M=%zu K=%zu ->%s acc=%d", ctx.matvec_algo, B, M,
-             K, dtn(yt), accumulate);
+    snprintf(name, sizeof name, "matvec B=%zu M=%zu K=%zu ->%s acc=%d", B, M, K, dtn(yt),
+             accumulate);
     expect(name, a, r, B * M, yt == FMB_KDT_F32 ? 1e-5 : 1e-2);
     free(x), free(W), free(y), free(g), free(a), free(r);
     fmb_cuda_free(dx), fmb_cuda_free(dW), fmb_cuda_free(dy);
 }
 
+/* Host copy of n raw bytes of a device buffer. */
+static unsigned char *down_raw(const void *d, size_t n)
+{
+    unsigned char *h = fmb_xmalloc(n ? n : 1);
+    fmb_cuda_sync(&ctx);
+    fmb_cuda_d2h(&ctx, h, d, n);
+    fmb_cuda_sync(&ctx);
+    return h;
+}
+
+/* Rows [0, B) × columns [0, M) of raw y (ld ldy, type yt) as floats. */
+static float *y_rows(const unsigned char *raw, size_t B, size_t M, size_t ldy, fmb_kdt yt)
+{
+    float *a = hnew(B * M);
+    for (size_t b = 0; b < B; b++)
+        for (size_t m = 0; m < M; m++) {
+            size_t i = b * ldy + m;
+            if (yt == FMB_KDT_F32) {
+                memcpy(&a[b * M + m], raw + i * 4, 4);
+            } else {
+                uint16_t h;
+                memcpy(&h, raw + i * 2, 2);
+                a[b * M + m] = fmb_bf16_to_f32(h);
+            }
+        }
+    return a;
+}
+
+/* fmb_k_matvec is batch-invariant: Bmax source rows of x (and of y for accumulate); each is
+ * first computed alone (B = 1, in place on its own row); then for each B of Bs, a batch of B
+ * rows drawn in a fresh random order from the sources: every row of the batch must equal its
+ * row alone byte for byte (so also the same row at any other position of any other batch),
+ * the columns past M of y must keep their NaN poison, and the batch must match the CPU twin
+ * within the usual tolerance. f32 and bf16 y, accumulate off and on, with one W and x. */
+static void t_matvec_inv(size_t M, size_t K, const size_t *Bs, int nB)
+{
+    size_t Bmax = 0;
+    for (int i = 0; i < nB; i++)
+        Bmax = Bs[i] > Bmax ? Bs[i] : Bmax;
+    const size_t ldw = K + 8, ldx = K + 16, ldy = M + 3;
+    float *x = hnew(Bmax * ldx), *W = hnew(M * ldw), *y0 = hnew(Bmax * ldy);
+    float *ref = hnew(Bmax * ldy), *xb = hnew(Bmax * ldx), *yb = hnew(Bmax * ldy);
+    size_t *perm = fmb_xmalloc(Bmax * sizeof *perm);
+    fill_normal(x, Bmax * ldx, 1.0f);
+    fill_normal(W, M * ldw, 0.1f);
+    round_to(x, Bmax * ldx, FMB_KDT_BF16);
+    round_to(W, M * ldw, FMB_KDT_BF16);
+    void *dx = up(x, Bmax * ldx, FMB_KDT_BF16), *dW = up(W, M * ldw, FMB_KDT_BF16);
+    const fmb_kdt yts[2] = {FMB_KDT_F32, FMB_KDT_BF16};
+    for (int yi = 0; yi < 2; yi++)
+        for (int acc = 0; acc < 2; acc++) {
+            const fmb_kdt yt = yts[yi];
+            const size_t ys = fmb_kdt_size(yt), row_bytes = ldy * ys;
+            fill_normal(y0, Bmax * ldy, 1.0f);
+            round_to(y0, Bmax * ldy, yt);
+            memcpy(ref, y0, Bmax * ldy * sizeof *ref);
+            fmb_kcpu_gemm_nt(Bmax, M, K, x, ldx, W, ldw, ref, ldy, acc);
+            float *rr = hnew(Bmax * M);
+            for (size_t b = 0; b < Bmax; b++)
+                memcpy(rr + b * M, ref + b * ldy, M * sizeof *rr);
+            // every source row alone
+            void *d1 = acc ? up(y0, Bmax * ldy, yt) : poisoned(Bmax * ldy, yt);
+            for (size_t r = 0; r < Bmax; r++)
+                fmb_k_matvec(&ctx, 1, M, K, dW, ldw, (const char *)dx + r * ldx * 2, ldx,
+                             FMB_KDT_BF16, (char *)d1 + r * row_bytes, ldy, yt, acc);
+            unsigned char *alone = down_raw(d1, Bmax * row_bytes);
+            char name[160];
+            float *a = y_rows(alone, Bmax, M, ldy, yt);
+            snprintf(name, sizeof name, "matvec M=%zu K=%zu ->%s acc=%d: %zu rows alone vs cpu", M,
+                     K, dtn(yt), acc, Bmax);
+            expect(name, a, rr, Bmax * M, tol(yt));
+            free(a);
+            int same = 1, poison = 1;
+            double worst = 0;
+            char bad[96] = "";
+            for (int bi = 0; bi < nB; bi++) {
+                const size_t B = Bs[bi];
+                for (size_t i = 0; i < Bmax; i++)
+                    perm[i] = i;
+                for (size_t i = Bmax - 1; i > 0; i--) { // Fisher-Yates
+                    size_t j = (size_t)(check_rand_u64(&rng) % (i + 1)), t = perm[i];
+                    perm[i] = perm[j], perm[j] = t;
+                }
+                float *rb = hnew(B * M);
+                for (size_t i = 0; i < B; i++) {
+                    memcpy(xb + i * ldx, x + perm[i] * ldx, ldx * sizeof *xb);
+                    memcpy(yb + i * ldy, y0 + perm[i] * ldy, ldy * sizeof *yb);
+                    memcpy(rb + i * M, rr + perm[i] * M, M * sizeof *rb);
+                }
+                void *dxb = up(xb, B * ldx, FMB_KDT_BF16);
+                void *dyb = acc ? up(yb, B * ldy, yt) : poisoned(B * ldy, yt);
+                fmb_k_matvec(&ctx, B, M, K, dW, ldw, dxb, ldx, FMB_KDT_BF16, dyb, ldy, yt, acc);
+                unsigned char *got = down_raw(dyb, B * row_bytes);
+                for (size_t i = 0; i < B; i++) {
+                    const unsigned char *gr = got + i * row_bytes;
+                    if (same && memcmp(gr, alone + perm[i] * row_bytes, M * ys) != 0) {
+                        same = 0;
+                        snprintf(bad, sizeof bad, " (first: B=%zu, row %zu = source %zu)", B, i,
+                                 perm[i]);
+                    }
+                    for (size_t j = M * ys; !acc && j < row_bytes; j++)
+                        poison &= gr[j] == 0xFF;
+                }
+                float *g = y_rows(got, B, M, ldy, yt);
+                double e = rel_l2(g, rb, B * M);
+                worst = e > worst ? e : worst;
+                free(g), free(rb), free(got);
+                fmb_cuda_free(dxb), fmb_cuda_free(dyb);
+            }
+            snprintf(name, sizeof name,
+                     "matvec M=%zu K=%zu ->%s acc=%d: every row of %d batch sizes (1..%zu, "
+                     "shuffled) bitwise = the row alone",
+                     M, K, dtn(yt), acc, nB, Bmax);
+            check(same, name, "a row differs from the same row at B = 1%s", bad);
+            snprintf(name, sizeof name, "matvec M=%zu K=%zu ->%s acc=%d: batches vs cpu", M, K,
+                     dtn(yt), acc);
+            check(worst <= tol(yt), name, "worst rel L2 %.3g > %.3g", worst, tol(yt));
+            if (!acc) {
+                snprintf(name, sizeof name, "matvec M=%zu K=%zu ->%s: y past column M untouched", M,
+                         K, dtn(yt));
+                check(poison, name, "a byte of y's padding columns was written");
+            }
+            free(alone), free(rr);
+            fmb_cuda_free(d1);
+        }
+    free(x), free(W), free(y0), free(ref), free(xb), free(yb), free(perm);
+    fmb_cuda_free(dx), fmb_cuda_free(dW);
+}
+
 /* Decode GEMM timing at the 7B shapes: W bf16 [M, K] streamed once, x bf16 [B, K], y bf16;
- * median of 9 reps, reported as W bytes per second. */
+ * median of 9 reps, reported as W bytes per second; cuBLAS's GEMM at the same shape (what
+ * decode ran above batch 8 before the matvec became batch-invariant) for comparison. */
 static void time_matvec(size_t B, size_t M, size_t K, const char *what)
 {
     void *dW = fmb_cuda_malloc(M * K * 2), *dx = fmb_cuda_malloc(B * K * 2);
     void *dy = fmb_cuda_malloc(B * M * 2);
     fmb_k_fill_uniform(&ctx, dW, FMB_KDT_BF16, M * K, 11, 0.05f, 0.0f);
     fmb_k_fill_uniform(&ctx, dx, FMB_KDT_BF16, B * K, 12, 1.0f, 0.0f);
+    fmb_cuda_sync(&ctx); // W is read before the PDL wait
     void *e0 = fmb_cuda_event_new(), *e1 = fmb_cuda_event_new();
-    float ms[9];
-    for (int r = -2; r < 9; r++) {
-        fmb_cuda_event_record(&ctx, e0);
-        fmb_k_matvec(&ctx, B, M, K, dW, K, dx, K, FMB_KDT_BF16, dy, M, FMB_KDT_BF16, 0);
-        fmb_cuda_event_record(&ctx, e1);
-        float t = fmb_cuda_event_ms(e0, e1);
-        if (r >= 0)
-            ms[r] = t;
+    float med[2];
+    for (int mode = 0; mode < 2; mode++) {
+        float ms[9];
+        for (int r = -2; r < 9; r++) {
+            fmb_cuda_event_record(&ctx, e0);
+            if (mode)
+                fmb_k_gemm(&ctx, B, M, K, dx, K, dW, K, FMB_KDT_BF16, dy, M, FMB_KDT_BF16, 0.0f);
+            else
+                fmb_k_matvec(&ctx, B, M, K, dW, K, dx, K, FMB_KDT_BF16, dy, M, FMB_KDT_BF16, 0);
+            fmb_cuda_event_record(&ctx, e1);
+            float t = fmb_cuda_event_ms(e0, e1);
+            if (r >= 0)
+                ms[r] = t;
+        }
+        med[mode] = median9(ms);
     }
-    const float med = median9(ms);
-    check_note("matvec[%s] timing %s B=%zu M=%zu K=%zu: %.1f us, %.0f GB/s of W",
-               ctx.matvec_algo == FMB_MATVEC_MMA ? "mma" : "auto", what, B, M, K, med * 1e3,
-               (double)M * K * 2 / (med * 1e-3) / 1e9);
+    check_note("matvec timing %s B=%zu M=%zu K=%zu: %.1f us, %.0f GB/s of W, %.1f TFLOP/s "
+               "(cuBLAS gemm: %.1f us)",
+               what, B, M, K, med[0] * 1e3, (double)M * K * 2 / (med[0] * 1e-3) / 1e9,
+               2.0 * B * M * K / (med[0] * 1e-3) / 1e12, med[1] * 1e3);
     fmb_cuda_event_free(e0), fmb_cuda_event_free(e1);
     fmb_cuda_free(dW), fmb_cuda_free(dx), fmb_cuda_free(dy);
 }
@@ -1043,12 +1181,11 @@ static unsigned char *chain_snap(const pdl_chain *ch, size_t *bytes)
     return h;
 }
 
-static void t_pdl_chain(size_t B, int mv_algo)
+static void t_pdl_chain(size_t B)
 {
     const int pdl0 = ctx.pdl, reps = 8;
     pdl_chain ch;
     chain_init(&ch, B);
-    ctx.matvec_algo = mv_algo;
     size_t n = 0, n2 = 0;
     ctx.pdl = 0;
     chain_run(&ch);
@@ -1058,8 +1195,7 @@ static void t_pdl_chain(size_t B, int mv_algo)
     for (size_t i = 0; i < B * ch.V; i++)
         finite &= isfinite(ch.logits_h[i]);
     char name[160];
-    const char *alg = mv_algo == FMB_MATVEC_MMA ? "mma" : B > 8 ? "cublas" : "cc";
-    snprintf(name, sizeof name, "pdl chain B=%zu %s: reference logits finite", B, alg);
+    snprintf(name, sizeof name, "pdl chain B=%zu: reference logits finite", B);
     check(finite, name, "a NaN or inf in the logits (the chain reads an unwritten buffer)");
     int eager = 1;
     for (int r = 0; r < reps; r++) {
@@ -1068,8 +1204,8 @@ static void t_pdl_chain(size_t B, int mv_algo)
         eager &= n2 == n && memcmp(got, ref, n) == 0;
         free(got);
     }
-    snprintf(name, sizeof name, "pdl chain B=%zu %s: eager, PDL %s == plain launches (%d runs)", B,
-             alg, ctx.pdl ? "on" : "unavailable", reps);
+    snprintf(name, sizeof name, "pdl chain B=%zu: eager, PDL %s == plain launches (%d runs)", B,
+             ctx.pdl ? "on" : "unavailable", reps);
     check(eager, name, "outputs differ bitwise");
     for (int mode = 0; mode < 2; mode++) { // graph with PDL as set at init, then off
         ctx.pdl = mode ? 0 : pdl0;
@@ -1086,11 +1222,10 @@ static void t_pdl_chain(size_t B, int mv_algo)
             free(got);
         }
         fmb_cuda_graph_free(ex);
-        snprintf(name, sizeof name, "pdl chain B=%zu %s: CUDA graph (PDL %s) == eager (%d replays)",
-                 B, alg, mode || !pdl0 ? "off" : "on", reps);
+        snprintf(name, sizeof name, "pdl chain B=%zu: CUDA graph (PDL %s) == eager (%d replays)", B,
+                 mode || !pdl0 ? "off" : "on", reps);
         check(same, name, "outputs differ bitwise");
     }
-    ctx.matvec_algo = FMB_MATVEC_AUTO;
     free(ref);
     chain_free(&ch);
 }
@@ -1109,18 +1244,13 @@ static void t_pdl(void)
         t_add_rmsnorm(5, 4096, 0, dts[di]);
         t_add_rmsnorm(2, 1001, 1, dts[di]); // D % 4 != 0: scalar loads, a partial group
     }
-    // matvec: two groups of four chunks a thread and a tail (K8 = 2056, tpr = 256)
+    // matvec: long rows (K8 = 2056: 514 steps of 32 k over the warps, the last partial)
     t_matvec(1, 70, 16448, FMB_KDT_F32, 0);
     t_matvec(3, 70, 16448, FMB_KDT_BF16, 1);
-    t_pdl_chain(1, FMB_MATVEC_AUTO);
-    t_pdl_chain(5, FMB_MATVEC_AUTO);
-    // cuBLAS between the PDL kernels; not in the small run that the sanitizers take:
-    // racecheck reports shared-memory hazards inside cuBLAS's split-K kernels at these shapes
-    // (nvjet_sm90_*_splitK, H200, cuBLAS 13), with PDL off as well
-    if (!small_only)
-        t_pdl_chain(12, FMB_MATVEC_AUTO);
-    t_pdl_chain(1, FMB_MATVEC_MMA);
-    t_pdl_chain(12, FMB_MATVEC_MMA);
+    // the chain's matvecs at every tile shape: 1 n-tile, 2, 4, 8 and two groups of 64 rows
+    const size_t cb[6] = {1, 5, 12, 20, 40, 70};
+    for (int i = 0; i < 6; i++)
+        t_pdl_chain(cb[i]);
 }
 
 // --- main ---------------------------------------------------------------------------------
@@ -1257,20 +1387,32 @@ int main(int argc, char **argv)
         t_gemm_inv(65024, 4096, FMB_KDT_BF16, FMB_KDT_F32, 256, 256);
         t_gemm_inv(288, 8192, FMB_KDT_F32, FMB_KDT_F32, 2048, 4096);
     }
-    const int mvs[3] = {FMB_MATVEC_AUTO, FMB_MATVEC_MMA, FMB_MATVEC_CC};
-    for (int mi = 0; mi < 3; mi++) {
-        ctx.matvec_algo = mvs[mi];
-        t_matvec(1, 300, 256, FMB_KDT_F32, 0);
-        t_matvec(3, 129, 4104, FMB_KDT_BF16, 0);
-        t_matvec(8, 77, 1024, FMB_KDT_F32, 1);
-        t_matvec(5, 260, 8192, FMB_KDT_F32, 0);
-        t_matvec(16, 2048, 4096, FMB_KDT_BF16, 0); // tensor cores, 8-warp blocks
-        t_matvec(12, 1030, 264, FMB_KDT_F32, 1);   // partial row block, partial 32-k step
-        t_matvec(9, 8460, 1024, FMB_KDT_F32, 0);
-        t_matvec(16, 300, 8192, FMB_KDT_F32, 0); // few rows: 16-warp blocks
-        t_matvec(13, 77, 1024, FMB_KDT_BF16, 1);
+    t_matvec(1, 300, 256, FMB_KDT_F32, 0);
+    t_matvec(3, 129, 4104, FMB_KDT_BF16, 0);
+    t_matvec(8, 77, 1024, FMB_KDT_F32, 1);
+    t_matvec(5, 260, 8192, FMB_KDT_F32, 0);
+    t_matvec(16, 2048, 4096, FMB_KDT_BF16, 0); // 8-warp blocks
+    t_matvec(12, 1030, 264, FMB_KDT_F32, 1);   // partial row tile, partial 32-k step
+    t_matvec(9, 8460, 1024, FMB_KDT_F32, 0);
+    t_matvec(16, 300, 8192, FMB_KDT_F32, 0); // few rows: 16-warp blocks
+    t_matvec(13, 77, 1024, FMB_KDT_BF16, 1);
+    t_matvec(100, 1030, 264, FMB_KDT_BF16, 1); // two row tiles a block, two groups
+    t_matvec(257, 70, 520, FMB_KDT_F32, 0);    // five groups, the last one row
+    // batch invariance: every row at every B bitwise = the row alone (the decode contract)
+    {
+        const size_t bs[17] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 100, 129, 200};
+        const size_t bs_small[6] = {1, 3, 9, 17, 33, 65};
+        const size_t ms[5] = {1, 70, 288, 1000, 4097}, ks[5] = {8, 256, 264, 4096, 8200};
+        if (small_only) { // NW = 16 and 8, every tile shape, partial steps and row tiles
+            t_matvec_inv(1, 8, bs_small, 6);
+            t_matvec_inv(70, 264, bs_small, 6);
+            t_matvec_inv(1030, 264, bs_small, 6);
+        } else {
+            for (int mi = 0; mi < 5; mi++)
+                for (int ki = 0; ki < 5; ki++)
+                    t_matvec_inv(ms[mi], ks[ki], bs, 17);
+        }
     }
-    ctx.matvec_algo = FMB_MATVEC_AUTO;
     t_pdl();
     if (!small_only) {
         time_conv(1);
@@ -1289,17 +1431,14 @@ int main(int argc, char **argv)
         time_scan(4096, fmb_k_scan_seg_len(&ctx, 4096, 8192, 1));
         time_scan(8192, fmb_k_scan_seg_len(&ctx, 8192, 8192, 1));
         time_scan(16, 32);
-        size_t bs[3] = {1, 8, 16};
-        for (int i = 0; i < 3; i++)
-            for (int mi = 0; mi < 2; mi++) {
-                ctx.matvec_algo = mi ? FMB_MATVEC_MMA : FMB_MATVEC_AUTO;
-                time_matvec(bs[i], 16384, 4096, "in_proj");
-                time_matvec(bs[i], 288, 8192, "x_proj");
-                time_matvec(bs[i], 8192, 256, "dt_proj");
-                time_matvec(bs[i], 4096, 8192, "out_proj");
-                time_matvec(bs[i], 65024, 4096, "lm_head");
-            }
-        ctx.matvec_algo = FMB_MATVEC_AUTO;
+        const size_t bs[5] = {1, 16, 64, 128, 256};
+        for (int i = 0; i < 5; i++) {
+            time_matvec(bs[i], 16384, 4096, "in_proj");
+            time_matvec(bs[i], 288, 8192, "x_proj");
+            time_matvec(bs[i], 8192, 256, "dt_proj");
+            time_matvec(bs[i], 4096, 8192, "out_proj");
+            time_matvec(bs[i], 65024, 4096, "lm_head");
+        }
         ctx.scan_algo = FMB_SCAN_TILE1;
         time_scan(4096, 4096);
         ctx.scan_algo = FMB_SCAN_TILE;
