@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "batch/schema.h"
-#include "engine/sample.h"
+#include "engine/hash.h"
 
 struct fmb_queue {
     sqlite3 *db;
@@ -314,7 +314,7 @@ fmb_status fmb_queue_bind_job(fmb_queue *q,
         char ver[16];
         snprintf(ver, sizeof ver, "%d", FMB_SCHEMA_VERSION);
         char h[33];
-        fmb_queue_content_hash(fingerprint, strlen(fingerprint), h);
+        fmb_hash_content(fingerprint, strlen(fingerprint), h);
         if (meta_set(q, "job_name", q->job) || meta_set(q, "fingerprint", fingerprint) ||
             meta_set(q, "fingerprint_hash", h) || meta_set(q, "model", model) ||
             meta_set(q, "model_hash", model_hash) ||
@@ -686,7 +686,7 @@ fmb_queue_fail_key(fmb_queue *q, const char *key, const char *reason, int *recor
     /* The source could not produce the document, so there is no content: hash the reason, so
      * that a repaired document (which hashes differently) is taken again. */
     char h[33];
-    fmb_queue_content_hash(reason, strlen(reason), h);
+    fmb_hash_content(reason, strlen(reason), h);
     fmb_claim c;
     int64_t id;
     *recorded = 0;
@@ -847,11 +847,4 @@ void fmb_queue_heartbeat_stop(fmb_queue *q)
     pthread_mutex_unlock(&q->hb_mu);
     pthread_join(q->hb, NULL);
     q->hb_running = 0;
-}
-
-void fmb_queue_content_hash(const void *data, size_t len, char out[33])
-{
-    uint64_t a = fmb_hash64(0, data, len);
-    uint64_t b = fmb_hash64(a ^ 0x9e3779b97f4a7c15ull, data, len);
-    snprintf(out, 33, "%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
 }

@@ -123,7 +123,4 @@ struct sqlite3 *fmb_queue_db(fmb_queue *q);
 FMB_NODISCARD fmb_status fmb_queue_heartbeat_start(fmb_queue *q, fmb_err *err);
 void fmb_queue_heartbeat_stop(fmb_queue *q);
 
-/* 128-bit content hash of bytes as 32 hex chars + NUL. */
-void fmb_queue_content_hash(const void *data, size_t len, char out[33]);
-
 #endif

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "engine/sample.h"
+#include "engine/hash.h"
 #include "kernels/cpu/kcpu.h"
 
 fmb_status fmb_synth_shape(const char *spec, fmb_config *c, fmb_err *err)

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "batch/queue.h"
+#include "engine/hash.h"
 #include "tests/check.h"
 
 static char path[256];
@@ -176,8 +177,8 @@ int main(void)
     }
     fmb_queue_close(q2);
     char h1[33], h2[33];
-    fmb_queue_content_hash("abc", 3, h1);
-    fmb_queue_content_hash("abd", 3, h2);
+    fmb_hash_content("abc", 3, h1);
+    fmb_hash_content("abd", 3, h2);
     check(strlen(h1) == 32 && strcmp(h1, h2), "content hash", "%s %s", h1, h2);
     fmb_queue_close(q);
     unlink(path);

@@ -29,6 +29,7 @@
 #include "batch/queue.h"
 #include "batch/source.h"
 #include "batch/task.h"
+#include "engine/hash.h"
 #include "engine/tokenizer.h"
 
 /* The signal that asked the run to stop (0: none). Written only by the handler. */
@@ -293,7 +294,7 @@ static int run_pass(const char *cmd,
             continue;
         }
         char hash[33];
-        fmb_queue_content_hash(doc.data, doc.len, hash);
+        fmb_hash_content(doc.data, doc.len, hash);
         fmb_claim claim;
         int64_t id;
         if ((s = fmb_queue_claim(e->q, doc.key, hash, doc.len, &claim, &id, &err))) {
