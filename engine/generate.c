@@ -65,8 +65,8 @@ fmb_status fmb_generate(fmb_engine *eng,
     void *scratch = malloc((size_t)V * 8);
     r->ids = malloc(cap * sizeof *r->ids);
     r->logprobs = malloc(cap * sizeof *r->logprobs);
-    char *bytes = NULL; // raw bytes of the generated tokens, for stop-string matching
-    size_t nb = 0, bcap = 0, maxstop = 0;
+    fmb_sb bytes = {0}; // raw bytes of the generated tokens, for stop-string matching
+    size_t maxstop = 0;
     for (int i = 0; i < o->n_stop; i++)
         if (strlen(o->stop[i]) > maxstop)
             maxstop = strlen(o->stop[i]);
@@ -95,16 +95,9 @@ fmb_status fmb_generate(fmb_engine *eng,
             size_t tl;
             const char *tb = fmb_tok_token_bytes(tok, id, &tl);
             if (tb && tl) {
-                if (nb + tl > bcap) {
-                    bcap = (nb + tl) * 2;
-                    char *nbuf = realloc(bytes, bcap);
-                    FMB_ASSERT(nbuf);
-                    bytes = nbuf;
-                }
-                memcpy(bytes + nb, tb, tl);
-                size_t from = nb > maxstop ? nb - maxstop : 0;
-                nb += tl;
-                if (find_stop(o, bytes, nb, from) >= 0) {
+                size_t from = bytes.len > maxstop ? bytes.len - maxstop : 0;
+                fmb_sb_add(&bytes, tb, tl);
+                if (find_stop(o, bytes.buf, bytes.len, from) >= 0) {
                     r->finish_reason = "stop";
                     stopped = 1;
                     break;
@@ -132,7 +125,7 @@ fmb_status fmb_generate(fmb_engine *eng,
         }
     }
 out:
-    free(bytes);
+    fmb_sb_free(&bytes);
     free(logits);
     free(scratch);
     if (s)
