@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -113,13 +114,57 @@ fmb_result_row fmb_result_row_empty(void)
     return r;
 }
 
+/* The folder the output database goes in: created (with its parents) when missing, as users
+ * expect of an output path; a folder that cannot be made or written is named in the error
+ * (SQLite would only say "unable to open database file"). */
+static fmb_status output_folder(const char *path, fmb_err *err)
+{
+    char *dir = fmb_xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    fmb_status s = FMB_OK;
+    if (!slash) {
+        free(dir);
+        return FMB_OK; /* the current folder */
+    }
+    slash[slash == dir ? 1 : 0] = 0;
+    struct stat stt;
+    if (stat(dir, &stt) != 0) {
+        /* mkdir -p: each missing component in turn */
+        for (char *p = dir + 1;; p++) {
+            if (*p == '/' || !*p) {
+                char c = *p;
+                *p = 0;
+                if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+                    s = fmb_fail(err, FMB_EIO, "%s: cannot create the output folder %s: %s", path,
+                                 dir, strerror(errno));
+                    break;
+                }
+                *p = c;
+                if (!c)
+                    break;
+            }
+        }
+    } else if (!S_ISDIR(stt.st_mode)) {
+        s = fmb_fail(err, FMB_EIO, "%s: the output folder %s is not a folder", path, dir);
+    } else if (access(dir, W_OK | X_OK) != 0 && access(path, F_OK) != 0) {
+        s = fmb_fail(err, FMB_EIO,
+                     "%s: cannot create the output database: the folder %s is not "
+                     "writable (%s)",
+                     path, dir, strerror(errno));
+    }
+    free(dir);
+    return s;
+}
+
 static fmb_status open_db(const char *path, int create, sqlite3 **out, fmb_err *err)
 {
     int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
     sqlite3 *db = NULL;
     if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
-        fmb_status s = fmb_fail(err, create ? FMB_EIO : FMB_EINVAL, "%s: cannot open: %s", path,
-                                db ? sqlite3_errmsg(db) : "out of memory");
+        int sys = db ? sqlite3_system_errno(db) : 0;
+        fmb_status s = fmb_fail(err, create ? FMB_EIO : FMB_EINVAL, "%s: cannot open: %s%s%s%s",
+                                path, db ? sqlite3_errmsg(db) : "out of memory", sys ? " (" : "",
+                                sys ? strerror(sys) : "", sys ? ")" : "");
         sqlite3_close(db);
         return s;
     }
@@ -154,7 +199,9 @@ fmb_status fmb_queue_open(const char *path,
     q->start = proc_start_time(q->pid);
     pthread_mutex_init(&q->hb_mu, NULL);
     pthread_cond_init(&q->hb_cv, NULL);
-    fmb_status s = open_db(path, create, &q->db, err);
+    fmb_status s = create ? output_folder(path, err) : FMB_OK;
+    if (!s)
+        s = open_db(path, create, &q->db, err);
     if (s)
         goto fail;
     sqlite3_create_function(q->db, "fmb_owner_gone", 3, SQLITE_UTF8, q, sql_owner_gone, NULL, NULL);
