@@ -96,15 +96,15 @@ static fmb_status abort_tx(fmb_queue *q, fmb_err *err, const char *what)
 }
 
 /* Counts -1 and reals NAN (SQL NULL); pointers NULL, sizes and flags 0. */
-#define EMPTY_(name, sql, enc, value, failed) EMPTY_##value
-#define EMPTY_ROW_TEXT(f)
-#define EMPTY_ROW_TEXTN(f, n)
-#define EMPTY_ROW_STATUS(f)
-#define EMPTY_ROW_INT(f)  r.f = -1;
-#define EMPTY_ROW_FLAG(f) r.f = 0;
-#define EMPTY_ROW_REAL(f) r.f = NAN;
-#define EMPTY_ROW_BLOB(f)
-#define EMPTY_CTX(what)
+#define EMPTY_(name, sql, enc, value, failed) value
+#define ROW_TEXT(f)
+#define ROW_TEXTN(f, n)
+#define ROW_STATUS(f)
+#define ROW_INT(f)  r.f = -1;
+#define ROW_FLAG(f) r.f = 0;
+#define ROW_REAL(f) r.f = NAN;
+#define ROW_BLOB(f)
+#define CTX(what)
 
 fmb_result_row fmb_result_row_empty(void)
 {
@@ -113,6 +113,14 @@ fmb_result_row fmb_result_row_empty(void)
     FMB_RESULT_COLUMNS(EMPTY_)
     return r;
 }
+#undef ROW_TEXT
+#undef ROW_TEXTN
+#undef ROW_STATUS
+#undef ROW_INT
+#undef ROW_FLAG
+#undef ROW_REAL
+#undef ROW_BLOB
+#undef CTX
 
 /* The folder the output database goes in: created (with its parents) when missing, as users
  * expect of an output path; a folder that cannot be made or written is named in the error
@@ -593,15 +601,15 @@ static const char insert_params[] = FMB_RESULT_COLUMNS(INSERT_PARAM_);
 /* One bind per column, in order: i is the parameter number. */
 #define BIND_(name, sql, enc, value, failed)                                                       \
     i++;                                                                                           \
-    BIND_##value;
-#define BIND_ROW_TEXT(f)        bind_opt_text(st, i, r->f)
-#define BIND_ROW_TEXTN(f, n)    bind_opt_textn(st, i, r->f, r->n)
-#define BIND_ROW_STATUS(f)      sqlite3_bind_text(st, i, r->f ? r->f : "ok", -1, SQLITE_STATIC)
-#define BIND_ROW_INT(f)         bind_opt_int(st, i, r->f)
-#define BIND_ROW_FLAG(f)        sqlite3_bind_int(st, i, r->f)
-#define BIND_ROW_REAL(f)        bind_opt_real(st, i, r->f)
-#define BIND_ROW_BLOB(f)        bind_opt_blob(st, i, r->f, r->f##_bytes)
-#define BIND_CTX(what)          BIND_CTX_##what
+    value;
+#define ROW_TEXT(f)             bind_opt_text(st, i, r->f)
+#define ROW_TEXTN(f, n)         bind_opt_textn(st, i, r->f, r->n)
+#define ROW_STATUS(f)           sqlite3_bind_text(st, i, r->f ? r->f : "ok", -1, SQLITE_STATIC)
+#define ROW_INT(f)              bind_opt_int(st, i, r->f)
+#define ROW_FLAG(f)             sqlite3_bind_int(st, i, r->f)
+#define ROW_REAL(f)             bind_opt_real(st, i, r->f)
+#define ROW_BLOB(f)             bind_opt_blob(st, i, r->f, r->f##_bytes)
+#define CTX(what)               BIND_CTX_##what
 #define BIND_CTX_JOB            sqlite3_bind_text(st, i, q->job, -1, SQLITE_STATIC)
 #define BIND_CTX_KEY            sqlite3_bind_text(st, i, key, -1, SQLITE_STATIC)
 #define BIND_CTX_ITEM_ID        sqlite3_bind_int64(st, i, item_id)
@@ -629,6 +637,14 @@ fmb_status fmb_queue_add_result(
         return fmb_queue_sql_fail(q, err, "insert a result");
     return FMB_OK;
 }
+#undef ROW_TEXT
+#undef ROW_TEXTN
+#undef ROW_STATUS
+#undef ROW_INT
+#undef ROW_FLAG
+#undef ROW_REAL
+#undef ROW_BLOB
+#undef CTX
 
 fmb_status fmb_queue_finish(
     fmb_queue *q, int64_t item_id, int64_t tokens, double seconds, int *lost, fmb_err *err)

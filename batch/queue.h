@@ -43,22 +43,32 @@ typedef struct {
 /* One result row: the ROW_* fields of batch/result_cols.h, in table order (task, kind, status,
  * note, doc_tokens, truncated, ..., text + text_len, ..., prefill_seconds, task_seconds; each
  * blob f with its size_t f_bytes). NULL / NAN / negative (for counts) mean SQL NULL. */
-#define FMB_ROW_FIELD_(name, sql, enc, value, failed) FMB_ROW_FIELD_##value
-#define FMB_ROW_FIELD_ROW_TEXT(f)                     const char *f;
-#define FMB_ROW_FIELD_ROW_TEXTN(f, n)                                                              \
+/* The value argument is expanded with these meanings (then they are gone again). */
+#define ROW_TEXT(f) const char *f;
+#define ROW_TEXTN(f, n)                                                                            \
     const char *f;                                                                                 \
     size_t n;
-#define FMB_ROW_FIELD_ROW_STATUS(f) const char *f;
-#define FMB_ROW_FIELD_ROW_INT(f)    int64_t f;
-#define FMB_ROW_FIELD_ROW_FLAG(f)   int f;
-#define FMB_ROW_FIELD_ROW_REAL(f)   double f;
-#define FMB_ROW_FIELD_ROW_BLOB(f)                                                                  \
+#define ROW_STATUS(f) const char *f;
+#define ROW_INT(f)    int64_t f;
+#define ROW_FLAG(f)   int f;
+#define ROW_REAL(f)   double f;
+#define ROW_BLOB(f)                                                                                \
     const void *f;                                                                                 \
     size_t f##_bytes;
-#define FMB_ROW_FIELD_CTX(what)
+#define CTX(what)
+#define FMB_ROW_FIELD_(name, sql, enc, value, failed) value
 typedef struct {
     FMB_RESULT_COLUMNS(FMB_ROW_FIELD_)
 } fmb_result_row;
+#undef ROW_TEXT
+#undef ROW_TEXTN
+#undef ROW_STATUS
+#undef ROW_INT
+#undef ROW_FLAG
+#undef ROW_REAL
+#undef ROW_BLOB
+#undef CTX
+#undef FMB_ROW_FIELD_
 
 /* A row with every field NULL. */
 fmb_result_row fmb_result_row_empty(void);

@@ -6,10 +6,11 @@
  *   sql     its declaration after the name in schemas/001_init.sql (tests/test_batch_queue.c
  *           checks the .sql, the copy in batch/schema.c and this list agree)
  *   enc     how export turns the stored value into JSON/CSV:
- *             TEXT  a string            JSON  text holding JSON, exported as that value
- *             INT, REAL  numbers        F32LE, I32LE, U32LE  a blob of 4-byte LE values, as an array
- *   value   where the INSERT's value comes from (batch/queue.c gives the meaning; the ROW_*
- *           ones also declare the fmb_result_row field, batch/queue.h):
+ *             TEXT  a string         JSON  text holding JSON, exported as that value
+ *             INT, REAL  numbers     F32LE, I32LE, U32LE  4-byte LE values in a blob, as an array
+ *   value   where the INSERT's value comes from; a user of the list defines ROW_* and CTX
+ *           for its purpose around the expansion (batch/queue.h: the fmb_result_row fields;
+ *           batch/queue.c: the binds and the empty row):
  *             ROW_TEXT(f)   const char *f, NULL = SQL NULL
  *             ROW_TEXTN(f, n)  const char *f of n bytes (may hold NUL bytes)
  *             ROW_STATUS(f) const char *f, NULL = "ok"
