@@ -96,6 +96,7 @@ void fmb_sb_reserve(fmb_sb *b, size_t extra)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     b->buf = fmb_xrealloc(b->buf, cap, 1);
     b->cap = cap;
+    b->buf[b->len] = 0; /* a fresh buffer is a string too */
 }
 
 void fmb_sb_add(fmb_sb *b, const void *data, size_t n)
