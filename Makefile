@@ -132,12 +132,25 @@ format:
 format-check:
 	clang-format --dry-run --Werror $(SRC_ALL)
 
+# lint: layering, then cppcheck (fails on any finding; .cppcheck-suppressions gives each
+# suppression its reason).
 # Layering: kernels/ includes no engine/ or batch/ header; engine/ no batch/ header and none of
-# sqlite3, archive or toml.
+# sqlite3, archive or toml; batch/ (batch/cli/ too) includes engine/ headers and kernels/base.h
+# only, except a line marked "lint: allow (why)"; only the queue module (batch/queue*.c) and the
+# sqlite source use SQLite.
+LINT_BATCH = $(wildcard batch/*.[ch] batch/*.cc batch/cli/*.[ch])
+CPPCHECK ?= cppcheck
 lint:
-	@! grep -nE '#include "(engine|batch)/' kernels/*.[ch] kernels/cpu/*.[ch] kernels/*.cu 2>/dev/null
+	@! grep -nE '#include "(engine|batch)/' kernels/*.[ch] kernels/cpu/*.[ch] kernels/*.cu kernels/*.cuh 2>/dev/null
 	@! grep -nE '#include (["<]batch/|<sqlite3.h>|<archive|<toml)' engine/*.[ch] 2>/dev/null
+	@! grep -nE '#include "kernels/' $(LINT_BATCH) | grep -v '"kernels/base.h"' | grep -v 'lint: allow ('
+	@! grep -nE '#include <sqlite3.h>' $(filter-out batch/queue.c batch/queue_impl.h batch/queue_results.c batch/source_sqlite.c,$(LINT_BATCH))
 	@echo "lint: layering ok"
+	@command -v $(CPPCHECK) >/dev/null || { echo "lint: cppcheck not found (apt-get install -y cppcheck)"; exit 1; }
+	@$(CPPCHECK) --quiet --error-exitcode=1 --std=c11 --language=c -I. -D_GNU_SOURCE \
+	    --enable=warning,portability --inline-suppr --suppressions-list=.cppcheck-suppressions \
+	    $(KERNEL_C) $(ENGINE_C) $(wildcard batch/*.c batch/cli/*.c)
+	@echo "lint: cppcheck ok"
 
 clean:
 	rm -rf build build-san fmbatch

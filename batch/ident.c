@@ -8,25 +8,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "engine/sample.h"
-
-typedef struct {
-    uint64_t a, b;
-} h128;
-
-static void mix(h128 *h, const void *p, size_t n)
-{
-    h->a = fmb_hash64(h->a, p, n);
-    h->b = fmb_hash64(h->b ^ 0x9e3779b97f4a7c15ull, p, n);
-}
-
-static void hex(const h128 *h, char out[33])
-{
-    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h->a, (unsigned long long)h->b);
-}
+#include "engine/hash.h"
 
 /* Hashes len bytes at off of f (short reads hash what was read). */
-static void mix_range(h128 *h, FILE *f, long long off, size_t len)
+static void mix_range(fmb_hash_stream *h, FILE *f, long long off, size_t len)
 {
     char buf[4096];
     if (fseeko(f, (off_t)off, SEEK_SET))
@@ -35,12 +20,12 @@ static void mix_range(h128 *h, FILE *f, long long off, size_t len)
         size_t r = fread(buf, 1, len < sizeof buf ? len : sizeof buf, f);
         if (!r)
             break;
-        mix(h, buf, r);
+        fmb_hash_stream_add(h, buf, r);
         len -= r;
     }
 }
 
-static fmb_status mix_whole(h128 *h, const char *path, int required, fmb_err *err)
+static fmb_status mix_whole(fmb_hash_stream *h, const char *path, int required, fmb_err *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -48,7 +33,7 @@ static fmb_status mix_whole(h128 *h, const char *path, int required, fmb_err *er
     char buf[65536];
     size_t r;
     while ((r = fread(buf, 1, sizeof buf, f)) > 0)
-        mix(h, buf, r);
+        fmb_hash_stream_add(h, buf, r);
     int bad = ferror(f);
     fclose(f);
     return bad ? fmb_fail(err, FMB_EIO, "%s: read error", path) : FMB_OK;
@@ -56,10 +41,10 @@ static fmb_status mix_whole(h128 *h, const char *path, int required, fmb_err *er
 
 fmb_status fmb_ident_file(const char *path, char out[33], fmb_err *err)
 {
-    h128 h = {0, 0};
+    fmb_hash_stream h = {0, 0};
     fmb_status s = mix_whole(&h, path, 1, err);
     if (!s)
-        hex(&h, out);
+        fmb_hash_stream_hex(&h, out);
     return s;
 }
 
@@ -71,7 +56,7 @@ static int is_shard(const struct dirent *e)
 
 fmb_status fmb_ident_model(const char *dir, char out[33], fmb_err *err)
 {
-    h128 h = {0, 0};
+    fmb_hash_stream h = {0, 0};
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     fmb_status s = mix_whole(&h, path, 1, err);
@@ -88,7 +73,7 @@ fmb_status fmb_ident_model(const char *dir, char out[33], fmb_err *err)
     }
     for (int i = 0; i < n; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, ents[i]->d_name);
-        mix(&h, ents[i]->d_name, strlen(ents[i]->d_name) + 1);
+        fmb_hash_stream_add(&h, ents[i]->d_name, strlen(ents[i]->d_name) + 1);
         FILE *f = fopen(path, "rb");
         struct stat st;
         if (!f || fstat(fileno(f), &st)) {
@@ -98,7 +83,7 @@ fmb_status fmb_ident_model(const char *dir, char out[33], fmb_err *err)
             break;
         }
         long long size = (long long)st.st_size;
-        mix(&h, &size, sizeof size);
+        fmb_hash_stream_add(&h, &size, sizeof size);
         unsigned char hl[8] = {0};
         size_t got = fread(hl, 1, 8, f);
         unsigned long long header = 0;
@@ -116,6 +101,6 @@ fmb_status fmb_ident_model(const char *dir, char out[33], fmb_err *err)
         free(ents[i]);
     free(ents);
     if (!s)
-        hex(&h, out);
+        fmb_hash_stream_hex(&h, out);
     return s;
 }

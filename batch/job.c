@@ -631,9 +631,7 @@ fmb_status fmb_job_load(const char *path, fmb_job **out, fmb_err *err)
                 return fmb_fail(err, FMB_EINVAL, "%s: a job file over 16 MiB", path);
             }
             cap *= 2;
-            char *nb = realloc(buf, cap);
-            FMB_ASSERT(nb);
-            buf = nb;
+            buf = fmb_xrealloc(buf, cap, 1);
         }
         size_t r = fread(buf + n, 1, cap - n, f);
         if (!r)
@@ -708,47 +706,22 @@ void fmb_job_free(fmb_job *job)
 /* ---------------------------------------------------------------------------------------- */
 /* Fingerprint: the settings that decide results, as "key = json-value" lines. */
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *fmt, ...) FMB_PRINTF_LIKE(2, 3);
-static void sb_add(sbuf *b, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->buf + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        FMB_ASSERT(n >= 0);
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        b->cap = b->cap * 2 + (size_t)n + 64;
-        char *nb = realloc(b->buf, b->cap);
-        FMB_ASSERT(nb);
-        b->buf = nb;
-    }
-}
-
-static void sb_json_str(sbuf *b, const char *key, const char *s)
+static void sb_json_str(fmb_sb *b, const char *key, const char *s)
 {
     json_t *j = json_string(s ? s : "");
     char *t = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-    sb_add(b, "%s = %s\n", key, t ? t : "\"?\"");
+    fmb_sb_printf(b, "%s = %s\n", key, t ? t : "\"?\"");
     free(t);
     json_decref(j);
 }
 
-static void sb_json_list(sbuf *b, const char *key, char **v, size_t n)
+static void sb_json_list(fmb_sb *b, const char *key, char **v, size_t n)
 {
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(a, json_string(v[i]));
     char *t = json_dumps(a, JSON_ENCODE_ANY | JSON_COMPACT);
-    sb_add(b, "%s = %s\n", key, t ? t : "[]");
+    fmb_sb_printf(b, "%s = %s\n", key, t ? t : "[]");
     free(t);
     json_decref(a);
 }
@@ -756,60 +729,61 @@ static void sb_json_list(sbuf *b, const char *key, char **v, size_t n)
 char *
 fmb_job_fingerprint_text(const fmb_job *job, const char *model_hash, const char *tokenizer_hash)
 {
-    sbuf b = {fmb_xmalloc(256), 0, 256};
-    b.buf[0] = 0;
-    sb_add(&b, "fmbatch_version = \"%s\"\n", FMB_VERSION);
-    sb_add(&b, "model_hash = \"%s\"\n", model_hash ? model_hash : "");
-    sb_add(&b, "tokenizer_hash = \"%s\"\n", tokenizer_hash ? tokenizer_hash : "");
-    sb_add(&b, "job.seed = %llu\n", (unsigned long long)job->seed);
-    sb_add(&b, "job.max_document_tokens = %lld\n", (long long)job->max_document_tokens);
-    sb_add(&b, "job.too_long = \"%s\"\n", job->too_long == FMB_TOO_LONG_SKIP ? "skip" : "truncate");
+    fmb_sb b = {0};
+    fmb_sb_printf(&b, "fmbatch_version = \"%s\"\n", FMB_VERSION);
+    fmb_sb_printf(&b, "model_hash = \"%s\"\n", model_hash ? model_hash : "");
+    fmb_sb_printf(&b, "tokenizer_hash = \"%s\"\n", tokenizer_hash ? tokenizer_hash : "");
+    fmb_sb_printf(&b, "job.seed = %llu\n", (unsigned long long)job->seed);
+    fmb_sb_printf(&b, "job.max_document_tokens = %lld\n", (long long)job->max_document_tokens);
+    fmb_sb_printf(&b, "job.too_long = \"%s\"\n",
+                  job->too_long == FMB_TOO_LONG_SKIP ? "skip" : "truncate");
     // Kernel choices that change numbers, only when not the defaults: the default text (and so
     // every database made before this line existed) stays as it was.
     char kern[256];
     fmb_kernel_opts_format(&job->kernel, FMB_KOPTS_NUMERIC, kern, sizeof kern);
     if (kern[0])
-        sb_add(&b, "job.kernel = \"%s\"\n", kern);
+        fmb_sb_printf(&b, "job.kernel = \"%s\"\n", kern);
     for (size_t i = 0; i < job->n_tasks; i++) {
         const fmb_task_cfg *t = &job->tasks[i];
         char k[256];
 #define KEY(field) (snprintf(k, sizeof k, "task.%s.%s", t->name, field), k)
-        sb_add(&b, "%s = \"%s\"\n", KEY("kind"), fmb_task_kind_name(t->kind));
+        fmb_sb_printf(&b, "%s = \"%s\"\n", KEY("kind"), fmb_task_kind_name(t->kind));
         if (t->kind == FMB_TASK_SCORE) {
-            sb_add(&b, "%s = %d\n", KEY("per_token"), t->per_token);
-            sb_add(&b, "%s = %d\n", KEY("top_k_tokens"), t->top_k_tokens);
+            fmb_sb_printf(&b, "%s = %d\n", KEY("per_token"), t->per_token);
+            fmb_sb_printf(&b, "%s = %d\n", KEY("top_k_tokens"), t->top_k_tokens);
             continue;
         }
         sb_json_str(&b, KEY("prompt"), t->prompt);
         if (t->kind == FMB_TASK_CHOICE) {
             sb_json_list(&b, KEY("choices"), t->choices, t->n_choices);
-            sb_add(&b, "%s = \"%s\"\n", KEY("best_by"), t->choice_by_mean ? "mean" : "total");
+            fmb_sb_printf(&b, "%s = \"%s\"\n", KEY("best_by"),
+                          t->choice_by_mean ? "mean" : "total");
             continue;
         }
-        sb_add(&b, "%s = %lld\n", KEY("max_new_tokens"), (long long)t->max_new_tokens);
-        sb_add(&b, "%s = %.17g\n", KEY("temperature"), t->temperature);
-        sb_add(&b, "%s = %lld\n", KEY("top_k"), (long long)t->top_k);
-        sb_add(&b, "%s = %.17g\n", KEY("top_p"), t->top_p);
+        fmb_sb_printf(&b, "%s = %lld\n", KEY("max_new_tokens"), (long long)t->max_new_tokens);
+        fmb_sb_printf(&b, "%s = %.17g\n", KEY("temperature"), t->temperature);
+        fmb_sb_printf(&b, "%s = %lld\n", KEY("top_k"), (long long)t->top_k);
+        fmb_sb_printf(&b, "%s = %.17g\n", KEY("top_p"), t->top_p);
         if (t->has_seed)
-            sb_add(&b, "%s = %llu\n", KEY("seed"), (unsigned long long)t->seed);
+            fmb_sb_printf(&b, "%s = %llu\n", KEY("seed"), (unsigned long long)t->seed);
         sb_json_list(&b, KEY("stop"), t->stop, t->n_stop);
-        sb_add(&b, "%s = [", KEY("eos"));
+        fmb_sb_printf(&b, "%s = [", KEY("eos"));
         for (int e = 0; e < t->n_eos; e++)
-            sb_add(&b, "%s%d", e ? "," : "", t->eos[e]);
-        sb_add(&b, "]\n");
-        sb_add(&b, "%s = %d\n", KEY("ignore_eos"), t->ignore_eos);
+            fmb_sb_printf(&b, "%s%d", e ? "," : "", t->eos[e]);
+        fmb_sb_printf(&b, "]\n");
+        fmb_sb_printf(&b, "%s = %d\n", KEY("ignore_eos"), t->ignore_eos);
         for (size_t e = 0; e < t->n_extract; e++) {
             char kk[300];
             snprintf(kk, sizeof kk, "task.%s.extract.%s", t->name, t->extract[e].name);
             sb_json_str(&b, kk, t->extract[e].pattern);
         }
         if (t->n_extract) {
-            sb_add(&b, "%s = %lld\n", KEY("match_limit"), (long long)t->match_limit);
-            sb_add(&b, "%s = %lld\n", KEY("depth_limit"), (long long)t->depth_limit);
+            fmb_sb_printf(&b, "%s = %lld\n", KEY("match_limit"), (long long)t->match_limit);
+            fmb_sb_printf(&b, "%s = %lld\n", KEY("depth_limit"), (long long)t->depth_limit);
         }
 #undef KEY
     }
-    return b.buf;
+    return fmb_sb_take(&b);
 }
 
 const char *fmb_task_kind_name(fmb_task_kind k)

@@ -15,34 +15,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "batch/queue_impl.h"
 #include "batch/schema.h"
-#include "engine/sample.h"
-
-struct fmb_queue {
-    sqlite3 *db;
-    char *path;
-    char *job;
-    int max_attempts;
-    double lease_seconds;
-    char host[256];
-    int64_t pid, start; /* this process: the lease owner */
-    int64_t token_seq;
-    char *model, *model_hash, *tokenizer_hash;
-    /* the leases this handle holds (a worker holds one per item in its batch): item ids and
-     * their lease tokens, [n_held] */
-    int64_t *held_id, *held_tok;
-    size_t n_held, cap_held;
-    /* heartbeat */
-    pthread_t hb;
-    int hb_running;
-    pthread_mutex_t hb_mu;
-    pthread_cond_t hb_cv;
-    int hb_stop;
-};
+#include "engine/hash.h"
 
 static double wall_now(void)
 {
@@ -96,7 +76,7 @@ static void sql_owner_gone(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     sqlite3_result_int(ctx, now_start >= 0 && now_start != start);
 }
 
-static fmb_status sql_fail(fmb_queue *q, fmb_err *err, const char *what)
+fmb_status fmb_queue_sql_fail(fmb_queue *q, fmb_err *err, const char *what)
 {
     return fmb_fail(err, FMB_EIO, "%s: %s: %s", q->path, what, sqlite3_errmsg(q->db));
 }
@@ -110,19 +90,78 @@ static int exec(fmb_queue *q, const char *sql)
  * ROLLBACK would replace SQLite's error text), then the transaction is rolled back. */
 static fmb_status abort_tx(fmb_queue *q, fmb_err *err, const char *what)
 {
-    fmb_status s = sql_fail(q, err, what);
+    fmb_status s = fmb_queue_sql_fail(q, err, what);
     exec(q, "ROLLBACK");
     return s;
 }
+
+/* Counts -1 and reals NAN (SQL NULL); pointers NULL, sizes and flags 0. */
+#define EMPTY_(name, sql, enc, value, failed) value
+#define ROW_TEXT(f)
+#define ROW_TEXTN(f, n)
+#define ROW_STATUS(f)
+#define ROW_INT(f)  r.f = -1;
+#define ROW_FLAG(f) r.f = 0;
+#define ROW_REAL(f) r.f = NAN;
+#define ROW_BLOB(f)
+#define CTX(what)
 
 fmb_result_row fmb_result_row_empty(void)
 {
     fmb_result_row r;
     memset(&r, 0, sizeof r);
-    r.doc_tokens = r.prompt_tokens = r.tokens = r.best_index = r.seed = -1;
-    r.sum_nll = r.mean_nll = r.ppl = r.bits_per_byte = NAN;
-    r.prefill_seconds = r.task_seconds = NAN;
+    FMB_RESULT_COLUMNS(EMPTY_)
     return r;
+}
+#undef ROW_TEXT
+#undef ROW_TEXTN
+#undef ROW_STATUS
+#undef ROW_INT
+#undef ROW_FLAG
+#undef ROW_REAL
+#undef ROW_BLOB
+#undef CTX
+
+/* The folder the output database goes in: created (with its parents) when missing, as users
+ * expect of an output path; a folder that cannot be made or written is named in the error
+ * (SQLite would only say "unable to open database file"). */
+static fmb_status output_folder(const char *path, fmb_err *err)
+{
+    char *dir = fmb_xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    fmb_status s = FMB_OK;
+    if (!slash) {
+        free(dir);
+        return FMB_OK; /* the current folder */
+    }
+    slash[slash == dir ? 1 : 0] = 0;
+    struct stat stt;
+    if (stat(dir, &stt) != 0) {
+        /* mkdir -p: each missing component in turn */
+        for (char *p = dir + 1;; p++) {
+            if (*p == '/' || !*p) {
+                char c = *p;
+                *p = 0;
+                if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+                    s = fmb_fail(err, FMB_EIO, "%s: cannot create the output folder %s: %s", path,
+                                 dir, strerror(errno));
+                    break;
+                }
+                *p = c;
+                if (!c)
+                    break;
+            }
+        }
+    } else if (!S_ISDIR(stt.st_mode)) {
+        s = fmb_fail(err, FMB_EIO, "%s: the output folder %s is not a folder", path, dir);
+    } else if (access(dir, W_OK | X_OK) != 0 && access(path, F_OK) != 0) {
+        s = fmb_fail(err, FMB_EIO,
+                     "%s: cannot create the output database: the folder %s is not "
+                     "writable (%s)",
+                     path, dir, strerror(errno));
+    }
+    free(dir);
+    return s;
 }
 
 static fmb_status open_db(const char *path, int create, sqlite3 **out, fmb_err *err)
@@ -130,8 +169,10 @@ static fmb_status open_db(const char *path, int create, sqlite3 **out, fmb_err *
     int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
     sqlite3 *db = NULL;
     if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
-        fmb_status s = fmb_fail(err, create ? FMB_EIO : FMB_EINVAL, "%s: cannot open: %s", path,
-                                db ? sqlite3_errmsg(db) : "out of memory");
+        int sys = db ? sqlite3_system_errno(db) : 0;
+        fmb_status s = fmb_fail(err, create ? FMB_EIO : FMB_EINVAL, "%s: cannot open: %s%s%s%s",
+                                path, db ? sqlite3_errmsg(db) : "out of memory", sys ? " (" : "",
+                                sys ? strerror(sys) : "", sys ? ")" : "");
         sqlite3_close(db);
         return s;
     }
@@ -166,13 +207,15 @@ fmb_status fmb_queue_open(const char *path,
     q->start = proc_start_time(q->pid);
     pthread_mutex_init(&q->hb_mu, NULL);
     pthread_cond_init(&q->hb_cv, NULL);
-    fmb_status s = open_db(path, create, &q->db, err);
+    fmb_status s = create ? output_folder(path, err) : FMB_OK;
+    if (!s)
+        s = open_db(path, create, &q->db, err);
     if (s)
         goto fail;
     sqlite3_create_function(q->db, "fmb_owner_gone", 3, SQLITE_UTF8, q, sql_owner_gone, NULL, NULL);
     /* Schema: applied once, under the write lock, so concurrent first runs do not race. */
     if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK) {
-        s = sql_fail(q, err, "cannot lock");
+        s = fmb_queue_sql_fail(q, err, "cannot lock");
         goto fail;
     }
     sqlite3_stmt *st;
@@ -208,7 +251,7 @@ fmb_status fmb_queue_open(const char *path,
         }
     }
     if (exec(q, "COMMIT") != SQLITE_OK) {
-        s = sql_fail(q, err, "commit");
+        s = fmb_queue_sql_fail(q, err, "commit");
         goto fail;
     }
     *out = q;
@@ -234,11 +277,6 @@ void fmb_queue_close(fmb_queue *q)
     free(q->held_tok);
     free(q->tokenizer_hash);
     free(q);
-}
-
-struct sqlite3 *fmb_queue_db(fmb_queue *q)
-{
-    return q->db;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -309,7 +347,7 @@ fmb_status fmb_queue_bind_job(fmb_queue *q,
     q->model_hash = fmb_xstrdup(model_hash);
     q->tokenizer_hash = fmb_xstrdup(tokenizer_hash);
     if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
-        return sql_fail(q, err, "cannot lock");
+        return fmb_queue_sql_fail(q, err, "cannot lock");
     char *old_job = meta_get(q, "job_name");
     char *old_fp = meta_get(q, "fingerprint");
     fmb_status s = FMB_OK;
@@ -319,14 +357,14 @@ fmb_status fmb_queue_bind_job(fmb_queue *q,
         char ver[16];
         snprintf(ver, sizeof ver, "%d", FMB_SCHEMA_VERSION);
         char h[33];
-        fmb_queue_content_hash(fingerprint, strlen(fingerprint), h);
+        fmb_hash_content(fingerprint, strlen(fingerprint), h);
         if (meta_set(q, "job_name", q->job) || meta_set(q, "fingerprint", fingerprint) ||
             meta_set(q, "fingerprint_hash", h) || meta_set(q, "model", model) ||
             meta_set(q, "model_hash", model_hash) ||
             meta_set(q, "tokenizer_hash", tokenizer_hash) ||
             meta_set(q, "fmbatch_version", FMB_VERSION) || meta_set(q, "created_at", now) ||
             meta_set(q, "schema_version", ver))
-            s = sql_fail(q, err, "cannot write meta");
+            s = fmb_queue_sql_fail(q, err, "cannot write meta");
     } else if (!old_job || strcmp(old_job, q->job)) {
         s = fmb_fail(err, FMB_EINVAL,
                      "%s was written by job '%s', not '%s': refusing to mix results (use another "
@@ -345,7 +383,7 @@ fmb_status fmb_queue_bind_job(fmb_queue *q,
     free(old_job);
     free(old_fp);
     if (exec(q, s ? "ROLLBACK" : "COMMIT") != SQLITE_OK && !s)
-        s = sql_fail(q, err, "commit");
+        s = fmb_queue_sql_fail(q, err, "commit");
     return s;
 }
 
@@ -356,9 +394,8 @@ static void held_add(fmb_queue *q, int64_t item_id, int64_t token)
 {
     if (q->n_held == q->cap_held) {
         q->cap_held = q->cap_held ? 2 * q->cap_held : 64;
-        q->held_id = realloc(q->held_id, q->cap_held * sizeof *q->held_id);
-        q->held_tok = realloc(q->held_tok, q->cap_held * sizeof *q->held_tok);
-        FMB_ASSERT(q->held_id && q->held_tok);
+        q->held_id = fmb_xrealloc(q->held_id, q->cap_held, sizeof *q->held_id);
+        q->held_tok = fmb_xrealloc(q->held_tok, q->cap_held, sizeof *q->held_tok);
     }
     q->held_id[q->n_held] = item_id;
     q->held_tok[q->n_held] = token;
@@ -378,7 +415,7 @@ fmb_status fmb_queue_claim(fmb_queue *q,
     double now = wall_now();
     int64_t token = ((q->pid & 0xffffff) << 32) | (++q->token_seq & 0xffffffff);
     if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
-        return sql_fail(q, err, "cannot lock for a claim");
+        return fmb_queue_sql_fail(q, err, "cannot lock for a claim");
     fmb_status s = FMB_OK;
     sqlite3_stmt *st = NULL;
     /* 1. new key: insert it running, owned by us. */
@@ -510,7 +547,7 @@ commit:
     }
     return s;
 sqlerr:
-    s = sql_fail(q, err, "claim");
+    s = fmb_queue_sql_fail(q, err, "claim");
     sqlite3_finalize(st);
     exec(q, "ROLLBACK");
     return s;
@@ -519,7 +556,7 @@ sqlerr:
 fmb_status fmb_queue_begin(fmb_queue *q, fmb_err *err)
 {
     if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
-        return sql_fail(q, err, "cannot lock to write results");
+        return fmb_queue_sql_fail(q, err, "cannot lock to write results");
     return FMB_OK;
 }
 
@@ -531,7 +568,15 @@ void fmb_queue_rollback(fmb_queue *q)
 static void bind_opt_text(sqlite3_stmt *st, int i, const char *s)
 {
     if (s)
-        sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static void bind_opt_textn(sqlite3_stmt *st, int i, const char *s, size_t n)
+{
+    if (s)
+        sqlite3_bind_text64(st, i, s, n, SQLITE_STATIC, SQLITE_UTF8);
     else
         sqlite3_bind_null(st, i);
 }
@@ -555,72 +600,65 @@ static void bind_opt_int(sqlite3_stmt *st, int i, int64_t x)
 static void bind_opt_blob(sqlite3_stmt *st, int i, const void *p, size_t n)
 {
     if (p)
-        sqlite3_bind_blob64(st, i, p, n, SQLITE_TRANSIENT);
+        sqlite3_bind_blob64(st, i, p, n, SQLITE_STATIC);
     else
         sqlite3_bind_null(st, i);
 }
 
+/* The INSERT, from the column list: "INSERT OR REPLACE INTO result (job, item_key, ...)
+ * VALUES (?, ?, ...)"; the parameters number 1..FMB_RESULT_NCOLS in column order. */
+#define INSERT_NAME_(name, sql, enc, value, failed)  ", " #name
+#define INSERT_PARAM_(name, sql, enc, value, failed) ", ?"
+static const char insert_names[] = FMB_RESULT_COLUMNS(INSERT_NAME_);
+static const char insert_params[] = FMB_RESULT_COLUMNS(INSERT_PARAM_);
+
+/* One bind per column, in order: i is the parameter number. */
+#define BIND_(name, sql, enc, value, failed)                                                       \
+    i++;                                                                                           \
+    value;
+#define ROW_TEXT(f)             bind_opt_text(st, i, r->f)
+#define ROW_TEXTN(f, n)         bind_opt_textn(st, i, r->f, r->n)
+#define ROW_STATUS(f)           sqlite3_bind_text(st, i, r->f ? r->f : "ok", -1, SQLITE_STATIC)
+#define ROW_INT(f)              bind_opt_int(st, i, r->f)
+#define ROW_FLAG(f)             sqlite3_bind_int(st, i, r->f)
+#define ROW_REAL(f)             bind_opt_real(st, i, r->f)
+#define ROW_BLOB(f)             bind_opt_blob(st, i, r->f, r->f##_bytes)
+#define CTX(what)               BIND_CTX_##what
+#define BIND_CTX_JOB            sqlite3_bind_text(st, i, q->job, -1, SQLITE_STATIC)
+#define BIND_CTX_KEY            sqlite3_bind_text(st, i, key, -1, SQLITE_STATIC)
+#define BIND_CTX_ITEM_ID        sqlite3_bind_int64(st, i, item_id)
+#define BIND_CTX_MODEL          bind_opt_text(st, i, q->model)
+#define BIND_CTX_MODEL_HASH     bind_opt_text(st, i, q->model_hash)
+#define BIND_CTX_TOKENIZER_HASH bind_opt_text(st, i, q->tokenizer_hash)
+#define BIND_CTX_VERSION        sqlite3_bind_text(st, i, FMB_VERSION, -1, SQLITE_STATIC)
+#define BIND_CTX_NOW            sqlite3_bind_double(st, i, wall_now())
+
 fmb_status fmb_queue_add_result(
     fmb_queue *q, int64_t item_id, const char *key, const fmb_result_row *r, fmb_err *err)
 {
-    static const char *sql =
-        "INSERT OR REPLACE INTO result (job, item_key, task, item_id, kind, status, note, "
-        "doc_tokens, truncated, prompt_tokens, tokens, sum_nll, mean_nll, ppl, bits_per_byte, "
-        "token_nll, token_rank, token_offset, token_topk_ids, token_topk_logprobs, choices, "
-        "best, best_index, text, ids, logprobs, finish_reason, extract, seed, sampling, model, "
-        "model_hash, tokenizer_hash, fmbatch_version, prefill_seconds, task_seconds, "
-        "finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
-        "?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, "
-        "?33, ?34, ?35, ?36, ?37)";
+    char sql[sizeof insert_names + sizeof insert_params + 64];
+    snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO result (%s) VALUES (%s)", insert_names + 2,
+             insert_params + 2);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(q, err, "prepare a result insert");
-    sqlite3_bind_text(st, 1, q->job, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, r->task, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, item_id);
-    sqlite3_bind_text(st, 5, r->kind, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 6, r->status ? r->status : "ok", -1, SQLITE_STATIC);
-    bind_opt_text(st, 7, r->note);
-    bind_opt_int(st, 8, r->doc_tokens);
-    sqlite3_bind_int(st, 9, r->truncated);
-    bind_opt_int(st, 10, r->prompt_tokens);
-    bind_opt_int(st, 11, r->tokens);
-    bind_opt_real(st, 12, r->sum_nll);
-    bind_opt_real(st, 13, r->mean_nll);
-    bind_opt_real(st, 14, r->ppl);
-    bind_opt_real(st, 15, r->bits_per_byte);
-    bind_opt_blob(st, 16, r->token_nll, r->token_nll_bytes);
-    bind_opt_blob(st, 17, r->token_rank, r->token_rank_bytes);
-    bind_opt_blob(st, 18, r->token_offset, r->token_offset_bytes);
-    bind_opt_blob(st, 19, r->token_topk_ids, r->token_topk_ids_bytes);
-    bind_opt_blob(st, 20, r->token_topk_logprobs, r->token_topk_logprobs_bytes);
-    bind_opt_text(st, 21, r->choices_json);
-    bind_opt_text(st, 22, r->best);
-    bind_opt_int(st, 23, r->best_index);
-    if (r->text)
-        sqlite3_bind_text64(st, 24, r->text, r->text_len, SQLITE_TRANSIENT, SQLITE_UTF8);
-    else
-        sqlite3_bind_null(st, 24);
-    bind_opt_text(st, 25, r->ids_json);
-    bind_opt_text(st, 26, r->logprobs_json);
-    bind_opt_text(st, 27, r->finish_reason);
-    bind_opt_text(st, 28, r->extract_json);
-    bind_opt_int(st, 29, r->seed);
-    bind_opt_text(st, 30, r->sampling_json);
-    bind_opt_text(st, 31, q->model);
-    bind_opt_text(st, 32, q->model_hash);
-    bind_opt_text(st, 33, q->tokenizer_hash);
-    sqlite3_bind_text(st, 34, FMB_VERSION, -1, SQLITE_STATIC);
-    bind_opt_real(st, 35, r->prefill_seconds);
-    bind_opt_real(st, 36, r->task_seconds);
-    sqlite3_bind_double(st, 37, wall_now());
+        return fmb_queue_sql_fail(q, err, "prepare a result insert");
+    int i = 0;
+    FMB_RESULT_COLUMNS(BIND_)
+    FMB_ASSERT(i == FMB_RESULT_NCOLS);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
-        return sql_fail(q, err, "insert a result");
+        return fmb_queue_sql_fail(q, err, "insert a result");
     return FMB_OK;
 }
+#undef ROW_TEXT
+#undef ROW_TEXTN
+#undef ROW_STATUS
+#undef ROW_INT
+#undef ROW_FLAG
+#undef ROW_REAL
+#undef ROW_BLOB
+#undef CTX
 
 /* The lease token this handle holds on item_id (0, which fences nothing, when none). */
 static int64_t held_token(const fmb_queue *q, int64_t item_id)
@@ -681,7 +719,7 @@ static fmb_status
 simple_update(fmb_queue *q, const char *sql, int64_t item_id, const char *text, fmb_err *err)
 {
     if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
-        return sql_fail(q, err, "cannot lock");
+        return fmb_queue_sql_fail(q, err, "cannot lock");
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK) {
         return abort_tx(q, err, "update");
@@ -726,7 +764,7 @@ fmb_queue_fail_key(fmb_queue *q, const char *key, const char *reason, int *recor
     /* The source could not produce the document, so there is no content: hash the reason, so
      * that a repaired document (which hashes differently) is taken again. */
     char h[33];
-    fmb_queue_content_hash(reason, strlen(reason), h);
+    fmb_hash_content(reason, strlen(reason), h);
     fmb_claim c;
     int64_t id;
     *recorded = 0;
@@ -744,14 +782,14 @@ static fmb_status one_int(fmb_queue *q, const char *sql, int64_t *out, fmb_err *
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(q, err, "query");
+        return fmb_queue_sql_fail(q, err, "query");
     sqlite3_bind_text(st, 1, q->job, -1, SQLITE_STATIC);
     sqlite3_bind_double(st, 2, wall_now());
     int rc = sqlite3_step(st);
     *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW)
-        return sql_fail(q, err, "query");
+        return fmb_queue_sql_fail(q, err, "query");
     return FMB_OK;
 }
 
@@ -772,11 +810,12 @@ fmb_status fmb_queue_counts_get(fmb_queue *q, fmb_queue_counts *c, fmb_err *err)
                            "SELECT status, count(*), sum(tokens), sum(seconds), min(started_at), "
                            "max(finished_at) FROM item WHERE job = ?1 GROUP BY status",
                            -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(q, err, "counts");
+        return fmb_queue_sql_fail(q, err, "counts");
     sqlite3_bind_text(st, 1, q->job, -1, SQLITE_STATIC);
     c->first_started = NAN;
     c->last_finished = NAN;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *s = (const char *)sqlite3_column_text(st, 0);
         int64_t n = sqlite3_column_int64(st, 1);
         if (!strcmp(s, "pending"))
@@ -796,14 +835,16 @@ fmb_status fmb_queue_counts_get(fmb_queue *q, fmb_queue_counts *c, fmb_err *err)
         else if (!strcmp(s, "dead"))
             c->dead = n;
     }
+    /* A read error (a corrupt file) must not pass for an empty queue. */
+    fmb_status s = rc == SQLITE_DONE ? FMB_OK : fmb_queue_sql_fail(q, err, "counts");
     sqlite3_finalize(st);
-    return FMB_OK;
+    return s;
 }
 
 fmb_status fmb_queue_retry_failed(fmb_queue *q, int64_t *n, fmb_err *err)
 {
     if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
-        return sql_fail(q, err, "cannot lock");
+        return fmb_queue_sql_fail(q, err, "cannot lock");
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(q->db,
                            "UPDATE item SET status = 'pending', attempts = 0, error = NULL, "
@@ -887,11 +928,4 @@ void fmb_queue_heartbeat_stop(fmb_queue *q)
     pthread_mutex_unlock(&q->hb_mu);
     pthread_join(q->hb, NULL);
     q->hb_running = 0;
-}
-
-void fmb_queue_content_hash(const void *data, size_t len, char out[33])
-{
-    uint64_t a = fmb_hash64(0, data, len);
-    uint64_t b = fmb_hash64(a ^ 0x9e3779b97f4a7c15ull, data, len);
-    snprintf(out, 33, "%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
 }

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "batch/result_cols.h"
 #include "kernels/base.h"
 
 typedef struct fmb_queue fmb_queue;
@@ -39,26 +40,35 @@ typedef struct {
     double first_started, last_finished;
 } fmb_queue_counts;
 
-/* One result row; NULL / NAN / negative (for counts) mean SQL NULL. */
+/* One result row: the ROW_* fields of batch/result_cols.h, in table order (task, kind, status,
+ * note, doc_tokens, truncated, ..., text + text_len, ..., prefill_seconds, task_seconds; each
+ * blob f with its size_t f_bytes). NULL / NAN / negative (for counts) mean SQL NULL. */
+/* The value argument is expanded with these meanings (then they are gone again). */
+#define ROW_TEXT(f) const char *f;
+#define ROW_TEXTN(f, n)                                                                            \
+    const char *f;                                                                                 \
+    size_t n;
+#define ROW_STATUS(f) const char *f;
+#define ROW_INT(f)    int64_t f;
+#define ROW_FLAG(f)   int f;
+#define ROW_REAL(f)   double f;
+#define ROW_BLOB(f)                                                                                \
+    const void *f;                                                                                 \
+    size_t f##_bytes;
+#define CTX(what)
+#define FMB_ROW_FIELD_(name, sql, enc, value, failed) value
 typedef struct {
-    const char *task, *kind, *status, *note;
-    int64_t doc_tokens;
-    int truncated;
-    int64_t prompt_tokens;
-    int64_t tokens;
-    double sum_nll, mean_nll, ppl, bits_per_byte;
-    const void *token_nll, *token_rank, *token_offset, *token_topk_ids, *token_topk_logprobs;
-    size_t token_nll_bytes, token_rank_bytes, token_offset_bytes, token_topk_ids_bytes,
-        token_topk_logprobs_bytes;
-    const char *choices_json, *best;
-    int64_t best_index;
-    const char *text;
-    size_t text_len;
-    const char *ids_json, *logprobs_json, *finish_reason, *extract_json;
-    int64_t seed;
-    const char *sampling_json;
-    double prefill_seconds, task_seconds;
+    FMB_RESULT_COLUMNS(FMB_ROW_FIELD_)
 } fmb_result_row;
+#undef ROW_TEXT
+#undef ROW_TEXTN
+#undef ROW_STATUS
+#undef ROW_INT
+#undef ROW_FLAG
+#undef ROW_REAL
+#undef ROW_BLOB
+#undef CTX
+#undef FMB_ROW_FIELD_
 
 /* A row with every field NULL. */
 fmb_result_row fmb_result_row_empty(void);
@@ -116,14 +126,40 @@ FMB_NODISCARD fmb_status fmb_queue_counts_get(fmb_queue *q, fmb_queue_counts *c,
 /* retry --failed: failed and dead items back to pending with attempts 0. */
 FMB_NODISCARD fmb_status fmb_queue_retry_failed(fmb_queue *q, int64_t *n, fmb_err *err);
 
-/* The underlying connection, for read-only reports (status, export). Borrowed. */
-struct sqlite3 *fmb_queue_db(fmb_queue *q);
+/* ---- the read side (batch/queue_results.c) ---- */
+
+/* Failed and dead items grouped by reason (the error text up to its first ':'), most frequent
+ * first, as a compact JSON array [{"reason","count","example"}] (example: the smallest key).
+ * Text that is not valid UTF-8 is escaped as export does (reason_hex / example_hex added).
+ * *json is the caller's (free). */
+FMB_NODISCARD fmb_status fmb_queue_failures_json(fmb_queue *q, char **json, fmb_err *err);
+
+/* Export of the result rows (ordered by item key, then task): JSONL (one object per row,
+ * columns in table order) or CSV (a header line, then one line per row; RFC 4180 quoting).
+ * include_failed adds one row per failed or dead item (status failed/dead, note = the error,
+ * the result columns NULL). Values: see batch/result_cols.h (enc); a text value that is not
+ * valid UTF-8 is exported escaped (docs/DECISIONS.md, "Lossless export of non-UTF-8 text"):
+ * every backslash doubled and every byte of an invalid sequence as \xHH, with the raw bytes
+ * in hex in an extra "<column>_hex" value (JSONL: right after the column, only in such rows;
+ * CSV: a column appended to the header only when some row needs it, empty elsewhere). */
+typedef struct fmb_queue_export fmb_queue_export;
+typedef enum { FMB_EXPORT_JSONL = 0, FMB_EXPORT_CSV } fmb_export_format;
+
+FMB_NODISCARD fmb_status fmb_queue_export_open(fmb_queue *q,
+                                               fmb_export_format format,
+                                               int include_failed,
+                                               fmb_queue_export **out,
+                                               fmb_err *err);
+/* The next line with its '\n' (CSV: the header first). *line is NULL at the end; it is
+ * borrowed until the next call. */
+FMB_NODISCARD fmb_status fmb_queue_export_next(fmb_queue_export *x,
+                                               const char **line,
+                                               size_t *len,
+                                               fmb_err *err);
+void fmb_queue_export_close(fmb_queue_export *x);
 
 /* Starts/stops the lease heartbeat thread (renews every lease_seconds / 3). */
 FMB_NODISCARD fmb_status fmb_queue_heartbeat_start(fmb_queue *q, fmb_err *err);
 void fmb_queue_heartbeat_stop(fmb_queue *q);
-
-/* 128-bit content hash of bytes as 32 hex chars + NUL. */
-void fmb_queue_content_hash(const void *data, size_t len, char out[33]);
 
 #endif

@@ -50,9 +50,8 @@ fmb_status fmb_src_expand_paths(fmb_source *src, fmb_err *err)
                 continue;
             if (src->n_files == cap) {
                 cap *= 2;
-                src->files = realloc(src->files, cap * sizeof *src->files);
-                src->file_keys = realloc(src->file_keys, cap * sizeof *src->file_keys);
-                FMB_ASSERT(src->files && src->file_keys);
+                src->files = fmb_xrealloc(src->files, cap, sizeof *src->files);
+                src->file_keys = fmb_xrealloc(src->file_keys, cap, sizeof *src->file_keys);
             }
             src->files[src->n_files] = fmb_xstrdup(m);
             const char *k = m;

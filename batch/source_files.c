@@ -55,8 +55,7 @@ static void push_dir(src_files *f, const char *path, const char *key)
 {
     if (f->depth == f->cap) {
         f->cap = f->cap ? f->cap * 2 : 8;
-        f->stack = realloc(f->stack, f->cap * sizeof *f->stack);
-        FMB_ASSERT(f->stack);
+        f->stack = fmb_xrealloc(f->stack, f->cap, sizeof *f->stack);
     }
     dir_level *d = &f->stack[f->depth++];
     d->path = fmb_xstrdup(path);

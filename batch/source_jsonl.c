@@ -89,9 +89,7 @@ static int read_line(src_jsonl *s)
                     size_t cap = s->line_cap ? s->line_cap : 65536;
                     while (cap < s->line_len + take + 1)
                         cap *= 2;
-                    char *nb = realloc(s->line, cap);
-                    FMB_ASSERT(nb);
-                    s->line = nb;
+                    s->line = fmb_xrealloc(s->line, cap, 1);
                     s->line_cap = cap;
                 }
                 memcpy(s->line + s->line_len, p, take);

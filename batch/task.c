@@ -63,8 +63,7 @@ static void *own(fmb_task_output *o, void *p)
 {
     if (o->n_owned == o->cap_owned) {
         o->cap_owned = o->cap_owned ? o->cap_owned * 2 : 32;
-        o->owned = realloc(o->owned, o->cap_owned * sizeof *o->owned);
-        FMB_ASSERT(o->owned);
+        o->owned = fmb_xrealloc(o->owned, o->cap_owned, sizeof *o->owned);
     }
     o->owned[o->n_owned++] = p;
     return p;
@@ -262,36 +261,12 @@ fail:
 /* ---------------------------------------------------------------------------------------- */
 /* small JSON writers for the row's text columns */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} sbuf;
-
-static void sb(sbuf *b, const char *fmt, ...) FMB_PRINTF_LIKE(2, 3);
-static void sb(sbuf *b, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        FMB_ASSERT(k >= 0);
-        if (b->p && (size_t)k < b->cap - b->n) {
-            b->n += (size_t)k;
-            return;
-        }
-        b->cap = b->cap * 2 + (size_t)k + 256;
-        b->p = realloc(b->p, b->cap);
-        FMB_ASSERT(b->p);
-    }
-}
-
-static void sb_num(sbuf *b, double x)
+static void sb_num(fmb_sb *b, double x)
 {
     if (isfinite(x))
-        sb(b, "%.9g", x);
+        fmb_sb_printf(b, "%.9g", x);
     else
-        sb(b, "null");
+        fmb_sb_puts(b, "null");
 }
 
 static char *json_str_list(char **v, size_t n)
@@ -619,8 +594,8 @@ static fmb_status phase_choices(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *err
                 continue;
             const task_prep *p = &t->prep[i];
             fmb_result_row *row = &bd->out->rows[i];
-            sbuf js = {0};
-            sb(&js, "[");
+            fmb_sb js = {0};
+            fmb_sb_printf(&js, "[");
             double best = -INFINITY;
             int64_t best_i = 0;
             for (size_t c = 0; c < tc->n_choices; c++) {
@@ -641,16 +616,16 @@ static fmb_status phase_choices(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *err
                 json_t *txt = json_string(tc->choices[c]);
                 char *ts = json_dumps(txt, JSON_ENCODE_ANY);
                 json_decref(txt);
-                sb(&js, "%s{\"text\":%s,\"tokens\":%zu,\"total\":", c ? "," : "", ts,
-                   p->cands[c].n);
+                fmb_sb_printf(&js, "%s{\"text\":%s,\"tokens\":%zu,\"total\":", c ? "," : "", ts,
+                              p->cands[c].n);
                 free(ts);
                 sb_num(&js, total);
-                sb(&js, ",\"mean\":");
+                fmb_sb_printf(&js, ",\"mean\":");
                 sb_num(&js, mean);
-                sb(&js, "}");
+                fmb_sb_printf(&js, "}");
             }
-            sb(&js, "]");
-            row->choices_json = own(bd->out, js.p);
+            fmb_sb_printf(&js, "]");
+            row->choices_json = own(bd->out, fmb_sb_take(&js));
             row->best = tc->choices[best_i];
             row->best_index = best_i;
             row->prompt_tokens = (int64_t)p->rest.n;
@@ -710,18 +685,18 @@ static void gen_row(fmb_tasks *t, bdoc *d, gen_ref *r, double dt)
             fmb_gen_result_free(&res);
             return;
         }
-    sbuf ids = {0}, lps = {0};
-    sb(&ids, "[");
-    sb(&lps, "[");
+    fmb_sb ids = {0}, lps = {0};
+    fmb_sb_printf(&ids, "[");
+    fmb_sb_printf(&lps, "[");
     for (size_t i = 0; i < res.n; i++) {
-        sb(&ids, "%s%d", i ? "," : "", res.ids[i]);
-        sb(&lps, "%s", i ? "," : "");
+        fmb_sb_printf(&ids, "%s%d", i ? "," : "", res.ids[i]);
+        fmb_sb_printf(&lps, "%s", i ? "," : "");
         sb_num(&lps, res.logprobs[i]);
     }
-    sb(&ids, "]");
-    sb(&lps, "]");
-    row->ids_json = own(o, ids.p);
-    row->logprobs_json = own(o, lps.p);
+    fmb_sb_printf(&ids, "]");
+    fmb_sb_printf(&lps, "]");
+    row->ids_json = own(o, fmb_sb_take(&ids));
+    row->logprobs_json = own(o, fmb_sb_take(&lps));
     row->finish_reason = res.finish_reason; /* static */
     row->prompt_tokens = (int64_t)p->rest.n;
     row->seed = r->seed;
@@ -733,19 +708,19 @@ static void gen_row(fmb_tasks *t, bdoc *d, gen_ref *r, double dt)
         res.text = NULL;
     }
     /* sampling settings as recorded provenance */
-    sbuf sm = {0};
+    fmb_sb sm = {0};
     char *stop = json_str_list(tc->stop, tc->n_stop);
-    sb(&sm, "{\"max_new_tokens\":%lld,\"temperature\":", (long long)tc->max_new_tokens);
+    fmb_sb_printf(&sm, "{\"max_new_tokens\":%lld,\"temperature\":", (long long)tc->max_new_tokens);
     sb_num(&sm, tc->temperature);
-    sb(&sm, ",\"top_k\":%lld,\"top_p\":", (long long)tc->top_k);
+    fmb_sb_printf(&sm, ",\"top_k\":%lld,\"top_p\":", (long long)tc->top_k);
     sb_num(&sm, tc->top_p);
-    sb(&sm, ",\"seed\":%lld,\"stream\":0,\"stop\":%s,\"eos\":[", (long long)r->seed,
-       stop ? stop : "[]");
+    fmb_sb_printf(&sm, ",\"seed\":%lld,\"stream\":0,\"stop\":%s,\"eos\":[", (long long)r->seed,
+                  stop ? stop : "[]");
     free(stop);
     for (int i = 0; i < r->go.n_eos; i++)
-        sb(&sm, "%s%d", i ? "," : "", r->go.eos_ids[i]);
-    sb(&sm, "],\"ignore_eos\":%s}", tc->ignore_eos ? "true" : "false");
-    row->sampling_json = own(o, sm.p);
+        fmb_sb_printf(&sm, "%s%d", i ? "," : "", r->go.eos_ids[i]);
+    fmb_sb_printf(&sm, "],\"ignore_eos\":%s}", tc->ignore_eos ? "true" : "false");
+    row->sampling_json = own(o, fmb_sb_take(&sm));
     if (p->ext) {
         char *json = NULL;
         s = fmb_extract_run(p->ext, row->text ? row->text : "", row->text ? row->text_len : 0,

@@ -63,9 +63,7 @@ static float *own_alloc(cpu_impl *p, size_t n)
     float *b = malloc((n ? n : 1) * sizeof(float));
     if (!b)
         return NULL;
-    float **no = realloc(p->owned, (p->n_owned + 1) * sizeof *no);
-    FMB_ASSERT(no);
-    p->owned = no;
+    p->owned = fmb_xrealloc(p->owned, p->n_owned + 1, sizeof *p->owned);
     p->owned[p->n_owned++] = b;
     p->owned_bytes += (n ? n : 1) * sizeof(float);
     return b;

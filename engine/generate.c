@@ -50,8 +50,8 @@ struct fmb_gen {
     fmb_gen_result r;
     size_t cap;
     void *scratch; /* fmb_sample's [V × 8 bytes] */
-    char *bytes;   /* raw bytes of the generated tokens, for stop-string matching */
-    size_t nb, bcap, maxstop;
+    fmb_sb bytes;  /* raw bytes of the generated tokens, for stop-string matching */
+    size_t maxstop;
     int stopped, finished;
 };
 
@@ -96,7 +96,7 @@ void fmb_gen_free(fmb_gen *g)
         return;
     fmb_gen_result_free(&g->r);
     free(g->scratch);
-    free(g->bytes);
+    fmb_sb_free(&g->bytes);
     free(g);
 }
 
@@ -124,16 +124,9 @@ int fmb_gen_push(fmb_gen *g, const float *logits, int32_t *next)
         size_t tl;
         const char *tb = fmb_tok_token_bytes(g->tok, id, &tl);
         if (tb && tl) {
-            if (g->nb + tl > g->bcap) {
-                g->bcap = (g->nb + tl) * 2;
-                char *nbuf = realloc(g->bytes, g->bcap);
-                FMB_ASSERT(nbuf);
-                g->bytes = nbuf;
-            }
-            memcpy(g->bytes + g->nb, tb, tl);
-            size_t from = g->nb > g->maxstop ? g->nb - g->maxstop : 0;
-            g->nb += tl;
-            if (find_stop(o, g->bytes, g->nb, from) >= 0) {
+            size_t from = g->bytes.len > g->maxstop ? g->bytes.len - g->maxstop : 0;
+            fmb_sb_add(&g->bytes, tb, tl);
+            if (find_stop(o, g->bytes.buf, g->bytes.len, from) >= 0) {
                 g->r.finish_reason = "stop";
                 g->stopped = 1;
                 g->finished = 1;

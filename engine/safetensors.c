@@ -69,9 +69,7 @@ const char *fmb_dtype_name(fmb_dtype dt)
 
 static char *own(fmb_st *st, const char *s)
 {
-    char **nn = realloc(st->names, (st->n_names + 1) * sizeof *nn);
-    FMB_ASSERT(nn);
-    st->names = nn;
+    st->names = fmb_xrealloc(st->names, st->n_names + 1, sizeof *st->names);
     return st->names[st->n_names++] = fmb_xstrdup(s);
 }
 
@@ -121,9 +119,7 @@ static fmb_status add_file(fmb_st *st, const char *path, fmb_err *err)
     close(fd);
     if (map == MAP_FAILED)
         return fmb_fail(err, FMB_EIO, "%s: mmap failed: %s", path, strerror(errno));
-    st_file *nf = realloc(st->files, (st->n_files + 1) * sizeof *nf);
-    FMB_ASSERT(nf);
-    st->files = nf;
+    st->files = fmb_xrealloc(st->files, st->n_files + 1, sizeof *st->files);
     st->files[st->n_files++] = (st_file){fmb_xstrdup(path), map, size};
     const char *fpath = own(st, path);
 
@@ -242,9 +238,7 @@ static fmb_status add_file(fmb_st *st, const char *path, fmb_err *err)
         t.file = fpath;
         if (st->n_tensors == st->cap_tensors) {
             st->cap_tensors = st->cap_tensors ? 2 * st->cap_tensors : 256;
-            fmb_tensor *nt = realloc(st->tensors, st->cap_tensors * sizeof *nt);
-            FMB_ASSERT(nt);
-            st->tensors = nt;
+            st->tensors = fmb_xrealloc(st->tensors, st->cap_tensors, sizeof *st->tensors);
         }
         st->tensors[st->n_tensors++] = t;
     }

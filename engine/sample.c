@@ -27,18 +27,6 @@ double fmb_rng_uniform(uint64_t seed, uint64_t stream, uint64_t step)
     return (double)(x >> 11) * (1.0 / 9007199254740992.0);
 }
 
-uint64_t fmb_hash64(uint64_t h, const void *data, size_t len)
-{
-    const unsigned char *p = data;
-    if (h == 0)
-        h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 double fmb_logprob_of(const float *logits, int32_t V, int32_t id)
 {
     float mx = logits[0];

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/hash.h" /* fmb_hash64, for the stream of a seed (callers include this) */
+
 typedef struct {
     float temperature; /* <= 0: greedy (argmax, ties to the lowest id) */
     int top_k;         /* <= 0: off */
@@ -21,8 +23,6 @@ typedef struct {
 
 /* A uniform double in [0, 1) from (seed, stream, step): the counter-based RNG. */
 double fmb_rng_uniform(uint64_t seed, uint64_t stream, uint64_t step);
-/* 64-bit FNV-1a hash of len bytes, continuing from h (start with 0). */
-uint64_t fmb_hash64(uint64_t h, const void *data, size_t len);
 
 /* Picks a token from logits [V]. scratch must hold 2*V floats' worth (8*V bytes) or be NULL
  * (then it allocates). *logprob (if non-NULL) receives the chosen token's log-probability

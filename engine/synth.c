@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "engine/sample.h"
+#include "engine/hash.h"
 #include "kernels/cpu/kcpu.h"
 
 fmb_status fmb_synth_shape(const char *spec, fmb_config *c, fmb_err *err)
@@ -93,8 +93,7 @@ static void add(synth_tensor **v,
                 int init,
                 float scale)
 {
-    *v = realloc(*v, (*n + 1) * sizeof **v);
-    FMB_ASSERT(*v);
+    *v = fmb_xrealloc(*v, *n + 1, sizeof **v);
     synth_tensor *t = &(*v)[(*n)++];
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
@@ -265,47 +264,41 @@ fmb_status fmb_synth_write(
         else
             snprintf(fname, sizeof fname, "model-%05d-of-%05d.safetensors", sh + 1, shards);
         // header JSON
-        size_t hcap = 1 << 16, hl = 0, off = 0;
-        char *hdr = fmb_xmalloc(hcap);
-        hl += (size_t)snprintf(hdr + hl, hcap - hl, "{\"__metadata__\":{\"format\":\"pt\"}");
+        size_t off = 0;
+        fmb_sb hdr = {0};
+        fmb_sb_puts(&hdr, "{\"__metadata__\":{\"format\":\"pt\"}");
         for (size_t i = 0; i < nt; i++) {
             if (tv[i].shard != sh)
                 continue;
-            if (hcap - hl < 512) {
-                hcap *= 2;
-                hdr = realloc(hdr, hcap);
-                FMB_ASSERT(hdr);
-            }
             tv[i].offset = off;
             size_t nb = tv[i].numel * esz;
-            hl += (size_t)snprintf(hdr + hl, hcap - hl, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[",
-                                   tv[i].name, o->dtype == FMB_DT_BF16 ? "BF16" : "F32");
+            fmb_sb_printf(&hdr, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", tv[i].name,
+                          o->dtype == FMB_DT_BF16 ? "BF16" : "F32");
             for (int d = 0; d < tv[i].ndim; d++)
-                hl += (size_t)snprintf(hdr + hl, hcap - hl, d ? ",%lld" : "%lld",
-                                       (long long)tv[i].shape[d]);
-            hl += (size_t)snprintf(hdr + hl, hcap - hl, "],\"data_offsets\":[%zu,%zu]}", off,
-                                   off + nb);
+                fmb_sb_printf(&hdr, d ? ",%lld" : "%lld", (long long)tv[i].shape[d]);
+            fmb_sb_printf(&hdr, "],\"data_offsets\":[%zu,%zu]}", off, off + nb);
             off += nb;
             if (idx) {
                 fprintf(idx, "%s    \"%s\": \"%s\"", first_idx ? "" : ",\n", tv[i].name, fname);
                 first_idx = 0;
             }
         }
-        hl += (size_t)snprintf(hdr + hl, hcap - hl, "}");
-        while (hl % 8) // data area aligned to 8 bytes, as HF writes it
-            hdr[hl++] = ' ';
+        fmb_sb_putc(&hdr, '}');
+        while (hdr.len % 8) // data area aligned to 8 bytes, as HF writes it
+            fmb_sb_putc(&hdr, ' ');
+        size_t hl = hdr.len;
         snprintf(path, sizeof path, "%s/%s", dir, fname);
         FILE *f = fopen(path, "wb");
         if (!f) {
-            free(hdr);
+            fmb_sb_free(&hdr);
             s = fmb_fail(err, FMB_EIO, "%s: %s", path, strerror(errno));
             goto out;
         }
         unsigned char len8[8];
         for (int b = 0; b < 8; b++)
             len8[b] = (unsigned char)((uint64_t)hl >> (8 * b));
-        int bad = fwrite(len8, 1, 8, f) != 8 || fwrite(hdr, 1, hl, f) != hl;
-        free(hdr);
+        int bad = fwrite(len8, 1, 8, f) != 8 || fwrite(hdr.buf, 1, hl, f) != hl;
+        fmb_sb_free(&hdr);
         for (size_t i = 0; i < nt && !bad; i++) {
             if (tv[i].shard != sh)
                 continue;

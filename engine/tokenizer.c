@@ -348,9 +348,7 @@ static void str_map_put(str_map *m, const char *s, size_t len, int32_t id)
     }
     if (m->n == m->cap_ents) {
         m->cap_ents *= 2;
-        str_ent *ne = realloc(m->ents, m->cap_ents * sizeof *ne);
-        FMB_ASSERT(ne);
-        m->ents = ne;
+        m->ents = fmb_xrealloc(m->ents, m->cap_ents, sizeof *m->ents);
     }
     m->ents[m->n] = (str_ent){s, (uint32_t)len, h, id};
     m->slots[i] = (int32_t)m->n++;
@@ -511,14 +509,9 @@ void fmb_ids_push(fmb_ids *v, int32_t id, size_t offset)
 {
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 256;
-        int32_t *ni = realloc(v->ids, cap * sizeof *ni);
-        FMB_ASSERT(ni);
-        v->ids = ni;
-        if (v->want_offsets) {
-            size_t *no = realloc(v->offsets, cap * sizeof *no);
-            FMB_ASSERT(no);
-            v->offsets = no;
-        }
+        v->ids = fmb_xrealloc(v->ids, cap, sizeof *v->ids);
+        if (v->want_offsets)
+            v->offsets = fmb_xrealloc(v->offsets, cap, sizeof *v->offsets);
         v->cap = cap;
     }
     v->ids[v->n] = id;
@@ -843,9 +836,7 @@ static fmb_status load_merges(fmb_tok *t, const load_ctx *lc, json_t *merges)
         }
         if (an + bn + 1 > cat_cap) {
             cat_cap = 2 * (an + bn + 1);
-            char *nc = realloc(cat, cat_cap);
-            FMB_ASSERT(nc);
-            cat = nc;
+            cat = fmb_xrealloc(cat, cat_cap, 1);
         }
         memcpy(cat, a, an);
         memcpy(cat + an, b, bn);

@@ -1,7 +1,8 @@
-/* base: error tiers, checked allocation, a clock. No state. */
+/* base: error tiers, checked allocation, a string builder, a clock. No state. */
 #include "kernels/base.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,85 @@ char *fmb_xstrdup(const char *s)
     char *p = fmb_xmalloc(n);
     memcpy(p, s, n);
     return p;
+}
+
+void *fmb_xrealloc(void *p, size_t n, size_t size)
+{
+    FMB_ASSERTF(size == 0 || n <= SIZE_MAX / size, "allocation size overflow: %zu x %zu", n, size);
+    size_t bytes = n * size;
+    void *q = realloc(p, bytes ? bytes : 1);
+    FMB_ASSERTF(q, "out of memory reallocating %zu x %zu bytes", n, size);
+    return q;
+}
+
+void fmb_sb_reserve(fmb_sb *b, size_t extra)
+{
+    FMB_ASSERTF(extra < SIZE_MAX - b->len - 1, "string builder overflow");
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    b->buf = fmb_xrealloc(b->buf, cap, 1);
+    b->cap = cap;
+    b->buf[b->len] = 0; /* a fresh buffer is a string too */
+}
+
+void fmb_sb_add(fmb_sb *b, const void *data, size_t n)
+{
+    fmb_sb_reserve(b, n);
+    if (n)
+        memcpy(b->buf + b->len, data, n);
+    b->len += n;
+    b->buf[b->len] = 0;
+}
+
+void fmb_sb_puts(fmb_sb *b, const char *s)
+{
+    fmb_sb_add(b, s, strlen(s));
+}
+
+void fmb_sb_putc(fmb_sb *b, char c)
+{
+    fmb_sb_add(b, &c, 1);
+}
+
+void fmb_sb_printf(fmb_sb *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    FMB_ASSERT(n >= 0);
+    fmb_sb_reserve(b, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(b->buf + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void fmb_sb_clear(fmb_sb *b)
+{
+    b->len = 0;
+    if (b->buf)
+        b->buf[0] = 0;
+}
+
+char *fmb_sb_take(fmb_sb *b)
+{
+    fmb_sb_reserve(b, 0);
+    char *s = b->buf;
+    b->buf = NULL;
+    b->len = b->cap = 0;
+    return s;
+}
+
+void fmb_sb_free(fmb_sb *b)
+{
+    free(b->buf);
+    b->buf = NULL;
+    b->len = b->cap = 0;
 }
 
 double fmb_now(void)

@@ -65,6 +65,28 @@ FMB_NORETURN void fmb_die(const char *file, int line, const char *func, const ch
 void *fmb_xmalloc(size_t n);
 void *fmb_xcalloc(size_t n, size_t size);
 char *fmb_xstrdup(const char *s);
+/* realloc of n elements of size bytes (n * size checked for overflow) that aborts on failure;
+ * the same tier as fmb_xmalloc. p may be NULL. */
+void *fmb_xrealloc(void *p, size_t n, size_t size);
+
+/* A growable byte buffer / string builder. Zero-initialise (fmb_sb b = {0}); buf stays
+ * NUL-terminated after any add (the NUL is not counted in len) and may hold NUL bytes.
+ * Owned by the caller: fmb_sb_free, or fmb_sb_take to keep the string. Growth aborts on
+ * out-of-memory (fmb_xrealloc), so it is for bookkeeping-sized text, not input-sized data. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} fmb_sb;
+
+void fmb_sb_reserve(fmb_sb *b, size_t extra); /* room for extra more bytes + the NUL */
+void fmb_sb_add(fmb_sb *b, const void *data, size_t n);
+void fmb_sb_puts(fmb_sb *b, const char *s);
+void fmb_sb_putc(fmb_sb *b, char c);
+void fmb_sb_printf(fmb_sb *b, const char *fmt, ...) FMB_PRINTF_LIKE(2, 3);
+void fmb_sb_clear(fmb_sb *b); /* len 0, keeps the memory */
+/* The string (never NULL; "" when nothing was added), now the caller's; b is reset. */
+char *fmb_sb_take(fmb_sb *b);
+void fmb_sb_free(fmb_sb *b);
 
 /* Monotonic wall time in seconds. */
 double fmb_now(void);

@@ -9,24 +9,47 @@
 #include <unistd.h>
 
 #include "batch/queue.h"
+#include "engine/hash.h"
 #include "tests/check.h"
 
 static char path[256];
 
+/* The tests look at and poke the file through a connection of their own (the queue keeps
+ * its connection to itself). q only says which queue the statement is about. */
+static sqlite3 *side_db(void)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        printf("NOTE cannot open %s\n", path);
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, 10000);
+    sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL);
+    return db;
+}
+
 static int64_t one(fmb_queue *q, const char *sql)
 {
-    sqlite3_stmt *st;
+    (void)q;
+    sqlite3 *db = side_db();
+    sqlite3_stmt *st = NULL;
     int64_t v = -1;
-    if (sqlite3_prepare_v2(fmb_queue_db(q), sql, -1, &st, NULL) == SQLITE_OK &&
+    if (db && sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
         sqlite3_step(st) == SQLITE_ROW)
         v = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
+    sqlite3_close(db);
     return v;
 }
 
 static void exec(fmb_queue *q, const char *sql)
 {
-    sqlite3_exec(fmb_queue_db(q), sql, NULL, NULL, NULL);
+    (void)q;
+    sqlite3 *db = side_db();
+    if (db)
+        sqlite3_exec(db, sql, NULL, NULL, NULL);
+    sqlite3_close(db);
 }
 
 static int claim(fmb_queue *q, const char *key, const char *hash, int64_t *id)
@@ -57,6 +80,159 @@ static int complete(fmb_queue *q, int64_t id, const char *key)
     return lost;
 }
 
+/* The result table is spelled out in schemas/001_init.sql (and byte for byte in batch/schema.c,
+ * test_batch_job checks) and in batch/result_cols.h: both must name the same columns, in the
+ * same order, with the same declarations; the created table must have them too. */
+typedef struct {
+    const char *name, *sql;
+} col_decl;
+#define DECL_(name, sql, enc, value, failed) {#name, sql},
+static const col_decl x_cols[] = {FMB_RESULT_COLUMNS(DECL_)};
+#define NX ((int)(sizeof x_cols / sizeof x_cols[0]))
+
+static void squeeze(char *s) /* runs of blanks to one space, trimmed, trailing ',' dropped */
+{
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (*r == ' ' || *r == '\t') {
+            if (w > s && w[-1] != ' ')
+                *w++ = ' ';
+        } else {
+            *w++ = *r;
+        }
+    }
+    while (w > s && (w[-1] == ' ' || w[-1] == ','))
+        w--;
+    *w = 0;
+}
+
+static void test_schema_columns(void)
+{
+    size_t len;
+    char *sql = check_read_file("schemas/001_init.sql", &len);
+    if (!check(sql != NULL, "schema: read schemas/001_init.sql", "%s", ""))
+        return;
+    char *p = strstr(sql, "CREATE TABLE IF NOT EXISTS result (\n");
+    int n = 0, bad = 0;
+    char why[512] = "";
+    if (p) {
+        p = strchr(p, '\n') + 1;
+        while (*p && strncmp(p, "    PRIMARY KEY", 15)) {
+            char *e = strchr(p, '\n');
+            if (!e)
+                break;
+            *e = 0;
+            char *c = strstr(p, "--");
+            if (c)
+                *c = 0;
+            squeeze(p);
+            if (*p) {
+                char *sp = strchr(p, ' ');
+                const char *decl = sp ? sp + 1 : "";
+                if (sp)
+                    *sp = 0;
+                if (n >= NX || strcmp(p, x_cols[n].name) || strcmp(decl, x_cols[n].sql)) {
+                    if (!bad)
+                        snprintf(why, sizeof why,
+                                 "column %d: .sql '%s %s' vs result_cols.h '%s %s'", n + 1, p, decl,
+                                 n < NX ? x_cols[n].name : "(none)", n < NX ? x_cols[n].sql : "");
+                    bad = 1;
+                }
+                n++;
+            }
+            p = e + 1;
+        }
+    }
+    check(p && !bad && n == NX && NX == FMB_RESULT_NCOLS,
+          "schema: 001_init.sql result columns equal result_cols.h", "%s (%d vs %d columns)", why,
+          n, NX);
+    free(sql);
+    /* The table SQLite made from the embedded schema. */
+    sqlite3 *db = side_db();
+    sqlite3_stmt *st = NULL;
+    int i = 0;
+    bad = 0;
+    if (db && sqlite3_prepare_v2(db, "SELECT name FROM pragma_table_info('result') ORDER BY cid",
+                                 -1, &st, NULL) == SQLITE_OK)
+        for (; sqlite3_step(st) == SQLITE_ROW; i++)
+            if (i >= NX || strcmp((const char *)sqlite3_column_text(st, 0), x_cols[i].name))
+                bad = 1;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    check(!bad && i == NX, "schema: created result table has the listed columns", "%d columns", i);
+}
+
+/* Every field lands in its column (the binds come from the column list). */
+static void test_row_binds(fmb_queue *q)
+{
+    fmb_err err;
+    int64_t id;
+    if (claim(q, "binds", "h", &id) != FMB_CLAIM_TAKEN)
+        return;
+    fmb_result_row r = fmb_result_row_empty();
+    float nll[2] = {1.5f, 2.5f};
+    r.task = "t";
+    r.kind = "generate";
+    r.note = "N";
+    r.doc_tokens = 11;
+    r.truncated = 1;
+    r.prompt_tokens = 12;
+    r.tokens = 13;
+    r.ppl = 4.5;
+    r.token_nll = nll;
+    r.token_nll_bytes = sizeof nll;
+    r.best = "B";
+    r.best_index = 2;
+    r.text = "T\0x";
+    r.text_len = 3;
+    r.finish_reason = "stop";
+    r.seed = 77;
+    r.task_seconds = 0.25;
+    int lost = 0;
+    int ok = !fmb_queue_begin(q, &err) && !fmb_queue_add_result(q, id, "binds", &r, &err) &&
+             !fmb_queue_finish(q, id, 10, 0.1, &lost, &err) && !lost;
+    ok = ok && one(q, "SELECT count(*) FROM result WHERE item_key = 'binds' AND task = 't' AND "
+                      "kind = 'generate' AND status = 'ok' AND note = 'N' AND doc_tokens = 11 AND "
+                      "truncated = 1 AND prompt_tokens = 12 AND tokens = 13 AND sum_nll IS NULL "
+                      "AND ppl = 4.5 AND length(token_nll) = 8 AND token_rank IS NULL AND best = "
+                      "'B' AND best_index = 2 AND hex(text) = '540078' AND finish_reason = "
+                      "'stop' AND seed = 77 AND task_seconds = 0.25 AND prefill_seconds IS NULL "
+                      "AND model = 'm' AND fmbatch_version IS NOT NULL AND finished_at > 0") == 1;
+    check(ok, "result row: every field in its column", "%s", err.msg);
+}
+
+/* Export of a key that is not valid UTF-8: escaped, with the raw bytes in item_key_hex. */
+static void test_export_bad_utf8(fmb_queue *q)
+{
+    fmb_err err;
+    int64_t id;
+    const char *key = "k\xff\\\xc3(";
+    if (claim(q, key, "h", &id) != FMB_CLAIM_TAKEN || complete(q, id, key) != 0)
+        return;
+    for (int csv = 0; csv < 2; csv++) {
+        fmb_queue_export *x = NULL;
+        int found = 0, lines = 0, hex_header = 0;
+        const char *line;
+        size_t len;
+        if (!fmb_queue_export_open(q, csv ? FMB_EXPORT_CSV : FMB_EXPORT_JSONL, 0, &x, &err))
+            while (!fmb_queue_export_next(x, &line, &len, &err) && line) {
+                if (csv && lines == 0)
+                    hex_header = strstr(line, ",item_key_hex\n") != NULL;
+                else if (csv)
+                    found += strstr(line, ",k\\xff\\\\\\xc3(,") && strstr(line, ",6bff5cc328\n");
+                else
+                    found += strstr(line, "\"item_key\":\"k\\\\xff\\\\\\\\\\\\xc3(\","
+                                          "\"item_key_hex\":\"6bff5cc328\"") != NULL;
+                lines++;
+            }
+        fmb_queue_export_close(x);
+        check(found == 1 && (!csv || hex_header),
+              csv ? "export csv: invalid UTF-8 key escaped, item_key_hex column"
+                  : "export jsonl: invalid UTF-8 key escaped, item_key_hex field",
+              "found %d, header %d, %d lines", found, hex_header, lines);
+    }
+}
+
 int main(void)
 {
     snprintf(path, sizeof path, "/tmp/fmb_queue_%d.db", (int)getpid());
@@ -77,6 +253,10 @@ int main(void)
           "changed fingerprint refused with the difference", "%s", err.msg);
 
     int64_t id = -1, id2 = -1;
+    test_schema_columns();
+    test_row_binds(q);
+    test_export_bad_utf8(q);
+    exec(q, "DELETE FROM item WHERE key NOT LIKE 'k_'"); /* the counts below start clean */
     check(claim(q, "k1", "h1", &id) == FMB_CLAIM_TAKEN, "new key is taken", "%s", "");
     check(claim(q, "k1", "h1", NULL) == FMB_CLAIM_BUSY, "own live lease is busy", "%s", "");
     check(complete(q, id, "k1") == 0, "complete writes rows and done", "%s", "");
@@ -176,8 +356,8 @@ int main(void)
     }
     fmb_queue_close(q2);
     char h1[33], h2[33];
-    fmb_queue_content_hash("abc", 3, h1);
-    fmb_queue_content_hash("abd", 3, h2);
+    fmb_hash_content("abc", 3, h1);
+    fmb_hash_content("abd", 3, h2);
     check(strlen(h1) == 32 && strcmp(h1, h2), "content hash", "%s %s", h1, h2);
     fmb_queue_close(q);
     unlink(path);

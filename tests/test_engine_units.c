@@ -12,6 +12,7 @@
 #include "engine/config.h"
 #include "engine/sample.h"
 #include "engine/synth.h"
+#include "kernels/base.h"
 #include "kernels/cpu/kcpu.h"
 #include "tests/check.h"
 
@@ -269,8 +270,40 @@ static void test_expf(void)
     check_note("softplus worst relative error %.3g, silu %.3g (vs float64)", ws, wsi);
 }
 
+/* kernels/base.h: the string builder grows, keeps NUL bytes, stays NUL-terminated. */
+static void test_string_builder(void)
+{
+    fmb_sb b = {0};
+    char *empty = fmb_sb_take(&b);
+    check(empty && !empty[0], "sb: take of nothing is an empty string", "%p", (void *)empty);
+    free(empty);
+    for (int i = 0; i < 1000; i++)
+        fmb_sb_printf(&b, "%d,", i);
+    fmb_sb_add(&b, "a\0b", 3);
+    fmb_sb_putc(&b, 'z');
+    size_t want = 0;
+    for (int i = 0; i < 1000; i++)
+        want += (size_t)snprintf(NULL, 0, "%d,", i);
+    check(b.len == want + 4 && !memcmp(b.buf, "0,1,2,", 6) && !memcmp(b.buf + want, "a\0bz", 5) &&
+              b.buf[b.len] == 0,
+          "sb: printf/add/putc append in order, NUL bytes kept", "len %zu want %zu", b.len,
+          want + 4);
+    fmb_sb_clear(&b);
+    fmb_sb_puts(&b, "x");
+    check(b.len == 1 && !strcmp(b.buf, "x"), "sb: clear then reuse", "%s", b.buf);
+    fmb_sb_free(&b);
+    int *v = NULL;
+    for (int n = 1; n <= 100; n++) {
+        v = fmb_xrealloc(v, (size_t)n, sizeof *v);
+        v[n - 1] = n;
+    }
+    check(v[0] == 1 && v[99] == 100, "xrealloc keeps the contents", "%d %d", v[0], v[99]);
+    free(v);
+}
+
 int main(void)
 {
+    test_string_builder();
     test_expf();
     test_config();
     test_dtypes();

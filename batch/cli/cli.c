@@ -282,9 +282,7 @@ fmb_status fmb_cli_read_ids(const char *path, int32_t **ids, size_t *n, fmb_err 
         }
         if (cnt == cap) {
             cap *= 2;
-            int32_t *nv = realloc(v, cap * sizeof *v);
-            FMB_ASSERT(nv);
-            v = nv;
+            v = fmb_xrealloc(v, cap, sizeof *v);
         }
         v[cnt++] = (int32_t)x;
         p = end;

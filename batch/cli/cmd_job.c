@@ -17,7 +17,6 @@
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +28,7 @@
 #include "batch/queue.h"
 #include "batch/source.h"
 #include "batch/task.h"
+#include "engine/hash.h"
 #include "engine/tokenizer.h"
 
 /* The signal that asked the run to stop (0: none). Written only by the handler. */
@@ -288,9 +288,8 @@ static void window_add(window *w, const fmb_doc *doc, int64_t id)
 {
     if (w->n == w->cap) {
         w->cap = w->cap ? 2 * w->cap : 64;
-        w->docs = realloc(w->docs, w->cap * sizeof *w->docs);
-        w->ids = realloc(w->ids, w->cap * sizeof *w->ids);
-        FMB_ASSERT(w->docs && w->ids);
+        w->docs = fmb_xrealloc(w->docs, w->cap, sizeof *w->docs);
+        w->ids = fmb_xrealloc(w->ids, w->cap, sizeof *w->ids);
     }
     char *data = fmb_xmalloc(doc->len + 1);
     memcpy(data, doc->data, doc->len);
@@ -428,7 +427,7 @@ static int run_pass(const char *cmd,
                 continue;
             }
             char hash[33];
-            fmb_queue_content_hash(doc.data, doc.len, hash);
+            fmb_hash_content(doc.data, doc.len, hash);
             fmb_claim claim;
             int64_t id;
             if ((s = fmb_queue_claim(e->q, doc.key, hash, doc.len, &claim, &id, &err))) {
@@ -701,7 +700,6 @@ int fmb_cmd_status(int argc, char **argv)
         fmb_cli_error(cmd, "%s", err.msg);
         return FMB_EXIT_USAGE;
     }
-    json_t *fails = json_array();
     FILE *probe = fopen(job->output, "rb");
     if (probe) { /* no output yet: every count is 0 */
         fclose(probe);
@@ -714,25 +712,10 @@ int fmb_cmd_status(int argc, char **argv)
             rc = FMB_EXIT_FATAL;
         }
     }
-    if (q && !rc) {
-        sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(fmb_queue_db(q),
-                               "SELECT substr(error, 1, instr(error || ':', ':') - 1) AS reason, "
-                               "count(*), min(key) FROM item WHERE job = ?1 AND status IN "
-                               "('failed', 'dead') GROUP BY reason ORDER BY count(*) DESC",
-                               -1, &st, NULL) == SQLITE_OK) {
-            sqlite3_bind_text(st, 1, job->name, -1, SQLITE_STATIC);
-            while (sqlite3_step(st) == SQLITE_ROW) {
-                json_t *o = json_object();
-                const char *r = (const char *)sqlite3_column_text(st, 0);
-                json_object_set_new(o, "reason", json_string(r ? r : ""));
-                json_object_set_new(o, "count", json_integer(sqlite3_column_int64(st, 1)));
-                const char *k = (const char *)sqlite3_column_text(st, 2);
-                json_object_set_new(o, "example", json_string(k ? k : ""));
-                json_array_append_new(fails, o);
-            }
-            sqlite3_finalize(st);
-        }
+    char *fails = NULL;
+    if (q && !rc && fmb_queue_failures_json(q, &fails, &err)) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        rc = FMB_EXIT_FATAL;
     }
     if (!rc) {
         double wall = c.last_finished - c.first_started;
@@ -750,11 +733,9 @@ int fmb_cmd_status(int argc, char **argv)
         printf(",\"eta_seconds\":");
         fmb_cli_json_num(stdout, c.done > 0 && wall > 0 ? (double)left * wall / (double)c.done
                                                         : (left ? NAN : 0));
-        char *f = json_dumps(fails, JSON_COMPACT);
-        printf(",\"failures\":%s}\n", f ? f : "[]");
-        free(f);
+        printf(",\"failures\":%s}\n", fails ? fails : "[]");
     }
-    json_decref(fails);
+    free(fails);
     fmb_queue_close(q);
     fmb_job_free(job);
     return rc;
@@ -786,155 +767,40 @@ int fmb_cmd_retry(int argc, char **argv)
     return rc;
 }
 
-/* Export: a blob column back to a JSON array (the per-token arrays, little-endian). */
-static json_t *blob_json(const char *col, const void *p, int n)
-{
-    json_t *a = json_array();
-    const unsigned char *b = p;
-    int is_float = !strcmp(col, "token_nll") || !strcmp(col, "token_topk_logprobs");
-    int is_unsigned = !strcmp(col, "token_offset");
-    for (int i = 0; i + 4 <= n; i += 4) {
-        uint32_t u = (uint32_t)b[i] | (uint32_t)b[i + 1] << 8 | (uint32_t)b[i + 2] << 16 |
-                     (uint32_t)b[i + 3] << 24;
-        if (is_float) {
-            float f;
-            memcpy(&f, &u, 4);
-            json_array_append_new(a, isfinite(f) ? json_real(f) : json_null());
-        } else if (is_unsigned) {
-            json_array_append_new(a, json_integer((json_int_t)u));
-        } else {
-            int32_t v;
-            memcpy(&v, &u, 4);
-            json_array_append_new(a, json_integer(v));
-        }
-    }
-    return a;
-}
-
-static int is_json_col(const char *c)
-{
-    return !strcmp(c, "choices") || !strcmp(c, "ids") || !strcmp(c, "logprobs") ||
-           !strcmp(c, "extract") || !strcmp(c, "sampling");
-}
-
-static void csv_field(const char *s)
-{
-    if (!s)
-        return;
-    if (!strpbrk(s, ",\"\r\n")) {
-        fputs(s, stdout);
-        return;
-    }
-    putchar('"');
-    for (; *s; s++) {
-        if (*s == '"')
-            putchar('"');
-        putchar(*s);
-    }
-    putchar('"');
-}
-
 int fmb_cmd_export(int argc, char **argv)
 {
     const char *cmd = argv[0];
     job_args a;
     if (parse_args(argc, argv, &a))
         return FMB_EXIT_USAGE;
-    int csv = a.format && !strcmp(a.format, "csv");
+    fmb_export_format format =
+        a.format && !strcmp(a.format, "csv") ? FMB_EXPORT_CSV : FMB_EXPORT_JSONL;
     fmb_job *job = NULL;
     fmb_queue *q = NULL;
+    fmb_queue_export *x = NULL;
+    fmb_err err;
     int rc = open_output(cmd, &a, &job, &q, 0);
-    if (rc) {
-        fmb_queue_close(q);
-        fmb_job_free(job);
-        return rc;
-    }
-    sqlite3 *db = fmb_queue_db(q);
-    sqlite3_stmt *st = NULL;
-    const char *sql =
-        a.include_failed
-            ? "SELECT * FROM result WHERE job = ?1 UNION ALL SELECT job, key AS item_key, NULL, "
-              "item_id, NULL, status, error, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
-              "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
-              "NULL, NULL, NULL, NULL, NULL, NULL, finished_at FROM item WHERE job = ?1 AND "
-              "status IN ('failed', 'dead') ORDER BY 2, 3"
-            : "SELECT * FROM result WHERE job = ?1 ORDER BY item_key, task";
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        fmb_cli_error(cmd, "%s: %s", job->output, sqlite3_errmsg(db));
-        fmb_queue_close(q);
-        fmb_job_free(job);
-        return FMB_EXIT_FATAL;
-    }
-    sqlite3_bind_text(st, 1, job->name, -1, SQLITE_STATIC);
-    int nc = sqlite3_column_count(st);
-    if (csv) {
-        for (int i = 0; i < nc; i++) {
-            if (i)
-                putchar(',');
-            csv_field(sqlite3_column_name(st, i));
-        }
-        putchar('\n');
-    }
-    int r;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        json_t *o = json_object();
-        for (int i = 0; i < nc; i++) {
-            const char *name = sqlite3_column_name(st, i);
-            json_t *v;
-            switch (sqlite3_column_type(st, i)) {
-            case SQLITE_INTEGER:
-                v = json_integer(sqlite3_column_int64(st, i));
-                break;
-            case SQLITE_FLOAT:
-                v = json_real(sqlite3_column_double(st, i));
-                break;
-            case SQLITE_TEXT: {
-                const char *t = (const char *)sqlite3_column_text(st, i);
-                size_t n = (size_t)sqlite3_column_bytes(st, i);
-                v = is_json_col(name) ? json_loadb(t, n, JSON_ALLOW_NUL, NULL) : json_stringn(t, n);
-                if (!v)
-                    v = json_stringn(t, n);
-                if (!v)
-                    v = json_null();
-                break;
-            }
-            case SQLITE_BLOB:
-                v = blob_json(name, sqlite3_column_blob(st, i), sqlite3_column_bytes(st, i));
-                break;
-            default:
-                v = json_null();
-            }
-            if (csv) {
-                if (i)
-                    putchar(',');
-                if (json_is_string(v))
-                    csv_field(json_string_value(v));
-                else if (!json_is_null(v)) {
-                    char *t =
-                        json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
-                    csv_field(t);
-                    free(t);
-                }
-                json_decref(v);
-            } else {
-                json_object_set_new(o, name, v);
-            }
-        }
-        if (csv) {
-            putchar('\n');
-        } else {
-            char *t = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
-            if (t)
-                puts(t);
-            free(t);
-        }
-        json_decref(o);
-    }
-    if (r != SQLITE_DONE) {
-        fmb_cli_error(cmd, "%s: %s", job->output, sqlite3_errmsg(db));
+    if (!rc && fmb_queue_export_open(q, format, a.include_failed, &x, &err)) {
+        fmb_cli_error(cmd, "%s", err.msg);
         rc = FMB_EXIT_FATAL;
     }
-    sqlite3_finalize(st);
+    while (!rc) {
+        const char *line;
+        size_t len;
+        if (fmb_queue_export_next(x, &line, &len, &err)) {
+            fmb_cli_error(cmd, "%s", err.msg);
+            rc = FMB_EXIT_FATAL;
+        } else if (!line) {
+            break;
+        } else {
+            fwrite(line, 1, len, stdout);
+        }
+    }
+    if (!rc && (fflush(stdout) || ferror(stdout))) {
+        fmb_cli_error(cmd, "cannot write the export to standard output");
+        rc = FMB_EXIT_FATAL;
+    }
+    fmb_queue_export_close(x);
     fmb_queue_close(q);
     fmb_job_free(job);
     return rc;

@@ -480,6 +480,167 @@ def token_limit():
         shutil.rmtree(d)
 
 
+def unescape_key(s):
+    r"""Undoes export's escape of text that is not valid UTF-8 (docs/DECISIONS.md): "\\" is a
+    backslash, "\xHH" a raw byte, everything else UTF-8."""
+    out, i = bytearray(), 0
+    while i < len(s):
+        if s[i] == "\\" and s[i + 1] == "\\":
+            out += b"\\"
+            i += 2
+        elif s[i] == "\\" and s[i + 1] == "x":
+            out.append(int(s[i + 2:i + 4], 16))
+            i += 4
+        else:
+            out += s[i].encode()
+            i += 1
+    return bytes(out)
+
+
+def export_cases():
+    """export --include-failed (JSONL and CSV), keys that are not UTF-8, status on a corrupt
+    output file, and the output folder (created when missing; a read-only one named)."""
+    import csv as csvmod
+    d = tempfile.mkdtemp(prefix="fmb_e2e_")
+    try:
+        tree = os.path.join(d, "tree").encode()
+        os.makedirs(tree)
+        bad_name = b"bad\xff\\x\xc3(.txt"  # an invalid byte, a backslash, a cut sequence
+        files = {b"good.txt": b"A fine document about cats.", bad_name: b"Some text about dogs.",
+                 b"big.txt": b"x" * 3000}
+        for n, data in files.items():
+            with open(os.path.join(tree, n), "wb") as f:
+                f.write(data)
+        src = '[source]\nkind = "files"\npaths = ["tree"]\nmax_entry_bytes = 1000\n'
+        tasks = ('[[task]]\nname = "ppl"\nkind = "score"\n\n[[task]]\nname = "g"\n'
+                 'kind = "generate"\nprompt = "{document} =>"\nmax_new_tokens = 4\n')
+        with open(os.path.join(d, "job.toml"), "w") as f:
+            f.write(job_text("exp", src, tasks=tasks))
+        r = run(["run", "job.toml"], cwd=d)
+        check(r.returncode == 3, "export cases: run exits 3 (one failed item)", r.stderr[-800:])
+        raw_key = b"tree/" + bad_name
+        db = sqlite3.connect(os.path.join(d, "out.db"))
+        db.text_factory = bytes
+        items = {k: (st, err) for k, st, err in db.execute("SELECT key, status, error FROM item")}
+        db.close()
+        check(raw_key in items and items[raw_key][0] == b"done", "invalid UTF-8 key stored raw",
+              repr(items))
+        cols = ["job", "item_key", "task", "item_id", "kind", "status", "note", "doc_tokens",
+                "truncated", "prompt_tokens", "tokens", "sum_nll", "mean_nll", "ppl",
+                "bits_per_byte", "token_nll", "token_rank", "token_offset", "token_topk_ids",
+                "token_topk_logprobs", "choices", "best", "best_index", "text", "ids", "logprobs",
+                "finish_reason", "extract", "seed", "sampling", "model", "model_hash",
+                "tokenizer_hash", "fmbatch_version", "prefill_seconds", "task_seconds",
+                "finished_at"]
+        # JSONL, with and without the failed items
+        plain = run(["export", "job.toml"], cwd=d)
+        full = run(["export", "job.toml", "--include-failed"], cwd=d)
+        prow = [json.loads(l) for l in plain.stdout.splitlines()]
+        frow = [json.loads(l) for l in full.stdout.splitlines()]
+        failed = [x for x in frow if x["status"] == "failed"]
+        extra = [x for x in frow if x not in prow]
+        ok = (plain.returncode == 0 and full.returncode == 0 and len(prow) == 4 and
+              len(frow) == 5 and extra == failed and len(failed) == 1)
+        f = failed[0] if failed else {}
+        want = {c: None for c in cols}
+        want.update(job="exp", item_key="tree/big.txt", status="failed", truncated=0,
+                    note=items.get(b"tree/big.txt", (0, b""))[1].decode())
+        ok = ok and set(f) == set(cols) and all(f[c] == want[c] for c in cols
+                                                if c not in ("item_id", "finished_at"))
+        ok = ok and isinstance(f.get("item_id"), int) and isinstance(f.get("finished_at"), float)
+        keys = [x["item_key"] or "" for x in frow]
+        ok = ok and keys == sorted(keys)
+        check(ok, "export --include-failed jsonl: the failed item as a padded row",
+              full.stderr + repr(f))
+        # the invalid key: escaped, reversible, and its bytes in item_key_hex
+        bad = [x for x in prow if "item_key_hex" in x]
+        ok = len(bad) == 2 and all(bytes.fromhex(x["item_key_hex"]) == raw_key and
+                                   isinstance(x["item_key"], str) and
+                                   unescape_key(x["item_key"]) == raw_key and
+                                   x["item_key"] == "tree/bad\\xff\\\\x\\xc3(.txt" for x in bad)
+        ok = ok and all("item_key_hex" not in x for x in prow if x not in bad)
+        ok = ok and all(list(x)[list(x).index("item_key") + 1] == "item_key_hex" for x in bad)
+        check(ok, "export jsonl: a key that is not UTF-8 is escaped with item_key_hex",
+              repr([(x["item_key"], x.get("item_key_hex")) for x in prow]))
+        gen = [x for x in prow if x["task"] == "g"]
+        check(len(gen) == 2 and all(isinstance(x["text"], str) and "text_hex" not in x
+                                    for x in gen),
+              "generated text is exported as UTF-8 (decoded lossily like HF, ids exact)",
+              repr(gen))
+        # CSV: the same rows; item_key_hex appended to the header because a key needs it
+        for args, n in ((["--format", "csv"], 4), (["--format", "csv", "--include-failed"], 5)):
+            r = run(["export", "job.toml"] + args, cwd=d)
+            rows = list(csvmod.reader(io.StringIO(r.stdout, newline="")))
+            hdr, body = rows[0] if rows else [], rows[1:]
+            ok = r.returncode == 0 and hdr == cols + ["item_key_hex"] and len(body) == n
+            byk = {}
+            for row in body:
+                byk.setdefault(row[1], []).append(dict(zip(hdr, row)))
+            badk = "tree/bad\\xff\\\\x\\xc3(.txt"
+            ok = ok and all(bytes.fromhex(x["item_key_hex"]) == raw_key for x in byk.get(badk, []))
+            ok = ok and len(byk.get(badk, [])) == 2
+            ok = ok and all(x["item_key_hex"] == "" for k, v in byk.items() if k != badk for x in v)
+            if n == 5:
+                fr = byk.get("tree/big.txt", [{}])[0]
+                ok = ok and fr.get("status") == "failed" and fr.get("task") == "" and \
+                    fr.get("truncated") == "0" and fr.get("note") == want["note"] and \
+                    all(fr[c] == "" for c in cols if want[c] is None and c != "item_id"
+                        and c != "finished_at")
+            check(ok, "export %s: rows, item_key_hex column" % " ".join(args),
+                  r.stderr + repr(rows[:1]))
+        # status on a corrupt output: the index status reads (item_status) overwritten
+        good = open(os.path.join(d, "out.db"), "rb").read()
+        db = sqlite3.connect(os.path.join(d, "out.db"))
+        root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'item_status'").fetchone()[0]
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        db.close()
+        for ext in ("-wal", "-shm"):
+            if os.path.exists(os.path.join(d, "out.db" + ext)):
+                os.remove(os.path.join(d, "out.db" + ext))
+        broken = bytearray(good)
+        broken[(root - 1) * page:root * page] = b"\xee" * page
+        open(os.path.join(d, "out.db"), "wb").write(broken)
+        st = run(["status", "job.toml"], cwd=d)
+        check(st.returncode != 0 and "out.db" in st.stderr and st.stdout == "",
+              "status on a corrupt output fails naming the file",
+              "rc %d out %r err %r" % (st.returncode, st.stdout[:200], st.stderr))
+        open(os.path.join(d, "out.db"), "w").write("this is not a database at all" * 100)
+        st = run(["status", "job.toml"], cwd=d)
+        check(st.returncode != 0 and "out.db" in st.stderr, "status on a non-database fails",
+              "rc %d err %r" % (st.returncode, st.stderr))
+        # the output folder: made when missing; a file in the way or a read-only one is named
+        with open(os.path.join(d, "job2.toml"), "w") as f:
+            f.write(job_text("exp2", src, tasks=tasks).replace('"out.db"', '"new/sub/out.db"'))
+        r = run(["run", "job2.toml"], cwd=d)
+        check(r.returncode == 3 and os.path.exists(os.path.join(d, "new", "sub", "out.db")),
+              "run creates a missing output folder", r.stderr[-600:])
+        open(os.path.join(d, "afile"), "w").write("x")
+        with open(os.path.join(d, "job3.toml"), "w") as f:
+            f.write(job_text("exp3", src, tasks=tasks).replace('"out.db"', '"afile/out.db"'))
+        r = run(["run", "job3.toml"], cwd=d)
+        check(r.returncode not in (0, 3) and "afile" in r.stderr and "folder" in r.stderr,
+              "an output folder that is a file is named", r.stderr[-600:])
+        ro = os.path.join(d, "ro")
+        os.makedirs(ro)
+        os.chmod(ro, 0o555)
+        os.chmod(d, 0o755)
+        with open(os.path.join(d, "job4.toml"), "w") as f:
+            f.write(job_text("exp4", src, tasks=tasks).replace('"out.db"', '"ro/out.db"'))
+        cmd = [FMBATCH, "run", "job4.toml"]
+        if os.geteuid() == 0:  # root writes anywhere: run as nobody
+            if shutil.which("setpriv"):
+                cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + cmd
+            else:
+                cmd = None
+                print("NOTE read-only output folder not tested (root, no setpriv)")
+        if cmd:
+            r = subprocess.run(cmd, capture_output=True, text=True, cwd=d)
+            check(r.returncode not in (0, 3) and ro in r.stderr and "not writable" in r.stderr,
+                  "a read-only output folder is named", "rc %d %s" % (r.returncode, r.stderr[-600:]))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 if not os.path.exists(FMBATCH):
     check(False, "batch e2e", "no binary at " + FMBATCH)
     sys.exit(1)
@@ -490,4 +651,5 @@ failing_items()
 resume_and_concurrency()
 fingerprint_and_changes()
 token_limit()
+export_cases()
 sys.exit(1 if failures else 0)
