@@ -17,7 +17,8 @@ typedef struct {
 } fmb_src_vt;
 
 /* The keys seen in this pass (source.c): 128-bit hashes of the keys with the position of their
- * first occurrence, open addressing. About 24 bytes per key; the keys themselves are not kept. */
+ * first occurrence, open addressing at most 70% full: 24 bytes a slot (34 to 69 a key); the keys
+ * themselves are not kept. */
 typedef struct {
     uint64_t h[2]; /* {0, 0}: an empty slot */
     int64_t loc;
