@@ -48,7 +48,7 @@ CXXFLAGS += -std=c++17 -Wall -Wextra -Wshadow -I. -MMD -MP
 NVCCFLAGS ?= -O3 -lineinfo
 NVCCFLAGS += -std=c++17 -I. $(CUDA_ARCH) -Xcompiler -Wall -MMD -MP
 LDLIBS   = -lopenblas -ljansson -lpcre2-8 -lm -lpthread -fopenmp
-BATCH_LDLIBS = -lsqlite3 -larchive -lstdc++
+BATCH_LDLIBS = -lsqlite3 -larchive -lz -lstdc++
 
 ifneq ($(SANITIZER),)
   CFLAGS   += -fsanitize=$(SANITIZER) -fno-sanitize-recover=all -fno-omit-frame-pointer

@@ -5,15 +5,29 @@
  *
  * Item keys are stable and independent of the working directory (paths as written in the job,
  * relative to its folder):
- *   archive  "corpus/a.tar.gz!dir/entry.txt"
+ *   archive  "corpus/a.tar.gz!dir/entry.txt"; "corpus/a.tar.gz!@<byte>" a damaged header's
+ *            stretch, "corpus/a.tar.gz!" the rest of an archive that cannot be read on
  *   jsonl    "data/x.jsonl.gz#<id>"  (id_field), "data/x.jsonl.gz:<line>" (no id, or a bad line)
  *   files    "docs/sub/a.txt"
- *   sqlite   the key column's value as text
+ *   sqlite   the key column's value as text; "<database>:row <n>" a row with a NULL key, n its
+ *            position in the query ordered by (key, text), 1-based
+ *
+ * Keys are unique within a pass. A key met again is yielded as a failed item ("duplicate key:
+ * '<key>', first at <where>") under the key of its own position, and the first occurrence keeps
+ * the key:
+ *   archive  "<archive>!<name>@<entry>"  (entry: its header's position in the archive, 1-based)
+ *   jsonl    "<file>:<line>"
+ *   files    "<path>@<n>"  (n: its position among the items, when two paths match one file)
+ *   sqlite   "<database>:row <n>"
+ * (with "~2", "~3", ... appended if that is a key of the source too). As long as the input does
+ * not change, a rerun derives the same keys and the same reasons, so the queue skips them: a
+ * repeat is recorded once, and neither it nor the first is recomputed.
  *
  * A document that cannot be read (corrupt entry, over a limit, bad JSON line, an archive that
- * does not open) is yielded as an item with an error message instead of data: the caller records
- * it as failed and goes on. Only errors that make the whole source unusable (a glob that matches
- * nothing, a bad query) are returned as a status.
+ * does not open or ends early, a truncated compressed stream after its complete lines) is yielded
+ * as an item with an error message instead of data: the caller records it as failed and goes on.
+ * Only errors that make the whole source unusable (a glob that matches nothing, a bad query, a
+ * source database that is locked or not a database) are returned as a status.
  */
 #ifndef FMB_SOURCE_H
 #define FMB_SOURCE_H

@@ -90,6 +90,15 @@ static char *vfmt(const char *fmt, va_list ap)
     return s;
 }
 
+char *fmb_src_fmt(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = vfmt(fmt, ap);
+    va_end(ap);
+    return s;
+}
+
 void fmb_src_set_key(fmb_source *src, const char *fmt, ...)
 {
     va_list ap;
@@ -152,4 +161,5 @@ void fmb_src_free_common(fmb_source *src)
     free(src->key);
     free(src->buf);
     free(src->error);
+    free(src->seen);
 }

@@ -26,6 +26,7 @@ typedef struct {
     fmb_source base;
     dir_level *stack;
     size_t depth, cap;
+    int64_t n_items; /* items yielded so far: the position of each (1-based) */
 } src_files;
 
 static void pop_level(src_files *f)
@@ -128,6 +129,7 @@ static fmb_status files_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *e
                 push_dir(f, path, key);
             } else if (c == 1 && fmb_src_wanted(&src->job->source, key)) {
                 fmb_src_set_key(src, "%s", key);
+                src->loc = ++f->n_items;
                 read_file(src, path);
                 free(path);
                 free(key);
@@ -151,6 +153,7 @@ static fmb_status files_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *e
         } else if (c == 1) {
             /* A file named explicitly is wanted whatever the filters say. */
             fmb_src_set_key(src, "%s", key);
+            src->loc = ++f->n_items;
             read_file(src, path);
             fmb_src_emit(src, doc);
             return FMB_OK;
@@ -168,7 +171,14 @@ static void files_close(fmb_source *src)
     free(f);
 }
 
-static const fmb_src_vt files_vt = {files_next, files_close};
+/* A path yielded twice (matched by two of the paths, e.g. "docs" and "docs/a.txt"). */
+static char *files_where(fmb_source *src, int64_t loc, int as_key)
+{
+    return as_key ? fmb_src_fmt("%s@%lld", src->key, (long long)loc)
+                  : fmb_src_fmt("item %lld of the source", (long long)loc);
+}
+
+static const fmb_src_vt files_vt = {files_next, files_close, files_where};
 
 fmb_source *fmb_src_files_new(void)
 {

@@ -1,6 +1,8 @@
 /*
  * source_jsonl: the `jsonl` source: JSON Lines, plain or .gz/.bz2/.xz/.zst, read through
- * libarchive's raw format (fmb_src_open_reader, source_archive.c).
+ * libarchive's raw format (fmb_src_open_input, source_archive.c, which inflates gzip itself so
+ * that the complete lines before a cut are kept; the rest of the file is one failed item).
+ * A UTF-8 byte order mark at the start of a file is skipped.
  */
 #include <archive.h>
 #include <archive_entry.h>
@@ -16,7 +18,7 @@
 
 typedef struct {
     fmb_source base;
-    struct archive *a;
+    fmb_src_input in; /* the open file (in.a), or in.a NULL between files */
     const char *fkey;
     const char *blk; /* the current data block (borrowed from libarchive) and our position */
     size_t blk_len, blk_pos;
@@ -29,9 +31,7 @@ typedef struct {
 
 static void jsonl_close_current(src_jsonl *s)
 {
-    if (s->a)
-        archive_read_free(s->a);
-    s->a = NULL;
+    fmb_src_close_input(&s->in);
     s->blk = NULL;
     s->blk_len = s->blk_pos = 0;
     s->at_eof = 0;
@@ -55,22 +55,24 @@ static int read_line(src_jsonl *s)
             const void *b;
             size_t n;
             la_int64_t off;
-            int r = archive_read_data_block(s->a, &b, &n, &off);
+            int r = archive_read_data_block(s->in.a, &b, &n, &off);
             if (r == ARCHIVE_EOF) {
                 s->at_eof = 1;
                 continue;
             }
             if (r != ARCHIVE_OK) {
-                fmb_src_set_error(src, "read error: %s",
-                                  archive_error_string(s->a) ? archive_error_string(s->a) : "?");
+                fmb_src_set_error(src, "read error%s: %s", s->line_len ? " inside this line" : "",
+                                  fmb_src_input_error(&s->in));
                 s->stop = 1;
                 return -1;
             }
             s->blk = b;
             s->blk_len = n;
             s->blk_pos = 0;
+            if (s->total_out == 0 && n >= 3 && !memcmp(b, "\xef\xbb\xbf", 3))
+                s->blk_pos = 3; /* a UTF-8 byte order mark */
             s->total_out += n;
-            if (fmb_src_over_limits(src, s->a, s->total_out)) {
+            if (fmb_src_over_limits(src, &s->in, s->total_out)) {
                 s->stop = 1;
                 return -1;
             }
@@ -119,9 +121,9 @@ static fmb_status jsonl_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *e
     src_jsonl *s = (src_jsonl *)src;
     const fmb_source_cfg *cfg = &src->job->source;
     for (;;) {
-        if (s->a && s->stop)
+        if (s->in.a && s->stop)
             jsonl_close_current(s);
-        if (!s->a) {
+        if (!s->in.a) {
             if (src->cur_file >= src->n_files) {
                 *eof = 1;
                 return FMB_OK;
@@ -129,18 +131,17 @@ static fmb_status jsonl_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *e
             const char *path = src->files[src->cur_file];
             s->fkey = src->file_keys[src->cur_file];
             src->cur_file++;
-            s->a = fmb_src_open_reader(1);
             struct archive_entry *e;
-            int r = archive_read_open_filename(s->a, path, 65536);
+            int r = fmb_src_open_input(&s->in, path, 1) ? ARCHIVE_FATAL : ARCHIVE_OK;
             if (r == ARCHIVE_OK)
-                r = archive_read_next_header(s->a, &e);
+                r = archive_read_next_header(s->in.a, &e);
             if (r == ARCHIVE_EOF) { /* an empty file */
                 jsonl_close_current(s);
                 continue;
             }
             if (r != ARCHIVE_OK) {
                 fmb_src_set_key(src, "%s", s->fkey);
-                fmb_src_set_error(src, "cannot open: %s", archive_error_string(s->a));
+                fmb_src_set_error(src, "cannot open: %s", fmb_src_input_error(&s->in));
                 jsonl_close_current(s);
                 fmb_src_emit(src, doc);
                 return FMB_OK;
@@ -152,6 +153,7 @@ static fmb_status jsonl_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *e
             continue;
         }
         s->lineno++;
+        src->loc = (int64_t)s->lineno;
         if (r < 0) {
             fmb_src_set_key(src, "%s:%llu", s->fkey, (unsigned long long)s->lineno);
             fmb_src_emit(src, doc);
@@ -215,7 +217,14 @@ static void jsonl_close(fmb_source *src)
     free(s);
 }
 
-static const fmb_src_vt jsonl_vt = {jsonl_next, jsonl_close};
+/* Line loc of the current file; a repeated id is keyed by its line, "<file>:<line>". */
+static char *jsonl_where(fmb_source *src, int64_t loc, int as_key)
+{
+    (void)as_key;
+    return fmb_src_fmt("%s:%lld", ((src_jsonl *)src)->fkey, (long long)loc);
+}
+
+static const fmb_src_vt jsonl_vt = {jsonl_next, jsonl_close, jsonl_where};
 
 fmb_source *fmb_src_jsonl_new(void)
 {

@@ -1,11 +1,23 @@
 /*
- * source_sqlite: documents from a SQLite query giving (key, text), read in key-ordered pages.
+ * source_sqlite: documents from a SQLite query giving (key, text), read in pages in the order
+ * (key, text).
  *
  * The user's query is wrapped as
- *   WITH src(k, t) AS (<query>) SELECT k, t FROM src [WHERE k > ?last] ORDER BY k LIMIT ?n
+ *   WITH src(k, t) AS (<query>),
+ *        page AS (SELECT k, t FROM src [WHERE k >= ?bound] ORDER BY k, t LIMIT ?n OFFSET ?g)
+ *   SELECT k, t, k IS lag(k) OVER (ORDER BY k, t), k IS ?bound FROM page ORDER BY k, t
  * and each page is copied out and its statement reset before any document is processed, so no
  * read transaction stays open while the model runs (one long SELECT would starve the WAL
- * checkpoints of a database that is also being written).
+ * checkpoints of a database that is also being written, or block its writers).
+ *
+ * No row is lost at a page boundary: a page starts at the last key read (>=, not >) and skips
+ * the g rows of that key already read, so rows sharing a key are all read even when they
+ * straddle pages; ordering by the text too makes the order within a key the same on every
+ * page (rows equal in both are interchangeable). Equality is SQLite's own (k IS ...: the key's
+ * type and collation), never recomputed here. NULL keys sort first and are read by offset
+ * until the first key. Each row has a number, its position in that order (1-based): a row
+ * with a NULL key is a failed item keyed "<database>:row <n>", and a key read again is one too
+ * (source.c, through sqlite_where).
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -15,16 +27,20 @@
 #include "batch/source_impl.h"
 
 typedef struct {
-    char *key;
+    char *key;  /* NULL: the key column was NULL */
     char *text; /* NULL: the text column was NULL */
     size_t len;
+    int same_prev;  /* the key IS the previous row's (in this page) */
+    int same_bound; /* the key IS the page's bound */
 } row;
 
 typedef struct {
     fmb_source base;
     sqlite3 *db;
-    sqlite3_stmt *first, *after; /* first page; pages after the last key */
-    sqlite3_value *last;         /* last key seen (a copy), NULL before the first page */
+    sqlite3_stmt *first, *after; /* pages before any key (NULL keys), pages from a key on */
+    sqlite3_value *bound;        /* the last key read (a copy), NULL while only NULL keys */
+    int64_t skip;                /* rows of that key (or NULL keys) read so far */
+    int64_t row_no;              /* rows yielded so far */
     row *rows;
     size_t n_rows, pos;
     int done;
@@ -42,20 +58,23 @@ static void clear_rows(src_sqlite *s)
 static fmb_status fetch_page(src_sqlite *s, fmb_err *err)
 {
     const fmb_job *job = s->base.job;
-    sqlite3_stmt *st = s->last ? s->after : s->first;
+    sqlite3_stmt *st = s->bound ? s->after : s->first;
     int64_t n = job->source.page_rows;
     clear_rows(s);
-    if (s->last) {
-        sqlite3_bind_value(st, 1, s->last);
-        sqlite3_bind_int64(st, 2, n);
-    } else {
-        sqlite3_bind_int64(st, 1, n);
-    }
+    sqlite3_bind_int64(st, 1, n);
+    sqlite3_bind_int64(st, 2, s->skip);
+    if (s->bound)
+        sqlite3_bind_value(st, 3, s->bound);
+    else
+        sqlite3_bind_null(st, 3);
+    sqlite3_value *last = NULL;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        FMB_ASSERT((int64_t)s->n_rows < n);
         row *r = &s->rows[s->n_rows++];
         const unsigned char *k = sqlite3_column_text(st, 0);
-        r->key = fmb_xstrdup(k ? (const char *)k : "");
+        r->key = sqlite3_column_type(st, 0) == SQLITE_NULL ? NULL
+                                                           : fmb_xstrdup(k ? (const char *)k : "");
         if (sqlite3_column_type(st, 1) == SQLITE_NULL) {
             r->text = NULL;
             r->len = 0;
@@ -67,19 +86,54 @@ static fmb_status fetch_page(src_sqlite *s, fmb_err *err)
                 memcpy(r->text, t, r->len);
             r->text[r->len] = 0;
         }
-        sqlite3_value_free(s->last);
-        s->last = sqlite3_value_dup(sqlite3_column_value(st, 0));
-        FMB_ASSERT(s->last);
+        r->same_prev = sqlite3_column_int(st, 2);
+        r->same_bound = sqlite3_column_int(st, 3);
+        sqlite3_value_free(last);
+        last = sqlite3_value_dup(sqlite3_column_value(st, 0));
+        FMB_ASSERT(last);
     }
     fmb_status ret = FMB_OK;
     if (rc != SQLITE_DONE)
-        ret = fmb_fail(err, FMB_EIO, "%s: query failed: %s", job->source.database,
-                       sqlite3_errmsg(s->db));
+        ret =
+            fmb_fail(err, FMB_EIO, "%s: [source].database '%s': reading after row %lld: %s",
+                     job->path, job->source.database, (long long)s->row_no, sqlite3_errmsg(s->db));
     sqlite3_reset(st); /* ends the read transaction */
     sqlite3_clear_bindings(st);
-    if ((int64_t)s->n_rows < n)
+    size_t m = s->n_rows;
+    if (ret == FMB_OK && m > 0) {
+        /* The next page starts at this page's last key, past the rows of it read by then. */
+        int64_t run = 1;
+        while (run < (int64_t)m && s->rows[m - (size_t)run].same_prev)
+            run++;
+        int last_null = s->rows[m - 1].key == NULL;
+        if (!s->bound && last_null) {
+            s->skip += (int64_t)m; /* still NULL keys: by offset */
+        } else if (s->bound && run == (int64_t)m && s->rows[0].same_bound) {
+            s->skip += (int64_t)m; /* the whole page is more of the bound's key */
+        } else {
+            sqlite3_value_free(s->bound);
+            s->bound = last;
+            last = NULL;
+            s->skip = run;
+        }
+    }
+    sqlite3_value_free(last);
+    if ((int64_t)m < n)
         s->done = 1;
     return ret;
+}
+
+/* The start of a text for a message: up to 40 bytes, cut at a character, one line. */
+static void snippet(const char *t, size_t len, char *out, size_t cap)
+{
+    size_t n = len < 40 ? len : 40;
+    while (n < len && n > 0 && ((unsigned char)t[n] & 0xc0) == 0x80)
+        n--;
+    if (n + 1 > cap)
+        n = cap - 1;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (unsigned char)t[i] < 0x20 ? ' ' : t[i];
+    out[n] = 0;
 }
 
 static fmb_status sqlite_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *err)
@@ -99,8 +153,26 @@ static fmb_status sqlite_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *
         }
     }
     row *r = &s->rows[s->pos++];
-    fmb_src_set_key(src, "%s", r->key);
+    src->loc = ++s->row_no;
     size_t limit = (size_t)src->job->source.max_entry_bytes;
+    if (!r->key) {
+        char head[48];
+        snippet(r->text ? r->text : "", r->len, head, sizeof head);
+        fmb_src_set_key(src, "%s:row %lld", src->job->source.database, (long long)s->row_no);
+        if (r->text)
+            fmb_src_set_error(src,
+                              "the key column is NULL: row %lld of the query in key order, the "
+                              "text begins '%s'",
+                              (long long)s->row_no, head);
+        else
+            fmb_src_set_error(src,
+                              "the key column is NULL: row %lld of the query in key order, the "
+                              "text is NULL too",
+                              (long long)s->row_no);
+        fmb_src_emit(src, doc);
+        return FMB_OK;
+    }
+    fmb_src_set_key(src, "%s", r->key);
     if (!r->text)
         fmb_src_set_error(src, "the text column is NULL");
     else if (r->len > limit)
@@ -122,13 +194,20 @@ static void sqlite_close(fmb_source *src)
     free(s->rows);
     sqlite3_finalize(s->first);
     sqlite3_finalize(s->after);
-    sqlite3_value_free(s->last);
+    sqlite3_value_free(s->bound);
     sqlite3_close(s->db);
     fmb_src_free_common(src);
     free(s);
 }
 
-static const fmb_src_vt sqlite_vt = {sqlite_next, sqlite_close};
+/* Row loc of the query in (key, text) order; a repeated key is keyed "<database>:row <n>". */
+static char *sqlite_where(fmb_source *src, int64_t loc, int as_key)
+{
+    return fmb_src_fmt(as_key ? "%s:row %lld" : "%s row %lld", src->job->source.database,
+                       (long long)loc);
+}
+
+static const fmb_src_vt sqlite_vt = {sqlite_next, sqlite_close, sqlite_where};
 
 fmb_status fmb_src_sqlite_open(const fmb_job *job, fmb_source **out, fmb_err *err)
 {
@@ -152,23 +231,30 @@ fmb_status fmb_src_sqlite_open(const fmb_job *job, fmb_source **out, fmb_err *er
     while (ql && (job->source.query[ql - 1] == ';' || job->source.query[ql - 1] == ' ' ||
                   job->source.query[ql - 1] == '\n' || job->source.query[ql - 1] == '\t'))
         ql--;
-    size_t n = ql + 200;
+    size_t n = ql + 400;
     sql = fmb_xmalloc(n);
-    snprintf(sql, n, "WITH src(k, t) AS (%.*s) SELECT k, t FROM src ORDER BY k LIMIT ?1", (int)ql,
-             job->source.query);
-    if (sqlite3_prepare_v2(s->db, sql, -1, &s->first, NULL) != SQLITE_OK) {
-        ret = fmb_fail(err, FMB_EINVAL,
-                       "%s: [source].query: %s (it must be one SELECT giving a key and a text "
-                       "column)",
-                       job->path, sqlite3_errmsg(s->db));
-        goto fail;
-    }
-    snprintf(sql, n,
-             "WITH src(k, t) AS (%.*s) SELECT k, t FROM src WHERE k > ?1 ORDER BY k LIMIT ?2",
-             (int)ql, job->source.query);
-    if (sqlite3_prepare_v2(s->db, sql, -1, &s->after, NULL) != SQLITE_OK) {
-        ret = fmb_fail(err, FMB_EINVAL, "%s: [source].query: %s", job->path, sqlite3_errmsg(s->db));
-        goto fail;
+    for (int which = 0; which < 2; which++) {
+        snprintf(sql, n,
+                 "WITH src(k, t) AS (%.*s), page AS (SELECT k, t FROM src %s ORDER BY k, t "
+                 "LIMIT ?1 OFFSET ?2) SELECT k, t, k IS lag(k) OVER (ORDER BY k, t), k IS ?3 "
+                 "FROM page ORDER BY k, t",
+                 (int)ql, job->source.query, which ? "WHERE k >= ?3" : "");
+        if (sqlite3_prepare_v2(s->db, sql, -1, which ? &s->after : &s->first, NULL) != SQLITE_OK) {
+            int ec = sqlite3_errcode(s->db) & 0xff;
+            if (ec == SQLITE_BUSY || ec == SQLITE_LOCKED || ec == SQLITE_IOERR ||
+                ec == SQLITE_NOMEM || ec == SQLITE_CANTOPEN || ec == SQLITE_PERM)
+                ret = fmb_fail(err, FMB_EIO, "%s: [source].database '%s': cannot read it: %s",
+                               job->path, job->source.database, sqlite3_errmsg(s->db));
+            else if (ec == SQLITE_NOTADB || ec == SQLITE_CORRUPT)
+                ret = fmb_fail(err, FMB_EINVAL, "%s: [source].database '%s': %s", job->path,
+                               job->source.database, sqlite3_errmsg(s->db));
+            else
+                ret = fmb_fail(err, FMB_EINVAL,
+                               "%s: [source].query: %s (it must be one SELECT giving a key and "
+                               "a text column, from [source].database '%s')",
+                               job->path, sqlite3_errmsg(s->db), job->source.database);
+            goto fail;
+        }
     }
     free(sql);
     free(path);

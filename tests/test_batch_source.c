@@ -305,6 +305,26 @@ int main(void)
               "sqlite pages in key order", "%s", got ? got : "");
         free(got);
         free(t);
+        /* Keys that SQLite compares case-blind straddling pages of 2, a NULL key: every row is
+         * read once, the NULL key and the repeated 'a' fail naming their row. */
+        snprintf(path, sizeof path, "%s/c.db", dir);
+        sqlite3_open(path, &db);
+        sqlite3_exec(db,
+                     "CREATE TABLE d (k TEXT COLLATE NOCASE, body TEXT); INSERT INTO d VALUES "
+                     "('b', 'B1'), ('A', 'A1'), ('a', 'A2'), ('a', 'A3'), ('B', 'B2'), "
+                     "(NULL, 'N1');",
+                     NULL, NULL, NULL);
+        sqlite3_close(db);
+        t = job_with("[source]\nkind = \"sqlite\"\ndatabase = \"c.db\"\n"
+                     "query = \"SELECT k, body FROM d\"\npage_rows = 2\n");
+        got = drain(t, &n);
+        check(got && n == 6 && strstr(got, "=A1;") && strstr(got, "=A2;") && strstr(got, "=B1;") &&
+                  strstr(got, "=B2;") && strstr(got, "c.db:row 1=!the key column is NULL") &&
+                  strstr(got, "=!duplicate key: 'a', first at c.db row "),
+              "sqlite: keys equal by collation across pages, NULL and repeated keys", "%d: %s", n,
+              got ? got : "");
+        free(got);
+        free(t);
         fmb_job *job = NULL;
         fmb_err err;
         fmb_source *src = NULL;
