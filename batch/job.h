@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #include "kernels/base.h"
-#include "kernels/kopts.h"
+#include "engine/engine.h" /* fmb_kernel_opts */
 
 typedef enum { FMB_SRC_ARCHIVE = 0, FMB_SRC_JSONL, FMB_SRC_FILES, FMB_SRC_SQLITE } fmb_src_kind;
 typedef enum { FMB_TASK_SCORE = 0, FMB_TASK_CHOICE, FMB_TASK_GENERATE } fmb_task_kind;
