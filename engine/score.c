@@ -53,7 +53,8 @@ fmb_status fmb_score(fmb_engine *eng,
     }
     if (ctx)
         seq[0] = opts->context_id;
-    memcpy(seq + ctx, ids, n * sizeof *ids);
+    if (n) // an empty document with a context: ids may be NULL (memcpy's arguments may not)
+        memcpy(seq + ctx, ids, n * sizeof *ids);
     for (size_t t = 0; t < m; t++)
         tg[t] = t + 1 < m ? seq[t + 1] : -1;
     fmb_outputs o = {0};
@@ -69,6 +70,15 @@ fmb_status fmb_score(fmb_engine *eng,
     double sum = 0;
     for (size_t t = 0; t + 1 < m; t++)
         sum += -(double)lp[t];
+    // The engine already fails a non-finite log-probability; the sum is checked again so that no
+    // backend can make a score out of NaN or Inf.
+    if (!isfinite(sum)) {
+        s = fmb_fail(err, FMB_EINVAL,
+                     "non-finite sum of log-probabilities (%g) over %zu positions: the model's "
+                     "weights or state hold NaN or Inf",
+                     sum, r->scored);
+        goto out;
+    }
     r->sum_nll = sum;
     if (r->scored) {
         r->mean_nll = sum / (double)r->scored;
