@@ -241,3 +241,26 @@ void fmb_cli_json_num(FILE *f, double x)
     else
         fprintf(f, "%.9g", x);
 }
+
+json_t *fmb_cli_nonfinite_weights(const fmb_st *st, size_t *n_bad, const char **first_name)
+{
+    json_t *a = json_array();
+    *n_bad = 0;
+    *first_name = NULL;
+    for (size_t i = 0; i < fmb_st_count(st); i++) {
+        const fmb_tensor *t = fmb_st_at(st, i);
+        size_t first, n = fmb_tensor_count_nonfinite(t, &first);
+        if (!n)
+            continue;
+        if (!*first_name)
+            *first_name = t->name;
+        json_t *o = json_object();
+        json_object_set_new(o, "tensor", json_string(t->name));
+        json_object_set_new(o, "dtype", json_string(fmb_dtype_name(t->dtype)));
+        json_object_set_new(o, "values", json_integer((json_int_t)n));
+        json_object_set_new(o, "first_index", json_integer((json_int_t)first));
+        json_array_append_new(a, o);
+        (*n_bad)++;
+    }
+    return a;
+}

@@ -533,6 +533,21 @@ int fmb_cmd_check(int argc, char **argv)
             json_object_set_new(mem, "device_free_bytes", json_integer((json_int_t)em.device_free));
         }
         json_object_set_new(o, "memory_plan", mem);
+        /* NaN/Inf weights: every item would fail ("non-finite ..."), so check refuses. */
+        size_t n_bad = 0;
+        const char *bad_name = NULL;
+        fmb_st *wst = NULL;
+        if (!fmb_st_open_dir(e.job->model, &wst, &err)) {
+            json_object_set_new(o, "nonfinite_weights",
+                                fmb_cli_nonfinite_weights(wst, &n_bad, &bad_name));
+            if (n_bad) {
+                fmb_cli_error(cmd,
+                              "%s: %s: %zu tensors hold NaN or Inf values (first: %s); every "
+                              "item would fail",
+                              e.job->path, fmb_st_source(wst), n_bad, bad_name);
+                rc = FMB_EXIT_USAGE;
+            }
+        }
         json_object_set_new(o, "output", json_string(e.job->output));
         json_object_set_new(o, "model_hash", json_string(e.model_hash));
         json_object_set_new(o, "tokenizer_hash", json_string(e.tok_hash));
@@ -540,6 +555,7 @@ int fmb_cmd_check(int argc, char **argv)
         printf("%s\n", txt);
         free(txt);
         json_decref(o);
+        fmb_st_close(wst);
     }
     json_decref(bad_list);
     env_free(&e);

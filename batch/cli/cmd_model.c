@@ -544,8 +544,20 @@ int fmb_cmd_inspect(int argc, char **argv)
     printf("},\"tensors\":%zu,\"file_bytes\":%zu,", fmb_st_count(m->st), fmb_st_file_bytes(m->st));
     printf("\"memory_plan\":{\"bf16_weights_bytes\":%zu,\"f32_weights_bytes\":%zu,"
            "\"state_bytes_per_sequence\":%zu,\"chunk_tokens\":%zu,"
-           "\"cpu_scratch_bytes\":%zu,\"logits_tile_bytes\":%zu}}\n",
+           "\"cpu_scratch_bytes\":%zu,\"logits_tile_bytes\":%zu}",
            params * 2, params * 4, state, chunk, scratch, (size_t)64 << 20);
+    // NaN/Inf weights make every result non-finite (the engine then fails each item): listed
+    // here and named on stderr; inspect still exits 0 (it reports), `check` refuses the job.
+    size_t n_bad;
+    const char *bad_name;
+    json_t *bad = fmb_cli_nonfinite_weights(m->st, &n_bad, &bad_name);
+    char *bad_txt = json_dumps(bad, JSON_COMPACT);
+    printf(",\"nonfinite_weights\":%s}\n", bad_txt ? bad_txt : "[]");
+    free(bad_txt);
+    json_decref(bad);
+    if (n_bad)
+        fmb_cli_error(cmd, "%s: %zu tensors hold NaN or Inf values (first: %s)",
+                      fmb_st_source(m->st), n_bad, bad_name);
     fmb_model_free(m);
     return FMB_EXIT_OK;
 }
