@@ -103,6 +103,13 @@ typedef struct {
     size_t n_tasks;
 } fmb_job;
 
+/* The largest job file fmb_job_load reads (its message states this figure). */
+#define FMB_JOB_FILE_MAX ((size_t)16 << 20)
+
+/* Parses a byte size: "24GiB", "512M", "1.5GB", "1000" (decimal K/M/G/T, binary KiB/MiB/GiB/
+ * TiB, case-insensitive). Returns 0 on success. ([job].mem_limit and --mem-limit.) */
+int fmb_job_parse_size(const char *s, size_t *out);
+
 /* Reads and validates path. Errors name path:line:column. Caller frees with fmb_job_free. */
 FMB_NODISCARD fmb_status fmb_job_load(const char *path, fmb_job **out, fmb_err *err);
 /* The same from text already in memory (dir: the folder relative paths resolve against). */
