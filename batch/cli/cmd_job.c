@@ -303,8 +303,10 @@ static int run_pass(const char *cmd,
         }
         if (claim == FMB_CLAIM_DEAD) {
             pc->failed++;
-            fprintf(stderr, "fmbatch run: %s: dead: workers died on it %lld times\n", doc.key,
-                    (long long)e->job->max_attempts);
+            fprintf(stderr,
+                    "fmbatch run: %s: dead: its workers died on it too often (`fmbatch status` "
+                    "says how)\n",
+                    doc.key);
             continue;
         }
         if (claim != FMB_CLAIM_TAKEN) {
@@ -313,6 +315,7 @@ static int run_pass(const char *cmd,
             continue;
         }
         (*taken)++;
+        fmb_queue_working(e->q, id, 1); /* a death from here on concerns this item (queue.h) */
         double t0 = fmb_now();
         fmb_task_output out;
         s = fmb_tasks_run(e->tasks, doc.key, doc.data, doc.len, &fmb_job_signal, &out, &err);
@@ -385,6 +388,8 @@ int fmb_cmd_run(int argc, char **argv)
     install_signals();
     if (fmb_queue_heartbeat_start(e.q, &err))
         fmb_cli_error(cmd, "%s (leases will not be renewed)", err.msg);
+    if (fmb_queue_worker_start(e.q, &err)) /* a kill -9 then counts as an attempt, as before */
+        fmb_cli_error(cmd, "%s (no worker file: any death counts as an attempt)", err.msg);
     fmb_progress *pg = fmb_progress_new(a.progress, a.progress_interval);
     int64_t taken = 0;
     for (int pass = 0; pass < 3 && !rc && !fmb_job_signal; pass++) {
