@@ -109,6 +109,28 @@ def nonfinite_runs():
           "inspect of a finite checkpoint lists nothing", i.stderr)
 
 
+def each_task_kind():
+    """Each task kind alone fails on a NaN checkpoint (the score task fails first above)."""
+    kinds = TASKS.split("[[task]]")[1:]
+    for t in kinds:
+        kind = t.split('kind = "')[1].split('"')[0]
+        d = tempfile.mkdtemp(prefix="fmb_nf_")
+        try:
+            model = poisoned(d, "backbone.layers.0.mixer.out_proj.weight", "nan")
+            job(d, model, ["One document.", "Another one."], tasks="[[task]]" + t)
+            r = run(["run", "job.toml", "--progress", "none"], cwd=d)
+            db = sqlite3.connect(os.path.join(d, "out.db"))
+            items = db.execute("SELECT status, coalesce(error, '') FROM item").fetchall()
+            rows = db.execute("SELECT count(*) FROM result").fetchone()[0]
+            db.close()
+            check(r.returncode == 3 and rows == 0 and len(items) == 2 and
+                  all(s == "failed" and "non-finite" in e for s, e in items),
+                  "a %s task alone fails on a NaN checkpoint" % kind,
+                  "rc %d rows %d %r" % (r.returncode, rows, items))
+        finally:
+            shutil.rmtree(d)
+
+
 def empty_document():
     d = tempfile.mkdtemp(prefix="fmb_nf_")
     try:
@@ -130,5 +152,6 @@ def empty_document():
 
 
 nonfinite_runs()
+each_task_kind()
 empty_document()
 sys.exit(1 if failures else 0)
