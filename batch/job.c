@@ -13,9 +13,48 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "batch/toml.h"
+
+int fmb_job_parse_size(const char *s, size_t *out)
+{
+    if (!s || *s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (errno || !(v >= 0) || v > 1.8e19)
+        return -1;
+    static const struct {
+        const char *suffix;
+        double mult;
+    } units[] = {{"", 1},
+                 {"B", 1},
+                 {"K", 1e3},
+                 {"KB", 1e3},
+                 {"KiB", 1024.0},
+                 {"M", 1e6},
+                 {"MB", 1e6},
+                 {"MiB", 1048576.0},
+                 {"G", 1e9},
+                 {"GB", 1e9},
+                 {"GiB", 1073741824.0},
+                 {"T", 1e12},
+                 {"TB", 1e12},
+                 {"TiB", 1099511627776.0}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (!strcasecmp(end, units[i].suffix)) {
+            double b = v * units[i].mult;
+            if (b >= 1.8e19)
+                return -1;
+            *out = (size_t)b;
+            return 0;
+        }
+    }
+    return -1;
+}
 
 /* ---------------------------------------------------------------------------------------- */
 /* Schema helpers: each returns FMB_OK, or FMB_EINVAL with "path:line:col: what" in err. */
@@ -253,6 +292,14 @@ static fmb_status parse_job_table(ctx *c, const fmb_toml_value *t, fmb_job *job)
     }
     if (job->dtype && strcmp(job->dtype, "bf16") && strcmp(job->dtype, "f32")) {
         s = at(c, fmb_toml_get(t, "dtype"), "[job].dtype: expected bf16 or f32");
+        goto out;
+    }
+    size_t mem_limit;
+    if (job->mem_limit && fmb_job_parse_size(job->mem_limit, &mem_limit)) {
+        s = at(c, fmb_toml_get(t, "mem_limit"),
+               "[job].mem_limit: expected a size such as \"24GiB\", \"512MB\" or a byte count, "
+               "got \"%s\"",
+               job->mem_limit);
         goto out;
     }
     if (too_long) {
@@ -625,12 +672,14 @@ fmb_status fmb_job_load(const char *path, fmb_job **out, fmb_err *err)
     char *buf = fmb_xmalloc(cap);
     for (;;) {
         if (n == cap) {
-            if (cap > (16u << 20)) {
+            /* cap grows to FMB_JOB_FILE_MAX + 1: filling that byte means the file is over */
+            if (cap > FMB_JOB_FILE_MAX) {
                 fclose(f);
                 free(buf);
-                return fmb_fail(err, FMB_EINVAL, "%s: a job file over 16 MiB", path);
+                return fmb_fail(err, FMB_EINVAL, "%s: a job file over %zu MiB", path,
+                                FMB_JOB_FILE_MAX >> 20);
             }
-            cap *= 2;
+            cap = cap * 2 > FMB_JOB_FILE_MAX ? FMB_JOB_FILE_MAX + 1 : cap * 2;
             buf = fmb_xrealloc(buf, cap, 1);
         }
         size_t r = fread(buf + n, 1, cap - n, f);

@@ -20,8 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kernels/base.h"
 #include "engine/engine.h" /* fmb_kernel_opts */
+#include "kernels/base.h"
 
 typedef enum { FMB_SRC_ARCHIVE = 0, FMB_SRC_JSONL, FMB_SRC_FILES, FMB_SRC_SQLITE } fmb_src_kind;
 typedef enum { FMB_TASK_SCORE = 0, FMB_TASK_CHOICE, FMB_TASK_GENERATE } fmb_task_kind;
@@ -108,6 +108,13 @@ typedef struct {
     fmb_task_cfg *tasks;
     size_t n_tasks;
 } fmb_job;
+
+/* The largest job file fmb_job_load reads (its message states this figure). */
+#define FMB_JOB_FILE_MAX ((size_t)16 << 20)
+
+/* Parses a byte size: "24GiB", "512M", "1.5GB", "1000" (decimal K/M/G/T, binary KiB/MiB/GiB/
+ * TiB, case-insensitive). Returns 0 on success. ([job].mem_limit and --mem-limit.) */
+int fmb_job_parse_size(const char *s, size_t *out);
 
 /* Reads and validates path. Errors name path:line:column. Caller frees with fmb_job_free. */
 FMB_NODISCARD fmb_status fmb_job_load(const char *path, fmb_job **out, fmb_err *err);

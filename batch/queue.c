@@ -8,6 +8,7 @@
 #include "batch/queue.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -74,6 +75,211 @@ static void sql_owner_gone(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     }
     int64_t now_start = proc_start_time(pid);
     sqlite3_result_int(ctx, now_start >= 0 && now_start != start);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* worker files: what a dead worker was doing (queue.h, "Deaths and attempts")
+ *
+ * <output>.worker-<host>-<pid>-<start>, one per worker process, text:
+ *   "fmbatch worker 1\nstate: " then an 8-byte state field, "running " or "crash=NN" (the
+ *   crash handler overwrites just these bytes), "\n", then "item ID\n" per item in progress and
+ *   "end\n". The list is rewritten (pwrite + ftruncate, no fsync) when the set changes; text
+ *   after "end" (a kill between the two calls) is ignored. Created and fsynced once, so that a
+ *   power loss leaves at least the header: a missing file means the owner predates worker files
+ *   (or could not write one), and its deaths count as attempts as before. */
+
+#define WF_HEAD      "fmbatch worker 1\nstate: "
+#define WF_STATE_OFF (sizeof WF_HEAD - 1)
+#define WF_LIST_OFF  (WF_STATE_OFF + 9)
+
+/* The crash handler's file: process-wide because signal dispositions are (one worker queue per
+ * process). Written by fmb_queue_worker_start/close, read by the handler. */
+static volatile sig_atomic_t crash_fd = -1;
+static const int crash_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+static struct sigaction crash_old[sizeof crash_signals / sizeof crash_signals[0]];
+
+/* Async-signal-safe: lseek and write on a pre-opened fd, then the default action (the
+ * handler is one-shot: SA_RESETHAND), so the process still dies of the signal with its core. */
+static void on_crash(int sig)
+{
+    int fd = crash_fd;
+    if (fd >= 0) {
+        char b[8] = {
+            'c', 'r', 'a', 's', 'h', '=', (char)('0' + sig / 10 % 10), (char)('0' + sig % 10)};
+        if (lseek(fd, (off_t)WF_STATE_OFF, SEEK_SET) >= 0) {
+            ssize_t w = write(fd, b, sizeof b);
+            (void)w;
+        }
+    }
+    raise(sig);
+}
+
+static char *worker_path(const char *db, const char *host, int64_t pid, int64_t start)
+{
+    char h[256];
+    size_t i = 0;
+    for (; i < sizeof h - 1 && host[i]; i++) /* a host name into a file name */
+        h[i] = (host[i] == '/' || host[i] < ' ') ? '_' : host[i];
+    h[i] = 0;
+    size_t n = strlen(db) + strlen(h) + 64;
+    char *p = fmb_xmalloc(n);
+    snprintf(p, n, "%s.worker-%s-%lld-%lld", db, h, (long long)pid, (long long)start);
+    return p;
+}
+
+static void worker_write_list(fmb_queue *q)
+{
+    if (q->wfd < 0)
+        return;
+    size_t cap = q->n_working * 28 + 8, n = 0;
+    char *b = fmb_xmalloc(cap);
+    for (size_t i = 0; i < q->n_working; i++)
+        n += (size_t)snprintf(b + n, cap - n, "item %lld\n", (long long)q->working[i]);
+    n += (size_t)snprintf(b + n, cap - n, "end\n");
+    /* best effort: without the list a death counts as an attempt (the safe side) */
+    if (pwrite(q->wfd, b, n, (off_t)WF_LIST_OFF) == (ssize_t)n) {
+        int rc = ftruncate(q->wfd, (off_t)(WF_LIST_OFF + n));
+        (void)rc;
+    }
+    free(b);
+}
+
+static void working_remove(fmb_queue *q, int64_t id)
+{
+    for (size_t i = 0; i < q->n_working; i++)
+        if (q->working[i] == id) {
+            q->working[i] = q->working[--q->n_working];
+            worker_write_list(q);
+            return;
+        }
+}
+
+void fmb_queue_working(fmb_queue *q, int64_t item_id, int on)
+{
+    if (!on) {
+        working_remove(q, item_id);
+        return;
+    }
+    for (size_t i = 0; i < q->n_working; i++)
+        if (q->working[i] == item_id)
+            return;
+    if (q->n_working == q->cap_working) {
+        q->cap_working = q->cap_working ? q->cap_working * 2 : 16;
+        q->working = fmb_xrealloc(q->working, q->cap_working, sizeof *q->working);
+    }
+    q->working[q->n_working++] = item_id;
+    worker_write_list(q);
+}
+
+fmb_status fmb_queue_worker_start(fmb_queue *q, fmb_err *err)
+{
+    if (q->wfd >= 0)
+        return FMB_OK;
+    FMB_ASSERT(crash_fd < 0); /* one worker queue per process */
+    char *path = worker_path(q->path, q->host, q->pid, q->start);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fmb_status s = fmb_fail(err, FMB_EIO, "%s: %s", path, strerror(errno));
+        free(path);
+        return s;
+    }
+    char head[64];
+    int n = snprintf(head, sizeof head, "%srunning \nend\n", WF_HEAD);
+    if (write(fd, head, (size_t)n) != n || fsync(fd)) {
+        fmb_status s = fmb_fail(err, FMB_EIO, "%s: %s", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        free(path);
+        return s;
+    }
+    /* the directory entry too: after a power loss the file says "running", not absent */
+    char *dir = fmb_xstrdup(path), *slash = strrchr(dir, '/');
+    if (slash == dir)
+        dir[1] = 0;
+    else if (slash)
+        *slash = 0;
+    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        int rc = fsync(dfd);
+        (void)rc;
+        close(dfd);
+    }
+    free(dir);
+    q->wpath = path;
+    q->wfd = fd;
+    worker_write_list(q);
+    /* an alternate stack for this thread, so that a stack overflow still reaches the handler */
+    q->altstack = fmb_xmalloc(1 << 16);
+    stack_t ss;
+    memset(&ss, 0, sizeof ss);
+    ss.ss_sp = q->altstack;
+    ss.ss_size = 1 << 16;
+    sigaltstack(&ss, NULL);
+    crash_fd = fd;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_crash;
+    sa.sa_flags = SA_RESETHAND | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof crash_signals / sizeof crash_signals[0]; i++)
+        sigaction(crash_signals[i], &sa, &crash_old[i]);
+    return FMB_OK;
+}
+
+static void worker_stop(fmb_queue *q)
+{
+    if (q->wfd < 0)
+        return;
+    for (size_t i = 0; i < sizeof crash_signals / sizeof crash_signals[0]; i++)
+        sigaction(crash_signals[i], &crash_old[i], NULL);
+    crash_fd = -1;
+    stack_t ss;
+    memset(&ss, 0, sizeof ss);
+    ss.ss_flags = SS_DISABLE;
+    sigaltstack(&ss, NULL);
+    free(q->altstack);
+    q->altstack = NULL;
+    close(q->wfd);
+    q->wfd = -1;
+    unlink(q->wpath); /* a clean exit: nothing held any more */
+    free(q->wpath);
+    q->wpath = NULL;
+}
+
+typedef enum {
+    DEATH_UNKNOWN = 0, /* no worker file: counts as an attempt (as before worker files) */
+    DEATH_CRASH,       /* the worker crashed while processing this item: an attempt */
+    DEATH_KILLED,      /* killed from outside while processing it: a kill, not an attempt */
+    DEATH_IDLE         /* the item was only held (not in progress): neither */
+} death_kind;
+
+/* How the owner (host, pid, start) of item id died, from its worker file. */
+static death_kind
+owner_death(const fmb_queue *q, const char *host, int64_t pid, int64_t start, int64_t id)
+{
+    if (!host)
+        return DEATH_UNKNOWN;
+    char *path = worker_path(q->path, host, pid, start);
+    FILE *f = fopen(path, "r");
+    free(path);
+    if (!f)
+        return DEATH_UNKNOWN;
+    char line[128];
+    death_kind k = DEATH_UNKNOWN;
+    if (fgets(line, sizeof line, f) && !strcmp(line, "fmbatch worker 1\n") &&
+        fgets(line, sizeof line, f) && !strncmp(line, "state: ", 7)) {
+        int crashed = !strncmp(line + 7, "crash=", 6);
+        k = DEATH_IDLE;
+        while (fgets(line, sizeof line, f) && strcmp(line, "end\n")) {
+            long long v;
+            if (sscanf(line, "item %lld", &v) == 1 && v == id) {
+                k = crashed ? DEATH_CRASH : DEATH_KILLED;
+                break;
+            }
+        }
+    }
+    fclose(f);
+    return k;
 }
 
 fmb_status fmb_queue_sql_fail(fmb_queue *q, fmb_err *err, const char *what)
@@ -204,6 +410,7 @@ fmb_status fmb_queue_open(const char *path,
     if (gethostname(q->host, sizeof q->host - 1))
         snprintf(q->host, sizeof q->host, "localhost");
     q->pid = (int64_t)getpid();
+    q->wfd = -1;
     q->start = proc_start_time(q->pid);
     pthread_mutex_init(&q->hb_mu, NULL);
     pthread_cond_init(&q->hb_cv, NULL);
@@ -242,11 +449,15 @@ fmb_status fmb_queue_open(const char *path,
                      version, FMB_SCHEMA_VERSION);
         goto fail;
     }
-    if (version == 0) {
+    if (version < FMB_SCHEMA_VERSION) {
+        /* a new file: 001 then every migration; an older file: the migrations it lacks */
         char pragma[64];
         snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", FMB_SCHEMA_VERSION);
-        if (exec(q, fmb_schema_sql) != SQLITE_OK || exec(q, pragma) != SQLITE_OK) {
-            s = abort_tx(q, err, "cannot create the schema");
+        if ((version < 1 && exec(q, fmb_schema_sql) != SQLITE_OK) ||
+            (version < 2 && exec(q, fmb_schema_sql_2) != SQLITE_OK) ||
+            exec(q, pragma) != SQLITE_OK) {
+            s = abort_tx(q, err,
+                         version ? "cannot migrate the schema" : "cannot create the schema");
             goto fail;
         }
     }
@@ -266,6 +477,8 @@ void fmb_queue_close(fmb_queue *q)
     if (!q)
         return;
     fmb_queue_heartbeat_stop(q);
+    worker_stop(q);
+    free(q->working);
     sqlite3_close(q->db);
     pthread_mutex_destroy(&q->hb_mu);
     pthread_cond_destroy(&q->hb_cv);
@@ -392,6 +605,13 @@ fmb_status fmb_queue_bind_job(fmb_queue *q,
 
 static void held_add(fmb_queue *q, int64_t item_id, int64_t token)
 {
+    // a new claim supersedes whatever this handle held under that id (an item deleted and its
+    // rowid reused, or taken over by another worker meanwhile)
+    for (size_t i = 0; i < q->n_held; i++)
+        if (q->held_id[i] == item_id) {
+            q->held_tok[i] = token;
+            return;
+        }
     if (q->n_held == q->cap_held) {
         q->cap_held = q->cap_held ? 2 * q->cap_held : 64;
         q->held_id = fmb_xrealloc(q->held_id, q->cap_held, sizeof *q->held_id);
@@ -400,6 +620,31 @@ static void held_add(fmb_queue *q, int64_t item_id, int64_t token)
     q->held_id[q->n_held] = item_id;
     q->held_tok[q->n_held] = token;
     q->n_held++;
+}
+
+/* Removes the worker file of a gone owner once none of its leases is left running. */
+static void unlink_worker_file_if_done(fmb_queue *q, const char *host, int64_t pid, int64_t start)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(q->db,
+                           "SELECT count(*) FROM item WHERE status = 'running' AND lease_host = ?1 "
+                           "AND lease_pid = ?2 AND lease_start = ?3",
+                           -1, &st, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_text(st, 1, host, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, pid);
+    sqlite3_bind_int64(st, 3, start);
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 0) == 0) {
+        char *path = worker_path(q->path, host, pid, start);
+        unlink(path);
+        free(path);
+    }
+    sqlite3_finalize(st);
+}
+
+int fmb_queue_kill_limit(int max_attempts)
+{
+    return 10 * (max_attempts > 0 ? max_attempts : 3);
 }
 
 fmb_status fmb_queue_claim(fmb_queue *q,
@@ -418,6 +663,10 @@ fmb_status fmb_queue_claim(fmb_queue *q,
         return fmb_queue_sql_fail(q, err, "cannot lock for a claim");
     fmb_status s = FMB_OK;
     sqlite3_stmt *st = NULL;
+    char *old_host = NULL; /* the previous owner of an orphaned lease */
+    int64_t old_pid = 0, old_start = 0;
+    int old_gone = 0;
+    death_kind death = DEATH_UNKNOWN;
     /* 1. new key: insert it running, owned by us. */
     const char *ins = "INSERT INTO item (job, key, content_hash, bytes, status, attempts, "
                       "lease_host, lease_pid, lease_start, lease_token, lease_expires, "
@@ -451,7 +700,9 @@ fmb_status fmb_queue_claim(fmb_queue *q,
     if (sqlite3_prepare_v2(q->db,
                            "SELECT item_id, status, content_hash, attempts, "
                            "(status = 'running' AND (lease_expires < ?3 OR "
-                           "fmb_owner_gone(lease_host, lease_pid, lease_start))) "
+                           "fmb_owner_gone(lease_host, lease_pid, lease_start))), "
+                           "lease_host, lease_pid, lease_start, kills, "
+                           "fmb_owner_gone(lease_host, lease_pid, lease_start) "
                            "FROM item WHERE job = ?1 AND key = ?2",
                            -1, &st, NULL) != SQLITE_OK)
         goto sqlerr;
@@ -467,10 +718,18 @@ fmb_status fmb_queue_claim(fmb_queue *q,
     int same = h && !strcmp((const char *)h, content_hash);
     int64_t attempts = sqlite3_column_int64(st, 3);
     int orphan = sqlite3_column_int(st, 4);
+    old_host = sqlite3_column_type(st, 5) == SQLITE_NULL
+                   ? NULL
+                   : fmb_xstrdup((const char *)sqlite3_column_text(st, 5));
+    old_pid = sqlite3_column_int64(st, 6);
+    old_start = sqlite3_column_int64(st, 7);
+    int64_t kills = sqlite3_column_int64(st, 8);
+    old_gone = sqlite3_column_int(st, 9);
     sqlite3_finalize(st);
     st = NULL;
     *item_id = id;
     int changed = 0;
+    int attempt_inc = 1, kill_inc = 0; /* a pending item: a new attempt */
     if (!strcmp(status, "done") || !strcmp(status, "failed") || !strcmp(status, "dead")) {
         if (same) {
             *outcome = !strcmp(status, "done") ? FMB_CLAIM_DONE : FMB_CLAIM_FAILED;
@@ -482,7 +741,31 @@ fmb_status fmb_queue_claim(fmb_queue *q,
             *outcome = FMB_CLAIM_BUSY;
             goto commit;
         }
-        if (attempts >= q->max_attempts) {
+        /* The owner died (or its lease ran out): what was it doing? (queue.h) */
+        death = owner_death(q, old_host, old_pid, old_start, id);
+        if (death == DEATH_KILLED || death == DEATH_IDLE) {
+            attempt_inc = 0; /* the dead owner's attempt is given back, this take uses it */
+            kill_inc = death == DEATH_KILLED;
+        }
+        if (kill_inc && kills + 1 >= fmb_queue_kill_limit(q->max_attempts)) {
+            if (sqlite3_prepare_v2(q->db,
+                                   "UPDATE item SET status = 'dead', kills = kills + 1, "
+                                   "lease_host = NULL, lease_pid = NULL, lease_token = NULL, "
+                                   "finished_at = ?2, error = 'its worker was killed from "
+                                   "outside ' || (kills + 1) || ' times while processing it "
+                                   "(SIGKILL, the OOM killer, a power loss?)' WHERE item_id = ?1",
+                                   -1, &st, NULL) != SQLITE_OK)
+                goto sqlerr;
+            sqlite3_bind_int64(st, 1, id);
+            sqlite3_bind_double(st, 2, now);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                goto sqlerr;
+            sqlite3_finalize(st);
+            st = NULL;
+            *outcome = FMB_CLAIM_DEAD;
+            goto commit;
+        }
+        if (attempt_inc && attempts >= q->max_attempts) {
             if (sqlite3_prepare_v2(q->db,
                                    "UPDATE item SET status = 'dead', lease_host = NULL, "
                                    "lease_pid = NULL, lease_token = NULL, finished_at = ?2, "
@@ -513,8 +796,9 @@ fmb_status fmb_queue_claim(fmb_queue *q,
     /* 3. take it: UPDATE ... RETURNING, conditioned again on the state we saw. */
     if (sqlite3_prepare_v2(
             q->db,
-            "UPDATE item SET status = 'running', attempts = CASE WHEN ?9 THEN 1 ELSE attempts + 1 "
-            "END, content_hash = ?2, bytes = ?3, lease_host = ?4, lease_pid = ?5, lease_start = "
+            "UPDATE item SET status = 'running', attempts = CASE WHEN ?9 THEN 1 ELSE attempts + "
+            "?11 END, kills = CASE WHEN ?9 THEN 0 ELSE kills + ?12 END, content_hash = ?2, bytes = "
+            "?3, lease_host = ?4, lease_pid = ?5, lease_start = "
             "?6, lease_token = ?7, lease_expires = ?8 + ?10, started_at = ?8, error = NULL, "
             "worker = ?4 || ':' || ?5, "
             "finished_at = NULL WHERE item_id = ?1 AND (status = 'pending' OR ?9 OR (status = "
@@ -532,6 +816,8 @@ fmb_status fmb_queue_claim(fmb_queue *q,
     sqlite3_bind_double(st, 8, now);
     sqlite3_bind_int(st, 9, changed);
     sqlite3_bind_double(st, 10, q->lease_seconds);
+    sqlite3_bind_int(st, 11, attempt_inc);
+    sqlite3_bind_int(st, 12, kill_inc);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         *outcome = FMB_CLAIM_TAKEN;
@@ -545,11 +831,16 @@ commit:
     if (exec(q, "COMMIT") != SQLITE_OK) {
         s = abort_tx(q, err, "commit a claim");
     }
+    /* The last item of a gone owner with a worker file: the file has told all it can. */
+    if (!s && death != DEATH_UNKNOWN && old_gone && old_host)
+        unlink_worker_file_if_done(q, old_host, old_pid, old_start);
+    free(old_host);
     return s;
 sqlerr:
     s = fmb_queue_sql_fail(q, err, "claim");
     sqlite3_finalize(st);
     exec(q, "ROLLBACK");
+    free(old_host);
     return s;
 }
 
@@ -684,6 +975,7 @@ fmb_status fmb_queue_finish(
     fmb_queue *q, int64_t item_id, int64_t tokens, double seconds, int *lost, fmb_err *err)
 {
     *lost = 0;
+    working_remove(q, item_id); /* done or lost: either way no longer in progress here */
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(q->db,
                            "UPDATE item SET status = 'done', tokens = ?2, seconds = ?3, "
@@ -718,6 +1010,7 @@ fmb_status fmb_queue_finish(
 static fmb_status
 simple_update(fmb_queue *q, const char *sql, int64_t item_id, const char *text, fmb_err *err)
 {
+    working_remove(q, item_id); /* failed or released: no longer in progress here */
     if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
         return fmb_queue_sql_fail(q, err, "cannot lock");
     sqlite3_stmt *st;
@@ -846,10 +1139,11 @@ fmb_status fmb_queue_retry_failed(fmb_queue *q, int64_t *n, fmb_err *err)
     if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
         return fmb_queue_sql_fail(q, err, "cannot lock");
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(q->db,
-                           "UPDATE item SET status = 'pending', attempts = 0, error = NULL, "
-                           "finished_at = NULL WHERE job = ?1 AND status IN ('failed', 'dead')",
-                           -1, &st, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(
+            q->db,
+            "UPDATE item SET status = 'pending', attempts = 0, kills = 0, error = NULL, "
+            "finished_at = NULL WHERE job = ?1 AND status IN ('failed', 'dead')",
+            -1, &st, NULL) != SQLITE_OK) {
         return abort_tx(q, err, "retry");
     }
     sqlite3_bind_text(st, 1, q->job, -1, SQLITE_STATIC);

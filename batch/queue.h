@@ -5,11 +5,28 @@
  *   claim     BEGIN IMMEDIATE; insert the key if new; UPDATE ... RETURNING takes it when it is
  *             pending, changed (content hash differs: old results deleted), or running under a
  *             lease whose owner is gone (same host, pid dead or restarted) or expired. A worker
- *             that died max_attempts times on an item makes it dead instead.
+ *             that crashed max_attempts times on an item makes it dead instead (below).
  *   complete  one transaction: the item's result rows + done, fenced by the lease token.
  *   fail      failed with a reason (a data error: not retried unless the content changes).
  *   release   back to pending without counting the attempt (SIGINT/SIGTERM).
  * A heartbeat thread with its own connection renews this process's leases.
+ *
+ * Deaths and attempts. A worker that dies holding items leaves them running under a lease
+ * of a gone owner; the next claim of each decides from the owner's worker file
+ * (<output>.worker-<host>-<pid>-<start>, made by fmb_queue_worker_start) what the death says
+ * about the item:
+ *   crash    the worker died of a signal it raised itself (SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+ *            SIGABRT: its handler marked the file) while the item was in progress: the item
+ *            may have caused it, so it counts as an attempt (max_attempts: dead).
+ *   killed   no crash mark (SIGKILL, the OOM killer, a power loss, a lease that ran out) and
+ *            the item was in progress: not an attempt, but counted in item.kills and bounded
+ *            by fmb_queue_kill_limit (10 × max_attempts), so an item that exhausts memory
+ *            every time is dead after that many kills instead of looping forever.
+ *   idle     the item was held but not in progress (claimed for a batch, not started): neither.
+ *   unknown  no worker file (a worker from before worker files): an attempt, as before.
+ * "In progress" is what the worker said through fmb_queue_working: a worker holding many items
+ * (a batch) marks only those whose processing has begun, so a crash counts against those and
+ * not against every item it holds. finish, fail and release take an item out of the set.
  *
  * Ownership: fmb_queue_open returns a handle the caller closes with fmb_queue_close. Strings
  * passed in are copied or used only during the call.
@@ -157,6 +174,18 @@ FMB_NODISCARD fmb_status fmb_queue_export_next(fmb_queue_export *x,
                                                size_t *len,
                                                fmb_err *err);
 void fmb_queue_export_close(fmb_queue_export *x);
+
+/* Makes this process a worker with a worker file (see "Deaths and attempts") and installs
+ * one-shot handlers for SIGSEGV, SIGBUS, SIGFPE, SIGILL and SIGABRT that mark it crashed
+ * (async-signal-safe: a write to the pre-opened file) before the signal's default action.
+ * One worker queue per process; fmb_queue_close restores the handlers and removes the file.
+ * Without it (tests, tools) deaths count as attempts as before. */
+FMB_NODISCARD fmb_status fmb_queue_worker_start(fmb_queue *q, fmb_err *err);
+/* Marks item_id as in progress (on != 0: its processing begins now) or not. A death of the
+ * process counts against the items in progress only. Cheap: one pwrite of the list. */
+void fmb_queue_working(fmb_queue *q, int64_t item_id, int on);
+/* Kills (deaths not of the item's making, while in progress) after which an item is dead. */
+int fmb_queue_kill_limit(int max_attempts);
 
 /* Starts/stops the lease heartbeat thread (renews every lease_seconds / 3). */
 FMB_NODISCARD fmb_status fmb_queue_heartbeat_start(fmb_queue *q, fmb_err *err);

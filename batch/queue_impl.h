@@ -25,6 +25,12 @@ struct fmb_queue {
      * their lease tokens, [n_held] */
     int64_t *held_id, *held_tok;
     size_t n_held, cap_held;
+    /* worker file (fmb_queue_worker_start): path, fd, and the items in progress it lists */
+    char *wpath;
+    int wfd;
+    int64_t *working;
+    size_t n_working, cap_working;
+    void *altstack;
     /* heartbeat */
     pthread_t hb;
     int hb_running;

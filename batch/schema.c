@@ -95,3 +95,18 @@ const char fmb_schema_sql[] =
     ") STRICT;\n"
     "CREATE INDEX IF NOT EXISTS result_item ON result (item_id);\n";
 // clang-format on
+
+/* schemas/002_kills.sql */
+// clang-format off
+const char fmb_schema_sql_2[] =
+    "-- fmbatch output database, schema version 2 (PRAGMA user_version = 2): applied after\n"
+    "-- 001_init.sql to a new file, and alone to a version-1 file (an existing output opens and is\n"
+    "-- migrated in place, under the write lock; batch/schema.c embeds this text too).\n"
+    "--\n"
+    "-- item.kills: how many times the item's worker was killed from outside (SIGKILL, the OOM\n"
+    "-- killer, a power loss) while it was processing the item. Such a death does not count as an\n"
+    "-- attempt (attempts counts the deaths the item may have caused: a crash signal the worker\n"
+    "-- raised itself); kills is bounded separately (queue.h), so that an item that, say, exhausts\n"
+    "-- memory every time cannot be retried forever.\n"
+    "ALTER TABLE item ADD COLUMN kills INTEGER NOT NULL DEFAULT 0;\n";
+// clang-format on

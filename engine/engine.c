@@ -182,6 +182,35 @@ fmb_outputs_slice(const fmb_outputs *out, size_t p0, size_t m, size_t V, fmb_out
     return o;
 }
 
+/* A NaN or Inf in an output means the weights or the state hold non-finite values (a bad
+ * checkpoint, or an overflow): the numbers would be invented (a NaN target logit ranks 0, an
+ * argmax over NaNs is id 0, a choice among NaN scores picks the first), so the call fails and
+ * the caller fails the item with this reason. Checked: the log-probability of every position
+ * with a target (finite whenever the logits row is: logit - max - log Σ exp), and every raw
+ * logits row (NaN or +Inf; -Inf is a probability of zero). O(rows × V) at most, next to the
+ * rows × V × D of the lm_head that made them. p0: position of o's first row in the call. */
+static fmb_status check_finite(const fmb_outputs *o, size_t n, size_t V, size_t p0, fmb_err *err)
+{
+    static const char why[] = "the model's weights or state hold NaN or Inf (`fmbatch check` "
+                              "scans the weights)";
+    if (o->logprob && o->targets)
+        for (size_t t = 0; t < n; t++)
+            if (o->targets[t] >= 0 && !isfinite(o->logprob[t]))
+                return fmb_fail(err, FMB_EINVAL,
+                                "non-finite log-probability (%g) at position %zu: %s",
+                                (double)o->logprob[t], p0 + t, why);
+    if (o->logits)
+        for (size_t t = o->logits_from; t < n; t++) {
+            const float *row = o->logits + (t - o->logits_from) * V;
+            for (size_t v = 0; v < V; v++)
+                if (isnan(row[v]) || row[v] == INFINITY)
+                    return fmb_fail(err, FMB_EINVAL,
+                                    "non-finite logit (%g) for id %zu at position %zu: %s",
+                                    (double)row[v], v, p0 + t, why);
+        }
+    return FMB_OK;
+}
+
 fmb_status fmb_engine_forward(fmb_engine *eng,
                               fmb_state *st,
                               const int32_t *ids,
@@ -198,8 +227,10 @@ fmb_status fmb_engine_forward(fmb_engine *eng,
     size_t T = eng->ops->chunk_tokens(eng->impl), V = (size_t)eng->model->cfg.V;
     if (eng->cancel && *eng->cancel)
         return fmb_fail(err, FMB_EINTR, "interrupted");
-    if ((!eng->cancel && !eng->progress) || n <= T)
-        return eng->ops->forward(eng->impl, st->impl, ids, n, out, err);
+    if ((!eng->cancel && !eng->progress) || n <= T) {
+        s = eng->ops->forward(eng->impl, st->impl, ids, n, out, err);
+        return s || !out ? s : check_finite(out, n, V, 0, err);
+    }
     // With a cancel flag or a progress callback: one backend call per chunk (the backend
     // splits at the same boundaries, so results are unchanged), the flag checked before each
     // and progress reported after each.
@@ -208,8 +239,10 @@ fmb_status fmb_engine_forward(fmb_engine *eng,
             return fmb_fail(err, FMB_EINTR, "interrupted");
         size_t m = n - p0 < T ? n - p0 : T;
         fmb_outputs o;
-        fmb_status s2 = eng->ops->forward(eng->impl, st->impl, ids + p0, m,
-                                          fmb_outputs_slice(out, p0, m, V, &o), err);
+        const fmb_outputs *o2 = fmb_outputs_slice(out, p0, m, V, &o);
+        fmb_status s2 = eng->ops->forward(eng->impl, st->impl, ids + p0, m, o2, err);
+        if (!s2 && o2)
+            s2 = check_finite(o2, m, V, p0, err);
         if (s2)
             return s2;
         if (eng->progress)

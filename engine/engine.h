@@ -89,7 +89,9 @@ typedef struct {
     size_t logits_from;
 } fmb_outputs;
 
-/* Runs ids[0..n) from st (advanced in place). */
+/* Runs ids[0..n) from st (advanced in place). Fails with FMB_EINVAL ("non-finite ...") when a
+ * log-probability of a position with a target, or a raw logit, is NaN or +Inf: the weights or
+ * the state hold non-finite values, and no output of the call is to be used. */
 FMB_NODISCARD fmb_status fmb_engine_forward(fmb_engine *eng,
                                             fmb_state *st,
                                             const int32_t *ids,
@@ -131,7 +133,10 @@ void fmb_engine_set_progress(fmb_engine *eng, fmb_progress_fn fn, void *ctx);
 
 /* One decode step for nseq independent sequences: token ids[i] continues states[i]; writes
  * logits [nseq, V] (float32). Batch-invariant, bitwise: a sequence's logits do not depend on
- * nseq, on the other sequences or on its position among them. */
+ * nseq, on the other sequences or on its position among them.
+ * Rows are returned as computed, NaN or Inf included: each sequence's consumer checks its own
+ * row (fmb_gen_push fails that generation alone), so that one sequence gone non-finite does
+ * not fail the others of its batch. */
 FMB_NODISCARD fmb_status fmb_engine_step(fmb_engine *eng,
                                          fmb_state *const *states,
                                          const int32_t *ids,

@@ -4,6 +4,7 @@
  */
 #include "engine/generate.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,6 +54,7 @@ struct fmb_gen {
     fmb_sb bytes;  /* raw bytes of the generated tokens, for stop-string matching */
     size_t maxstop;
     int stopped, finished;
+    int bad; /* the logits of generated token bad - 1 held NaN or +Inf */
 };
 
 fmb_status fmb_gen_new(fmb_engine *eng,
@@ -109,6 +111,13 @@ int fmb_gen_push(fmb_gen *g, const float *logits, int32_t *next)
 {
     const fmb_gen_opts *o = g->o;
     FMB_ASSERT(!g->finished && g->r.n < g->cap);
+    // NaN or +Inf logits (non-finite weights or state) would sample an invented token
+    for (int32_t v = 0; v < g->V; v++)
+        if (isnan(logits[v]) || logits[v] == INFINITY) {
+            g->bad = (int)g->r.n + 1;
+            g->finished = 1;
+            return 0;
+        }
     float lp;
     int32_t id = fmb_sample(logits, g->V, &o->sample, g->r.n, g->scratch, &lp);
     g->r.ids[g->r.n] = id;
@@ -144,6 +153,13 @@ int fmb_gen_push(fmb_gen *g, const float *logits, int32_t *next)
 fmb_status fmb_gen_finish(fmb_gen *g, fmb_gen_result *r, fmb_err *err)
 {
     fmb_status s = FMB_OK;
+    if (g->bad) {
+        s = fmb_fail(err, FMB_EINVAL,
+                     "non-finite logits before generated token %d: the model's weights or state "
+                     "hold NaN or Inf",
+                     g->bad - 1);
+        goto out;
+    }
     if (g->tok) {
         size_t nt = g->r.n;
         if (!strcmp(g->r.finish_reason, "eos"))

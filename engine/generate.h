@@ -33,7 +33,8 @@ typedef struct {
 } fmb_gen_result;
 
 /* tok may be NULL (no text, no stop strings). st is advanced through the prompt and the
- * generated tokens. */
+ * generated tokens. Fails (FMB_EINVAL, "non-finite logit ...") when a logits row it would
+ * sample from holds a NaN or +Inf (the engine's check): no token is made up from it. */
 FMB_NODISCARD fmb_status fmb_generate(fmb_engine *eng,
                                       fmb_state *st,
                                       const fmb_tok *tok,

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -382,4 +383,52 @@ size_t fmb_st_file_bytes(const fmb_st *st)
 const char *fmb_st_source(const fmb_st *st)
 {
     return st->source;
+}
+
+/* An element is NaN or ±Inf when its exponent bits are all ones (mask = those bits). One
+ * function per element width; unaligned loads through memcpy (the views are 1-byte aligned). */
+// clang-format off
+#define NONFINITE_SCAN_FN(NAME, TYPE)                                                           \
+    static size_t NAME(const unsigned char *p, size_t numel, TYPE mask, size_t *first)          \
+    {                                                                                          \
+        size_t n = 0, lo = SIZE_MAX;                                                           \
+        _Pragma("omp parallel for reduction(+ : n) reduction(min : lo) if (numel > (1 << 20))") \
+        for (size_t i = 0; i < numel; i++) {                                                   \
+            TYPE u;                                                                            \
+            memcpy(&u, p + i * sizeof u, sizeof u);                                            \
+            if ((u & mask) == mask) {                                                          \
+                n++;                                                                           \
+                lo = i < lo ? i : lo;                                                          \
+            }                                                                                  \
+        }                                                                                      \
+        *first = lo;                                                                           \
+        return n;                                                                              \
+    }
+NONFINITE_SCAN_FN(nonfinite16, uint16_t)
+NONFINITE_SCAN_FN(nonfinite32, uint32_t)
+NONFINITE_SCAN_FN(nonfinite64, uint64_t)
+// clang-format on
+
+size_t fmb_tensor_count_nonfinite(const fmb_tensor *t, size_t *first)
+{
+    size_t lo = SIZE_MAX, n = 0;
+    switch (t->dtype) {
+    case FMB_DT_F32:
+        n = nonfinite32(t->data, t->numel, 0x7f800000u, &lo);
+        break;
+    case FMB_DT_BF16:
+        n = nonfinite16(t->data, t->numel, 0x7f80u, &lo);
+        break;
+    case FMB_DT_F16:
+        n = nonfinite16(t->data, t->numel, 0x7c00u, &lo);
+        break;
+    case FMB_DT_F64:
+        n = nonfinite64(t->data, t->numel, 0x7ff0000000000000ull, &lo);
+        break;
+    default:
+        break;
+    }
+    if (first)
+        *first = lo;
+    return n;
 }

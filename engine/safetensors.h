@@ -59,4 +59,9 @@ size_t fmb_st_file_bytes(const fmb_st *st); /* total bytes of the mapped files *
 /* The file that lists the tensors: model.safetensors or the index (for messages). */
 const char *fmb_st_source(const fmb_st *st);
 
+/* NaN and ±Inf values of a floating-point tensor (F32, BF16, F16, F64; 0 for integers), by
+ * their exponent bits, in one pass over the mapped bytes (parallel for large tensors). *first
+ * receives the flat index of the first such value (SIZE_MAX when none). */
+size_t fmb_tensor_count_nonfinite(const fmb_tensor *t, size_t *first);
+
 #endif

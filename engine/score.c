@@ -92,6 +92,15 @@ fmb_status fmb_score_end(fmb_score_job *j, size_t bytes, fmb_score_result *r, fm
     double sum = 0;
     for (size_t t = 0; t + 1 < m; t++)
         sum += -(double)j->lp[t];
+    // The engine already fails a non-finite log-probability; the sum is checked again so that no
+    // backend can make a score out of NaN or Inf.
+    if (!isfinite(sum)) {
+        s = fmb_fail(err, FMB_EINVAL,
+                     "non-finite sum of log-probabilities (%g) over %zu positions: the model's "
+                     "weights or state hold NaN or Inf",
+                     sum, r->scored);
+        goto out;
+    }
     r->sum_nll = sum;
     if (r->scored) {
         r->mean_nll = sum / (double)r->scored;

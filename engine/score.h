@@ -33,7 +33,9 @@ typedef struct {
 } fmb_score_result;
 
 /* Scores ids[0..n) from st (which it advances: afterwards st is the state after the document,
- * with the context token included). bytes is the document's byte length (0: unknown). */
+ * with the context token included). bytes is the document's byte length (0: unknown).
+ * An empty document (n == 0, ids may be NULL) scores 0 tokens: sum_nll 0, mean_nll/ppl NAN.
+ * Fails (FMB_EINVAL, "non-finite ...") when a log-probability or the sum is NaN or Inf. */
 FMB_NODISCARD fmb_status fmb_score(fmb_engine *eng,
                                    fmb_state *st,
                                    const int32_t *ids,

@@ -3,7 +3,9 @@
  * reused for every sub-chunk). One block per row: max and argmax (first max), log-sum-exp,
  * the target's log-probability and rank (ids with a strictly larger logit) in one pass over
  * the row, and top-k by k selection rounds (descending, ties to the lowest id). kcpu twin:
- * fmb_kcpu_head_reduce.
+ * fmb_kcpu_head_reduce. Non-finite logits: a NaN or +Inf anywhere in a row makes its
+ * log-probabilities NaN on both (the engine then fails the item); argmax and top-k skip NaNs
+ * here while kcpu's start from element 0, a difference that never reaches a result row.
  */
 #include <math.h>
 
@@ -74,7 +76,9 @@ static __global__ void __launch_bounds__(HEAD_THREADS) head_kernel(const float *
     for (int v = threadIdx.x; v < V; v += HEAD_THREADS) {
         const float x = l[v];
         if (x > bv) {
-            se = bv == -INFINITY ? 0.0f : se * expf(bv - x);
+            // while bv is -Inf, se is 0 or NaN (a NaN seen): kept as it is, so that a NaN
+            // anywhere in the row makes the log-probability NaN, as in the kcpu twin
+            se = bv == -INFINITY ? se : se * expf(bv - x);
             bv = x;
             bi = v;
         }
@@ -86,7 +90,7 @@ static __global__ void __launch_bounds__(HEAD_THREADS) head_kernel(const float *
     const float mx = bv;
     const int am = bi;
     // log-sum-exp: the threads' sums brought to the row's max and summed in double
-    double sd = tmax == -INFINITY ? 0.0 : (double)se * exp((double)tmax - (double)mx);
+    double sd = tmax == -INFINITY ? (double)se : (double)se * exp((double)tmax - (double)mx);
     for (int o = 16; o > 0; o >>= 1)
         sd += __shfl_xor_sync(0xffffffffu, sd, o);
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "batch/job.h"
 #include "batch/schema.h"
@@ -252,6 +253,63 @@ int main(void)
         check(s == FMB_EINVAL && strstr(err.msg, "missing table [source]"),
               "non-ASCII inside strings, keys and comments is fine", "%d %s", s, err.msg);
         fmb_job_free(fj);
+    }
+
+    /* [job].mem_limit is checked where it is written (it was reported by `run` without a
+     * position), and the job-file size limit is the one the message states (16 MiB; 32 MiB
+     * was enforced). */
+    expect_error("bad mem_limit names file:line:column", "seed    = 1234",
+                 "seed = 1234\nmem_limit = \"24 GiB\"", "j.toml:7:1: [job].mem_limit");
+    expect_error("mem_limit with an unknown unit", "seed    = 1234", "mem_limit = \"3 parsecs\"",
+                 "j.toml:6:1: [job].mem_limit: expected a size");
+    {
+        size_t sz = 0;
+        check(fmb_job_parse_size("24GiB", &sz) == 0 && sz == ((size_t)24 << 30) &&
+                  fmb_job_parse_size("512mb", &sz) == 0 && sz == 512000000 &&
+                  fmb_job_parse_size("-1G", &sz) != 0 && fmb_job_parse_size("1e30", &sz) != 0 &&
+                  fmb_job_parse_size("G", &sz) != 0,
+              "size parser", "%zu", sz);
+        size_t n = strlen(sketch) + strlen("mem_limit = \"24GiB\"\n");
+        char *t = malloc(n + 1);
+        const char *p = strstr(sketch, "seed");
+        snprintf(t, n + 1, "%.*smem_limit = \"24GiB\"\n%s", (int)(p - sketch), sketch, p);
+        fmb_job *mj = NULL;
+        check(parse(t, &mj, &err) == FMB_OK && !strcmp(mj->mem_limit, "24GiB"),
+              "a good mem_limit parses", "%s", err.msg);
+        fmb_job_free(mj);
+        free(t);
+    }
+    {
+        /* exactly FMB_JOB_FILE_MAX bytes: read; one byte more, or 20 MiB: refused, saying
+         * 16 MiB */
+        char fn[64];
+        snprintf(fn, sizeof fn, "/tmp/fmb_job_size_%d.toml", (int)getpid());
+        size_t sizes[3] = {FMB_JOB_FILE_MAX, FMB_JOB_FILE_MAX + 1, (size_t)20 << 20};
+        int want_over[3] = {0, 1, 1};
+        for (int k = 0; k < 3; k++) {
+            FILE *f = fopen(fn, "wb");
+            size_t sl = strlen(sketch);
+            fwrite(sketch, 1, sl, f);
+            char pad[4096];
+            memset(pad, ' ', sizeof pad);
+            pad[0] = '#';
+            pad[sizeof pad - 1] = '\n';
+            for (size_t w = sl; w < sizes[k]; w += sizeof pad) {
+                size_t m = sizes[k] - w < sizeof pad ? sizes[k] - w : sizeof pad;
+                if (m < sizeof pad)
+                    pad[m - 1] = '\n';
+                fwrite(pad, 1, m, f);
+            }
+            fclose(f);
+            fmb_job *lj = NULL;
+            err.msg[0] = 0;
+            s = fmb_job_load(fn, &lj, &err);
+            int over = s == FMB_EINVAL && strstr(err.msg, "over 16 MiB") != NULL;
+            check(want_over[k] ? over : s == FMB_OK, "job file size limit is 16 MiB as stated",
+                  "%zu bytes: status %d '%s'", sizes[k], s, err.msg);
+            fmb_job_free(lj);
+        }
+        unlink(fn);
     }
 
     /* Every example job in jobs/ is a valid job file. */

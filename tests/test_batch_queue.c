@@ -1,14 +1,19 @@
 /* test_batch_queue: the SQLite queue protocol: claims, skips, content changes, orphaned leases
  * (owner gone: reclaimed at once; owner alive: busy), dead after max_attempts, release without
  * an attempt, fenced completion, the fingerprint guard. */
+#include <glob.h>
 #include <math.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "batch/queue.h"
+#include "batch/schema.h"
 #include "engine/hash.h"
 #include "tests/check.h"
 
@@ -16,11 +21,13 @@ static char path[256];
 
 /* The tests look at and poke the file through a connection of their own (the queue keeps
  * its connection to itself). q only says which queue the statement is about. */
+static const char *side_path; /* NULL: path */
 static sqlite3 *side_db(void)
 {
     sqlite3 *db = NULL;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
-        printf("NOTE cannot open %s\n", path);
+    const char *p = side_path ? side_path : path;
+    if (sqlite3_open_v2(p, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        printf("NOTE cannot open %s\n", p);
         sqlite3_close(db);
         return NULL;
     }
@@ -233,6 +240,163 @@ static void test_export_bad_utf8(fmb_queue *q)
     }
 }
 
+/* Worker files of path's workers still on disk. */
+static size_t worker_files(void)
+{
+    char pat[300];
+    snprintf(pat, sizeof pat, "%s.worker-*", path);
+    glob_t g;
+    size_t n = glob(pat, 0, NULL, &g) == 0 ? g.gl_pathc : 0;
+    globfree(&g);
+    return n;
+}
+
+/* A child worker (its own connection, a worker file) claims `work` and marks it in progress,
+ * claims `hold` without starting it (NULL: none), then dies: how 0 abort(), 1 SIGSEGV, 2
+ * SIGKILL (from outside, as kill -9 or the OOM killer would). Returns the signal it died of. */
+static int child_dies(const char *work, const char *hold, int how)
+{
+    fflush(stdout);
+    pid_t p = fork();
+    if (p == 0) {
+        struct rlimit rl = {0, 0};
+        setrlimit(RLIMIT_CORE, &rl); /* no core file from the crashes below */
+        fmb_queue *c = NULL;
+        fmb_err e;
+        fmb_claim cl;
+        int64_t id;
+        if (fmb_queue_open(path, "job", 0, 2, 600, &c, &e) || fmb_queue_worker_start(c, &e) ||
+            fmb_queue_claim(c, work, "h", 1, &cl, &id, &e) || cl != FMB_CLAIM_TAKEN)
+            _exit(90);
+        fmb_queue_working(c, id, 1);
+        if (hold && (fmb_queue_claim(c, hold, "h", 1, &cl, &id, &e) || cl != FMB_CLAIM_TAKEN))
+            _exit(91);
+        if (how == 0)
+            abort();
+        else if (how == 1)
+            raise(SIGSEGV);
+        else
+            kill(getpid(), SIGKILL);
+        _exit(92);
+    }
+    int st = 0;
+    waitpid(p, &st, 0);
+    return WIFSIGNALED(st) ? WTERMSIG(st) : -WEXITSTATUS(st);
+}
+
+/* Deaths and attempts (queue.h): a crash counts against the item in progress, an outside kill
+ * and a held item do not; kills are bounded by fmb_queue_kill_limit; worker files go away. */
+static void deaths(fmb_queue *q)
+{
+    int sig = child_dies("d1", "d2", 0);
+    check(sig == SIGABRT && worker_files() == 1,
+          "a crashing worker dies of its signal, its file stays", "signal %d, %zu files", sig,
+          worker_files());
+    check(claim(q, "d1", "h", NULL) == FMB_CLAIM_TAKEN &&
+              one(q, "SELECT attempts FROM item WHERE key = 'd1'") == 2 &&
+              one(q, "SELECT kills FROM item WHERE key = 'd1'") == 0,
+          "a crash counts an attempt for the item in progress", "attempts %lld",
+          (long long)one(q, "SELECT attempts FROM item WHERE key = 'd1'"));
+    check(claim(q, "d2", "h", NULL) == FMB_CLAIM_TAKEN &&
+              one(q, "SELECT attempts FROM item WHERE key = 'd2'") == 1 &&
+              one(q, "SELECT kills FROM item WHERE key = 'd2'") == 0,
+          "a crash counts nothing for an item only held", "attempts %lld",
+          (long long)one(q, "SELECT attempts FROM item WHERE key = 'd2'"));
+    check(worker_files() == 0, "the dead worker's file goes with its last lease", "%zu",
+          worker_files());
+    sig = child_dies("d3", NULL, 2);
+    check(sig == SIGKILL && claim(q, "d3", "h", NULL) == FMB_CLAIM_TAKEN &&
+              one(q, "SELECT attempts FROM item WHERE key = 'd3'") == 1 &&
+              one(q, "SELECT kills FROM item WHERE key = 'd3'") == 1,
+          "kill -9 counts a kill, not an attempt", "signal %d attempts %lld kills %lld", sig,
+          (long long)one(q, "SELECT attempts FROM item WHERE key = 'd3'"),
+          (long long)one(q, "SELECT kills FROM item WHERE key = 'd3'"));
+    /* three outside kills in a row (max_attempts is 2): still taken */
+    for (int i = 0; i < 3; i++) /* each child reclaims the last one's orphan */
+        child_dies("d4", NULL, 2);
+    check(claim(q, "d4", "h", NULL) == FMB_CLAIM_TAKEN &&
+              one(q, "SELECT kills FROM item WHERE key = 'd4'") == 3,
+          "repeated kills are not attempts", "kills %lld",
+          (long long)one(q, "SELECT kills FROM item WHERE key = 'd4'"));
+    /* the kill limit: dead at the limit's kill, with a reason saying so */
+    char sql[200];
+    snprintf(sql, sizeof sql, "UPDATE item SET status = 'pending', kills = %d WHERE key = 'd3'",
+             fmb_queue_kill_limit(2) - 1);
+    exec(q, sql);
+    child_dies("d3", NULL, 2);
+    fmb_claim c;
+    int64_t id;
+    fmb_err err;
+    int ok = !fmb_queue_claim(q, "d3", "h", 1, &c, &id, &err) && c == FMB_CLAIM_DEAD;
+    sqlite3_stmt *st = NULL;
+    char why[300] = "";
+    sqlite3 *db = side_db();
+    if (db &&
+        sqlite3_prepare_v2(db, "SELECT error FROM item WHERE key = 'd3'", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+        snprintf(why, sizeof why, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    check(ok && fmb_queue_kill_limit(2) == 20 && strstr(why, "killed from outside 20 times"),
+          "dead after kill_limit kills, saying so", "claim %d: %s", (int)c, why);
+    /* crashes: max_attempts (2) of them make the item dead, as before */
+    exec(q, "UPDATE item SET status = 'pending', attempts = 0 WHERE key = 'd5'");
+    child_dies("d5", NULL, 1);
+    int c1 = claim(q, "d5", "h", NULL);
+    exec(q, "UPDATE item SET status = 'pending', attempts = 1 WHERE key = 'd5'");
+    child_dies("d5", NULL, 1);
+    int c2 = claim(q, "d5", "h", NULL);
+    check(c1 == FMB_CLAIM_TAKEN && c2 == FMB_CLAIM_DEAD,
+          "dead after max_attempts crashes (SIGSEGV)", "claims %d %d", c1, c2);
+    /* a worker that closes cleanly leaves no file */
+    fmb_queue *w = NULL;
+    if (!fmb_queue_open(path, "job", 0, 2, 600, &w, &err) && !fmb_queue_worker_start(w, &err)) {
+        size_t during = worker_files();
+        fmb_queue_close(w);
+        check(during == 1 && worker_files() == 0, "a clean close removes the worker file",
+              "%zu then %zu", during, worker_files());
+    }
+    for (const char *const *k = (const char *const[]){"d1", "d2", "d3", "d4", "d5", NULL}; *k;
+         k++) {
+        snprintf(sql, sizeof sql, "DELETE FROM item WHERE key = '%s'", *k);
+        exec(q, sql);
+    }
+}
+
+/* A version-1 file (before item.kills) opens: migrated to version 2, its items kept. */
+static void migration(void)
+{
+    char p1[300];
+    snprintf(p1, sizeof p1, "%s.v1", path);
+    unlink(p1);
+    sqlite3 *db = NULL;
+    sqlite3_open(p1, &db);
+    int rc = sqlite3_exec(db, fmb_schema_sql, NULL, NULL, NULL);
+    rc |= sqlite3_exec(db,
+                       "PRAGMA user_version = 1; INSERT INTO item (job, key, status, attempts, "
+                       "enqueued_at) VALUES ('job', 'old', 'pending', 1, 0)",
+                       NULL, NULL, NULL);
+    sqlite3_close(db);
+    fmb_queue *q = NULL;
+    fmb_err err;
+    fmb_status s = fmb_queue_open(p1, "job", 0, 2, 600, &q, &err);
+    side_path = p1;
+    check(rc == SQLITE_OK && s == FMB_OK && one(q, "PRAGMA user_version") == 2 &&
+              one(q, "SELECT kills FROM item WHERE key = 'old'") == 0 &&
+              claim(q, "old", "h", NULL) == FMB_CLAIM_TAKEN,
+          "a version-1 file is migrated to version 2", "%s", s ? err.msg : "");
+    side_path = NULL;
+    fmb_queue_close(q);
+    unlink(p1);
+    size_t len = 0;
+    char *file = check_read_file(FMB_SCHEMA_FILE_2, &len);
+    check(file && len == strlen(fmb_schema_sql_2) && !memcmp(file, fmb_schema_sql_2, len),
+          "embedded migration equals " FMB_SCHEMA_FILE_2, "lengths %zu vs %zu", len,
+          strlen(fmb_schema_sql_2));
+    free(file);
+}
+
 int main(void)
 {
     snprintf(path, sizeof path, "/tmp/fmb_queue_%d.db", (int)getpid());
@@ -242,8 +406,9 @@ int main(void)
     if (!check(fmb_queue_open(path, "job", 1, 2, 600, &q, &err) == FMB_OK, "open creates", "%s",
                err.msg))
         return check_exit();
-    check(one(q, "PRAGMA user_version") == 1 && one(q, "SELECT count(*) FROM item") == 0,
-          "schema version 1", "%s", "");
+    check(one(q, "PRAGMA user_version") == 2 && one(q, "SELECT count(*) FROM item") == 0 &&
+              one(q, "SELECT count(*) FROM pragma_table_info('item') WHERE name = 'kills'") == 1,
+          "schema version 2 (item.kills)", "%s", "");
     check(fmb_queue_bind_job(q, "a = 1\nb = 2\n", "m", "mh", "th", &err) == FMB_OK,
           "first run stores the fingerprint", "%s", err.msg);
     check(fmb_queue_bind_job(q, "a = 1\nb = 2\n", "m", "mh", "th", &err) == FMB_OK,
@@ -321,12 +486,16 @@ int main(void)
                                                "'k3'") == 0,
           "completion after a lost lease is rolled back", "%s", "");
 
+    deaths(q);
+
     /* release: back to pending, the attempt not counted */
     check(claim(q, "k4", "h", &id) == FMB_CLAIM_TAKEN, "k4 taken", "%s", "");
     check(fmb_queue_release(q, id, &err) == FMB_OK &&
               one(q, "SELECT attempts FROM item WHERE key = 'k4'") == 0 &&
               one(q, "SELECT count(*) FROM item WHERE key = 'k4' AND status = 'pending'") == 1,
-          "release counts no attempt", "%s", err.msg);
+          "release counts no attempt", "attempts %lld, pending %lld",
+          (long long)one(q, "SELECT attempts FROM item WHERE key = 'k4'"),
+          (long long)one(q, "SELECT count(*) FROM item WHERE key = 'k4' AND status = 'pending'"));
     int64_t n = -1;
     check(fmb_queue_claimable(q, &n, &err) == FMB_OK && n == 1, "claimable counts pending", "%lld",
           (long long)n);
@@ -360,6 +529,7 @@ int main(void)
     fmb_hash_content("abd", 3, h2);
     check(strlen(h1) == 32 && strcmp(h1, h2), "content hash", "%s %s", h1, h2);
     fmb_queue_close(q);
+    migration();
     unlink(path);
     char wal[300];
     snprintf(wal, sizeof wal, "%s-wal", path);

@@ -301,10 +301,45 @@ static void test_string_builder(void)
     free(v);
 }
 
+/* Every float input is defined (no UB under UBSan: a NaN used to reach a shift of a negative
+ * value) and non-finite inputs give expf's answers, so a NaN or Inf in a checkpoint propagates
+ * to the logits instead of turning into finite values. */
+static void test_nonfinite(void)
+{
+    volatile float nan = NAN, inf = INFINITY;
+    float xs[] = {nan, -nan, inf, -inf, 1e30f, -1e30f, 88.8f, 3.4e38f, -3.4e38f};
+    float want[] = {NAN, NAN, INFINITY, 0.0f, INFINITY, 0.0f, INFINITY, INFINITY, 0.0f};
+    int ok = 1;
+    char got[256] = "";
+    for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++) {
+        float a = fmb_kcpu_expf(xs[i]);
+        int same = isnan(want[i]) ? isnan(a) : a == want[i];
+        if (!same) {
+            ok = 0;
+            size_t l = strlen(got);
+            snprintf(got + l, sizeof got - l, " exp(%g) = %g", (double)xs[i], (double)a);
+        }
+    }
+    check(ok, "scan exp of NaN/Inf/huge inputs is expf's", "%s", got);
+    check(isnan(fmb_kcpu_softplus(nan)) && isnan(fmb_kcpu_silu(nan)) &&
+              fmb_kcpu_softplus(inf) == inf && fmb_kcpu_softplus(-inf) == 0.0f,
+          "softplus/silu propagate NaN", "softplus %g silu %g", (double)fmb_kcpu_softplus(nan),
+          (double)fmb_kcpu_silu(nan));
+    /* head reduce: a NaN anywhere in the row makes the log-probability NaN (the engine then
+     * fails the item); +Inf too (Inf - Inf) */
+    float l[3][4] = {{0, 1, nan, 2}, {nan, nan, nan, nan}, {0, inf, 1, 2}};
+    int32_t tg[3] = {3, 1, 0}, rank[3], am[3];
+    float lp[3];
+    fmb_kcpu_head_reduce(&l[0][0], 4, 3, 4, tg, lp, rank, am, 0, NULL, NULL);
+    check(isnan(lp[0]) && isnan(lp[1]) && !isfinite(lp[2]), "head: NaN/Inf logits give NaN logprob",
+          "%g %g %g", (double)lp[0], (double)lp[1], (double)lp[2]);
+}
+
 int main(void)
 {
     test_string_builder();
     test_expf();
+    test_nonfinite();
     test_config();
     test_dtypes();
     test_sampler();

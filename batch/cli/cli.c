@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "batch/job.h"
+
 int fmb_cli_exit_code(fmb_status s)
 {
     switch (s) {
@@ -64,37 +66,7 @@ int fmb_cli_parse_float(const char *s, double *out)
 
 int fmb_cli_parse_size(const char *s, size_t *out)
 {
-    if (!s || !isdigit((unsigned char)*s))
-        return -1;
-    errno = 0;
-    char *end;
-    double v = strtod(s, &end);
-    if (errno || v < 0)
-        return -1;
-    static const struct {
-        const char *suffix;
-        double mult;
-    } units[] = {{"", 1},
-                 {"B", 1},
-                 {"K", 1e3},
-                 {"KB", 1e3},
-                 {"KiB", 1024.0},
-                 {"M", 1e6},
-                 {"MB", 1e6},
-                 {"MiB", 1048576.0},
-                 {"G", 1e9},
-                 {"GB", 1e9},
-                 {"GiB", 1073741824.0},
-                 {"T", 1e12},
-                 {"TB", 1e12},
-                 {"TiB", 1099511627776.0}};
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-        if (!strcasecmp(end, units[i].suffix)) {
-            *out = (size_t)(v * units[i].mult);
-            return 0;
-        }
-    }
-    return -1;
+    return fmb_job_parse_size(s, out); /* one parser for --mem-limit and [job].mem_limit */
 }
 
 int fmb_cli_engine_opt(const char *name, const char *value, fmb_engine_opts *o, int *bad)
@@ -299,4 +271,27 @@ void fmb_cli_json_num(FILE *f, double x)
         fputs("null", f);
     else
         fprintf(f, "%.9g", x);
+}
+
+json_t *fmb_cli_nonfinite_weights(const fmb_st *st, size_t *n_bad, const char **first_name)
+{
+    json_t *a = json_array();
+    *n_bad = 0;
+    *first_name = NULL;
+    for (size_t i = 0; i < fmb_st_count(st); i++) {
+        const fmb_tensor *t = fmb_st_at(st, i);
+        size_t first, n = fmb_tensor_count_nonfinite(t, &first);
+        if (!n)
+            continue;
+        if (!*first_name)
+            *first_name = t->name;
+        json_t *o = json_object();
+        json_object_set_new(o, "tensor", json_string(t->name));
+        json_object_set_new(o, "dtype", json_string(fmb_dtype_name(t->dtype)));
+        json_object_set_new(o, "values", json_integer((json_int_t)n));
+        json_object_set_new(o, "first_index", json_integer((json_int_t)first));
+        json_array_append_new(a, o);
+        (*n_bad)++;
+    }
+    return a;
 }

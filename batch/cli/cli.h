@@ -8,9 +8,11 @@
 #ifndef FMB_CLI_H
 #define FMB_CLI_H
 
+#include <jansson.h>
 #include <stdio.h>
 
 #include "engine/engine.h"
+#include "engine/safetensors.h"
 #include "kernels/base.h"
 
 enum { FMB_EXIT_OK = 0, FMB_EXIT_FATAL = 1, FMB_EXIT_USAGE = 2, FMB_EXIT_ITEMS_FAILED = 3 };
@@ -61,6 +63,12 @@ FMB_NODISCARD fmb_status fmb_cli_read_file(const char *path, char **out, size_t 
 
 /* Reads whitespace-separated token ids. Caller frees *ids. Names the file and the bad word. */
 FMB_NODISCARD fmb_status fmb_cli_read_ids(const char *path, int32_t **ids, size_t *n, fmb_err *err);
+
+/* The checkpoint's tensors holding NaN or Inf values (one pass over the mapped weights): a
+ * JSON array of {"tensor", "dtype", "values", "first_index"}, empty when every weight is finite;
+ * *n_bad receives its length, *first_name the first listed tensor's name (borrowed from st) or
+ * NULL. Caller owns the array. (`check` and `inspect`.) */
+json_t *fmb_cli_nonfinite_weights(const fmb_st *st, size_t *n_bad, const char **first_name);
 
 /* JSON number for a double: NaN and infinities print as null. */
 void fmb_cli_json_num(FILE *f, double x);

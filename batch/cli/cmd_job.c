@@ -322,6 +322,9 @@ static int run_window(
     fmb_task_output *outs = fmb_xcalloc(w->n, sizeof *outs);
     pc->in_flight = (int64_t)w->n;
     fmb_progress_update(pg, pc, w->docs[0].key);
+    // every document of the batch is in progress from here on: a crash concerns each (queue.h)
+    for (size_t i = 0; i < w->n; i++)
+        fmb_queue_working(e->q, w->ids[i], 1);
     s = fmb_tasks_run_many(e->tasks, w->docs, w->n, &fmb_job_signal, outs, &err);
     pc->in_flight = 0;
     if (s == FMB_EINTR) {
@@ -437,8 +440,10 @@ static int run_pass(const char *cmd,
             }
             if (claim == FMB_CLAIM_DEAD) {
                 pc->failed++;
-                fprintf(stderr, "fmbatch run: %s: dead: workers died on it %lld times\n", doc.key,
-                        (long long)e->job->max_attempts);
+                fprintf(stderr,
+                        "fmbatch run: %s: dead: its workers died on it too often (`fmbatch "
+                        "status` says how)\n",
+                        doc.key);
                 continue;
             }
             if (claim != FMB_CLAIM_TAKEN) {
@@ -489,6 +494,8 @@ int fmb_cmd_run(int argc, char **argv)
     install_signals();
     if (fmb_queue_heartbeat_start(e.q, &err))
         fmb_cli_error(cmd, "%s (leases will not be renewed)", err.msg);
+    if (fmb_queue_worker_start(e.q, &err)) /* a kill -9 then counts as an attempt, as before */
+        fmb_cli_error(cmd, "%s (no worker file: any death counts as an attempt)", err.msg);
     fmb_progress *pg = fmb_progress_new(a.progress, a.progress_interval);
     int64_t taken = 0;
     for (int pass = 0; pass < 3 && !rc && !fmb_job_signal; pass++) {
@@ -652,6 +659,21 @@ int fmb_cmd_check(int argc, char **argv)
             json_object_set_new(mem, "device_free_bytes", json_integer((json_int_t)em.device_free));
         }
         json_object_set_new(o, "memory_plan", mem);
+        /* NaN/Inf weights: every item would fail ("non-finite ..."), so check refuses. */
+        size_t n_bad = 0;
+        const char *bad_name = NULL;
+        fmb_st *wst = NULL;
+        if (!fmb_st_open_dir(e.job->model, &wst, &err)) {
+            json_object_set_new(o, "nonfinite_weights",
+                                fmb_cli_nonfinite_weights(wst, &n_bad, &bad_name));
+            if (n_bad) {
+                fmb_cli_error(cmd,
+                              "%s: %s: %zu tensors hold NaN or Inf values (first: %s); every "
+                              "item would fail",
+                              e.job->path, fmb_st_source(wst), n_bad, bad_name);
+                rc = FMB_EXIT_USAGE;
+            }
+        }
         json_object_set_new(o, "output", json_string(e.job->output));
         json_object_set_new(o, "model_hash", json_string(e.model_hash));
         json_object_set_new(o, "tokenizer_hash", json_string(e.tok_hash));
@@ -659,6 +681,7 @@ int fmb_cmd_check(int argc, char **argv)
         printf("%s\n", txt);
         free(txt);
         json_decref(o);
+        fmb_st_close(wst);
     }
     json_decref(bad_list);
     env_free(&e);

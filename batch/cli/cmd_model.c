@@ -564,7 +564,19 @@ int fmb_cmd_inspect(int argc, char **argv)
         snprintf(kern, sizeof kern, "n/a (cpu backend)");
     else
         fmb_kernel_opts_format(&eo.kernel, FMB_KOPTS_ALL, kern, sizeof kern);
-    printf("\"backend\":\"%s\",\"kernels\":\"%s\"}\n", backend, kern);
+    printf("\"backend\":\"%s\",\"kernels\":\"%s\"", backend, kern);
+    // NaN/Inf weights make every result non-finite (the engine then fails each item): listed
+    // here and named on stderr; inspect still exits 0 (it reports), `check` refuses the job.
+    size_t n_bad;
+    const char *bad_name;
+    json_t *bad = fmb_cli_nonfinite_weights(m->st, &n_bad, &bad_name);
+    char *bad_txt = json_dumps(bad, JSON_COMPACT);
+    printf(",\"nonfinite_weights\":%s}\n", bad_txt ? bad_txt : "[]");
+    free(bad_txt);
+    json_decref(bad);
+    if (n_bad)
+        fmb_cli_error(cmd, "%s: %zu tensors hold NaN or Inf values (first: %s)",
+                      fmb_st_source(m->st), n_bad, bad_name);
     fmb_model_free(m);
     return FMB_EXIT_OK;
 }

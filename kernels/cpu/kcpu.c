@@ -13,11 +13,15 @@
  * results above FLT_MIN, and 0 below exp(-87.3) where expf gives subnormals (a decay that small
  * leaves nothing of the state either way). Range reduction x = k ln2 + r with ln2 split in two,
  * then a degree-6 polynomial (Cephes' coefficients) on |r| <= ln2/2 and 2^k put into the exponent
- * bits. tests/test_engine_units.c checks it against expf over [-100, 88]. */
+ * bits. tests/test_engine_units.c checks it against expf over [-100, 88].
+ * Defined for every float: the reduction runs on xc, x clamped to [-87.34, 88.38] with a NaN
+ * sent to the low end (the comparisons are false for NaN), so k is in [-126, 127] and the
+ * exponent bits are in [1, 254]; the result is then selected like expf's: NaN for NaN, +Inf
+ * above 88.72 (where expf overflows), 0 below -87.34 (which covers -Inf). */
 static inline float fmb_expf(float x)
 {
-    x = x > 88.3762626647949f ? 88.3762626647949f : x;
-    float xc = x < -87.3365447505531f ? -87.3365447505531f : x;
+    float xc = x >= -87.3365447505531f ? x : -87.3365447505531f;
+    xc = xc <= 88.3762626647949f ? xc : 88.3762626647949f;
     // k = round(x / ln2) by the 1.5·2^23 trick: plain adds, so SSE2 vectorises it (floorf
     // needs SSE4.1); exact for |x / ln2| < 2^22
     float k = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -30,12 +34,14 @@ static inline float fmb_expf(float x)
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
     union {
-        int32_t i;
+        uint32_t i;
         float f;
     } sc;
-    sc.i = ((int32_t)k + 127) << 23;
+    sc.i = (uint32_t)((int32_t)k + 127) << 23;
     float res = p * sc.f;
-    return x < -87.3365447505531f ? 0.0f : res;
+    res = x < -87.3365447505531f ? 0.0f : res;
+    res = x > 88.7228391116729f ? INFINITY : res;
+    return x != x ? x : res;
 }
 
 float fmb_kcpu_expf(float x)
