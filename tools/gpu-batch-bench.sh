@@ -1,0 +1,155 @@
+#!/bin/sh
+# gpu-batch-bench: the cross-document batching figures, end to end through `fmbatch run`, at the
+# 7B shape on a GPU machine, in one device call (binaries carried: tools/gpu-pack.sh):
+#   0. fmbatch synth --shape 7b into $M (kept with REUSE=1), and `fmbatch bench --synthetic 7b`
+#      at 2K and 16K tokens in the same call (the prefill bound the jobs are compared with),
+#   1. scoring 2,000-token documents (JSONL -> SQLite), 2. scoring 200-token documents,
+#   3. 256 documents with a 64-token sampled generation each,
+#   4. QA: 64 documents of 5,200 tokens, a 32-token answer + a 3-way choice, batched and with
+#      --max-batch 1 (and the two exports compared, timing fields aside: batch invariance),
+#   5. one 129K-token document with a score and 4 questions;
+# each job with nvidia-smi sampling the GPU's utilisation every 100 ms (mean = "GPU busy").
+# Writes $OUT/batch-bench.txt (a summary line per job) and $OUT/batch-bench.json.
+# Usage: OUT=/tmp/o tools/gpu-batch-bench.sh   (FMB=build-cuda/fmbatch, M=/tmp/s7b)
+FMB=${FMB:-$PWD/build-cuda/fmbatch}
+M=${M:-/tmp/s7b}
+OUT=${OUT:-/tmp/gpu-batch-bench}
+W=${WORK:-/tmp/gbb}
+TOK=$PWD/tests/fixtures/tokenizer/tokenizer.json
+mkdir -p "$OUT" "$W"
+[ -d .gpulib ] && export LD_LIBRARY_PATH="$PWD/.gpulib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+S="$OUT/batch-bench.txt"
+commit=$(cat .gpu-commit 2>/dev/null || git rev-parse --verify -q HEAD 2>/dev/null || echo unknown)
+echo "gpu-batch-bench at $commit on $(nvidia-smi --query-gpu=name --format=csv,noheader)" >"$S"
+if [ ! -f "$M/model.safetensors.index.json" ] || [ -z "$REUSE" ]; then
+    t0=$(date +%s)
+    "$FMB" synth --shape 7b --out "$M" >"$W/synth.log" 2>&1 || { tail "$W/synth.log"; exit 1; }
+    echo "synth 7b: $(($(date +%s) - t0)) s" >>"$S"
+fi
+"$FMB" bench --synthetic 7b --tokens 2048,16384 --decode-batch 64 --decode-steps 16 \
+    >"$OUT/bench.json" 2>"$W/bench.log"
+echo "bench: $(cat "$OUT/bench.json")" >>"$S"
+
+python3 - "$W" "$TOK" <<'EOF'
+import json, random, sys
+w, tok = sys.argv[1], sys.argv[2]
+vocab = json.load(open(tok))["model"]["vocab"]
+words = [t[1:] for t in vocab if t.startswith("\u0120") and t[1:].isalpha() and len(t) > 2]
+rnd = random.Random(1)
+def doc(n_words):
+    return " ".join(rnd.choice(words) for _ in range(n_words))
+def write(name, n, n_words):
+    with open("%s/%s.jsonl" % (w, name), "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": "%s-%05d" % (name, i), "text": doc(n_words)}) + "\n")
+write("score2k", 400, 2600)   # truncated to 2,000 tokens by the job
+write("score200", 3000, 300)  # truncated to 200
+write("gen256", 256, 120)
+write("qa64", 64, 6500)       # truncated to 5,200
+write("long", 1, 160000)      # truncated to 129,000
+EOF
+
+job() { # name source max_doc_tokens tasks-file [extra [job] lines]
+    cat >"$W/$1.toml" <<J
+[job]
+name = "$1"
+model = "$M"
+tokenizer = "$TOK"
+output = "$W/$1.db"
+seed = 7
+max_document_tokens = $3
+too_long = "truncate"
+$5
+
+[source]
+kind = "jsonl"
+paths = ["$W/$2.jsonl"]
+id_field = "id"
+
+$(cat "$W/$4")
+J
+}
+cat >"$W/t-score" <<'T'
+[[task]]
+name = "ppl"
+kind = "score"
+T
+cat >"$W/t-gen" <<'T'
+[[task]]
+name = "gen"
+kind = "generate"
+prompt = "{document}\nContinue:"
+max_new_tokens = 64
+temperature = 0.8
+top_p = 0.95
+ignore_eos = true
+T
+cat >"$W/t-qa" <<'T'
+[[task]]
+name = "answer"
+kind = "generate"
+prompt = "{document}\n\nQuestion: What is this text about?\nAnswer:"
+max_new_tokens = 32
+temperature = 0.8
+ignore_eos = true
+
+[[task]]
+name = "kind"
+kind = "choice"
+prompt = "{document}\n\nThis text is"
+choices = [" prose", " code", " noise"]
+T
+cat >"$W/t-long" <<'T'
+[[task]]
+name = "ppl"
+kind = "score"
+T
+for q in 1 2 3 4; do
+    printf '\n[[task]]\nname = "q%s"\nkind = "generate"\nprompt = "{document}\\nQuestion %s:"\nmax_new_tokens = 8\n' $q $q >>"$W/t-long"
+done
+job score2k score2k 2000 t-score
+job score200 score200 200 t-score
+job gen256 gen256 0 t-gen
+job qa64 qa64 5200 t-qa
+job qa64b1 qa64 5200 t-qa
+job long long 129000 t-long
+
+run_job() { # name [args]
+    n=$1
+    shift
+    rm -f "$W/$n.db"*
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits -lms 100 \
+        >"$W/$n.smi" 2>/dev/null &
+    smi=$!
+    t0=$(date +%s.%N)
+    "$FMB" run "$W/$n.toml" --progress none "$@" >"$W/$n.out" 2>"$W/$n.log"
+    rc=$?
+    t1=$(date +%s.%N)
+    kill $smi 2>/dev/null
+    wait $smi 2>/dev/null
+    busy=$(awk -F', ' '{u += $1; if ($2 > m) m = $2; n++} END {if (n) printf "%.1f%% busy, peak %d MiB", u / n, m}' "$W/$n.smi")
+    echo "$n: rc=$rc wall $(awk "BEGIN{printf \"%.2f\", $t1 - $t0}") s, $busy; $(grep -h 'engine:\|tok/s, ' "$W/$n.log" | tr '\n' ' ')" >>"$S"
+    tail -n 3 "$W/$n.log" >"$OUT/$n.log"
+}
+run_job score2k
+run_job score200
+run_job gen256
+run_job qa64
+run_job qa64b1 --max-batch 1
+run_job long
+for n in qa64 qa64b1; do
+    "$FMB" export "$W/$n.toml" --format jsonl |
+        python3 -c "
+import json, sys
+for l in sys.stdin:
+    o = json.loads(l)
+    for k in ('finished_at', 'prefill_seconds', 'task_seconds', 'item_id'):
+        o.pop(k, None)
+    print(json.dumps(o, sort_keys=True))" >"$W/$n.rows"
+done
+if cmp -s "$W/qa64.rows" "$W/qa64b1.rows" && [ -s "$W/qa64.rows" ]; then
+    echo "qa64 rows batched = --max-batch 1: identical ($(wc -l <"$W/qa64.rows") rows)" >>"$S"
+else
+    echo "qa64 rows batched vs --max-batch 1: DIFFER ($(wc -l <"$W/qa64.rows") vs $(wc -l <"$W/qa64b1.rows") rows, $(diff "$W/qa64.rows" "$W/qa64b1.rows" | grep -c '^<') differ)" >>"$S"
+fi
+cat "$S"
