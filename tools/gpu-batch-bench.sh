@@ -9,7 +9,8 @@
 #      --max-batch 1 (and the two exports compared, timing fields aside: batch invariance),
 #   5. one 129K-token document with a score and 4 questions;
 # each job with nvidia-smi sampling the GPU's utilisation every 100 ms (mean = "GPU busy").
-# Writes $OUT/batch-bench.txt (a summary line per job) and $OUT/batch-bench.json.
+# Writes $OUT/batch-bench.txt (a summary line per job), $OUT/jobs.log (the end of each job's
+# log) and $OUT/bench.json.
 # Usage: OUT=/tmp/o tools/gpu-batch-bench.sh   (FMB=build-cuda/fmbatch, M=/tmp/s7b)
 FMB=${FMB:-$PWD/build-cuda/fmbatch}
 M=${M:-/tmp/s7b}
@@ -19,6 +20,7 @@ TOK=$PWD/tests/fixtures/tokenizer/tokenizer.json
 mkdir -p "$OUT" "$W"
 [ -d .gpulib ] && export LD_LIBRARY_PATH="$PWD/.gpulib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 S="$OUT/batch-bench.txt"
+: >"$OUT/jobs.log"
 commit=$(cat .gpu-commit 2>/dev/null || git rev-parse --verify -q HEAD 2>/dev/null || echo unknown)
 echo "gpu-batch-bench at $commit on $(nvidia-smi --query-gpu=name --format=csv,noheader)" >"$S"
 if [ ! -f "$M/model.safetensors.index.json" ] || [ -z "$REUSE" ]; then
@@ -129,7 +131,7 @@ run_job() { # name [args]
     wait $smi 2>/dev/null
     busy=$(awk -F', ' '{u += $1; if ($2 > m) m = $2; n++} END {if (n) printf "%.1f%% busy, peak %d MiB", u / n, m}' "$W/$n.smi")
     echo "$n: rc=$rc wall $(awk "BEGIN{printf \"%.2f\", $t1 - $t0}") s, $busy; $(grep -h 'engine:\|tok/s, ' "$W/$n.log" | tr '\n' ' ')" >>"$S"
-    tail -n 3 "$W/$n.log" >"$OUT/$n.log"
+    { echo "== $n"; tail -n 4 "$W/$n.log"; } >>"$OUT/jobs.log"
 }
 run_job score2k
 run_job score200
