@@ -298,6 +298,7 @@ static fmb_status abort_tx(fmb_queue *q, fmb_err *err, const char *what)
 {
     fmb_status s = fmb_queue_sql_fail(q, err, what);
     exec(q, "ROLLBACK");
+    q->in_batch = 0; /* the whole batch's transaction is gone */
     return s;
 }
 
@@ -844,16 +845,57 @@ sqlerr:
     return s;
 }
 
+/* One item's writes: a transaction of its own, or inside a batch (fmb_queue_batch_begin) a
+ * savepoint, so that each item stays atomic (a lost lease rolls back that item alone) while
+ * the batch commits once. */
+static int tx_begin(fmb_queue *q)
+{
+    return exec(q, q->in_batch ? "SAVEPOINT item" : "BEGIN IMMEDIATE");
+}
+
+static int tx_commit(fmb_queue *q)
+{
+    return exec(q, q->in_batch ? "RELEASE item" : "COMMIT");
+}
+
+static void tx_rollback(fmb_queue *q)
+{
+    if (q->in_batch) {
+        exec(q, "ROLLBACK TO item");
+        exec(q, "RELEASE item");
+    } else {
+        exec(q, "ROLLBACK");
+    }
+}
+
+fmb_status fmb_queue_batch_begin(fmb_queue *q, fmb_err *err)
+{
+    FMB_ASSERT(!q->in_batch);
+    if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
+        return fmb_queue_sql_fail(q, err, "cannot lock to write results");
+    q->in_batch = 1;
+    return FMB_OK;
+}
+
+fmb_status fmb_queue_batch_commit(fmb_queue *q, fmb_err *err)
+{
+    FMB_ASSERT(q->in_batch);
+    q->in_batch = 0;
+    if (exec(q, "COMMIT") != SQLITE_OK)
+        return abort_tx(q, err, "commit a batch of results");
+    return FMB_OK;
+}
+
 fmb_status fmb_queue_begin(fmb_queue *q, fmb_err *err)
 {
-    if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
+    if (tx_begin(q) != SQLITE_OK)
         return fmb_queue_sql_fail(q, err, "cannot lock to write results");
     return FMB_OK;
 }
 
 void fmb_queue_rollback(fmb_queue *q)
 {
-    exec(q, "ROLLBACK");
+    tx_rollback(q);
 }
 
 static void bind_opt_text(sqlite3_stmt *st, int i, const char *s)
@@ -998,10 +1040,10 @@ fmb_status fmb_queue_finish(
     held_drop(q, item_id);
     if (sqlite3_changes(q->db) != 1) { /* the lease was lost: another worker owns it now */
         *lost = 1;
-        exec(q, "ROLLBACK");
+        tx_rollback(q);
         return FMB_OK;
     }
-    if (exec(q, "COMMIT") != SQLITE_OK) {
+    if (tx_commit(q) != SQLITE_OK) {
         return abort_tx(q, err, "commit results");
     }
     return FMB_OK;
@@ -1011,7 +1053,7 @@ static fmb_status
 simple_update(fmb_queue *q, const char *sql, int64_t item_id, const char *text, fmb_err *err)
 {
     working_remove(q, item_id); /* failed or released: no longer in progress here */
-    if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
+    if (tx_begin(q) != SQLITE_OK)
         return fmb_queue_sql_fail(q, err, "cannot lock");
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK) {
@@ -1024,7 +1066,7 @@ simple_update(fmb_queue *q, const char *sql, int64_t item_id, const char *text, 
         sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
-    if (rc != SQLITE_DONE || exec(q, "COMMIT") != SQLITE_OK) {
+    if (rc != SQLITE_DONE || tx_commit(q) != SQLITE_OK) {
         return abort_tx(q, err, "update");
     }
     held_drop(q, item_id);

@@ -756,7 +756,11 @@ static fmb_status phase_generate(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *er
             }
     size_t B = t->plan.max_seqs, V = (size_t)fmb_engine_config(t->eng)->V;
     gen_ref **slot = fmb_xcalloc(B, sizeof *slot); /* slot q runs in t->work[q] */
-    float *logits = fmb_xmalloc(B * V * sizeof *logits);
+    // logits: a newcomer's prompt logits in its slot's row of plog, a step's in the step's
+    // (compacted) row of slog; from[q] points at the row slot q samples from next
+    float *plog = fmb_xmalloc(B * V * sizeof *plog), *slog = fmb_xmalloc(B * V * sizeof *slog);
+    const float **from = fmb_xcalloc(B, sizeof *from);
+    int *more = fmb_xcalloc(B, sizeof *more);
     fmb_piece *pcs = fmb_xcalloc(B, sizeof *pcs);
     fmb_outputs *os = fmb_xcalloc(B, sizeof *os);
     fmb_state **sts = fmb_xcalloc(B, sizeof *sts);
@@ -782,23 +786,31 @@ static fmb_status phase_generate(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *er
             }
             fmb_state_copy(t->work[q], t->snap[r->doc * t->n_groups + group_of(t, r->task)]);
             memset(&os[np], 0, sizeof os[np]);
-            os[np].logits = logits + q * V;
+            os[np].logits = plog + q * V;
             os[np].logits_from = p->rest.n - 1;
             pcs[np] = (fmb_piece){t->work[q], p->rest.ids, p->rest.n, &os[np]};
-            idx[np++] = q;
+            np++;
+            from[q] = plog + q * V;
             slot[q] = r;
             active++;
         }
         if (np && (s = forward_many(t, pcs, np, err)))
             break;
-        // sample from each slot's logits: a newcomer's from its prompt, the others' from the
-        // last step; a finished generation frees its slot
+            // sample every slot's next token, in parallel: each generation has its own state,
+            // scratch and counter-based RNG, so the threads change no result (a 65K-vocabulary
+            // softmax and top-p sort per token would otherwise keep the GPU waiting)
+#pragma omp parallel for schedule(dynamic, 1)
+        for (size_t q = 0; q < B; q++) {
+            gen_ref *r = slot[q];
+            more[q] = r && r->g && !fmb_gen_done(r->g) && fmb_gen_push(r->g, from[q], &r->next);
+        }
+        // the ones that go on step together; a finished one frees its slot
         size_t nb = 0;
         for (size_t q = 0; q < B; q++) {
             gen_ref *r = slot[q];
             if (!r)
                 continue;
-            if (r->g && !fmb_gen_done(r->g) && fmb_gen_push(r->g, logits + q * V, &r->next)) {
+            if (more[q]) {
                 sts[nb] = t->work[q];
                 ids[nb] = r->next;
                 idx[nb++] = q;
@@ -810,17 +822,15 @@ static fmb_status phase_generate(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *er
         }
         if (!nb)
             continue;
-        // one decode step for every active generation; logits land in their slots' rows
-        float *step_logits = logits; /* compacted, then moved to the slots (back to front) */
+        // one decode step for every active generation
         double ts = fmb_now();
-        if ((s = fmb_engine_step(t->eng, sts, ids, nb, step_logits, err)))
+        if ((s = fmb_engine_step(t->eng, sts, ids, nb, slog, err)))
             break;
         t->stats.decode_seconds += fmb_now() - ts;
         t->stats.decode_tokens += (int64_t)nb;
         t->stats.decode_steps++;
-        for (size_t k = nb; k-- > 0;)
-            if (idx[k] != k)
-                memmove(logits + idx[k] * V, step_logits + k * V, V * sizeof *logits);
+        for (size_t k = 0; k < nb; k++)
+            from[idx[k]] = slog + k * V;
     }
     for (size_t q = 0; q < B; q++)
         if (slot[q] && slot[q]->g) {
@@ -832,7 +842,10 @@ static fmb_status phase_generate(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *er
             doc_fail(&docs[d], s, "%s", err->msg);
     free(refs);
     free(slot);
-    free(logits);
+    free(plog);
+    free(slog);
+    free(from);
+    free(more);
     free(pcs);
     free(os);
     free(sts);
@@ -851,6 +864,9 @@ fmb_status fmb_tasks_run_many(fmb_tasks *t,
     FMB_ASSERT(n <= t->plan.max_docs);
     double t0 = fmb_now();
     bdoc *bd = fmb_xcalloc(n ? n : 1, sizeof *bd);
+    // tokenize the batch's documents in parallel (each into its own output; the tokenizer is
+    // read-only and every encode has its own match data)
+#pragma omp parallel for schedule(dynamic, 1)
     for (size_t i = 0; i < n; i++) {
         memset(&outs[i], 0, sizeof outs[i]);
         bd[i].doc = &docs[i];

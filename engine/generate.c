@@ -50,7 +50,7 @@ struct fmb_gen {
     int32_t V;
     fmb_gen_result r;
     size_t cap;
-    void *scratch; /* fmb_sample's [V × 8 bytes] */
+    void *scratch; /* fmb_sample_scratch_bytes(V) */
     fmb_sb bytes;  /* raw bytes of the generated tokens, for stop-string matching */
     size_t maxstop;
     int stopped, finished;
@@ -74,7 +74,7 @@ fmb_status fmb_gen_new(fmb_engine *eng,
     g->tok = tok;
     g->V = (int32_t)fmb_engine_config(eng)->V;
     g->cap = o->max_new_tokens ? o->max_new_tokens : 1;
-    g->scratch = malloc((size_t)g->V * 8);
+    g->scratch = malloc(fmb_sample_scratch_bytes(g->V));
     g->r.ids = malloc(g->cap * sizeof *g->r.ids);
     g->r.logprobs = malloc(g->cap * sizeof *g->r.logprobs);
     g->r.prompt_tokens = n_prompt;

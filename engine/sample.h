@@ -24,7 +24,10 @@ typedef struct {
 /* A uniform double in [0, 1) from (seed, stream, step): the counter-based RNG. */
 double fmb_rng_uniform(uint64_t seed, uint64_t stream, uint64_t step);
 
-/* Picks a token from logits [V]. scratch must hold 2*V floats' worth (8*V bytes) or be NULL
+/* Bytes of fmb_sample's scratch for a vocabulary of V. */
+size_t fmb_sample_scratch_bytes(int32_t V);
+
+/* Picks a token from logits [V]. scratch must hold fmb_sample_scratch_bytes(V) or be NULL
  * (then it allocates). *logprob (if non-NULL) receives the chosen token's log-probability
  * under the model's raw distribution (log-softmax of the unscaled logits). */
 int32_t fmb_sample(const float *logits,

@@ -335,6 +335,98 @@ static void test_nonfinite(void)
           "%g %g %g", (double)lp[0], (double)lp[1], (double)lp[2]);
 }
 
+/* The oracle for fmb_sample's top-k/top-p path: the textbook algorithm, a comparison sort
+ * (descending value, ascending id), then the same sums. fmb_sample sorts by radix; the picks
+ * must be the same on every input, ties, signed zeros and -Inf included. */
+typedef struct {
+    float val;
+    int32_t id;
+} ref_cand;
+static int ref_cmp(const void *a, const void *b)
+{
+    const ref_cand *x = a, *y = b;
+    if (x->val != y->val)
+        return x->val > y->val ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+static int32_t ref_sample(const float *l, int32_t V, const fmb_sample_params *p, uint64_t step)
+{
+    ref_cand *c = malloc((size_t)V * sizeof *c);
+    for (int32_t v = 0; v < V; v++)
+        c[v] = (ref_cand){l[v] / p->temperature, v};
+    size_t n = (size_t)V;
+    int use_p = p->top_p > 0.0f && p->top_p < 1.0f;
+    if ((p->top_k > 0 && p->top_k < V) || use_p) {
+        qsort(c, n, sizeof *c, ref_cmp);
+        if (p->top_k > 0 && (size_t)p->top_k < n)
+            n = (size_t)p->top_k;
+    }
+    double mx = c[0].val, total = 0, acc = 0;
+    for (size_t i = 1; i < n; i++)
+        mx = fmax(mx, c[i].val);
+    for (size_t i = 0; i < n; i++)
+        total += exp((double)c[i].val - mx);
+    if (use_p) {
+        size_t keep = 0;
+        while (keep < n) {
+            acc += exp((double)c[keep].val - mx) / total;
+            keep++;
+            if (acc >= p->top_p)
+                break;
+        }
+        n = keep;
+        total = 0;
+        for (size_t i = 0; i < n; i++)
+            total += exp((double)c[i].val - mx);
+        acc = 0;
+    }
+    double u = fmb_rng_uniform(p->seed, p->stream, step) * total;
+    int32_t pick = c[n - 1].id;
+    for (size_t i = 0; i < n; i++) {
+        acc += exp((double)c[i].val - mx);
+        if (u < acc) {
+            pick = c[i].id;
+            break;
+        }
+    }
+    free(c);
+    return pick;
+}
+
+static void test_sampler_oracle(void)
+{
+    uint64_t r = 12345;
+    int bad = 0, cases = 0;
+    for (int it = 0; it < 300 && !bad; it++) {
+        int32_t V = 1 + (int32_t)(it * 37 % 3000);
+        float *l = malloc((size_t)V * sizeof *l);
+        for (int32_t v = 0; v < V; v++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            uint32_t x = (uint32_t)(r >> 33);
+            // few distinct values (ties), signed zeros, -Inf, and a spread
+            l[v] = x % 7 == 0    ? (float)(x % 5) - 2.0f
+                   : x % 11 == 0 ? (x & 1 ? 0.0f : -0.0f)
+                   : x % 29 == 0 ? -INFINITY
+                                 : ((float)(x % 20000) - 10000.0f) / 700.0f;
+        }
+        fmb_sample_params p = {0.3f + (float)(it % 9) * 0.25f, it % 3 ? (int)(it % 50) : 0,
+                               it % 4 ? 0.05f + (float)(it % 19) * 0.05f : 1.0f, (uint64_t)it,
+                               (uint64_t)it * 7};
+        for (uint64_t st = 0; st < 8 && !bad; st++, cases++)
+            if (fmb_sample(l, V, &p, st, NULL, NULL) != ref_sample(l, V, &p, st))
+                bad = it + 1;
+        free(l);
+    }
+    // signed zeros only: equal values, so the top-3 are the three lowest ids whatever the signs
+    float z[8] = {-0.0f, 0.0f, -0.0f, 0.0f, 0.0f, -0.0f, 0.0f, -0.0f};
+    fmb_sample_params pz = {1.0f, 3, 1.0f, 5, 1};
+    for (uint64_t st = 0; st < 64 && !bad; st++, cases++)
+        if (fmb_sample(z, 8, &pz, st, NULL, NULL) != ref_sample(z, 8, &pz, st))
+            bad = 1000;
+    check(!bad, "sampler: radix-sorted top-k/top-p picks = the comparison-sort oracle's",
+          "first difference in case %d of %d", bad - 1, cases);
+}
+
 int main(void)
 {
     test_string_builder();
@@ -343,6 +435,7 @@ int main(void)
     test_config();
     test_dtypes();
     test_sampler();
+    test_sampler_oracle();
     test_varlen();
     test_head();
     return check_exit();

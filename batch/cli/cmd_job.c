@@ -334,6 +334,11 @@ static int run_window(
                 fmb_cli_error(cmd, "%s", err.msg);
         goto out;
     }
+    // every item's writes in one transaction (one commit for the batch), each item atomic
+    if ((s = fmb_queue_batch_begin(e->q, &err))) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        rc = FMB_EXIT_FATAL;
+    }
     for (size_t i = 0; i < w->n && !rc; i++) {
         const char *key = w->docs[i].key;
         fmb_task_output *out = &outs[i];
@@ -372,6 +377,10 @@ static int run_window(
             pc->tokens += out->doc_tokens;
         }
         fmb_progress_update(pg, pc, key);
+    }
+    if (!rc && (s = fmb_queue_batch_commit(e->q, &err))) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        rc = FMB_EXIT_FATAL;
     }
 out:
     for (size_t i = 0; i < w->n; i++)
@@ -480,11 +489,13 @@ int fmb_cmd_run(int argc, char **argv)
     if (parse_args(argc, argv, &a))
         return FMB_EXIT_USAGE;
     run_env e;
+    double t_open = fmb_now();
     int rc = env_open(cmd, &a, 1, &e);
     if (rc) {
         env_free(&e);
         return rc;
     }
+    t_open = fmb_now() - t_open; /* model, tokenizer, tasks, states, output: before any item */
     fmb_err err;
     fmb_queue_counts qc;
     fmb_progress_counts pc;
@@ -513,10 +524,11 @@ int fmb_cmd_run(int argc, char **argv)
     const fmb_tasks_plan *tp = fmb_tasks_plan_get(e.tasks);
     if (ts->prefill_tokens || ts->decode_steps)
         fprintf(stderr,
-                "fmbatch run: engine: batches of up to %zu documents; prefill %lld tokens in "
+                "fmbatch run: engine: opened in %.2f s; batches of up to %zu documents; "
+                "prefill %lld tokens in "
                 "%.2f s (%.0f tok/s); decode %lld tokens in %lld steps, %.2f s (%.0f tok/s, "
                 "%.1f sequences a step)\n",
-                tp->max_docs, (long long)ts->prefill_tokens, ts->prefill_seconds,
+                t_open, tp->max_docs, (long long)ts->prefill_tokens, ts->prefill_seconds,
                 ts->prefill_seconds > 0 ? (double)ts->prefill_tokens / ts->prefill_seconds : 0,
                 (long long)ts->decode_tokens, (long long)ts->decode_steps, ts->decode_seconds,
                 ts->decode_seconds > 0 ? (double)ts->decode_tokens / ts->decode_seconds : 0,
