@@ -495,6 +495,9 @@ static void cu_state_write(void *impl, void *st, const float *conv, const float 
  * whatever --chunk-tokens says. */
 #define CU_GEMM_PLAN_ROWS 4096
 #define CU_HEAD_PLAN_ROWS 256
+/* Rows at which the decode step's GEMMs choose their algorithms (matvec=gemm): the largest
+ * decode step (CU_STEP_MAXB). */
+#define CU_DECODE_PLAN_ROWS 256
 
 /* C[T, M] = A[T, K] · W[M, K]ᵀ (acc: C += A · Wᵀ, one fp32 rounding of acc + C). Prefill (plan_rows
  * > 0): the row-invariant GEMM for every T, so that a token's results do not depend on the chunk it
@@ -519,6 +522,13 @@ static void mm(cu_impl *p,
                int acc)
 {
     float beta = acc ? 1.0f : 0.0f;
+    // matvec=gemm: the wide matrices through the row-invariant GEMM with a plan fixed at
+    // CU_DECODE_PLAN_ROWS (the choice depends on the matrix alone, never on T)
+    if (!plan_rows && p->ctx.matvec_algo == FMB_MATVEC_GEMM && M >= 4096) {
+        fmb_k_gemm_inv(&p->ctx, T, M, K, A, lda, W, ldw, p->wt, C, ldc, ct, beta,
+                       W == p->lm_head ? CU_HEAD_PLAN_ROWS : CU_DECODE_PLAN_ROWS);
+        return;
+    }
     if (!plan_rows && p->wt == FMB_KDT_BF16 && fmb_k_matvec_supported(T, K, ldw, p->wt) &&
         lda % 8 == 0 && ((uintptr_t)A & 15) == 0 && ((uintptr_t)W & 15) == 0) {
         fmb_k_matvec(&p->ctx, T, M, K, W, ldw, A, lda, p->wt, C, ldc, ct, acc);

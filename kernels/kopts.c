@@ -12,7 +12,7 @@ typedef struct {
 } kopt_key;
 
 static const char *const scan_names[] = {"auto", "quad", "seg", "tile", "tile1", NULL};
-static const char *const matvec_names[] = {"auto", "cc", "mma", NULL};
+static const char *const matvec_names[] = {"auto", "cc", "mma", "gemm", NULL};
 static const char *const gemm_names[] = {"fixed", "fixedws", "cublas", NULL};
 static const char *const pdl_names[] = {"auto", "off", "on", NULL};
 static const char *const on_names[] = {"off", "on", NULL};

@@ -11,7 +11,8 @@
 # each job with nvidia-smi sampling the GPU's utilisation every 100 ms (mean = "GPU busy").
 # Writes $OUT/batch-bench.txt (a summary line per job), $OUT/jobs.log (the end of each job's
 # log) and $OUT/bench.json.
-# Usage: OUT=/tmp/o tools/gpu-batch-bench.sh   (FMB=build-cuda/fmbatch, M=/tmp/s7b)
+# Usage: OUT=/tmp/o tools/gpu-batch-bench.sh   (FMB=build-cuda/fmbatch, M=/tmp/s7b, RUNARGS=
+# options for every `fmbatch run`, JOBS="score2k score200 gen256 qa64 qa64b1 long" to run fewer)
 FMB=${FMB:-$PWD/build-cuda/fmbatch}
 M=${M:-/tmp/s7b}
 OUT=${OUT:-/tmp/gpu-batch-bench}
@@ -22,7 +23,7 @@ mkdir -p "$OUT" "$W"
 S="$OUT/batch-bench.txt"
 : >"$OUT/jobs.log"
 commit=$(cat .gpu-commit 2>/dev/null || git rev-parse --verify -q HEAD 2>/dev/null || echo unknown)
-echo "gpu-batch-bench at $commit on $(nvidia-smi --query-gpu=name --format=csv,noheader)" >"$S"
+echo "gpu-batch-bench at $commit on $(nvidia-smi --query-gpu=name --format=csv,noheader) (run options: ${RUNARGS:-none})" >"$S"
 if [ ! -f "$M/model.safetensors.index.json" ] || [ -z "$REUSE" ]; then
     t0=$(date +%s)
     "$FMB" synth --shape 7b --out "$M" >"$W/synth.log" 2>&1 || { tail "$W/synth.log"; exit 1; }
@@ -124,7 +125,8 @@ run_job() { # name [args]
         >"$W/$n.smi" 2>/dev/null &
     smi=$!
     t0=$(date +%s.%N)
-    "$FMB" run "$W/$n.toml" --progress none "$@" >"$W/$n.out" 2>"$W/$n.log"
+    # shellcheck disable=SC2086 # RUNARGS: extra options for every job, e.g. "--kernel matvec=gemm"
+    "$FMB" run "$W/$n.toml" --progress none $RUNARGS "$@" >"$W/$n.out" 2>"$W/$n.log"
     rc=$?
     t1=$(date +%s.%N)
     kill $smi 2>/dev/null
@@ -133,12 +135,12 @@ run_job() { # name [args]
     echo "$n: rc=$rc wall $(awk "BEGIN{printf \"%.2f\", $t1 - $t0}") s, $busy; $(grep -h 'engine:\|tok/s, ' "$W/$n.log" | tr '\n' ' ')" >>"$S"
     { echo "== $n"; tail -n 4 "$W/$n.log"; } >>"$OUT/jobs.log"
 }
-run_job score2k
-run_job score200
-run_job gen256
-run_job qa64
-run_job qa64b1 --max-batch 1
-run_job long
+for j in ${JOBS:-score2k score200 gen256 qa64 qa64b1 long}; do
+    case $j in
+    qa64b1) run_job qa64b1 --max-batch 1 ;;
+    *) run_job "$j" ;;
+    esac
+done
 for n in qa64 qa64b1; do
     "$FMB" export "$W/$n.toml" --format jsonl |
         python3 -c "
