@@ -522,9 +522,13 @@ static void mm(cu_impl *p,
                int acc)
 {
     float beta = acc ? 1.0f : 0.0f;
-    // matvec=gemm: the wide matrices through the row-invariant GEMM with a plan fixed at
-    // CU_DECODE_PLAN_ROWS (the choice depends on the matrix alone, never on T)
-    if (!plan_rows && p->ctx.matvec_algo == FMB_MATVEC_GEMM && M >= 4096) {
+    // matvec=auto|gemm: the wide matrices through the row-invariant GEMM with a plan fixed at
+    // CU_DECODE_PLAN_ROWS (the choice depends on the matrix alone, never on T). H200, 7B decode
+    // step: 16.9 ms at 64 sequences and 33.5 at 256 (matvec=mma: 22.5 and 62.5), 11.1 ms at 1
+    // (mma: 5.5); a batch tool runs batches (bench/RESULTS.md, docs/DECISIONS.md).
+    if (!plan_rows &&
+        (p->ctx.matvec_algo == FMB_MATVEC_GEMM || p->ctx.matvec_algo == FMB_MATVEC_AUTO) &&
+        M >= 4096) {
         fmb_k_gemm_inv(&p->ctx, T, M, K, A, lda, W, ldw, p->wt, C, ldc, ct, beta,
                        W == p->lm_head ? CU_HEAD_PLAN_ROWS : CU_DECODE_PLAN_ROWS);
         return;

@@ -6,9 +6,9 @@
  *
  * Text form: comma-separated key=value items, e.g. "scan=tile1,gemm=cublas,pdl=off":
  *   scan=auto|quad|seg|tile|tile1   the selective-scan kernel (fmb_k_scan, kernels.h)
- *   matvec=auto|cc|mma|gemm         the decode products: the batch-invariant tensor-core
- *                                   matvec for every matrix (auto, cc, mma), or the
- *                                   row-invariant GEMM for the wide ones (gemm)
+ *   matvec=auto|cc|mma|gemm         the decode products, batch-invariant either way: the
+ *                                   row-invariant GEMM for the wide matrices (auto, gemm)
+ *                                   or the tensor-core matvec for all (cc, mma)
  *   gemm=fixed|fixedws|cublas       the prefill GEMM algorithm choice (fmb_k_gemm_inv)
  *   pdl=auto|off                    Programmatic Dependent Launch (auto: where it works)
  *   graphs=on|off                   CUDA graphs for the decode step
@@ -39,12 +39,12 @@ enum {
     FMB_SCAN_TILE = 3,
     FMB_SCAN_TILE1 = 4
 };
-/* Decode products, each batch-invariant (a sequence's bits do not depend on the batch): AUTO,
- * CC, MMA: fmb_k_matvec (tensor cores, W streamed once per 64 rows) for every matrix; GEMM:
- * fmb_k_gemm_inv with a plan fixed at 256 rows for the matrices of ≥ 4096 outputs (in_proj,
- * out_proj, lm_head: wgmma-class cuBLAS kernels that keep up at large batches), the matvec
- * for the narrow ones (x_proj, dt_proj). CC and MMA are kept as names: the CUDA-core kernel
- * and the cuBLAS switch they once chose depended on the batch. */
+/* Decode products, each batch-invariant (a sequence's bits do not depend on the batch):
+ * AUTO = GEMM: fmb_k_gemm_inv with a plan fixed at 256 rows for the matrices of ≥ 4096 outputs
+ * (in_proj, out_proj, lm_head: cuBLAS tensor-core kernels that keep up at large batches) and
+ * fmb_k_matvec for the narrow ones (x_proj, dt_proj); CC, MMA: fmb_k_matvec (tensor cores, W
+ * streamed once per 64 rows) for every matrix, faster at batch 1, slower above ~16. (CC once
+ * chose a CUDA-core kernel and a cuBLAS switch whose results depended on the batch.) */
 enum { FMB_MATVEC_AUTO = 0, FMB_MATVEC_CC = 1, FMB_MATVEC_MMA = 2, FMB_MATVEC_GEMM = 3 };
 /* Prefill GEMM (fmb_k_gemm_inv): FIXED one split-K-free algorithm per shape without workspace,
  * FIXEDWS the same with workspace allowed, CUBLAS cuBLAS's per-T choice (chunk-dependent). */

@@ -147,13 +147,25 @@ for n in qa64 qa64b1; do
 import json, sys
 for l in sys.stdin:
     o = json.loads(l)
-    for k in ('finished_at', 'prefill_seconds', 'task_seconds', 'item_id'):
+    for k in ('job', 'finished_at', 'prefill_seconds', 'task_seconds', 'item_id'):
         o.pop(k, None)
     print(json.dumps(o, sort_keys=True))" >"$W/$n.rows"
 done
+# (the job name aside too: the two jobs are named after their files)
 if cmp -s "$W/qa64.rows" "$W/qa64b1.rows" && [ -s "$W/qa64.rows" ]; then
     echo "qa64 rows batched = --max-batch 1: identical ($(wc -l <"$W/qa64.rows") rows)" >>"$S"
 else
     echo "qa64 rows batched vs --max-batch 1: DIFFER ($(wc -l <"$W/qa64.rows") vs $(wc -l <"$W/qa64b1.rows") rows, $(diff "$W/qa64.rows" "$W/qa64b1.rows" | grep -c '^<') differ)" >>"$S"
+    python3 - "$W/qa64.rows" "$W/qa64b1.rows" >>"$S" <<'PY'
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+cols = {}
+for x, y in zip(a, b):
+    for k in x:
+        if x.get(k) != y.get(k):
+            cols[k] = cols.get(k, 0) + 1
+print("  columns that differ (rows):", cols)
+PY
 fi
 cat "$S"
