@@ -871,6 +871,19 @@ static void cu_kernel_choices(void *impl, fmb_kernel_opts *k)
     k->gemm_verbose = p->ctx.gemm_verbose;
 }
 
+/* Device figures: the weight block, the arena (activations, logits tile, plan) and the
+ * device's own total and free memory now (after every allocation made so far). */
+static void cu_memory(void *impl, fmb_engine_mem *m)
+{
+    cu_impl *p = impl;
+    m->weights_bytes = p->wbytes;
+    m->scratch_bytes = p->arena_bytes;
+    size_t fr = 0, tot = 0;
+    fmb_cuda_mem_info(&fr, &tot);
+    m->device_total = tot;
+    m->device_free = fr;
+}
+
 const fmb_backend_ops fmb_backend_cuda = {
     .name = "cuda",
     .open = cu_open,
@@ -885,6 +898,7 @@ const fmb_backend_ops fmb_backend_cuda = {
     .state_write = cu_state_write,
     .forward = cu_forward,
     .forward_chunk = cu_forward_chunk,
+    .memory = cu_memory,
     .step = cu_step,
     .kernel_choices = cu_kernel_choices,
 };

@@ -623,18 +623,24 @@ int fmb_cmd_check(int argc, char **argv)
     if (!rc) {
         double tokens =
             sample_bytes > 0 ? (double)bytes * (double)sample_tokens / (double)sample_bytes : 0;
-        /* Prefill speed measured on a short run of the model. */
+        /* Prefill speed at the job's chunk length (at most 4096 tokens), timed after a warm-up
+         * of the same length: the first call pays for cuBLAS plans, graphs and caches. */
         double tps = NAN;
         fmb_state *st = NULL;
-        if (!fmb_state_new(e.eng, &st, &err)) {
-            int32_t ids[256];
-            for (int i = 0; i < 256; i++)
-                ids[i] = i % 200 + 10;
+        size_t T = fmb_engine_chunk_tokens(e.eng);
+        T = T > 4096 ? 4096 : T ? T : 256;
+        int32_t *wid = fmb_xmalloc(T * sizeof *wid);
+        for (size_t i = 0; i < T; i++)
+            wid[i] = (int32_t)(i % 200 + 10);
+        if (!fmb_state_new(e.eng, &st, &err) &&
+            !fmb_engine_forward(e.eng, st, wid, T, NULL, &err)) {
+            fmb_state_reset(st);
             double t0 = fmb_now();
-            if (!fmb_engine_forward(e.eng, st, ids, 256, NULL, &err))
-                tps = 256 / (fmb_now() - t0);
-            fmb_state_free(st);
+            if (!fmb_engine_forward(e.eng, st, wid, T, NULL, &err))
+                tps = (double)T / (fmb_now() - t0);
         }
+        fmb_state_free(st);
+        free(wid);
         const fmb_config *cfg = fmb_engine_config(e.eng);
         double state_bytes = (double)cfg->L * (double)cfg->E * (double)(cfg->K - 1 + cfg->N) * 4;
         json_t *o = json_object();
@@ -658,7 +664,10 @@ int fmb_cmd_check(int argc, char **argv)
                             isfinite(tps) && tps > 0 ? json_real(tokens / tps) : json_null());
         json_t *mem = json_object();
         json_object_set_new(mem, "state_bytes_per_sequence", json_integer((json_int_t)state_bytes));
-        json_object_set_new(mem, "states", json_integer(2));
+        const fmb_tasks_plan *tp = fmb_tasks_plan_get(e.tasks);
+        json_object_set_new(mem, "states", json_integer((json_int_t)tp->states));
+        json_object_set_new(mem, "batch_documents", json_integer((json_int_t)tp->max_docs));
+        json_object_set_new(mem, "batch_sequences", json_integer((json_int_t)tp->max_seqs));
         json_object_set_new(mem, "chunk_tokens",
                             json_integer((json_int_t)fmb_engine_chunk_tokens(e.eng)));
         fmb_engine_mem em;
