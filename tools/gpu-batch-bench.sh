@@ -32,6 +32,8 @@ fi
 "$FMB" bench --synthetic 7b --tokens 2048,16384 --decode-batch 64 --decode-steps 16 \
     >"$OUT/bench.json" 2>"$W/bench.log"
 echo "bench: $(cat "$OUT/bench.json")" >>"$S"
+"$FMB" bench --synthetic 7b --tokens 1024 --decode-batch 256 --decode-steps 16 2>/dev/null |
+    python3 -c "import json,sys; print('bench decode:', json.load(sys.stdin)['decode'])" >>"$S"
 
 python3 - "$W" "$TOK" <<'EOF'
 import json, random, sys
@@ -113,6 +115,7 @@ done
 job score2k score2k 2000 t-score
 job score200 score200 200 t-score
 job gen256 gen256 0 t-gen
+job gen256w gen256 0 t-gen
 job qa64 qa64 5200 t-qa
 job qa64b1 qa64 5200 t-qa
 job long long 129000 t-long
@@ -138,6 +141,7 @@ run_job() { # name [args]
 for j in ${JOBS:-score2k score200 gen256 qa64 qa64b1 long}; do
     case $j in
     qa64b1) run_job qa64b1 --max-batch 1 ;;
+    gen256w) run_job gen256w --max-batch 256 ;;
     *) run_job "$j" ;;
     esac
 done
