@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "batch/prompt.h"
 #include "batch/toml.h"
 
 int fmb_job_parse_size(const char *s, size_t *out)
@@ -417,16 +418,17 @@ static fmb_status parse_source(ctx *c, const fmb_toml_value *t, fmb_source_cfg *
 /* Splits a template at its one {document}. */
 static fmb_status split_template(ctx *c, const fmb_toml_value *v, const char *w, fmb_task_cfg *t)
 {
-    const char *mark = "{document}";
-    const char *p = strstr(t->prompt, mark);
-    if (!p)
+    // the split of batch/prompt.h (the one the CLI's --document-file uses too)
+    size_t before;
+    const char *after;
+    if (!fmb_prompt_parts(t->prompt, &before, &after))
         return at(c, v, "%s.prompt: has no {document}", w);
-    if (strstr(p + strlen(mark), mark))
+    if (strstr(after, FMB_PROMPT_DOC_MARK))
         return at(c, v, "%s.prompt: has more than one {document}", w);
-    t->prefix = fmb_xmalloc((size_t)(p - t->prompt) + 1);
-    memcpy(t->prefix, t->prompt, (size_t)(p - t->prompt));
-    t->prefix[p - t->prompt] = 0;
-    t->suffix = fmb_xstrdup(p + strlen(mark));
+    t->prefix = fmb_xmalloc(before + 1);
+    memcpy(t->prefix, t->prompt, before);
+    t->prefix[before] = 0;
+    t->suffix = fmb_xstrdup(after);
     if (!t->suffix[0])
         return at(c, v,
                   "%s.prompt: needs text after {document} (the question or the cue the "

@@ -3,18 +3,17 @@
 
 #include <string.h>
 
-#define DOC_MARK "{document}"
-
-void fmb_prompt_parts(const char *t, size_t *before_len, const char **after)
+int fmb_prompt_parts(const char *t, size_t *before_len, const char **after)
 {
-    const char *m = strstr(t, DOC_MARK);
+    const char *m = strstr(t, FMB_PROMPT_DOC_MARK);
     if (!m) {
         *before_len = 0;
         *after = t;
-        return;
+        return 0;
     }
     *before_len = (size_t)(m - t);
-    *after = m + strlen(DOC_MARK);
+    *after = m + strlen(FMB_PROMPT_DOC_MARK);
+    return 1;
 }
 
 void fmb_prompt_prefix(int32_t context_id,

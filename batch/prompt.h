@@ -14,9 +14,11 @@
 
 #include "engine/tokenizer.h"
 
+#define FMB_PROMPT_DOC_MARK "{document}"
+
 /* Splits template at its first "{document}": *before_len bytes before it, *after points just
- * past it (or at template when absent). */
-void fmb_prompt_parts(const char *template_text, size_t *before_len, const char **after);
+ * past it (or at template when absent). Returns 1 when the template holds the mark. */
+int fmb_prompt_parts(const char *template_text, size_t *before_len, const char **after);
 
 /* The prefix rule, in one place: appends [context_id if >= 0] + before[0..n_before) + doc
  * [0..n_doc) to out (offsets, when out wants them: doc_offsets[i] for document tokens (NULL:

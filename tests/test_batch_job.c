@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "batch/job.h"
+#include "batch/prompt.h"
 #include "batch/schema.h"
 #include "batch/toml.h"
 #include "tests/check.h"
@@ -160,8 +161,59 @@ static void expect_error(const char *name, const char *from, const char *to, con
     free(t);
 }
 
+/* The prefix rule (batch/prompt.h), against encodes done here: [EOS] + encode(before, specials
+ * on) + encode(document, specials off), offsets SIZE_MAX but for document tokens; the rest is
+ * encode(after, specials on); fmb_prompt_prefix over parts encoded once equals it. */
+static void t_prompt(void)
+{
+    size_t bl;
+    const char *after;
+    int has = fmb_prompt_parts("Q: {document}\nA:", &bl, &after);
+    check(has && bl == 3 && !strcmp(after, "\nA:"), "prompt parts split at {document}",
+          "%d %zu '%s'", has, bl, after);
+    has = fmb_prompt_parts("no mark", &bl, &after);
+    check(!has && bl == 0 && !strcmp(after, "no mark"), "prompt parts without {document}", "%d",
+          has);
+    fmb_tok *tok = NULL;
+    fmb_err err;
+    if (!check(!fmb_tok_load("tests/fixtures/tiny-a/tokenizer.json", &tok, &err), "tokenizer", "%s",
+               err.msg))
+        return;
+    const char *tpl = "Title <|endoftext|>: {document}\nAnswer:", *doc = "a <|endoftext|> b";
+    fmb_ids pre, rest, b, d, a, want;
+    memset(&pre, 0, sizeof pre);
+    memset(&rest, 0, sizeof rest);
+    memset(&b, 0, sizeof b);
+    memset(&d, 0, sizeof d);
+    memset(&a, 0, sizeof a);
+    memset(&want, 0, sizeof want);
+    pre.want_offsets = d.want_offsets = 1;
+    int ok = !fmb_prompt_build(tok, 7, tpl, doc, strlen(doc), &pre, &rest, &err) &&
+             !fmb_tok_encode(tok, "Title <|endoftext|>: ", 21, 1, &b, &err) &&
+             !fmb_tok_encode(tok, doc, strlen(doc), 0, &d, &err) &&
+             !fmb_tok_encode(tok, "\nAnswer:", 8, 1, &a, &err);
+    size_t n = 1 + b.n + d.n;
+    ok = ok && pre.n == n && pre.ids[0] == 7 && !memcmp(pre.ids + 1, b.ids, b.n * 4) &&
+         !memcmp(pre.ids + 1 + b.n, d.ids, d.n * 4) && rest.n == a.n &&
+         !memcmp(rest.ids, a.ids, a.n * 4);
+    for (size_t i = 0; ok && i < n; i++)
+        ok = pre.offsets[i] == (i < 1 + b.n ? SIZE_MAX : d.offsets[i - 1 - b.n]);
+    fmb_prompt_prefix(7, b.ids, b.n, d.ids, NULL, d.n, &want);
+    ok = ok && want.n == pre.n && !memcmp(want.ids, pre.ids, n * 4);
+    check(ok, "prompt prefix = [EOS] + template-before + document, rest = template-after",
+          "%zu ids vs %zu", pre.n, n);
+    fmb_ids_free(&pre);
+    fmb_ids_free(&rest);
+    fmb_ids_free(&b);
+    fmb_ids_free(&d);
+    fmb_ids_free(&a);
+    fmb_ids_free(&want);
+    fmb_tok_free(tok);
+}
+
 int main(void)
 {
+    t_prompt();
     t_kernel_fingerprint();
     fmb_job *job = NULL;
     fmb_err err = {{0}};
