@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include "batch/job.h"
+#include "batch/prefetch.h"
 #include "batch/source.h"
+#include "engine/hash.h"
 #include "tests/check.h"
 
 static char dir[256];
@@ -91,6 +93,47 @@ static char *drain(const char *toml, int *n_items)
     return out;
 }
 
+/* drain through the prefetch thread (batch/prefetch.h), with a queue of max_docs / max_bytes;
+ * stop_after > 0: stop the thread after that many documents (the rest stays unread). */
+static char *
+drain_pf(const char *toml, int *n_items, size_t max_docs, size_t max_bytes, int stop_after)
+{
+    fmb_job *job = NULL;
+    fmb_err err;
+    *n_items = 0;
+    fmb_source *src = NULL;
+    fmb_prefetch *pf = NULL;
+    if (fmb_job_parse(toml, strlen(toml), "t.toml", dir, &job, &err) ||
+        fmb_src_open(job, &src, &err) || fmb_prefetch_start(src, max_docs, max_bytes, &pf, &err)) {
+        printf("NOTE prefetch: %s\n", err.msg);
+        fmb_job_free(job);
+        return NULL;
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *out = calloc(1, cap);
+    for (;;) {
+        fmb_pdoc d;
+        int eof;
+        if (fmb_prefetch_next(pf, &d, &eof, &err) || eof)
+            break;
+        (*n_items)++;
+        int k = snprintf(out + len, cap - len, "%s=%s%.*s;", d.key, d.error ? "!" : "",
+                         d.error ? 40 : (int)(d.len > 40 ? 40 : d.len), d.error ? d.error : d.data);
+        if (k > 0 && (size_t)k < cap - len)
+            len += (size_t)k;
+        char want[33];
+        fmb_hash_content(d.data ? d.data : "", d.data ? d.len : 0, want);
+        if (!d.error && strcmp(want, d.hash))
+            printf("FAIL prefetch hash of %s\n", d.key);
+        fmb_pdoc_free(&d);
+        if (stop_after && *n_items == stop_after)
+            break;
+    }
+    fmb_prefetch_stop(pf);
+    fmb_job_free(job);
+    return out;
+}
+
 static const char *head = "[job]\nname = \"t\"\nmodel = \"m\"\noutput = \"o.db\"\n"
                           "[[task]]\nname = \"s\"\nkind = \"score\"\n";
 
@@ -141,11 +184,35 @@ static void write_file(const char *name, const void *data, size_t len)
     fclose(f);
 }
 
+/* The prefetch thread yields what the source yields, in order, with any queue bound; a
+ * stop before the end neither hangs nor leaks. */
+static void prefetch_case(void)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/pf.jsonl", dir);
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < 500; i++)
+        fprintf(f, i % 97 == 5 ? "{bad json %d\n" : "{\"id\": \"d%d\", \"text\": \"doc %d %s\"}\n",
+                i, i, i % 3 ? "short" : "a longer text for the byte bound");
+    fclose(f);
+    char *t = job_with("[source]\nkind = \"jsonl\"\npaths = [\"pf.jsonl\"]\nid_field = \"id\"\n");
+    int n0, n1, n2, n3;
+    char *ref = drain(t, &n0), *a = drain_pf(t, &n1, 1, 1, 0),
+         *b = drain_pf(t, &n2, 64, 1 << 20, 0);
+    check(ref && a && b && n0 == 500 && n1 == n0 && n2 == n0 && !strcmp(ref, a) && !strcmp(ref, b),
+          "prefetch yields the source's items in order (queue of 1 and of 64)", "%d %d %d", n0, n1,
+          n2);
+    char *c = drain_pf(t, &n3, 4, 64, 7);
+    check(c && n3 == 7, "prefetch stopped early", "%d", n3);
+    free(ref), free(a), free(b), free(c), free(t);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/fmb_src_XXXXXX");
     if (!mkdtemp(dir))
         return 1;
+    prefetch_case();
     archive_case("a.tar", "tar", NULL);
     archive_case("a.tar.gz", "tar", "gzip");
     archive_case("a.tar.bz2", "tar", "bzip2");

@@ -24,6 +24,7 @@
 #include "batch/cli/cli.h"
 #include "batch/ident.h"
 #include "batch/job.h"
+#include "batch/prefetch.h"
 #include "batch/progress.h"
 #include "batch/queue.h"
 #include "batch/source.h"
@@ -285,20 +286,19 @@ typedef struct {
     size_t n, cap, bytes;
 } window;
 
-static void window_add(window *w, const fmb_doc *doc, int64_t id)
+/* Takes d's key and data into the window (d is left empty). */
+static void window_add(window *w, fmb_pdoc *d, int64_t id)
 {
     if (w->n == w->cap) {
         w->cap = w->cap ? 2 * w->cap : 64;
         w->docs = fmb_xrealloc(w->docs, w->cap, sizeof *w->docs);
         w->ids = fmb_xrealloc(w->ids, w->cap, sizeof *w->ids);
     }
-    char *data = fmb_xmalloc(doc->len + 1);
-    memcpy(data, doc->data, doc->len);
-    data[doc->len] = 0;
-    w->docs[w->n] = (fmb_task_doc){fmb_xstrdup(doc->key), data, doc->len};
+    w->docs[w->n] = (fmb_task_doc){d->key, d->data, d->len};
     w->ids[w->n] = id;
     w->n++;
-    w->bytes += doc->len;
+    w->bytes += d->len;
+    d->key = d->data = NULL;
 }
 
 static void window_clear(window *w)
@@ -409,13 +409,19 @@ static int run_pass(const char *cmd,
         return s == FMB_EINVAL ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
     }
     size_t max_docs = fmb_tasks_plan_get(e->tasks)->max_docs;
+    // the next window's documents are read, parsed and hashed while this one runs
+    fmb_prefetch *pf = NULL;
+    if ((s = fmb_prefetch_start(src, 2 * max_docs, FMB_WINDOW_BYTES, &pf, &err))) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        return FMB_EXIT_FATAL;
+    }
     window w = {0};
     int rc = 0, stopped = 0, eof = 0;
     while (!rc && !stopped && !eof) {
         while (!fmb_job_signal && w.n < max_docs && w.bytes < FMB_WINDOW_BYTES &&
                !(a->max_items && *taken >= a->max_items)) {
-            fmb_doc doc;
-            if ((s = fmb_src_next(src, &doc, &eof, &err))) {
+            fmb_pdoc doc;
+            if ((s = fmb_prefetch_next(pf, &doc, &eof, &err))) {
                 fmb_cli_error(cmd, "%s", err.msg);
                 rc = FMB_EXIT_FATAL;
                 break;
@@ -428,24 +434,24 @@ static int run_pass(const char *cmd,
                 if ((s = fmb_queue_fail_key(e->q, doc.key, doc.error, &recorded, &err))) {
                     fmb_cli_error(cmd, "%s", err.msg);
                     rc = FMB_EXIT_FATAL;
-                    break;
-                }
-                if (recorded) {
+                } else if (recorded) {
                     pc->failed++;
                     fprintf(stderr, "fmbatch run: %s: failed: %s\n", doc.key, doc.error);
                 } else {
                     pc->skipped++;
                 }
                 fmb_progress_update(pg, pc, doc.key);
+                fmb_pdoc_free(&doc);
+                if (rc)
+                    break;
                 continue;
             }
-            char hash[33];
-            fmb_hash_content(doc.data, doc.len, hash);
             fmb_claim claim;
             int64_t id;
-            if ((s = fmb_queue_claim(e->q, doc.key, hash, doc.len, &claim, &id, &err))) {
+            if ((s = fmb_queue_claim(e->q, doc.key, doc.hash, doc.len, &claim, &id, &err))) {
                 fmb_cli_error(cmd, "%s", err.msg);
                 rc = FMB_EXIT_FATAL;
+                fmb_pdoc_free(&doc);
                 break;
             }
             if (claim == FMB_CLAIM_DEAD) {
@@ -454,15 +460,14 @@ static int run_pass(const char *cmd,
                         "fmbatch run: %s: dead: its workers died on it too often (`fmbatch "
                         "status` says how)\n",
                         doc.key);
-                continue;
-            }
-            if (claim != FMB_CLAIM_TAKEN) {
+            } else if (claim != FMB_CLAIM_TAKEN) {
                 pc->skipped++;
                 fmb_progress_update(pg, pc, doc.key);
-                continue;
+            } else {
+                (*taken)++;
+                window_add(&w, &doc, id);
             }
-            (*taken)++;
-            window_add(&w, &doc, id);
+            fmb_pdoc_free(&doc);
         }
         if (w.n && (rc || fmb_job_signal)) {
             // a fatal error or a signal while filling: the claimed items go back to the queue
@@ -479,7 +484,7 @@ static int run_pass(const char *cmd,
     }
     free(w.docs);
     free(w.ids);
-    fmb_src_close(src);
+    fmb_prefetch_stop(pf);
     return rc;
 }
 
