@@ -1,9 +1,9 @@
 /*
  * job: a job file (TOML) read into a validated fmb_job.
  *
- *   [job]     name, model, tokenizer, output, backend, dtype, chunk_tokens, threads, mem_limit,
- *             seed, max_document_tokens, too_long ("truncate" | "skip"), max_attempts,
- *             lease_seconds, kernel (the kernel choices, "scan=seg,gemm=cublas": kopts.h)
+ *   [job]     name, model, tokenizer, output, backend, dtype, chunk_tokens, threads, max_batch,
+ *             mem_limit, kernel, seed, max_document_tokens, too_long ("truncate" | "skip"),
+ *             max_attempts, lease_seconds, kernel (the kernel choices, "scan=seg,gemm=cublas": kopts.h)
  *   [source]  kind = "archive" | "jsonl" | "files" | "sqlite" and its keys (see job.c)
  *   [[task]]  name, kind = "score" | "choice" | "generate" and its keys
  *
