@@ -135,6 +135,14 @@ fmb_status fmb_prefetch_next(fmb_prefetch *p, fmb_pdoc *d, int *eof, fmb_err *er
     return s;
 }
 
+size_t fmb_prefetch_ready(fmb_prefetch *p)
+{
+    pthread_mutex_lock(&p->mu);
+    size_t n = p->n + (p->done ? 1 : 0);
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
 void fmb_prefetch_stop(fmb_prefetch *p)
 {
     if (!p)

@@ -42,6 +42,9 @@ FMB_NODISCARD fmb_status fmb_prefetch_start(
  * failure was returned. */
 FMB_NODISCARD fmb_status fmb_prefetch_next(fmb_prefetch *p, fmb_pdoc *d, int *eof, fmb_err *err);
 
+/* Documents ready to be taken without waiting (the end counts as one). */
+size_t fmb_prefetch_ready(fmb_prefetch *p);
+
 /* Stops the thread (it finishes the document it is reading), frees what is queued, closes the
  * source. Accepts NULL. */
 void fmb_prefetch_stop(fmb_prefetch *p);

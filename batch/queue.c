@@ -604,6 +604,59 @@ fmb_status fmb_queue_bind_job(fmb_queue *q,
 /* ---------------------------------------------------------------------------------------- */
 /* claim / complete / fail / release */
 
+/* One item's writes: a transaction of its own, or inside a batch (fmb_queue_batch_begin) a
+ * savepoint, so that each item stays atomic (a lost lease rolls back that item alone) while
+ * the batch commits once. */
+static int tx_begin(fmb_queue *q)
+{
+    return exec(q, q->in_batch ? "SAVEPOINT item" : "BEGIN IMMEDIATE");
+}
+
+static int tx_commit(fmb_queue *q)
+{
+    return exec(q, q->in_batch ? "RELEASE item" : "COMMIT");
+}
+
+static void tx_rollback(fmb_queue *q)
+{
+    if (q->in_batch) {
+        exec(q, "ROLLBACK TO item");
+        exec(q, "RELEASE item");
+    } else {
+        exec(q, "ROLLBACK");
+    }
+}
+
+fmb_status fmb_queue_batch_begin(fmb_queue *q, fmb_err *err)
+{
+    FMB_ASSERT(!q->in_batch);
+    if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
+        return fmb_queue_sql_fail(q, err, "cannot lock to write results");
+    q->in_batch = 1;
+    return FMB_OK;
+}
+
+void fmb_queue_batch_abort(fmb_queue *q)
+{
+    if (q->in_batch)
+        exec(q, "ROLLBACK");
+    q->in_batch = 0;
+}
+
+int fmb_queue_in_batch(const fmb_queue *q)
+{
+    return q->in_batch;
+}
+
+fmb_status fmb_queue_batch_commit(fmb_queue *q, fmb_err *err)
+{
+    FMB_ASSERT(q->in_batch);
+    q->in_batch = 0;
+    if (exec(q, "COMMIT") != SQLITE_OK)
+        return abort_tx(q, err, "commit a batch of results");
+    return FMB_OK;
+}
+
 static void held_add(fmb_queue *q, int64_t item_id, int64_t token)
 {
     // a new claim supersedes whatever this handle held under that id (an item deleted and its
@@ -660,7 +713,7 @@ fmb_status fmb_queue_claim(fmb_queue *q,
     *item_id = -1;
     double now = wall_now();
     int64_t token = ((q->pid & 0xffffff) << 32) | (++q->token_seq & 0xffffffff);
-    if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
+    if (tx_begin(q) != SQLITE_OK)
         return fmb_queue_sql_fail(q, err, "cannot lock for a claim");
     fmb_status s = FMB_OK;
     sqlite3_stmt *st = NULL;
@@ -829,7 +882,7 @@ fmb_status fmb_queue_claim(fmb_queue *q,
 commit:
     if (*outcome == FMB_CLAIM_TAKEN)
         held_add(q, *item_id, token);
-    if (exec(q, "COMMIT") != SQLITE_OK) {
+    if (tx_commit(q) != SQLITE_OK) {
         s = abort_tx(q, err, "commit a claim");
     }
     /* The last item of a gone owner with a worker file: the file has told all it can. */
@@ -840,50 +893,10 @@ commit:
 sqlerr:
     s = fmb_queue_sql_fail(q, err, "claim");
     sqlite3_finalize(st);
-    exec(q, "ROLLBACK");
+    exec(q, "ROLLBACK"); /* the whole transaction, a batch's too: the error is the run's */
+    q->in_batch = 0;
     free(old_host);
     return s;
-}
-
-/* One item's writes: a transaction of its own, or inside a batch (fmb_queue_batch_begin) a
- * savepoint, so that each item stays atomic (a lost lease rolls back that item alone) while
- * the batch commits once. */
-static int tx_begin(fmb_queue *q)
-{
-    return exec(q, q->in_batch ? "SAVEPOINT item" : "BEGIN IMMEDIATE");
-}
-
-static int tx_commit(fmb_queue *q)
-{
-    return exec(q, q->in_batch ? "RELEASE item" : "COMMIT");
-}
-
-static void tx_rollback(fmb_queue *q)
-{
-    if (q->in_batch) {
-        exec(q, "ROLLBACK TO item");
-        exec(q, "RELEASE item");
-    } else {
-        exec(q, "ROLLBACK");
-    }
-}
-
-fmb_status fmb_queue_batch_begin(fmb_queue *q, fmb_err *err)
-{
-    FMB_ASSERT(!q->in_batch);
-    if (exec(q, "BEGIN IMMEDIATE") != SQLITE_OK)
-        return fmb_queue_sql_fail(q, err, "cannot lock to write results");
-    q->in_batch = 1;
-    return FMB_OK;
-}
-
-fmb_status fmb_queue_batch_commit(fmb_queue *q, fmb_err *err)
-{
-    FMB_ASSERT(q->in_batch);
-    q->in_batch = 0;
-    if (exec(q, "COMMIT") != SQLITE_OK)
-        return abort_tx(q, err, "commit a batch of results");
-    return FMB_OK;
 }
 
 fmb_status fmb_queue_begin(fmb_queue *q, fmb_err *err)

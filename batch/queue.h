@@ -127,12 +127,16 @@ FMB_NODISCARD fmb_status fmb_queue_finish(
 void fmb_queue_rollback(fmb_queue *q);
 
 /* Several items' writes in one transaction (a runner's batch): between batch_begin and
- * batch_commit, begin/finish, fail and release write each item under a savepoint of its own
+ * batch_commit, claim, begin/finish, fail and release write each item under a savepoint of its own
  * (still atomic and fenced by its lease; a lost lease rolls back that item alone) and the
  * disk sees one commit. A process killed before the commit leaves every item of the batch
  * running under its lease, reclaimed by the next run. */
 FMB_NODISCARD fmb_status fmb_queue_batch_begin(fmb_queue *q, fmb_err *err);
 FMB_NODISCARD fmb_status fmb_queue_batch_commit(fmb_queue *q, fmb_err *err);
+/* Rolls the batch back (nothing of it lands; a no-op outside a batch, or after an error
+ * that already rolled it back). */
+void fmb_queue_batch_abort(fmb_queue *q);
+int fmb_queue_in_batch(const fmb_queue *q); /* 1 between batch_begin and commit/abort */
 
 FMB_NODISCARD fmb_status fmb_queue_fail(fmb_queue *q,
                                         int64_t item_id,

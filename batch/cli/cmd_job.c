@@ -420,6 +420,15 @@ static int run_pass(const char *cmd,
     while (!rc && !stopped && !eof) {
         while (!fmb_job_signal && w.n < max_docs && w.bytes < FMB_WINDOW_BYTES &&
                !(a->max_items && *taken >= a->max_items)) {
+            // The window's claims share one transaction while documents are at hand; it is
+            // committed before waiting on the reader, so that other workers never wait on this
+            // one's lock for longer than a few claims.
+            if (fmb_queue_in_batch(e->q) && !fmb_prefetch_ready(pf) &&
+                (s = fmb_queue_batch_commit(e->q, &err))) {
+                fmb_cli_error(cmd, "%s", err.msg);
+                rc = FMB_EXIT_FATAL;
+                break;
+            }
             fmb_pdoc doc;
             if ((s = fmb_prefetch_next(pf, &doc, &eof, &err))) {
                 fmb_cli_error(cmd, "%s", err.msg);
@@ -429,6 +438,12 @@ static int run_pass(const char *cmd,
             if (eof)
                 break;
             pc->seen++;
+            if (!fmb_queue_in_batch(e->q) && (s = fmb_queue_batch_begin(e->q, &err))) {
+                fmb_cli_error(cmd, "%s", err.msg);
+                rc = FMB_EXIT_FATAL;
+                fmb_pdoc_free(&doc);
+                break;
+            }
             if (doc.error) {
                 int recorded;
                 if ((s = fmb_queue_fail_key(e->q, doc.key, doc.error, &recorded, &err))) {
@@ -469,8 +484,18 @@ static int run_pass(const char *cmd,
             }
             fmb_pdoc_free(&doc);
         }
-        if (w.n && (rc || fmb_job_signal)) {
-            // a fatal error or a signal while filling: the claimed items go back to the queue
+        if (fmb_queue_in_batch(e->q)) {
+            if (rc)
+                fmb_queue_batch_abort(e->q); /* nothing of it lands: the claims are undone */
+            else if ((s = fmb_queue_batch_commit(e->q, &err))) {
+                fmb_cli_error(cmd, "%s", err.msg);
+                rc = FMB_EXIT_FATAL;
+            }
+        }
+        if (rc)
+            window_clear(&w); /* claims rolled back (or never committed): nothing to release */
+        if (w.n && fmb_job_signal) {
+            // a signal while filling: the claimed items go back to the queue
             for (size_t i = 0; i < w.n; i++)
                 if ((s = fmb_queue_release(e->q, w.ids[i], &err)))
                     fmb_cli_error(cmd, "%s", err.msg);
