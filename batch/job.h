@@ -2,8 +2,8 @@
  * job: a job file (TOML) read into a validated fmb_job.
  *
  *   [job]     name, model, tokenizer, output, backend, dtype, chunk_tokens, threads, max_batch,
- *             mem_limit, kernel, seed, max_document_tokens, too_long ("truncate" | "skip"),
- *             max_attempts, lease_seconds, kernel (the kernel choices, "scan=seg,gemm=cublas": kopts.h)
+ *             mem_limit, seed, max_document_tokens, too_long ("truncate" | "skip"),
+ *             max_attempts, lease_seconds, kernel (the kernel choices, "scan=seg": kopts.h)
  *   [source]  kind = "archive" | "jsonl" | "files" | "sqlite" and its keys (see job.c)
  *   [[task]]  name, kind = "score" | "choice" | "generate" and its keys
  *
