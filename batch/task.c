@@ -854,6 +854,68 @@ static fmb_status phase_generate(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *er
     return s == FMB_EINTR ? s : FMB_OK;
 }
 
+struct fmb_task_batch {
+    bdoc *bd; /* [n] */
+    size_t n;
+    fmb_task_output *outs; /* borrowed */
+    double prepare_seconds;
+};
+
+fmb_task_batch *
+fmb_tasks_batch_prepare(fmb_tasks *t, const fmb_task_doc *docs, size_t n, fmb_task_output *outs)
+{
+    FMB_ASSERT(n <= t->plan.max_docs);
+    double t0 = fmb_now();
+    fmb_task_batch *b = fmb_xcalloc(1, sizeof *b);
+    b->bd = fmb_xcalloc(n ? n : 1, sizeof *b->bd);
+    b->n = n;
+    b->outs = outs;
+    // tokenize the batch's documents in parallel (each into its own output; the tokenizer is
+    // read-only and every encode has its own match data)
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t i = 0; i < n; i++) {
+        memset(&outs[i], 0, sizeof outs[i]);
+        b->bd[i].doc = &docs[i];
+        b->bd[i].out = &outs[i];
+        doc_begin(t, &b->bd[i]);
+    }
+    b->prepare_seconds = fmb_now() - t0;
+    return b;
+}
+
+fmb_status fmb_tasks_batch_run(fmb_tasks *t,
+                               fmb_task_batch *b,
+                               const volatile sig_atomic_t *stop,
+                               fmb_err *err)
+{
+    double t0 = fmb_now();
+    bdoc *bd = b->bd;
+    size_t n = b->n;
+    fmb_status s = FMB_OK;
+    if (*stop || (s = phase_prefill(t, bd, n, err)) || *stop ||
+        (s = phase_choices(t, bd, n, err)) || *stop || (s = phase_generate(t, bd, n, err)))
+        s = FMB_EINTR;
+    // the batch's wall time, shared out by tokens
+    double dt = fmb_now() - t0 + b->prepare_seconds, tokens = 0;
+    for (size_t i = 0; i < n; i++)
+        tokens += (double)bd[i].n_doc + 1;
+    for (size_t i = 0; i < n; i++)
+        b->outs[i].seconds = dt * ((double)bd[i].n_doc + 1) / tokens;
+    if (s == FMB_EINTR)
+        return fmb_fail(err, FMB_EINTR, "interrupted");
+    return FMB_OK;
+}
+
+void fmb_tasks_batch_free(fmb_task_batch *b)
+{
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->n; i++)
+        fmb_ids_free(&b->bd[i].ids);
+    free(b->bd);
+    free(b);
+}
+
 fmb_status fmb_tasks_run_many(fmb_tasks *t,
                               const fmb_task_doc *docs,
                               size_t n,
@@ -861,32 +923,8 @@ fmb_status fmb_tasks_run_many(fmb_tasks *t,
                               fmb_task_output *outs,
                               fmb_err *err)
 {
-    FMB_ASSERT(n <= t->plan.max_docs);
-    double t0 = fmb_now();
-    bdoc *bd = fmb_xcalloc(n ? n : 1, sizeof *bd);
-    // tokenize the batch's documents in parallel (each into its own output; the tokenizer is
-    // read-only and every encode has its own match data)
-#pragma omp parallel for schedule(dynamic, 1)
-    for (size_t i = 0; i < n; i++) {
-        memset(&outs[i], 0, sizeof outs[i]);
-        bd[i].doc = &docs[i];
-        bd[i].out = &outs[i];
-        doc_begin(t, &bd[i]);
-    }
-    fmb_status s = FMB_OK;
-    if (*stop || (s = phase_prefill(t, bd, n, err)) || *stop ||
-        (s = phase_choices(t, bd, n, err)) || *stop || (s = phase_generate(t, bd, n, err)))
-        s = FMB_EINTR;
-    // the batch's wall time, shared out by tokens
-    double dt = fmb_now() - t0, tokens = 0;
-    for (size_t i = 0; i < n; i++)
-        tokens += (double)bd[i].n_doc + 1;
-    for (size_t i = 0; i < n; i++) {
-        outs[i].seconds = dt * ((double)bd[i].n_doc + 1) / tokens;
-        fmb_ids_free(&bd[i].ids);
-    }
-    free(bd);
-    if (s == FMB_EINTR)
-        return fmb_fail(err, FMB_EINTR, "interrupted");
-    return FMB_OK;
+    fmb_task_batch *b = fmb_tasks_batch_prepare(t, docs, n, outs);
+    fmb_status s = fmb_tasks_batch_run(t, b, stop, err);
+    fmb_tasks_batch_free(b);
+    return s;
 }

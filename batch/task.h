@@ -102,6 +102,19 @@ FMB_NODISCARD fmb_status fmb_tasks_run_many(fmb_tasks *t,
                                             fmb_task_output *outs,
                                             fmb_err *err);
 
+/* fmb_tasks_run_many in two halves, for a runner that prepares the next batch while the
+ * engine runs this one: prepare tokenizes docs into outs (CPU only: it touches no engine or
+ * state, so it may run on another thread than batch_run, beside it); batch_run runs the
+ * phases (the engine's thread). docs and outs are borrowed until batch_free. */
+typedef struct fmb_task_batch fmb_task_batch;
+fmb_task_batch *
+fmb_tasks_batch_prepare(fmb_tasks *t, const fmb_task_doc *docs, size_t n, fmb_task_output *outs);
+FMB_NODISCARD fmb_status fmb_tasks_batch_run(fmb_tasks *t,
+                                             fmb_task_batch *b,
+                                             const volatile sig_atomic_t *stop,
+                                             fmb_err *err);
+void fmb_tasks_batch_free(fmb_task_batch *b);
+
 /* The per-item seed of a generate task (see above). */
 int64_t fmb_task_item_seed(uint64_t seed, const char *key, const char *task_name);
 

@@ -16,6 +16,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -279,11 +280,14 @@ static int env_open(const char *cmd, job_args *a, int with_queue, run_env *e)
     return 0;
 }
 
-/* The documents claimed for the next batch (owned copies: the source reuses its buffers). */
+/* The documents claimed for a batch (owned copies: the source reuses its buffers), and once
+ * prepared, their outputs and the prepared batch. */
 typedef struct {
     fmb_task_doc *docs;
     int64_t *ids; /* queue item ids */
     size_t n, cap, bytes;
+    fmb_task_output *outs; /* [n] once prepared */
+    fmb_task_batch *batch;
 } window;
 
 /* Takes d's key and data into the window (d is left empty). */
@@ -303,6 +307,12 @@ static void window_add(window *w, fmb_pdoc *d, int64_t id)
 
 static void window_clear(window *w)
 {
+    fmb_tasks_batch_free(w->batch);
+    w->batch = NULL;
+    for (size_t i = 0; w->outs && i < w->n; i++)
+        fmb_task_output_free(&w->outs[i]);
+    free(w->outs);
+    w->outs = NULL;
     for (size_t i = 0; i < w->n; i++) {
         free((char *)w->docs[i].key);
         free((char *)w->docs[i].data);
@@ -311,38 +321,93 @@ static void window_clear(window *w)
     w->bytes = 0;
 }
 
-/* Runs the window's documents as one batch and records each: its rows and done in one
- * transaction fenced by its lease, or failed with its reason. Returns an exit code for fatal
- * trouble, else 0; *stopped = 1 when a signal interrupted the batch (every item released). */
-static int run_window(
-    const char *cmd, run_env *e, window *w, fmb_progress *pg, fmb_progress_counts *pc, int *stopped)
+/* Gives the window's items back to the queue (no attempt counted) and clears it. */
+static void window_release(const char *cmd, run_env *e, window *w)
+{
+    fmb_err err;
+    for (size_t i = 0; i < w->n; i++)
+        if (fmb_queue_release(e->q, w->ids[i], &err))
+            fmb_cli_error(cmd, "%s", err.msg);
+    window_clear(w);
+}
+
+/* The engine's own thread: it runs one prepared batch at a time, so that the runner can claim
+ * and tokenize the next window and write the last one's rows meanwhile (the GPU does not wait
+ * on the disk or SQLite). Only this thread touches the engine and the task states. */
+typedef struct {
+    run_env *e;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    fmb_task_batch *b; /* the batch handed over (has_job) */
+    int has_job, done, quit;
+    fmb_status s;
+    fmb_err err;
+} engine_thread;
+
+static void *engine_main(void *arg)
+{
+    engine_thread *et = arg;
+    pthread_mutex_lock(&et->mu);
+    for (;;) {
+        while (!et->has_job && !et->quit)
+            pthread_cond_wait(&et->cv, &et->mu);
+        if (et->quit)
+            break;
+        fmb_task_batch *b = et->b;
+        pthread_mutex_unlock(&et->mu);
+        fmb_err err;
+        fmb_status s = fmb_tasks_batch_run(et->e->tasks, b, &fmb_job_signal, &err);
+        pthread_mutex_lock(&et->mu);
+        et->s = s;
+        et->err = err;
+        et->has_job = 0;
+        et->done = 1;
+        pthread_cond_broadcast(&et->cv);
+    }
+    pthread_mutex_unlock(&et->mu);
+    return NULL;
+}
+
+static void engine_submit(engine_thread *et, fmb_task_batch *b)
+{
+    pthread_mutex_lock(&et->mu);
+    et->b = b;
+    et->has_job = 1;
+    et->done = 0;
+    pthread_cond_broadcast(&et->cv);
+    pthread_mutex_unlock(&et->mu);
+}
+
+static fmb_status engine_wait(engine_thread *et, fmb_err *err)
+{
+    pthread_mutex_lock(&et->mu);
+    while (!et->done)
+        pthread_cond_wait(&et->cv, &et->mu);
+    et->done = 0;
+    fmb_status s = et->s;
+    if (s)
+        *err = et->err;
+    pthread_mutex_unlock(&et->mu);
+    return s;
+}
+
+/* Records a run batch: each document's rows and done, or failed with its reason, in one
+ * transaction for the window (a savepoint per item, fenced by its lease). Returns an exit code
+ * for fatal trouble, else 0. Clears the window. */
+static int
+window_write(const char *cmd, run_env *e, window *w, fmb_progress *pg, fmb_progress_counts *pc)
 {
     fmb_err err;
     fmb_status s;
     int rc = 0;
-    fmb_task_output *outs = fmb_xcalloc(w->n, sizeof *outs);
-    pc->in_flight = (int64_t)w->n;
-    fmb_progress_update(pg, pc, w->docs[0].key);
-    // every document of the batch is in progress from here on: a crash concerns each (queue.h)
-    for (size_t i = 0; i < w->n; i++)
-        fmb_queue_working(e->q, w->ids[i], 1);
-    s = fmb_tasks_run_many(e->tasks, w->docs, w->n, &fmb_job_signal, outs, &err);
-    pc->in_flight = 0;
-    if (s == FMB_EINTR) {
-        *stopped = 1;
-        for (size_t i = 0; i < w->n; i++)
-            if ((s = fmb_queue_release(e->q, w->ids[i], &err)))
-                fmb_cli_error(cmd, "%s", err.msg);
-        goto out;
-    }
-    // every item's writes in one transaction (one commit for the batch), each item atomic
     if ((s = fmb_queue_batch_begin(e->q, &err))) {
         fmb_cli_error(cmd, "%s", err.msg);
         rc = FMB_EXIT_FATAL;
     }
     for (size_t i = 0; i < w->n && !rc; i++) {
         const char *key = w->docs[i].key;
-        fmb_task_output *out = &outs[i];
+        fmb_task_output *out = &w->outs[i];
         if (out->status) {
             pc->failed++;
             fprintf(stderr, "fmbatch run: %s: failed: %s\n", key, out->error);
@@ -352,7 +417,6 @@ static int run_window(
             }
             continue;
         }
-        /* One transaction: every task's row, then the item done (fenced by the lease). */
         int lost = 0;
         if (!(s = fmb_queue_begin(e->q, &err))) {
             for (size_t k = 0; k < out->n && !s; k++)
@@ -377,23 +441,118 @@ static int run_window(
             pc->done++;
             pc->tokens += out->doc_tokens;
         }
-        fmb_progress_update(pg, pc, key);
     }
     if (!rc && (s = fmb_queue_batch_commit(e->q, &err))) {
         fmb_cli_error(cmd, "%s", err.msg);
         rc = FMB_EXIT_FATAL;
     }
-out:
-    for (size_t i = 0; i < w->n; i++)
-        fmb_task_output_free(&outs[i]);
-    free(outs);
+    if (rc)
+        fmb_queue_batch_abort(e->q);
+    if (w->n)
+        fmb_progress_update(pg, pc, w->docs[w->n - 1].key);
     window_clear(w);
     return rc;
 }
 
-/* One pass over the source: documents are claimed into a window of at most the plan's
- * max_docs (and FMB_WINDOW_BYTES), which then runs as one batch. Returns an exit code for
- * fatal trouble, else 0. */
+/* Claims documents from the reader into w until it holds max_docs documents or
+ * FMB_WINDOW_BYTES, the source ends (*eof) or the run must stop. The claims share one
+ * transaction while documents are at hand; it is committed before waiting on the reader, so
+ * other workers never wait long on this one's lock. Returns an exit code for fatal trouble
+ * (the uncommitted claims are rolled back, the window cleared), else 0. */
+static int window_fill(const char *cmd,
+                       run_env *e,
+                       job_args *a,
+                       fmb_prefetch *pf,
+                       size_t max_docs,
+                       window *w,
+                       fmb_progress *pg,
+                       fmb_progress_counts *pc,
+                       int64_t *taken,
+                       int *eof)
+{
+    fmb_err err;
+    fmb_status s;
+    int rc = 0;
+    while (!*eof && !fmb_job_signal && w->n < max_docs && w->bytes < FMB_WINDOW_BYTES &&
+           !(a->max_items && *taken >= a->max_items)) {
+        if (fmb_queue_in_batch(e->q) && !fmb_prefetch_ready(pf) &&
+            (s = fmb_queue_batch_commit(e->q, &err))) {
+            fmb_cli_error(cmd, "%s", err.msg);
+            rc = FMB_EXIT_FATAL;
+            break;
+        }
+        fmb_pdoc doc;
+        if ((s = fmb_prefetch_next(pf, &doc, eof, &err))) {
+            fmb_cli_error(cmd, "%s", err.msg);
+            rc = FMB_EXIT_FATAL;
+            break;
+        }
+        if (*eof)
+            break;
+        pc->seen++;
+        if (!fmb_queue_in_batch(e->q) && (s = fmb_queue_batch_begin(e->q, &err))) {
+            fmb_cli_error(cmd, "%s", err.msg);
+            rc = FMB_EXIT_FATAL;
+            fmb_pdoc_free(&doc);
+            break;
+        }
+        if (doc.error) {
+            int recorded;
+            if ((s = fmb_queue_fail_key(e->q, doc.key, doc.error, &recorded, &err))) {
+                fmb_cli_error(cmd, "%s", err.msg);
+                rc = FMB_EXIT_FATAL;
+            } else if (recorded) {
+                pc->failed++;
+                fprintf(stderr, "fmbatch run: %s: failed: %s\n", doc.key, doc.error);
+            } else {
+                pc->skipped++;
+            }
+            fmb_progress_update(pg, pc, doc.key);
+            fmb_pdoc_free(&doc);
+            if (rc)
+                break;
+            continue;
+        }
+        fmb_claim claim;
+        int64_t id;
+        if ((s = fmb_queue_claim(e->q, doc.key, doc.hash, doc.len, &claim, &id, &err))) {
+            fmb_cli_error(cmd, "%s", err.msg);
+            rc = FMB_EXIT_FATAL;
+            fmb_pdoc_free(&doc);
+            break;
+        }
+        if (claim == FMB_CLAIM_DEAD) {
+            pc->failed++;
+            fprintf(stderr,
+                    "fmbatch run: %s: dead: its workers died on it too often (`fmbatch "
+                    "status` says how)\n",
+                    doc.key);
+        } else if (claim != FMB_CLAIM_TAKEN) {
+            pc->skipped++;
+            fmb_progress_update(pg, pc, doc.key);
+        } else {
+            (*taken)++;
+            window_add(w, &doc, id);
+        }
+        fmb_pdoc_free(&doc);
+    }
+    if (fmb_queue_in_batch(e->q)) {
+        if (rc)
+            fmb_queue_batch_abort(e->q); /* nothing of it lands: the claims are undone */
+        else if ((s = fmb_queue_batch_commit(e->q, &err))) {
+            fmb_cli_error(cmd, "%s", err.msg);
+            rc = FMB_EXIT_FATAL;
+        }
+    }
+    if (rc)
+        window_clear(w); /* claims rolled back or orphaned to the next run: nothing to release */
+    return rc;
+}
+
+/* One pass over the source, pipelined: the reader thread reads ahead; while the engine thread
+ * runs window k, this thread claims and tokenizes window k + 1, then hands it over the moment
+ * k ends and writes k's rows while k + 1 runs. Returns an exit code for fatal trouble, else 0;
+ * a signal releases every claimed item (none counts as an attempt). */
 static int run_pass(const char *cmd,
                     run_env *e,
                     job_args *a,
@@ -409,106 +568,81 @@ static int run_pass(const char *cmd,
         return s == FMB_EINVAL ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
     }
     size_t max_docs = fmb_tasks_plan_get(e->tasks)->max_docs;
-    // the next window's documents are read, parsed and hashed while this one runs
     fmb_prefetch *pf = NULL;
     if ((s = fmb_prefetch_start(src, 2 * max_docs, FMB_WINDOW_BYTES, &pf, &err))) {
         fmb_cli_error(cmd, "%s", err.msg);
         return FMB_EXIT_FATAL;
     }
-    window w = {0};
-    int rc = 0, stopped = 0, eof = 0;
-    while (!rc && !stopped && !eof) {
-        while (!fmb_job_signal && w.n < max_docs && w.bytes < FMB_WINDOW_BYTES &&
-               !(a->max_items && *taken >= a->max_items)) {
-            // The window's claims share one transaction while documents are at hand; it is
-            // committed before waiting on the reader, so that other workers never wait on this
-            // one's lock for longer than a few claims.
-            if (fmb_queue_in_batch(e->q) && !fmb_prefetch_ready(pf) &&
-                (s = fmb_queue_batch_commit(e->q, &err))) {
-                fmb_cli_error(cmd, "%s", err.msg);
-                rc = FMB_EXIT_FATAL;
-                break;
-            }
-            fmb_pdoc doc;
-            if ((s = fmb_prefetch_next(pf, &doc, &eof, &err))) {
-                fmb_cli_error(cmd, "%s", err.msg);
-                rc = FMB_EXIT_FATAL;
-                break;
-            }
-            if (eof)
-                break;
-            pc->seen++;
-            if (!fmb_queue_in_batch(e->q) && (s = fmb_queue_batch_begin(e->q, &err))) {
-                fmb_cli_error(cmd, "%s", err.msg);
-                rc = FMB_EXIT_FATAL;
-                fmb_pdoc_free(&doc);
-                break;
-            }
-            if (doc.error) {
-                int recorded;
-                if ((s = fmb_queue_fail_key(e->q, doc.key, doc.error, &recorded, &err))) {
-                    fmb_cli_error(cmd, "%s", err.msg);
-                    rc = FMB_EXIT_FATAL;
-                } else if (recorded) {
-                    pc->failed++;
-                    fprintf(stderr, "fmbatch run: %s: failed: %s\n", doc.key, doc.error);
-                } else {
-                    pc->skipped++;
-                }
-                fmb_progress_update(pg, pc, doc.key);
-                fmb_pdoc_free(&doc);
-                if (rc)
-                    break;
-                continue;
-            }
-            fmb_claim claim;
-            int64_t id;
-            if ((s = fmb_queue_claim(e->q, doc.key, doc.hash, doc.len, &claim, &id, &err))) {
-                fmb_cli_error(cmd, "%s", err.msg);
-                rc = FMB_EXIT_FATAL;
-                fmb_pdoc_free(&doc);
-                break;
-            }
-            if (claim == FMB_CLAIM_DEAD) {
-                pc->failed++;
-                fprintf(stderr,
-                        "fmbatch run: %s: dead: its workers died on it too often (`fmbatch "
-                        "status` says how)\n",
-                        doc.key);
-            } else if (claim != FMB_CLAIM_TAKEN) {
-                pc->skipped++;
-                fmb_progress_update(pg, pc, doc.key);
-            } else {
-                (*taken)++;
-                window_add(&w, &doc, id);
-            }
-            fmb_pdoc_free(&doc);
-        }
-        if (fmb_queue_in_batch(e->q)) {
-            if (rc)
-                fmb_queue_batch_abort(e->q); /* nothing of it lands: the claims are undone */
-            else if ((s = fmb_queue_batch_commit(e->q, &err))) {
-                fmb_cli_error(cmd, "%s", err.msg);
-                rc = FMB_EXIT_FATAL;
-            }
-        }
-        if (rc)
-            window_clear(&w); /* claims rolled back (or never committed): nothing to release */
-        if (w.n && fmb_job_signal) {
-            // a signal while filling: the claimed items go back to the queue
-            for (size_t i = 0; i < w.n; i++)
-                if ((s = fmb_queue_release(e->q, w.ids[i], &err)))
-                    fmb_cli_error(cmd, "%s", err.msg);
-            window_clear(&w);
-        }
-        if (rc || fmb_job_signal || w.n == 0)
-            break;
-        rc = run_window(cmd, e, &w, pg, pc, &stopped);
-        if (a->max_items && *taken >= a->max_items)
-            break;
+    engine_thread et;
+    memset(&et, 0, sizeof et);
+    et.e = e;
+    pthread_mutex_init(&et.mu, NULL);
+    pthread_cond_init(&et.cv, NULL);
+    if (pthread_create(&et.th, NULL, engine_main, &et) != 0) {
+        fmb_cli_error(cmd, "cannot start the engine thread");
+        fmb_prefetch_stop(pf);
+        return FMB_EXIT_FATAL;
     }
-    free(w.docs);
-    free(w.ids);
+    window w[2];
+    memset(w, 0, sizeof w);
+    int rc = 0, eof = 0, running = -1, k = 0;
+    for (;;) {
+        // the next window: claimed and tokenized while the engine runs the current one
+        rc = window_fill(cmd, e, a, pf, max_docs, &w[k], pg, pc, taken, &eof);
+        if (!rc && w[k].n) {
+            w[k].outs = fmb_xcalloc(w[k].n, sizeof *w[k].outs);
+            w[k].batch = fmb_tasks_batch_prepare(e->tasks, w[k].docs, w[k].n, w[k].outs);
+        }
+        int finished = running;
+        if (running >= 0) {
+            s = engine_wait(&et, &err);
+            running = -1;
+            if (s == FMB_EINTR) { /* a signal: everything claimed goes back */
+                window_release(cmd, e, &w[finished]);
+                window_release(cmd, e, &w[k]);
+                break;
+            }
+        }
+        if (!rc && w[k].n && !fmb_job_signal) {
+            // every document of the batch is in progress from here on: a crash concerns each
+            for (size_t i = 0; i < w[k].n; i++)
+                fmb_queue_working(e->q, w[k].ids[i], 1);
+            pc->in_flight = (int64_t)w[k].n;
+            engine_submit(&et, w[k].batch);
+            running = k;
+        } else if (w[k].n) {
+            window_release(cmd, e, &w[k]); /* a signal while filling */
+        }
+        if (finished >= 0) {
+            int rc2 = window_write(cmd, e, &w[finished], pg, pc);
+            rc = rc ? rc : rc2;
+        }
+        if (running < 0) {
+            pc->in_flight = 0;
+            break;
+        }
+        if (rc) { /* fatal: let the running batch end (its results are dropped), give its
+                   * items back */
+            fmb_status ignored = engine_wait(&et, &err);
+            (void)ignored;
+            window_release(cmd, e, &w[running]);
+            running = -1;
+            break;
+        }
+        k = 1 - k;
+    }
+    pthread_mutex_lock(&et.mu);
+    et.quit = 1;
+    pthread_cond_broadcast(&et.cv);
+    pthread_mutex_unlock(&et.mu);
+    pthread_join(et.th, NULL);
+    pthread_mutex_destroy(&et.mu);
+    pthread_cond_destroy(&et.cv);
+    for (int i = 0; i < 2; i++) {
+        window_clear(&w[i]);
+        free(w[i].docs);
+        free(w[i].ids);
+    }
     fmb_prefetch_stop(pf);
     return rc;
 }
