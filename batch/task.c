@@ -870,9 +870,10 @@ fmb_tasks_batch_prepare(fmb_tasks *t, const fmb_task_doc *docs, size_t n, fmb_ta
     b->bd = fmb_xcalloc(n ? n : 1, sizeof *b->bd);
     b->n = n;
     b->outs = outs;
-    // tokenize the batch's documents in parallel (each into its own output; the tokenizer is
-    // read-only and every encode has its own match data)
-#pragma omp parallel for schedule(dynamic, 1)
+    // Tokenized one after another: the pipelined runner prepares a batch while the engine
+    // runs the previous one, so this is off the engine's path; a second OpenMP team beside the
+    // engine's would only take its cores (libgomp's idle threads spin: 4x the CPU time on 2
+    // cores, measured).
     for (size_t i = 0; i < n; i++) {
         memset(&outs[i], 0, sizeof outs[i]);
         b->bd[i].doc = &docs[i];
