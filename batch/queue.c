@@ -701,6 +701,25 @@ int fmb_queue_kill_limit(int max_attempts)
     return 10 * (max_attempts > 0 ? max_attempts : 3);
 }
 
+/* Marks item id dead (finished at now, its lease cleared) with the given extra assignments
+ * (the error text). Returns 0, or -1 on an SQLite error (the caller's transaction is kept). */
+static int set_dead(fmb_queue *q, int64_t id, double now, const char *assign)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "UPDATE item SET status = 'dead', lease_host = NULL, lease_pid = NULL, lease_token "
+             "= NULL, finished_at = ?2, %s WHERE item_id = ?1",
+             assign);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_double(st, 2, now);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
 fmb_status fmb_queue_claim(fmb_queue *q,
                            const char *key,
                            const char *content_hash,
@@ -802,37 +821,17 @@ fmb_status fmb_queue_claim(fmb_queue *q,
             kill_inc = death == DEATH_KILLED;
         }
         if (kill_inc && kills + 1 >= fmb_queue_kill_limit(q->max_attempts)) {
-            if (sqlite3_prepare_v2(q->db,
-                                   "UPDATE item SET status = 'dead', kills = kills + 1, "
-                                   "lease_host = NULL, lease_pid = NULL, lease_token = NULL, "
-                                   "finished_at = ?2, error = 'its worker was killed from "
-                                   "outside ' || (kills + 1) || ' times while processing it "
-                                   "(SIGKILL, the OOM killer, a power loss?)' WHERE item_id = ?1",
-                                   -1, &st, NULL) != SQLITE_OK)
+            if (set_dead(q, id, now,
+                         "kills = kills + 1, error = 'its worker was killed from outside ' || "
+                         "(kills + 1) || ' times while processing it (SIGKILL, the OOM killer, "
+                         "a power loss?)'"))
                 goto sqlerr;
-            sqlite3_bind_int64(st, 1, id);
-            sqlite3_bind_double(st, 2, now);
-            if (sqlite3_step(st) != SQLITE_DONE)
-                goto sqlerr;
-            sqlite3_finalize(st);
-            st = NULL;
             *outcome = FMB_CLAIM_DEAD;
             goto commit;
         }
         if (attempt_inc && attempts >= q->max_attempts) {
-            if (sqlite3_prepare_v2(q->db,
-                                   "UPDATE item SET status = 'dead', lease_host = NULL, "
-                                   "lease_pid = NULL, lease_token = NULL, finished_at = ?2, "
-                                   "error = 'a worker died on it ' || attempts || ' times' "
-                                   "WHERE item_id = ?1",
-                                   -1, &st, NULL) != SQLITE_OK)
+            if (set_dead(q, id, now, "error = 'a worker died on it ' || attempts || ' times'"))
                 goto sqlerr;
-            sqlite3_bind_int64(st, 1, id);
-            sqlite3_bind_double(st, 2, now);
-            if (sqlite3_step(st) != SQLITE_DONE)
-                goto sqlerr;
-            sqlite3_finalize(st);
-            st = NULL;
             *outcome = FMB_CLAIM_DEAD;
             goto commit;
         }
