@@ -568,19 +568,27 @@ static int run_pass(const char *cmd,
         return s == FMB_EINVAL ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
     }
     size_t max_docs = fmb_tasks_plan_get(e->tasks)->max_docs;
+    // The reader and engine threads never take SIGINT/SIGTERM (the mask is inherited): the
+    // handler runs on this thread, and their system calls are not cut short by it.
+    sigset_t block, old_mask;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old_mask);
     fmb_prefetch *pf = NULL;
-    if ((s = fmb_prefetch_start(src, 2 * max_docs, FMB_WINDOW_BYTES, &pf, &err))) {
-        fmb_cli_error(cmd, "%s", err.msg);
-        return FMB_EXIT_FATAL;
-    }
+    s = fmb_prefetch_start(src, 2 * max_docs, FMB_WINDOW_BYTES, &pf, &err);
     engine_thread et;
     memset(&et, 0, sizeof et);
     et.e = e;
     pthread_mutex_init(&et.mu, NULL);
     pthread_cond_init(&et.cv, NULL);
-    if (pthread_create(&et.th, NULL, engine_main, &et) != 0) {
-        fmb_cli_error(cmd, "cannot start the engine thread");
+    int started = !s && pthread_create(&et.th, NULL, engine_main, &et) == 0;
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    if (!started) {
+        fmb_cli_error(cmd, "%s", s ? err.msg : "cannot start the engine thread");
         fmb_prefetch_stop(pf);
+        pthread_mutex_destroy(&et.mu);
+        pthread_cond_destroy(&et.cv);
         return FMB_EXIT_FATAL;
     }
     window w[2];
