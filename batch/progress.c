@@ -43,9 +43,10 @@ static void line(fmb_progress *p, const fmb_progress_counts *c, const char *key,
         int64_t left = c->total - c->done - c->failed - c->skipped;
         fmt_eta(eta, sizeof eta, left > 0 ? (double)left / ips : 0);
     }
-    char inflight[48] = "";
+    char inflight[96] = "";
     if (c->in_flight > 0 && !final)
-        snprintf(inflight, sizeof inflight, "; %lld in the batch", (long long)c->in_flight);
+        snprintf(inflight, sizeof inflight, "; %lld documents (%lld tokens) in the batch",
+                 (long long)c->in_flight, (long long)c->in_flight_tokens);
     if (p->bar && !final) {
         int w = 24, fill = 0;
         if (c->total > 0) {

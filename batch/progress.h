@@ -18,13 +18,14 @@ typedef enum {
 typedef struct fmb_progress fmb_progress;
 
 typedef struct {
-    int64_t seen;      /* documents the source yielded */
-    int64_t done;      /* done by this run */
-    int64_t failed;    /* failed (or dead) by this run */
-    int64_t skipped;   /* already done, busy elsewhere, or failed before */
-    int64_t tokens;    /* document tokens processed by this run */
-    int64_t total;     /* documents expected (0: unknown) */
-    int64_t in_flight; /* documents in the batch on the engine now */
+    int64_t seen;             /* documents the source yielded */
+    int64_t done;             /* done by this run */
+    int64_t failed;           /* failed (or dead) by this run */
+    int64_t skipped;          /* already done, busy elsewhere, or failed before */
+    int64_t tokens;           /* document tokens processed by this run */
+    int64_t total;            /* documents expected (0: unknown) */
+    int64_t in_flight;        /* documents in the batch on the engine now */
+    int64_t in_flight_tokens; /* their tokens (after truncation) */
 } fmb_progress_counts;
 
 /* Caller frees with fmb_progress_end. */

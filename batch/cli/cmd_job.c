@@ -616,6 +616,9 @@ static int run_pass(const char *cmd,
             for (size_t i = 0; i < w[k].n; i++)
                 fmb_queue_working(e->q, w[k].ids[i], 1);
             pc->in_flight = (int64_t)w[k].n;
+            pc->in_flight_tokens = 0;
+            for (size_t i = 0; i < w[k].n; i++)
+                pc->in_flight_tokens += w[k].outs[i].doc_tokens;
             engine_submit(&et, w[k].batch);
             running = k;
         } else if (w[k].n) {
@@ -626,7 +629,7 @@ static int run_pass(const char *cmd,
             rc = rc ? rc : rc2;
         }
         if (running < 0) {
-            pc->in_flight = 0;
+            pc->in_flight = pc->in_flight_tokens = 0;
             break;
         }
         if (rc) { /* fatal: let the running batch end (its results are dropped), give its
