@@ -1,6 +1,8 @@
 /* fmbatch: command dispatch. Each command lives in batch/cli/cmd_*.c. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "batch/cli/cli.h"
 
@@ -34,8 +36,23 @@ static void usage(FILE *f)
                "--mem-limit SIZE  --threads N\n");
 }
 
+/* OpenMP threads wait passively unless the user chose otherwise. libgomp's default lets idle
+ * threads spin (~300K rounds) after every parallel region: on a shared machine or with two
+ * workers on one host the spinning threads take the cores the working ones need (a job ran 3-9x
+ * slower than with --threads 1; docs/DECISIONS.md). libgomp reads OMP_WAIT_POLICY once, before
+ * main, so an unset policy is set and the program started again, once (the variable is then
+ * set). If that exec fails, the run goes on with the default. */
+static void passive_openmp(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY"))
+        return;
+    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0)
+        execv("/proc/self/exe", argv);
+}
+
 int main(int argc, char **argv)
 {
+    passive_openmp(argv);
     if (argc < 2) {
         usage(stderr);
         return FMB_EXIT_USAGE;
@@ -45,7 +62,7 @@ int main(int argc, char **argv)
         return FMB_EXIT_OK;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("fmbatch %s\n", FMB_VERSION);
+        printf("fmbatch %s (OpenMP wait policy: %s)\n", FMB_VERSION, getenv("OMP_WAIT_POLICY"));
         return FMB_EXIT_OK;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

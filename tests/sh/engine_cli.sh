@@ -151,3 +151,11 @@ if [ $rc -eq 2 ] && grep -q "kernel" "$T/err"; then echo "PASS inspect: bad --ke
 FMB_MATVEC=fast "$F" inspect --model "$T/syn" >/dev/null 2>"$T/err"
 rc=$?
 if [ $rc -eq 2 ] && grep -q "FMB_MATVEC" "$T/err"; then echo "PASS inspect: bad legacy variable exits 2"; else echo "FAIL inspect: bad FMB_MATVEC: rc=$rc $(cat "$T/err")"; fi
+
+# OpenMP threads wait passively by default (batch/cli/main.c); a policy the user set is kept.
+v=$(env -u OMP_WAIT_POLICY "$F" --version)
+case $v in *"wait policy: PASSIVE"*) echo "PASS OpenMP wait policy passive by default" ;;
+*) echo "FAIL OpenMP wait policy passive by default: $v" ;; esac
+v=$(OMP_WAIT_POLICY=active "$F" --version)
+case $v in *"wait policy: active"*) echo "PASS OpenMP wait policy set by the user is kept" ;;
+*) echo "FAIL OpenMP wait policy set by the user is kept: $v" ;; esac
