@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -229,8 +230,39 @@ fmb_status fmb_cli_read_ids(const char *path, int32_t **ids, size_t *n, fmb_err 
     if (s)
         return s;
     size_t cap = 1024, cnt = 0;
-    int32_t *v = fmb_xmalloc(cap * sizeof *v);
     char *p = text;
+    while (*p && isspace((unsigned char)*p))
+        p++;
+    if (*p == '[') { /* a JSON array, as `fmbatch tokenize` prints */
+        json_error_t je;
+        json_t *a = json_loadb(text, len, 0, &je);
+        if (!a || !json_is_array(a)) {
+            json_decref(a);
+            free(text);
+            return fmb_fail(err, FMB_EINVAL, "%s:%d:%d: not a JSON array of token ids: %s", path,
+                            je.line, je.column, a ? "not an array" : je.text);
+        }
+        size_t na = json_array_size(a);
+        int32_t *w = fmb_xmalloc((na ? na : 1) * sizeof *w);
+        for (size_t i = 0; i < na; i++) {
+            json_t *x = json_array_get(a, i);
+            json_int_t xi = json_is_integer(x) ? json_integer_value(x) : -1;
+            if (xi < 0 || xi > INT32_MAX) {
+                json_decref(a);
+                free(w);
+                free(text);
+                return fmb_fail(err, FMB_EINVAL, "%s: element %zu is not a token id", path, i);
+            }
+            w[i] = (int32_t)xi;
+        }
+        json_decref(a);
+        free(text);
+        *ids = w;
+        *n = na;
+        return FMB_OK;
+    }
+    int32_t *v = fmb_xmalloc(cap * sizeof *v);
+    p = text;
     size_t line = 1;
     for (;;) {
         while (*p && isspace((unsigned char)*p)) {

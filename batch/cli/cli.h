@@ -61,7 +61,8 @@ const char *fmb_cli_kernel_report(const fmb_engine *eng, char *buf, size_t n);
 /* Reads a whole file (path "-" = stdin). Caller frees; NUL-terminated. */
 FMB_NODISCARD fmb_status fmb_cli_read_file(const char *path, char **out, size_t *len, fmb_err *err);
 
-/* Reads whitespace-separated token ids. Caller frees *ids. Names the file and the bad word. */
+/* Reads token ids: whitespace-separated, or a JSON array (what `fmbatch tokenize` prints).
+ * Caller frees *ids. Names the file and the bad word or position. */
 FMB_NODISCARD fmb_status fmb_cli_read_ids(const char *path, int32_t **ids, size_t *n, fmb_err *err);
 
 /* The checkpoint's tensors holding NaN or Inf values (one pass over the mapped weights): a

@@ -61,4 +61,16 @@ err tok_cli_err_ids "ids.txt" "$B" detokenize --tokenizer "$F" "$T/ids.txt"
 echo '1 99999999' >"$T/ids2.txt"
 err tok_cli_err_id_range "ids2.txt: token id 99999999" "$B" detokenize --tokenizer "$F" "$T/ids2.txt"
 err tok_cli_err_flag "exactly one of" "$B" tokenize "$T/in.txt"
+# Round trips: the JSON array tokenize prints is what detokenize and --ids-file take, as well
+# as whitespace-separated ids; a bad element is named.
+ok tok_cli_roundtrip "$(printf 'Hello, world! <|endoftext|> ünï' | "$B" tokenize --tokenizer "$F" | "$B" detokenize --tokenizer "$F")" "Hello, world! <|endoftext|> ünï"
+printf 'Hello, world!' | "$B" tokenize --model tests/fixtures/tiny-a >"$T/ids.json"
+tr ',[]' '   ' <"$T/ids.json" >"$T/ids.txt"
+a=$("$B" score --model tests/fixtures/tiny-a --ids-file "$T/ids.json" 2>&1)
+b=$("$B" score --model tests/fixtures/tiny-a --ids-file "$T/ids.txt" 2>&1)
+if [ -n "$a" ] && [ "$a" = "$b" ]; then echo "PASS tok_cli_ids_file_json"; else echo "FAIL tok_cli_ids_file_json: '$a' vs '$b'"; fi
+echo '[1, "x", 3]' >"$T/bad.json"
+"$B" detokenize --tokenizer "$F" "$T/bad.json" >/dev/null 2>"$T/err"
+rc=$?
+if [ $rc -eq 2 ] && grep -q "bad.json: element 1 is not a token id" "$T/err"; then echo "PASS tok_cli_bad_json_ids"; else echo "FAIL tok_cli_bad_json_ids: rc $rc $(cat "$T/err")"; fi
 exit 0
