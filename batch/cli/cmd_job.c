@@ -724,8 +724,7 @@ int fmb_cmd_run(int argc, char **argv)
             fprintf(stderr,
                     "fmbatch run: %lld failed in this run, %lld in all: `fmbatch status %s` "
                     "groups the reasons, `fmbatch retry %s --failed` queues them again\n",
-                    (long long)pc.failed, (long long)(qc.failed + qc.dead), a.job_path,
-                    a.job_path);
+                    (long long)pc.failed, (long long)(qc.failed + qc.dead), a.job_path, a.job_path);
         if (pc.failed > 0)
             rc = FMB_EXIT_ITEMS_FAILED;
     }
