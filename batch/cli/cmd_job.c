@@ -79,23 +79,84 @@ enum {
     OPT_INCLUDE_FAILED
 };
 
+/* The options of the job commands, one table: name, argument, help, default, and which
+ * commands take it. `fmbatch CMD --help` prints the command's rows; getopt is given only them,
+ * so an option of another command is refused. */
+enum { C_RUN = 1, C_CHECK = 2, C_STATUS = 4, C_EXPORT = 8, C_RETRY = 16, C_ALL = 31 };
+typedef struct {
+    const char *name, *arg, *help, *dflt;
+    int val;
+    unsigned cmds;
+} job_opt;
+static const job_opt job_opts[] = {
+    {"backend", "auto|cpu|cuda", "engine backend", "[job] backend, else auto", OPT_BACKEND,
+     C_RUN | C_CHECK},
+    {"dtype", "bf16|f32", "CUDA compute type", "[job] dtype, else bf16", OPT_DTYPE,
+     C_RUN | C_CHECK},
+    {"chunk-tokens", "N", "prefill chunk length", "[job] chunk_tokens, else 4096 (cuda)", OPT_CHUNK,
+     C_RUN | C_CHECK},
+    {"mem-limit", "SIZE", "device memory to stay under (e.g. 22GiB)", "[job] mem_limit, else none",
+     OPT_MEM, C_RUN | C_CHECK},
+    {"threads", "N", "CPU threads", "[job] threads, else all cores", OPT_THREADS, C_RUN | C_CHECK},
+    {"max-batch", "N", "documents in flight (results do not depend on it)",
+     "[job] max_batch, else 128 on a GPU, 8 on the CPU", OPT_MAX_BATCH, C_RUN | C_CHECK},
+    {"kernel", "K=V,...", "CUDA kernel choices (README)", "[job] kernel, else the defaults",
+     OPT_KERNEL, C_RUN | C_CHECK},
+    {"progress", "auto|bar|plain|none", "progress display", "auto", OPT_PROGRESS, C_RUN},
+    {"progress-interval", "SECONDS", "seconds between plain progress lines", "30",
+     OPT_PROGRESS_INTERVAL, C_RUN},
+    {"max-items", "N", "stop after claiming N items", "no limit", OPT_MAX_ITEMS, C_RUN},
+    {"format", "jsonl|csv", "export format", "jsonl", OPT_FORMAT, C_EXPORT},
+    {"failed", NULL, "put failed and dead items back in the queue", NULL, OPT_FAILED, C_RETRY},
+    {"include-failed", NULL, "also one row per failed or dead item", NULL, OPT_INCLUDE_FAILED,
+     C_EXPORT},
+    {"help", NULL, "this help", NULL, 'h', C_ALL},
+};
+#define N_JOB_OPTS (sizeof job_opts / sizeof job_opts[0])
+
+static unsigned cmd_bit(const char *cmd)
+{
+    return !strcmp(cmd, "run")      ? C_RUN
+           : !strcmp(cmd, "check")  ? C_CHECK
+           : !strcmp(cmd, "status") ? C_STATUS
+           : !strcmp(cmd, "export") ? C_EXPORT
+                                    : C_RETRY;
+}
+
+static const job_opt *job_opt_of(int val)
+{
+    for (size_t i = 0; i < N_JOB_OPTS; i++)
+        if (job_opts[i].val == val)
+            return &job_opts[i];
+    return NULL;
+}
+
+static void job_help(const char *cmd, unsigned bit)
+{
+    printf("usage: fmbatch %s JOB.toml [options]\n\noptions:\n", cmd);
+    for (size_t i = 0; i < N_JOB_OPTS; i++) {
+        const job_opt *o = &job_opts[i];
+        if (!(o->cmds & bit))
+            continue;
+        char lhs[64];
+        snprintf(lhs, sizeof lhs, "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+        printf("  %-32s %s%s%s%s\n", lhs, o->help, o->dflt ? " (default: " : "",
+               o->dflt ? o->dflt : "", o->dflt ? ")" : "");
+    }
+}
+
+/* Returns 0, -1 on a usage error, 1 after --help (printed). */
 static int parse_args(int argc, char **argv, job_args *a)
 {
-    static const struct option opts[] = {
-        {"backend", required_argument, 0, OPT_BACKEND},
-        {"dtype", required_argument, 0, OPT_DTYPE},
-        {"chunk-tokens", required_argument, 0, OPT_CHUNK},
-        {"mem-limit", required_argument, 0, OPT_MEM},
-        {"threads", required_argument, 0, OPT_THREADS},
-        {"max-batch", required_argument, 0, OPT_MAX_BATCH},
-        {"kernel", required_argument, 0, OPT_KERNEL},
-        {"progress", required_argument, 0, OPT_PROGRESS},
-        {"progress-interval", required_argument, 0, OPT_PROGRESS_INTERVAL},
-        {"max-items", required_argument, 0, OPT_MAX_ITEMS},
-        {"format", required_argument, 0, OPT_FORMAT},
-        {"failed", no_argument, 0, OPT_FAILED},
-        {"include-failed", no_argument, 0, OPT_INCLUDE_FAILED},
-        {0, 0, 0, 0}};
+    unsigned bit = cmd_bit(argv[0]);
+    struct option opts[N_JOB_OPTS + 1];
+    size_t no = 0;
+    for (size_t i = 0; i < N_JOB_OPTS; i++)
+        if (job_opts[i].cmds & bit)
+            opts[no++] =
+                (struct option){job_opts[i].name, job_opts[i].arg ? required_argument : no_argument,
+                                0, job_opts[i].val};
+    opts[no] = (struct option){0, 0, 0, 0};
     const char *cmd = argv[0];
     memset(a, 0, sizeof *a);
     a->progress_interval = 30;
@@ -114,9 +175,9 @@ static int parse_args(int argc, char **argv, job_args *a)
         case OPT_THREADS:
         case OPT_MAX_BATCH:
         case OPT_KERNEL:
-            fmb_cli_engine_opt(opts[c - OPT_BACKEND].name, optarg, &a->eo, &bad);
+            fmb_cli_engine_opt(job_opt_of(c)->name, optarg, &a->eo, &bad);
             if (bad) {
-                fmb_cli_error(cmd, "bad value for --%s: '%s'", opts[c - OPT_BACKEND].name, optarg);
+                fmb_cli_error(cmd, "bad value for --%s: '%s'", job_opt_of(c)->name, optarg);
                 return -1;
             }
             break;
@@ -161,6 +222,9 @@ static int parse_args(int argc, char **argv, job_args *a)
         case OPT_INCLUDE_FAILED:
             a->include_failed = 1;
             break;
+        case 'h':
+            job_help(cmd, bit);
+            return 1;
         default:
             return -1;
         }
@@ -662,8 +726,9 @@ int fmb_cmd_run(int argc, char **argv)
 {
     const char *cmd = argv[0];
     job_args a;
-    if (parse_args(argc, argv, &a))
-        return FMB_EXIT_USAGE;
+    int pa = parse_args(argc, argv, &a);
+    if (pa)
+        return pa > 0 ? FMB_EXIT_OK : FMB_EXIT_USAGE;
     run_env e;
     double t_open = fmb_now();
     int rc = env_open(cmd, &a, 1, &e);
@@ -741,8 +806,9 @@ int fmb_cmd_check(int argc, char **argv)
 {
     const char *cmd = argv[0];
     job_args a;
-    if (parse_args(argc, argv, &a))
-        return FMB_EXIT_USAGE;
+    int pa = parse_args(argc, argv, &a);
+    if (pa)
+        return pa > 0 ? FMB_EXIT_OK : FMB_EXIT_USAGE;
     run_env e;
     int rc = env_open(cmd, &a, 0, &e);
     if (rc) {
@@ -910,8 +976,9 @@ int fmb_cmd_status(int argc, char **argv)
 {
     const char *cmd = argv[0];
     job_args a;
-    if (parse_args(argc, argv, &a))
-        return FMB_EXIT_USAGE;
+    int pa = parse_args(argc, argv, &a);
+    if (pa)
+        return pa > 0 ? FMB_EXIT_OK : FMB_EXIT_USAGE;
     fmb_job *job = NULL;
     fmb_queue *q = NULL;
     fmb_err err;
@@ -967,8 +1034,9 @@ int fmb_cmd_retry(int argc, char **argv)
 {
     const char *cmd = argv[0];
     job_args a;
-    if (parse_args(argc, argv, &a))
-        return FMB_EXIT_USAGE;
+    int pa = parse_args(argc, argv, &a);
+    if (pa)
+        return pa > 0 ? FMB_EXIT_OK : FMB_EXIT_USAGE;
     if (!a.failed) {
         fmb_cli_error(cmd, "usage: fmbatch retry JOB.toml --failed");
         return FMB_EXIT_USAGE;
@@ -993,8 +1061,9 @@ int fmb_cmd_export(int argc, char **argv)
 {
     const char *cmd = argv[0];
     job_args a;
-    if (parse_args(argc, argv, &a))
-        return FMB_EXIT_USAGE;
+    int pa = parse_args(argc, argv, &a);
+    if (pa)
+        return pa > 0 ? FMB_EXIT_OK : FMB_EXIT_USAGE;
     fmb_export_format format =
         a.format && !strcmp(a.format, "csv") ? FMB_EXPORT_CSV : FMB_EXPORT_JSONL;
     fmb_job *job = NULL;
