@@ -327,3 +327,44 @@ json_t *fmb_cli_nonfinite_weights(const fmb_st *st, size_t *n_bad, const char **
     }
     return a;
 }
+
+/* The options several commands share. */
+static const fmb_cli_opt_help shared_help[] = {
+    {"model", "DIR", "the model folder (HF layout: config.json, *.safetensors, tokenizer.json)"},
+    {"tokenizer", "FILE", "a tokenizer.json (instead of --model DIR)"},
+    {"ids-file", "FILE", "token ids, whitespace-separated or a JSON array"},
+    {"text-file", "FILE", "text to encode (UTF-8)"},
+    {"prompt", "TEXT", "the text itself"},
+    {"backend", "auto|cpu|cuda", "engine backend (default auto: the GPU when there is one)"},
+    {"dtype", "bf16|f32", "CUDA compute type (default bf16)"},
+    {"chunk-tokens", "N", "prefill chunk length (default 4096 on CUDA)"},
+    {"mem-limit", "SIZE", "device memory to stay under, e.g. 22GiB (default none)"},
+    {"kernel", "K=V,...", "CUDA kernel choices (README); repeatable"},
+    {"threads", "N", "CPU threads (default all cores)"},
+    {"seed", "N", "random seed"},
+    {"verbose", NULL, "more detail on stderr"},
+    {"help", NULL, "this help"},
+    {NULL, NULL, NULL}};
+
+static const fmb_cli_opt_help *help_of(const char *name, const fmb_cli_opt_help *own)
+{
+    for (const fmb_cli_opt_help *h = own; h && h->name; h++)
+        if (!strcmp(h->name, name))
+            return h;
+    for (const fmb_cli_opt_help *h = shared_help; h->name; h++)
+        if (!strcmp(h->name, name))
+            return h;
+    return NULL;
+}
+
+void fmb_cli_help(const char *usage, const struct option *lo, const fmb_cli_opt_help *own)
+{
+    printf("usage: fmbatch %s\n\noptions:\n", usage);
+    for (const struct option *o = lo; o->name; o++) {
+        const fmb_cli_opt_help *h = help_of(o->name, own);
+        const char *arg = h && h->arg ? h->arg : o->has_arg ? "VALUE" : NULL;
+        char lhs[64];
+        snprintf(lhs, sizeof lhs, "--%s%s%s", o->name, arg ? " " : "", arg ? arg : "");
+        printf("  %-30s %s\n", lhs, h ? h->help : "");
+    }
+}

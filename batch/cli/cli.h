@@ -8,6 +8,7 @@
 #ifndef FMB_CLI_H
 #define FMB_CLI_H
 
+#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 
@@ -60,6 +61,16 @@ const char *fmb_cli_kernel_report(const fmb_engine *eng, char *buf, size_t n);
 
 /* Reads a whole file (path "-" = stdin). Caller frees; NUL-terminated. */
 FMB_NODISCARD fmb_status fmb_cli_read_file(const char *path, char **out, size_t *len, fmb_err *err);
+
+/* Help text of one option; a command passes its own for names whose meaning is its own (NULL
+ * ends the table), the rest come from cli.c's table of the shared names. */
+typedef struct {
+    const char *name, *arg, *help;
+} fmb_cli_opt_help;
+
+/* `fmbatch CMD --help`: the usage line, then every option of lo (the table getopt is given, so
+ * the two cannot drift) with its argument and help. */
+void fmb_cli_help(const char *usage, const struct option *lo, const fmb_cli_opt_help *own);
 
 /* Reads token ids: whitespace-separated, or a JSON array (what `fmbatch tokenize` prints).
  * Caller frees *ids. Names the file and the bad word or position. */

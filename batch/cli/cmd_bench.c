@@ -146,14 +146,26 @@ int fmb_cmd_bench(int argc, char **argv)
         {"chunk-tokens", required_argument, 0, O_CHUNK},
         {"mem-limit", required_argument, 0, O_MEM},
         {"kernel", required_argument, 0, O_KERNEL},
+        {"help", no_argument, 0, 'H'},
         {0, 0, 0, 0},
     };
+    static const fmb_cli_opt_help own[] = {
+        {"synthetic", "7b|SPEC", "random weights of that shape made on the GPU (no checkpoint)"},
+        {"tokens", "N,N,...", "prefill lengths (default 1024,16384,100000)"},
+        {"decode-batch", "B", "the batched decode size (batch 1 is always measured)"},
+        {"decode-steps", "S", "steps per decode measurement"},
+        {"ballast-free", "SIZE", "allocate device memory until only SIZE is free (a smaller card)"},
+        {"seed", "N", "seed of the synthetic weights"},
+        {NULL, NULL, NULL}};
     optind = 1;
     int ch;
     uint64_t u;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         int bad = 0;
         switch (ch) {
+        case 'H':
+            fmb_cli_help("bench (--model DIR | --synthetic 7b) [options]", lo, own);
+            return FMB_EXIT_OK;
         case O_MODEL:
             model = optarg;
             break;

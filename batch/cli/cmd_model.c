@@ -148,7 +148,12 @@ int fmb_cmd_score(int argc, char **argv)
                                        {"top-k", required_argument, 0, OPT_TOPK_OUT},
                                        {"verbose", no_argument, 0, 'v'},
                                        ENGINE_LONGOPTS,
+                                       {"help", no_argument, 0, 'H'},
                                        {0, 0, 0, 0}};
+    static const fmb_cli_opt_help own[] = {
+        {"per-token", NULL, "print every token's NLL, rank and byte offset"},
+        {"top-k", "K", "per-token top-K alternatives (needs --per-token)"},
+        {NULL, NULL, NULL}};
     const char *cmd = "score";
     input_opts in = {0};
     int per_token = 0, top_k = 0, verbose = 0, c, h;
@@ -164,6 +169,10 @@ int fmb_cmd_score(int argc, char **argv)
         if (h || input_opt(c, &in))
             continue;
         switch (c) {
+        case 'H':
+            fmb_cli_help("score --model DIR (--ids-file F | --text-file F | --prompt S) [options]",
+                         lo, own);
+            return FMB_EXIT_OK;
         case OPT_PER_TOKEN:
             per_token = 1;
             break;
@@ -312,7 +321,18 @@ int fmb_cmd_generate(int argc, char **argv)
                                        {"stop", required_argument, 0, OPT_STOP},
                                        {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},
                                        ENGINE_LONGOPTS,
+                                       {"help", no_argument, 0, 'H'},
                                        {0, 0, 0, 0}};
+    static const fmb_cli_opt_help own[] = {
+        {"document-file", "FILE", "a document; --prompt is then a template with {document}"},
+        {"max-new-tokens", "N", "tokens to generate at most"},
+        {"temperature", "T", "sampling temperature (default 0: greedy)"},
+        {"top-k", "K", "sample from the K most likely tokens (default 0: off)"},
+        {"top-p", "P", "nucleus sampling mass (default 1: off)"},
+        {"seed", "N", "sampling seed (a job row's seed reproduces it)"},
+        {"stop", "TEXT", "stop string; repeatable"},
+        {"ignore-eos", NULL, "do not stop at the model's EOS"},
+        {NULL, NULL, NULL}};
     const char *cmd = "generate";
     input_opts in = {0};
     const char *stops[16];
@@ -332,6 +352,11 @@ int fmb_cmd_generate(int argc, char **argv)
         if (h || input_opt(c, &in))
             continue;
         switch (c) {
+        case 'H':
+            fmb_cli_help("generate --model DIR (--ids-file F | --text-file F | --prompt S | "
+                         "--document-file F --prompt S) [options]",
+                         lo, own);
+            return FMB_EXIT_OK;
         case OPT_MAX_NEW:
             if (fmb_cli_parse_u64(optarg, &u) || u > 1000000) {
                 fmb_cli_error(cmd, "--max-new-tokens must be an integer in [0, 1000000]");
@@ -493,8 +518,10 @@ out:
 
 int fmb_cmd_inspect(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"model", required_argument, 0, OPT_MODEL}, ENGINE_LONGOPTS, {0, 0, 0, 0}};
+    static const struct option lo[] = {{"model", required_argument, 0, OPT_MODEL},
+                                       ENGINE_LONGOPTS,
+                                       {"help", no_argument, 0, 'H'},
+                                       {0, 0, 0, 0}};
     const char *cmd = "inspect", *model = NULL;
     int c, h;
     fmb_engine_opts eo = {0};
@@ -505,6 +532,10 @@ int fmb_cmd_inspect(int argc, char **argv)
         if ((h = engine_opt(c, cmd, &eo)))
             if (h < 0)
                 return FMB_EXIT_USAGE;
+        if (c == 'H') {
+            fmb_cli_help("inspect --model DIR [options]", lo, NULL);
+            return FMB_EXIT_OK;
+        }
         if (c == OPT_MODEL)
             model = optarg;
         else if (!h)

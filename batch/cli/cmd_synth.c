@@ -7,10 +7,20 @@
 
 int fmb_cmd_synth(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"shape", required_argument, 0, 's'}, {"out", required_argument, 0, 'o'},
-        {"dtype", required_argument, 0, 'd'}, {"shards", required_argument, 0, 'n'},
-        {"seed", required_argument, 0, 'r'},  {0, 0, 0, 0}};
+    static const struct option lo[] = {{"shape", required_argument, 0, 's'},
+                                       {"out", required_argument, 0, 'o'},
+                                       {"dtype", required_argument, 0, 'd'},
+                                       {"shards", required_argument, 0, 'n'},
+                                       {"seed", required_argument, 0, 'r'},
+                                       {"help", no_argument, 0, 'H'},
+                                       {0, 0, 0, 0}};
+    static const fmb_cli_opt_help own[] = {
+        {"shape", "7b|100m|tiny|D=..,L=..,V=..", "the model's shape"},
+        {"out", "DIR", "the folder to write (config.json, safetensors)"},
+        {"dtype", "bf16|f32", "stored dtype (default bf16)"},
+        {"shards", "N", "safetensors shards (with an index when N > 1)"},
+        {"seed", "N", "seed of the random weights"},
+        {NULL, NULL, NULL}};
     const char *cmd = "synth", *shape = NULL, *out = NULL;
     fmb_synth_opts o = {FMB_DT_BF16, 0, 1, 0};
     int c;
@@ -18,6 +28,9 @@ int fmb_cmd_synth(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
+        case 'H':
+            fmb_cli_help("synth --shape SHAPE --out DIR [options]", lo, own);
+            return FMB_EXIT_OK;
         case 's':
             shape = optarg;
             break;

@@ -47,7 +47,15 @@ static int parse_args(int argc, char **argv, tok_args *a)
                                              {"hex-lines", no_argument, 0, OPT_HEX},
                                              {"json-lines", no_argument, 0, OPT_JSONL},
                                              {"time", no_argument, 0, OPT_TIME},
+                                             {"help", no_argument, 0, 'H'},
                                              {0, 0, 0, 0}};
+    static const fmb_cli_opt_help own[] = {
+        {"no-special", NULL, "tokenize: special tokens in the text are plain text"},
+        {"skip-special", NULL, "detokenize: leave special tokens out"},
+        {"hex-lines", NULL, "one input per line, hex-encoded"},
+        {"json-lines", NULL, "one input per line, a JSON string"},
+        {"time", NULL, "report the time taken on stderr"},
+        {NULL, NULL, NULL}};
     memset(a, 0, sizeof *a);
     optind = 1;
     opterr = 0;
@@ -75,6 +83,15 @@ static int parse_args(int argc, char **argv, tok_args *a)
         case OPT_TIME:
             a->time = 1;
             break;
+        case 'H':
+            fmb_cli_help(
+                !strcmp(argv[0], "tokenize")
+                    ? "tokenize (--tokenizer FILE | --model DIR) [options] [FILE]   bytes -> "
+                      "ids (a JSON array)"
+                    : "detokenize (--tokenizer FILE | --model DIR) [options] [FILE]   ids "
+                      "(whitespace-separated or a JSON array) -> text",
+                longopts, own);
+            return 1;
         default:
             fmb_cli_error(argv[0], "unknown or incomplete option '%s'", argv[optind - 1]);
             return -1;
@@ -172,8 +189,9 @@ int fmb_cmd_tokenize(int argc, char **argv)
 {
     const char *cmd = argv[0];
     tok_args a;
-    if (parse_args(argc, argv, &a))
-        return FMB_EXIT_USAGE;
+    int pa = parse_args(argc, argv, &a);
+    if (pa)
+        return pa > 0 ? FMB_EXIT_OK : FMB_EXIT_USAGE;
     fmb_tok *tok = NULL;
     int rc = load_tok(cmd, &a, &tok);
     if (rc)
@@ -295,8 +313,9 @@ int fmb_cmd_detokenize(int argc, char **argv)
 {
     const char *cmd = argv[0];
     tok_args a;
-    if (parse_args(argc, argv, &a))
-        return FMB_EXIT_USAGE;
+    int pa = parse_args(argc, argv, &a);
+    if (pa)
+        return pa > 0 ? FMB_EXIT_OK : FMB_EXIT_USAGE;
     fmb_tok *tok = NULL;
     int rc = load_tok(cmd, &a, &tok);
     if (rc)

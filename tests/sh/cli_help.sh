@@ -33,4 +33,25 @@ for c in $cmds; do
     done
     if [ -z "$other" ]; then echo "PASS help: $c refuses the other commands' options"; else echo "FAIL help: $c accepts options it does not list:$other"; fi
 done
+# The other commands: --help from the table getopt is given (fmb_cli_help), every option
+# listed is accepted.
+for c in score generate inspect tokenize detokenize bench synth; do
+    "$F" "$c" --help >"$T/$c.help" 2>&1
+    rc=$?
+    sed -n 's/^  --\([a-z-]*\).*/\1/p' "$T/$c.help" >"$T/$c.opts"
+    if [ $rc -eq 0 ] && grep -q "^usage: fmbatch $c " "$T/$c.help" && grep -qx help "$T/$c.opts" &&
+        [ "$(wc -l <"$T/$c.opts")" -ge 3 ]; then
+        echo "PASS help: $c --help exits 0 with its options"
+    else
+        echo "FAIL help: $c --help: rc $rc: $(cat "$T/$c.help")"
+    fi
+    bad=""
+    for o in $(cat "$T/$c.opts"); do
+        [ "$o" = help ] && continue
+        if grep -q "^  --$o [^ ]" "$T/$c.help"; then v="--$o=1"; else v="--$o"; fi
+        "$F" "$c" "$v" >/dev/null 2>"$T/err" </dev/null
+        grep -q "unrecognized option\|unknown or incomplete option" "$T/err" && bad="$bad $o"
+    done
+    if [ -z "$bad" ]; then echo "PASS help: every option $c lists is accepted"; else echo "FAIL help: $c refuses its own options:$bad"; fi
+done
 exit 0
