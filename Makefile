@@ -1,6 +1,7 @@
 # fmbatch: one non-recursive Makefile.
 #
-#   make                 build ./fmbatch (with the CUDA backend when nvcc is found; CUDA=0 without)
+#   make                 build ./fmbatch (with the CUDA backend when nvcc is found, in build/; CUDA=0
+#                        builds without it, in build-nocuda/)
 #   make test            build and run every test that needs no GPU; last line "N passed, N failed"
 #   make test SANITIZER=address,undefined   the same tests under ASan+UBSan (build-san/, no CUDA)
 #   make test-gpu        build and run the GPU tests (needs a GPU)
@@ -13,10 +14,7 @@ CXX  ?= g++
 NVCC ?= nvcc
 
 SANITIZER ?=
-ifeq ($(SANITIZER),)
-BUILD ?= build
-else
-BUILD ?= build-san
+ifneq ($(SANITIZER),)
 CUDA := 0
 endif
 
@@ -31,6 +29,18 @@ ifeq ($(CUDA),auto)
     CUDA := 0
   endif
 endif
+
+# One build folder per configuration, so that `make CUDA=0` after `make` (or the reverse)
+# rebuilds instead of linking objects of the other kind: build/ (CUDA), build-nocuda/,
+# build-san/ (sanitizers, no CUDA). The default ones also copy the binary to ./fmbatch.
+ifneq ($(SANITIZER),)
+DEFAULT_BUILD := build-san
+else ifeq ($(CUDA),1)
+DEFAULT_BUILD := build
+else
+DEFAULT_BUILD := build-nocuda
+endif
+BUILD ?= $(DEFAULT_BUILD)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 # sm_80/86/89: the 24 GB cards users have (A10, 3090, 4090, L4); sm_90: H100/H200; plus PTX.
 CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_86,code=sm_86 \
@@ -85,10 +95,12 @@ FMBATCH := $(BUILD)/fmbatch
 .PHONY: all test check test-gpu format format-check lint clean
 # Keep test objects: make would otherwise delete them after the runner's last line.
 .SECONDARY:
-ifeq ($(BUILD),build)
+ifneq ($(filter $(BUILD),build build-nocuda),)
 all: fmbatch
+# phony: ./fmbatch follows the configuration built last, whichever binary is newer
+.PHONY: fmbatch
 fmbatch: $(FMBATCH)
-	cp $< $@
+	@cmp -s $< $@ || cp $< $@
 else
 all: $(FMBATCH)
 endif
@@ -153,6 +165,6 @@ lint:
 	@echo "lint: cppcheck ok"
 
 clean:
-	rm -rf build build-san fmbatch
+	rm -rf build build-nocuda build-san fmbatch
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
