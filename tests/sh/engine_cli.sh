@@ -159,3 +159,20 @@ case $v in *"wait policy: PASSIVE"*) echo "PASS OpenMP wait policy passive by de
 v=$(OMP_WAIT_POLICY=active "$F" --version)
 case $v in *"wait policy: active"*) echo "PASS OpenMP wait policy set by the user is kept" ;;
 *) echo "FAIL OpenMP wait policy set by the user is kept: $v" ;; esac
+
+# synth --tokenizer makes a complete model folder (score --prompt needs the tokenizer); one
+# whose ids do not fit the vocabulary is refused, naming it.
+if "$F" synth --shape D=64,L=2,V=512 --out "$T/syt" --tokenizer "$SRC/tokenizer.json" 2>/dev/null &&
+    cmp -s "$SRC/tokenizer.json" "$T/syt/tokenizer.json" &&
+    "$F" score --model "$T/syt" --prompt "hello there" 2>/dev/null | grep -q '"tokens":'; then
+    echo "PASS synth --tokenizer: a complete model folder"
+else
+    echo "FAIL synth --tokenizer: a complete model folder"
+fi
+"$F" synth --shape D=64,L=2,V=100 --out "$T/syt2" --tokenizer "$SRC/tokenizer.json" 2>"$T/err"
+rc=$?
+if [ $rc -eq 2 ] && grep -q "512 tokens do not fit the model's vocabulary of 100" "$T/err"; then
+    echo "PASS synth --tokenizer: too large a vocabulary is refused"
+else
+    echo "FAIL synth --tokenizer: too large a vocabulary is refused: rc $rc $(cat "$T/err")"
+fi
