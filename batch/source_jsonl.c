@@ -167,10 +167,10 @@ static fmb_status jsonl_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *e
         fmb_src_set_key(src, "%s:%llu", s->fkey, (unsigned long long)s->lineno);
         if (!obj || !json_is_object(obj)) {
             if (obj)
-                fmb_src_set_error(src, "line %llu: not a JSON object",
+                fmb_src_set_error(src, "not a JSON object: line %llu",
                                   (unsigned long long)s->lineno);
             else
-                fmb_src_set_error(src, "line %llu, column %d: bad JSON: %s",
+                fmb_src_set_error(src, "bad JSON: line %llu, column %d: %s",
                                   (unsigned long long)s->lineno, je.column, je.text);
             json_decref(obj);
             fmb_src_emit(src, doc);
@@ -185,14 +185,14 @@ static fmb_status jsonl_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *e
                 fmb_src_set_key(src, "%s#%lld", s->fkey, (long long)json_integer_value(id));
             else
                 fmb_src_set_error(src,
-                                  "line %llu: id field '%s' is missing or not a string or "
-                                  "integer",
-                                  (unsigned long long)s->lineno, cfg->id_field);
+                                  "id field '%s' is missing or not a string or integer: line "
+                                  "%llu",
+                                  cfg->id_field, (unsigned long long)s->lineno);
         }
         json_t *text = json_object_get(obj, cfg->text_field);
         if (!src->error && !json_is_string(text))
-            fmb_src_set_error(src, "line %llu: text field '%s' is missing or not a string",
-                              (unsigned long long)s->lineno, cfg->text_field);
+            fmb_src_set_error(src, "text field '%s' is missing or not a string: line %llu",
+                              cfg->text_field, (unsigned long long)s->lineno);
         if (!src->error) {
             size_t n = json_string_length(text);
             if (fmb_src_reserve(src, n, (size_t)-1) == 0) {
