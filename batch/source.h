@@ -3,8 +3,9 @@
  * SQLite query. A source is a vtable (next, close) behind an opaque handle; fmb_src_open picks
  * the implementation from the job's [source].kind.
  *
- * Item keys are stable and independent of the working directory (paths as written in the job,
- * relative to its folder):
+ * Item keys are stable and independent of the working directory and of how a path is spelled
+ * (a matched file's canonical path, relative to the job's folder when it is inside it, else
+ * absolute: "data/x.jsonl", "./data/x.jsonl" and "/jobs/data/x.jsonl" name the same items):
  *   archive  "corpus/a.tar.gz!dir/entry.txt"; "corpus/a.tar.gz!@<byte>" a damaged header's
  *            stretch, "corpus/a.tar.gz!" the rest of an archive that cannot be read on
  *   jsonl    "data/x.jsonl.gz#<id>"  (id_field), "data/x.jsonl.gz:<line>" (no id, or a bad line)

@@ -4,6 +4,7 @@
  */
 #include <fnmatch.h>
 #include <glob.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,8 @@ fmb_status fmb_src_expand_paths(fmb_source *src, fmb_err *err)
     size_t cap = 16;
     src->files = fmb_xcalloc(cap, sizeof *src->files);
     src->file_keys = fmb_xcalloc(cap, sizeof *src->file_keys);
+    char *cdir = job->dir ? realpath(job->dir, NULL) : NULL;
+    size_t cdl = cdir ? strlen(cdir) : 0;
     for (size_t p = 0; p < cfg->n_paths; p++) {
         const char *pat = cfg->paths[p];
         char *full = fmb_job_resolve(job, pat);
@@ -30,39 +33,47 @@ fmb_status fmb_src_expand_paths(fmb_source *src, fmb_err *err)
         if (rc == GLOB_NOMATCH || (rc == 0 && g.gl_pathc == 0)) {
             globfree(&g);
             free(full);
+            free(cdir);
             return fmb_fail(err, FMB_EINVAL, "%s: [source].paths: '%s' matches nothing (in %s)",
                             job->path, pat, job->dir);
         }
         if (rc != 0) {
             globfree(&g);
             free(full);
+            free(cdir);
             return fmb_fail(err, FMB_EIO, "%s: [source].paths: cannot expand '%s'", job->path, pat);
         }
-        /* The key keeps the path as written: strip "<job dir>/" from relative patterns. */
-        size_t dl = strlen(job->dir);
+        /* The key: the file's canonical path relative to the job's folder when it is inside
+         * it, else the canonical absolute path, so that a relative and an absolute spelling of
+         * the same file (or ./x and x) give the same key. */
         for (size_t i = 0; i < g.gl_pathc; i++) {
-            const char *m = g.gl_pathv[i];
+            char *m = realpath(g.gl_pathv[i], NULL);
+            if (!m)
+                m = fmb_xstrdup(g.gl_pathv[i]);
             int dup = 0;
             for (size_t j = 0; j < src->n_files; j++)
                 if (!strcmp(src->files[j], m))
                     dup = 1;
-            if (dup)
+            if (dup) {
+                free(m);
                 continue;
+            }
             if (src->n_files == cap) {
                 cap *= 2;
                 src->files = fmb_xrealloc(src->files, cap, sizeof *src->files);
                 src->file_keys = fmb_xrealloc(src->file_keys, cap, sizeof *src->file_keys);
             }
-            src->files[src->n_files] = fmb_xstrdup(m);
+            src->files[src->n_files] = m;
             const char *k = m;
-            if (pat[0] != '/' && !strncmp(m, job->dir, dl) && m[dl] == '/')
-                k = m + dl + 1;
+            if (cdir && !strncmp(m, cdir, cdl) && m[cdl] == '/')
+                k = m + cdl + 1;
             src->file_keys[src->n_files] = fmb_xstrdup(k);
             src->n_files++;
         }
         globfree(&g);
         free(full);
     }
+    free(cdir);
     return FMB_OK;
 }
 
