@@ -359,6 +359,14 @@ static void doc_begin(fmb_tasks *t, bdoc *d)
                  d->ids.n, d->n_doc, d->bytes, len);
         note = own(o, fmb_xstrdup(buf));
     }
+    // NUL bytes say the document is probably binary: it is scored all the same, and its rows
+    // say so (a filter can drop them by the note)
+    if (len && memchr(d->doc->data, 0, len)) {
+        fmb_sb nb = {0};
+        fmb_sb_printf(&nb, "%s%sbinary: the document holds NUL bytes", note ? note : "",
+                      note ? "; " : "");
+        note = own(o, fmb_sb_take(&nb));
+    }
     o->doc_tokens = (int64_t)d->n_doc;
     for (size_t i = 0; i < job->n_tasks; i++) {
         o->rows[i].doc_tokens = (int64_t)d->n_doc;

@@ -29,3 +29,15 @@ g = {f["reason"]: f["count"] for f in st["failures"]}
 want = {"bad JSON": 2, "text field 'text' is missing or not a string": 2}
 print("PASS status groups failures by kind" if g == want else "FAIL status groups failures by kind: %r" % g)
 PY
+
+# A document holding NUL bytes is scored and its rows say it is probably binary.
+printf '{"id":"n","text":"ab\\u0000cd"}\n{"id":"t","text":"plain"}\n' >"$T/n.jsonl"
+sed -e 's/d.jsonl/n.jsonl/' -e 's/out.db/nul.db/' -e 's/"groups"/"nul"/' "$T/job.toml" >"$T/nul.toml"
+"$F" run "$T/nul.toml" --progress none >/dev/null 2>&1
+"$F" export "$T/nul.toml" --format jsonl >"$T/nul.jsonl"
+python3 - "$T/nul.jsonl" <<'PY'
+import json, sys
+rows = {r["item_key"]: r for r in map(json.loads, open(sys.argv[1]))}
+ok = "NUL bytes" in (rows.get("n.jsonl#n", {}).get("note") or "") and rows.get("n.jsonl#t", {}).get("note") is None
+print("PASS a document with NUL bytes is noted as binary" if ok else "FAIL a document with NUL bytes is noted as binary: %r" % rows)
+PY
