@@ -13,6 +13,7 @@
  * handler is one-shot (SA_RESETHAND): a second signal kills at once, and the next run reclaims
  * the item because its owner process is gone.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -21,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "batch/cli/cli.h"
 #include "batch/ident.h"
@@ -802,6 +805,47 @@ int fmb_cmd_run(int argc, char **argv)
 /* ---------------------------------------------------------------------------------------- */
 /* check */
 
+/* Whether run could create or write the output (without creating anything): the file when it
+ * exists, else its nearest existing folder. 0 when fine, else 1 and why. */
+static int output_problem(const char *path, char *why, size_t n)
+{
+    if (access(path, F_OK) == 0) {
+        if (access(path, R_OK | W_OK) != 0) {
+            snprintf(why, n, "'%.400s' exists but cannot be written (%s)", path, strerror(errno));
+            return 1;
+        }
+        return 0;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    for (;;) {
+        char *slash = strrchr(dir, '/');
+        if (!slash) {
+            snprintf(dir, sizeof dir, ".");
+        } else if (slash == dir) {
+            dir[1] = 0;
+        } else {
+            *slash = 0;
+        }
+        struct stat sb;
+        if (stat(dir, &sb) == 0) {
+            if (!S_ISDIR(sb.st_mode)) {
+                snprintf(why, n, "'%.250s' is not a folder, so '%.250s' cannot be made", dir, path);
+                return 1;
+            }
+            if (access(dir, W_OK | X_OK) != 0) {
+                snprintf(why, n,
+                         "folder '%.250s' cannot be written (%s), so '%.250s' cannot be made", dir,
+                         strerror(errno), path);
+                return 1;
+            }
+            return 0;
+        }
+        if (!strcmp(dir, ".") || !strcmp(dir, "/"))
+            return 0;
+    }
+}
+
 int fmb_cmd_check(int argc, char **argv)
 {
     const char *cmd = argv[0];
@@ -940,6 +984,12 @@ int fmb_cmd_check(int argc, char **argv)
             }
         }
         json_object_set_new(o, "output", json_string(e.job->output));
+        char why[700];
+        if (output_problem(e.job->output, why, sizeof why)) {
+            fmb_cli_error(cmd, "%s: [job].output: %s", e.job->path, why);
+            json_object_set_new(o, "output_problem", json_string(why));
+            rc = FMB_EXIT_USAGE;
+        }
         json_object_set_new(o, "model_hash", json_string(e.model_hash));
         json_object_set_new(o, "tokenizer_hash", json_string(e.tok_hash));
         char *txt = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
