@@ -59,6 +59,21 @@ write_archive(const char *path, const char *format, const char *filter, const en
     return 0;
 }
 
+/* Appends one item as "key=data;" or "key=!error;" (at most 40 bytes of either) to out. */
+static void append_item(char *out,
+                        size_t cap,
+                        size_t *len,
+                        const char *key,
+                        const char *error,
+                        const char *data,
+                        size_t n)
+{
+    int k = snprintf(out + *len, cap - *len, "%s=%s%.*s;", key, error ? "!" : "",
+                     error ? 40 : (int)(n > 40 ? 40 : n), error ? error : data);
+    if (k > 0 && (size_t)k < cap - *len)
+        *len += (size_t)k;
+}
+
 /* Reads every item of a job's source into "key=data|!error;" lines. Caller frees. */
 static char *drain(const char *toml, int *n_items)
 {
@@ -83,10 +98,7 @@ static char *drain(const char *toml, int *n_items)
         if (fmb_src_next(src, &d, &eof, &err) || eof)
             break;
         (*n_items)++;
-        int k = snprintf(out + len, cap - len, "%s=%s%.*s;", d.key, d.error ? "!" : "",
-                         d.error ? 40 : (int)(d.len > 40 ? 40 : d.len), d.error ? d.error : d.data);
-        if (k > 0 && (size_t)k < cap - len)
-            len += (size_t)k;
+        append_item(out, cap, &len, d.key, d.error, d.data, d.len);
     }
     fmb_src_close(src);
     fmb_job_free(job);
@@ -117,10 +129,7 @@ drain_pf(const char *toml, int *n_items, size_t max_docs, size_t max_bytes, int 
         if (fmb_prefetch_next(pf, &d, &eof, &err) || eof)
             break;
         (*n_items)++;
-        int k = snprintf(out + len, cap - len, "%s=%s%.*s;", d.key, d.error ? "!" : "",
-                         d.error ? 40 : (int)(d.len > 40 ? 40 : d.len), d.error ? d.error : d.data);
-        if (k > 0 && (size_t)k < cap - len)
-            len += (size_t)k;
+        append_item(out, cap, &len, d.key, d.error, d.data, d.len);
         char want[33];
         fmb_hash_content(d.data ? d.data : "", d.data ? d.len : 0, want);
         if (!d.error && strcmp(want, d.hash))

@@ -148,6 +148,17 @@ static void job_help(const char *cmd, unsigned bit)
     }
 }
 
+static int parse_args(int argc, char **argv, job_args *a);
+
+/* parse_args for a command: 1 when the command must return *rc at once (0 after --help,
+ * FMB_EXIT_USAGE on a usage error), else 0. */
+static int parse_or_exit(int argc, char **argv, job_args *a, int *rc)
+{
+    int pa = parse_args(argc, argv, a);
+    *rc = pa > 0 ? FMB_EXIT_OK : FMB_EXIT_USAGE;
+    return pa != 0;
+}
+
 /* Returns 0, -1 on a usage error, 1 after --help (printed). */
 static int parse_args(int argc, char **argv, job_args *a)
 {
@@ -729,9 +740,9 @@ int fmb_cmd_run(int argc, char **argv)
 {
     const char *cmd = argv[0];
     job_args a;
-    int pa = parse_args(argc, argv, &a);
-    if (pa)
-        return pa > 0 ? FMB_EXIT_OK : FMB_EXIT_USAGE;
+    int rc_args;
+    if (parse_or_exit(argc, argv, &a, &rc_args))
+        return rc_args;
     run_env e;
     double t_open = fmb_now();
     int rc = env_open(cmd, &a, 1, &e);
@@ -850,9 +861,9 @@ int fmb_cmd_check(int argc, char **argv)
 {
     const char *cmd = argv[0];
     job_args a;
-    int pa = parse_args(argc, argv, &a);
-    if (pa)
-        return pa > 0 ? FMB_EXIT_OK : FMB_EXIT_USAGE;
+    int rc_args;
+    if (parse_or_exit(argc, argv, &a, &rc_args))
+        return rc_args;
     run_env e;
     int rc = env_open(cmd, &a, 0, &e);
     if (rc) {
@@ -1026,9 +1037,9 @@ int fmb_cmd_status(int argc, char **argv)
 {
     const char *cmd = argv[0];
     job_args a;
-    int pa = parse_args(argc, argv, &a);
-    if (pa)
-        return pa > 0 ? FMB_EXIT_OK : FMB_EXIT_USAGE;
+    int rc_args;
+    if (parse_or_exit(argc, argv, &a, &rc_args))
+        return rc_args;
     fmb_job *job = NULL;
     fmb_queue *q = NULL;
     fmb_err err;
@@ -1084,9 +1095,9 @@ int fmb_cmd_retry(int argc, char **argv)
 {
     const char *cmd = argv[0];
     job_args a;
-    int pa = parse_args(argc, argv, &a);
-    if (pa)
-        return pa > 0 ? FMB_EXIT_OK : FMB_EXIT_USAGE;
+    int rc_args;
+    if (parse_or_exit(argc, argv, &a, &rc_args))
+        return rc_args;
     if (!a.failed) {
         fmb_cli_error(cmd, "usage: fmbatch retry JOB.toml --failed");
         return FMB_EXIT_USAGE;
@@ -1111,9 +1122,9 @@ int fmb_cmd_export(int argc, char **argv)
 {
     const char *cmd = argv[0];
     job_args a;
-    int pa = parse_args(argc, argv, &a);
-    if (pa)
-        return pa > 0 ? FMB_EXIT_OK : FMB_EXIT_USAGE;
+    int rc_args;
+    if (parse_or_exit(argc, argv, &a, &rc_args))
+        return rc_args;
     fmb_export_format format =
         a.format && !strcmp(a.format, "csv") ? FMB_EXPORT_CSV : FMB_EXPORT_JSONL;
     fmb_job *job = NULL;

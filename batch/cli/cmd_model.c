@@ -39,6 +39,14 @@ enum {
     OPT_KERNEL,
 };
 
+/* The model and input options of score and generate (input_opt handles them). */
+#define INPUT_LONGOPTS                                                                             \
+    {"model", required_argument, 0, OPT_MODEL}, {"ids-file", required_argument, 0, OPT_IDS},       \
+        {"text-file", required_argument, 0, OPT_TEXT},                                             \
+    {                                                                                              \
+        "prompt", required_argument, 0, OPT_PROMPT                                                 \
+    }
+
 #define ENGINE_LONGOPTS                                                                            \
     {"backend", required_argument, 0, OPT_BACKEND}, {"dtype", required_argument, 0, OPT_DTYPE},    \
         {"chunk-tokens", required_argument, 0, OPT_CHUNK},                                         \
@@ -140,10 +148,7 @@ static const char *tok_path(const char *model, char *path)
 
 int fmb_cmd_score(int argc, char **argv)
 {
-    static const struct option lo[] = {{"model", required_argument, 0, OPT_MODEL},
-                                       {"ids-file", required_argument, 0, OPT_IDS},
-                                       {"text-file", required_argument, 0, OPT_TEXT},
-                                       {"prompt", required_argument, 0, OPT_PROMPT},
+    static const struct option lo[] = {INPUT_LONGOPTS,
                                        {"per-token", no_argument, 0, OPT_PER_TOKEN},
                                        {"top-k", required_argument, 0, OPT_TOPK_OUT},
                                        {"verbose", no_argument, 0, 'v'},
@@ -308,10 +313,7 @@ out:
 
 int fmb_cmd_generate(int argc, char **argv)
 {
-    static const struct option lo[] = {{"model", required_argument, 0, OPT_MODEL},
-                                       {"ids-file", required_argument, 0, OPT_IDS},
-                                       {"text-file", required_argument, 0, OPT_TEXT},
-                                       {"prompt", required_argument, 0, OPT_PROMPT},
+    static const struct option lo[] = {INPUT_LONGOPTS,
                                        {"document-file", required_argument, 0, OPT_DOC},
                                        {"max-new-tokens", required_argument, 0, OPT_MAX_NEW},
                                        {"temperature", required_argument, 0, OPT_TEMP},

@@ -185,13 +185,21 @@ tokenize_hex_lines(const char *cmd, const fmb_tok *tok, const tok_args *a, char 
     return FMB_EXIT_OK;
 }
 
+/* parse_args for a command: 1 when it must return *rc at once (0 after --help, usage error). */
+static int parse_or_exit(int argc, char **argv, tok_args *a, int *rc)
+{
+    int pa = parse_args(argc, argv, a);
+    *rc = pa > 0 ? FMB_EXIT_OK : FMB_EXIT_USAGE;
+    return pa != 0;
+}
+
 int fmb_cmd_tokenize(int argc, char **argv)
 {
     const char *cmd = argv[0];
     tok_args a;
-    int pa = parse_args(argc, argv, &a);
-    if (pa)
-        return pa > 0 ? FMB_EXIT_OK : FMB_EXIT_USAGE;
+    int rc_args;
+    if (parse_or_exit(argc, argv, &a, &rc_args))
+        return rc_args;
     fmb_tok *tok = NULL;
     int rc = load_tok(cmd, &a, &tok);
     if (rc)
@@ -313,9 +321,9 @@ int fmb_cmd_detokenize(int argc, char **argv)
 {
     const char *cmd = argv[0];
     tok_args a;
-    int pa = parse_args(argc, argv, &a);
-    if (pa)
-        return pa > 0 ? FMB_EXIT_OK : FMB_EXIT_USAGE;
+    int rc_args;
+    if (parse_or_exit(argc, argv, &a, &rc_args))
+        return rc_args;
     fmb_tok *tok = NULL;
     int rc = load_tok(cmd, &a, &tok);
     if (rc)
