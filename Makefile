@@ -1,8 +1,13 @@
 # fmbatch: one non-recursive Makefile.
 #
+#   make demo            install the missing Debian packages (tools/deps.sh), build the CPU engine
+#                        (build-nocuda/, no nvcc), run the demo jobs in jobs/demo/ and show results
 #   make                 build ./fmbatch (with the CUDA backend when nvcc is found, in build/; CUDA=0
 #                        builds without it, in build-nocuda/)
-#   make test            build and run every test that needs no GPU; last line "N passed, N failed"
+#   make test            the packages the tests need (+ HF tokenizers from PyPI, in $(BUILD)/venv when
+#                        pip refuses the system python), then every test that needs no GPU; last
+#                        line "N passed, N failed"
+#   make install [PREFIX=/usr/local] [DESTDIR=]   bin/fmbatch and share/doc/fmbatch; make uninstall
 #   make test SANITIZER=address,undefined   the same tests under ASan+UBSan (build-san/, no CUDA)
 #   make test-gpu        build and run the GPU tests (needs a GPU)
 #   make format | format-check | lint | clean
@@ -92,7 +97,7 @@ GPU_TEST_BIN := $(GPU_TEST_C:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
 # The binary is built in $(BUILD)/; the default build also copies it to ./fmbatch.
 FMBATCH := $(BUILD)/fmbatch
 
-.PHONY: all test check test-gpu format format-check lint clean
+.PHONY: all test check test-run test-gpu demo install uninstall format format-check lint clean
 # Keep test objects: make would otherwise delete them after the runner's last line.
 .SECONDARY:
 ifneq ($(filter $(BUILD),build build-nocuda),)
@@ -132,8 +137,38 @@ $(BUILD)/tests/gpu/%: $(BUILD)/tests/gpu/%.o $(TEST_HARNESS) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Every CPU test binary and every tests/sh/*.sh script; the runner prints "N passed, N failed".
-test check: $(FMBATCH) $(TEST_BIN)
-	@FMBATCH=$(abspath $(FMBATCH)) tests/run.sh $(BUILD)/tests
+# First the Debian packages (tools/deps.sh, the one list), before anything compiles, hence the
+# second make; then a python that imports HF tokenizers for the differential tokenizer test
+# (python3's, or one installed once into $(BUILD)/venv; nothing is downloaded when it is there).
+test check:
+	@tools/deps.sh test
+	@$(MAKE) --no-print-directory test-run
+test-run: $(FMBATCH) $(TEST_BIN)
+	@FMB_PYTHON="$$(tools/deps.sh python $(abspath $(BUILD))/venv)" \
+	    FMBATCH=$(abspath $(FMBATCH)) tests/run.sh $(BUILD)/tests
+
+# The first run: packages, the CPU engine only (no nvcc on the way to the first result; BUILD=
+# on the command line picks another folder), then the demo jobs (tools/demo.sh; a second run
+# resumes and does nothing).
+DEMO_BUILD := $(if $(filter command line,$(origin BUILD)),$(BUILD),$(if $(SANITIZER),build-san,build-nocuda))
+demo:
+	@tools/deps.sh build
+	@$(MAKE) --no-print-directory CUDA=0 BUILD=$(DEMO_BUILD) all
+	@tools/demo.sh $(DEMO_BUILD)/fmbatch
+
+# make install [PREFIX=/usr/local] [DESTDIR=staging]: the binary of this configuration
+# ($(FMBATCH); INSTALL_BIN= another one) and the documentation.
+PREFIX ?= /usr/local
+DESTDIR ?=
+INSTALL_BIN ?= $(FMBATCH)
+DOC_FILES = README.md docs/ARCHITECTURE.md docs/DECISIONS.md docs/JOBS.md docs/NUMERICS.md
+install: $(INSTALL_BIN)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/fmbatch
+	install -m 755 $(INSTALL_BIN) $(DESTDIR)$(PREFIX)/bin/fmbatch
+	install -m 644 $(wildcard $(DOC_FILES)) $(DESTDIR)$(PREFIX)/share/doc/fmbatch/
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/fmbatch
+	rm -rf $(DESTDIR)$(PREFIX)/share/doc/fmbatch
 
 test-gpu: $(FMBATCH) $(GPU_TEST_BIN)
 	@FMBATCH=$(abspath $(FMBATCH)) tests/run.sh $(BUILD)/tests/gpu --no-scripts

@@ -159,7 +159,7 @@ def main():
     try:
         from tokenizers import Tokenizer
     except Exception as e:  # a missing oracle is a failure, never a skip
-        print("FAIL tokenizer_diff%s: cannot import HF tokenizers (pip install tokenizers): %s" % (a.tag, e))
+        print("FAIL tokenizer_diff%s: cannot import HF tokenizers (`make test` installs it; or pip install tokenizers): %s" % (a.tag, e))
         return 1
     if a.variant:
         a.tokenizer = make_variant(a.tokenizer, a.variant)

@@ -5,12 +5,15 @@
 # each generated variant (added-token flags + TemplateProcessing; other split behaviours,
 # invert, empty matches; String patterns). A missing HF is a FAIL.
 # Seed: random per run, printed as a NOTE; TOK_DIFF_SEED=N reproduces.
+# FMB_PYTHON: the python that has HF tokenizers (`make test` finds or installs one:
+# tools/deps.sh python); python3 otherwise.
 B=${FMBATCH:-build/fmbatch}
+PY=${FMB_PYTHON:-python3}
 rc=0
-python3 tools/tok_diff.py --fmbatch "$B" --n "${TOK_DIFF_N:-5000}" || rc=1
-python3 tools/tok_diff.py --fmbatch "$B" --n 1000 --tag _tiny_a \
+"$PY" tools/tok_diff.py --fmbatch "$B" --n "${TOK_DIFF_N:-5000}" || rc=1
+"$PY" tools/tok_diff.py --fmbatch "$B" --n 1000 --tag _tiny_a \
     --tokenizer tests/fixtures/tiny-a/tokenizer.json || rc=1
 for v in flags behaviors strings; do
-    python3 tools/tok_diff.py --fmbatch "$B" --n 500 --variant $v || rc=1
+    "$PY" tools/tok_diff.py --fmbatch "$B" --n 500 --variant $v || rc=1
 done
 exit $rc
