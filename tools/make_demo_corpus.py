@@ -4,9 +4,9 @@ jobs/demo/corpus.jsonl (read by jobs/demo/demo-jsonl.toml).
 
 A few hundred short documents (200-3000 bytes) of several kinds, cut from freely licensed text
 that Debian ships:
-  prose      English narrative, technical documentation and dialogue/quotes (fortunes,
-             /usr/share/doc READMEs of the packages the build installs), or the lines of a
-             held-out file when one is given (below);
+  prose      English narrative, technical documentation and quotes/dialogue (the held-out
+             file when given, below; else fortunes and /usr/share/doc READMEs of the packages
+             the build installs);
   other      German, French, Spanish and Italian (fortunes-de, -es, -it; French from gettext
              catalogs, as Debian 12 has no fortunes-fr; or the held-out file);
   code       C (libzstd-dev's examples, the -dev headers the build installs), Python (python3's
@@ -22,9 +22,13 @@ The archive also holds one empty document (it lands, with 0 tokens).
 
 Held-out text: the demo model was trained on Debian text; prose is more telling when the model
 has not seen it. Give a JSON Lines file of {"source": "...", "text": "..."} lines
-(`--heldout FILE`) and the English prose and other-language documents come from it (the
-language of each line is guessed from its common words); without it they come from the
-fortunes files.
+(`--heldout FILE`) and each prose or language kind it holds comes from it (the kind from the
+source, HELDOUT_KINDS, else guessed from the text); the kinds it lacks come from the Debian
+files above. The committed corpus was made from the demo model's held-out split (kjv,
+fortune-en, fortune-de, man, usr-share-doc, python-doc; Spanish, French and Italian were not
+in its training text and come from the Debian files):
+  python3 tools/make_demo_corpus.py --heldout /work/demo-text/heldout.jsonl
+(that file: 384 lines, sha256 7cc152d4a22b3699cac3b52f5b11e05359ea10d208efd2b3e5577702ad39f840).
 
 Deterministic: the same seed and the same input files give the same bytes (tar entries sorted,
 mtime 0, uid/gid 0, no user names; gzip with mtime 0 and no file name; JSON keys sorted). The
@@ -56,7 +60,7 @@ FORTUNES = "/usr/share/games/fortunes"
 # English fortune files with no offensive content, by the kind of prose they mostly hold.
 NARRATIVE_FILES = ["fortunes", "literature", "miscellaneous", "people", "wisdom", "work",
                    "education", "pets", "food", "kids", "science", "medicine", "tao"]
-DIALOGUE_FILES = ["startrek", "humorists", "pratchett", "computers", "platitudes", "goedel"]
+QUOTE_FILES = ["startrek", "humorists", "pratchett", "computers", "platitudes", "goedel"]
 LANG_DIRS = {"de": ["de"], "fr": ["fr"], "es": ["es"], "it": ["it"]}
 # Where a language has no fortunes (French in Debian 12): the translated messages of these
 # programs (coreutils' and bash's --help texts are paragraphs of prose).
@@ -217,14 +221,22 @@ def guess_lang(text):
     return best if scores[best] >= 3 else "en"
 
 
+# The held-out file's sources (the demo model's training set, /work/demo-text) and their kinds;
+# a line of another source gets its kind from its look (guess_lang, prose_kind).
+HELDOUT_KINDS = {"kjv": "prose-narrative", "fortune-en": "prose-quotes",
+                 "man": "prose-technical", "usr-share-doc": "prose-technical",
+                 "python-doc": "prose-technical", "debian-reference": "prose-technical",
+                 "fortune-de": "lang-de"}
+
+
 def prose_kind(text):
-    """narrative, dialogue or technical, from the look of an English text."""
+    """narrative, quotes or technical, from the look of an English text."""
     quotes = len(re.findall(r"[\"“”]", text)) + 2 * len(re.findall(r"^\s*[A-Z][\w .]{0,20}:",
                                                                      text, re.M))
     tech = len(re.findall(r"[{}<>/=_]|\b(file|option|command|function|default|install)\b",
                           text))
     if quotes >= 6:
-        return "dialogue"
+        return "quotes"
     if tech * 40 > size(text):
         return "technical"
     return "narrative"
@@ -235,6 +247,8 @@ def prose_kind(text):
 
 
 def prose_from_heldout(rng, path, per_kind, per_lang):
+    """Up to per_kind documents of each English prose kind and per_lang of each language from
+    the held-out file, each its line's text cut to MAX_BYTES; and the kinds it gave."""
     docs = []
     buckets = {}
     with open(path, encoding="utf-8") as f:
@@ -250,9 +264,14 @@ def prose_from_heldout(rng, path, per_kind, per_lang):
             if not isinstance(text, str) or size(text.strip()) < MIN_BYTES:
                 continue
             text = clip(text.strip("\n") + "\n")
-            lang = guess_lang(text)
-            kind = "prose-" + prose_kind(text) if lang == "en" else "lang-" + lang
-            buckets.setdefault(kind, []).append((str(o.get("source", "heldout")), text))
+            src = str(o.get("source", "heldout"))
+            kind = HELDOUT_KINDS.get(src)
+            if kind is None:
+                lang = guess_lang(text)
+                kind = "prose-" + prose_kind(text) if lang == "en" else "lang-" + lang
+            if "id" in o:
+                src += ":" + str(o["id"])
+            buckets.setdefault(kind, []).append((src, text))
     for kind in sorted(buckets):
         want = per_lang if kind.startswith("lang-") else per_kind
         items = buckets[kind]
@@ -261,9 +280,11 @@ def prose_from_heldout(rng, path, per_kind, per_lang):
     return docs, sorted(buckets)
 
 
-def prose_from_fortunes(rng, per_kind):
+def prose_from_fortunes(rng, per_kind, kinds):
     docs = []
-    for kind, files in (("narrative", NARRATIVE_FILES), ("dialogue", DIALOGUE_FILES)):
+    for kind, files in (("narrative", NARRATIVE_FILES), ("quotes", QUOTE_FILES)):
+        if "prose-" + kind not in kinds:
+            continue
         entries = []
         for f in files:
             entries += [(f, e) for e in fortunes(os.path.join(FORTUNES, f))]
@@ -288,9 +309,11 @@ def tech_docs(rng, n):
     return docs
 
 
-def other_languages(rng, per_lang):
+def other_languages(rng, per_lang, kinds):
     docs = []
     for lang in sorted(LANG_DIRS):
+        if "lang-" + lang not in kinds:
+            continue
         entries = lang_fortunes(lang)
         seen = set()
         for _ in range(per_lang * 4):
@@ -459,20 +482,20 @@ def main():
     a = ap.parse_args()
     rng = random.Random(a.seed)
 
-    docs = []
-    prose_from = "fortunes"
+    # Prose and other languages: from the held-out file where it has the kind, else from the
+    # fortunes (and READMEs, gettext catalogs).
+    docs, held = [], []
     if a.heldout:
-        hd, kinds = prose_from_heldout(rng, a.heldout, per_kind=40, per_lang=15)
-        docs += hd
-        prose_from = "held-out file (" + ", ".join(kinds) + ")"
-        if not any(k.startswith("prose-") for k in kinds):
-            docs += prose_from_fortunes(rng, 40)
-        if not any(k.startswith("lang-") for k in kinds):
-            docs += other_languages(rng, 15)
-    else:
-        docs += prose_from_fortunes(rng, 40)
-        docs += other_languages(rng, 15)
-    docs += tech_docs(rng, 30)
+        docs, held = prose_from_heldout(rng, a.heldout, per_kind=40, per_lang=15)
+    want = ["prose-narrative", "prose-quotes", "prose-technical"] + [
+        "lang-" + k for k in sorted(LANG_DIRS)]
+    rest = [k for k in want if k not in held]
+    docs += prose_from_fortunes(rng, 40, rest)
+    docs += other_languages(rng, 15, rest)
+    if "prose-technical" in rest:
+        docs += tech_docs(rng, 30)
+    prose_from = ("held-out file: " + ", ".join(held) + "; " if held else "") + \
+        "Debian files: " + ", ".join(rest)
     docs += code(rng, 20)
     docs += boilerplate(rng, 32)
     docs += garbage(rng, 30)
@@ -524,8 +547,7 @@ def main():
     for kind, _, _ in docs:
         kinds[kind] = kinds.get(kind, 0) + 1
     print(f"{len(tar_entries)} archive entries, {len(lines)} JSON lines "
-          f"({len(docs)} documents + 1 empty + {2 + len(broken)} broken); prose from "
-          f"{prose_from}", file=sys.stderr)
+          f"({len(docs)} documents + 1 empty + {2 + len(broken)} broken); {prose_from}", file=sys.stderr)
     print("  " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())), file=sys.stderr)
 
 
