@@ -187,6 +187,83 @@ FMB_NODISCARD fmb_status fmb_queue_export_next(fmb_queue_export *x,
                                                fmb_err *err);
 void fmb_queue_export_close(fmb_queue_export *x);
 
+/* ---- the report's queries (batch/queue_report.c; `fmbatch report`, batch/report.h) ---- */
+
+/* One task's result rows: ok and skipped rows, truncated documents, summed task seconds. */
+typedef struct {
+    int64_t ok, skipped, truncated;
+    double seconds;
+} fmb_queue_task_sum;
+FMB_NODISCARD fmb_status fmb_queue_task_sum_get(fmb_queue *q,
+                                                const char *task,
+                                                fmb_queue_task_sum *out,
+                                                fmb_err *err);
+
+/* Summary of one score column (FMB_QUEUE_BPB or FMB_QUEUE_PPL) over a task's rows that have
+ * a value: n, min, median (the mean of the middle two for an even n), mean, max (NAN when
+ * n = 0). */
+typedef enum { FMB_QUEUE_BPB = 0, FMB_QUEUE_PPL } fmb_queue_score_col;
+typedef struct {
+    int64_t n;
+    double min, median, mean, max;
+} fmb_queue_stats;
+FMB_NODISCARD fmb_status fmb_queue_score_stats(
+    fmb_queue *q, const char *task, fmb_queue_score_col col, fmb_queue_stats *out, fmb_err *err);
+/* Bits per byte in bins equal-width bins over [lo, hi] (the last one closed; values outside
+ * are clamped into the end bins; hi <= lo puts every value in bin 0): counts[bins]. */
+FMB_NODISCARD fmb_status fmb_queue_score_hist(
+    fmb_queue *q, const char *task, double lo, double hi, int bins, int64_t *counts, fmb_err *err);
+
+/* One document's row as the report shows it (fields of other kinds are NULL/NAN/-1). */
+typedef struct {
+    char *key;          /* item key */
+    char *content_hash; /* of the bytes the run saw (item.content_hash) */
+    int64_t tokens;     /* score: tokens scored */
+    int truncated;
+    double bits_per_byte, ppl; /* score */
+    char *text;                /* generate: the generated text, text_len bytes */
+    size_t text_len;
+    char *extract;       /* generate: the extract JSON, or NULL */
+    char *finish_reason; /* generate */
+} fmb_queue_doc;
+void fmb_queue_docs_free(fmb_queue_doc *d, size_t n);
+
+/* The n lowest (worst = 0) or highest (worst = 1) bits-per-byte rows of a score task, ties
+ * by key. *docs is the caller's (fmb_queue_docs_free). */
+FMB_NODISCARD fmb_status fmb_queue_score_top(fmb_queue *q,
+                                             const char *task,
+                                             int worst,
+                                             size_t n,
+                                             fmb_queue_doc **docs,
+                                             size_t *n_docs,
+                                             fmb_err *err);
+/* The first n ok rows of a generate task by key. */
+FMB_NODISCARD fmb_status fmb_queue_generate_rows(
+    fmb_queue *q, const char *task, size_t n, fmb_queue_doc **docs, size_t *n_docs, fmb_err *err);
+
+/* A task's ok rows counted by one value: FMB_QUEUE_BY_BEST (choice: index = best_index, value
+ * = best, ordered by index), FMB_QUEUE_BY_FINISH (generate: finish_reason) or
+ * FMB_QUEUE_BY_EXTRACT (generate: "matched", "no match" or "no extract"); those two most
+ * frequent first (index -1). */
+typedef enum { FMB_QUEUE_BY_BEST = 0, FMB_QUEUE_BY_FINISH, FMB_QUEUE_BY_EXTRACT } fmb_queue_by;
+typedef struct {
+    char *value; /* NULL for a NULL value */
+    int64_t index, count;
+} fmb_queue_group;
+FMB_NODISCARD fmb_status fmb_queue_groups(fmb_queue *q,
+                                          const char *task,
+                                          fmb_queue_by by,
+                                          fmb_queue_group **groups,
+                                          size_t *n_groups,
+                                          fmb_err *err);
+void fmb_queue_groups_free(fmb_queue_group *g, size_t n);
+
+/* The error text of the item key (NULL when it has none). *error is the caller's. */
+FMB_NODISCARD fmb_status fmb_queue_item_error(fmb_queue *q,
+                                              const char *key,
+                                              char **error,
+                                              fmb_err *err);
+
 /* Makes this process a worker with a worker file (see "Deaths and attempts") and installs
  * one-shot handlers for SIGSEGV, SIGBUS, SIGFPE, SIGILL and SIGABRT that mark it crashed
  * (async-signal-safe: a write to the pre-opened file) before the signal's default action.

@@ -1,7 +1,7 @@
 /*
  * queue_impl: what the queue module's files (batch/queue.c: open, claims, writes, heartbeat;
- * batch/queue_results.c: the read side) share. Not for other modules: nothing outside these
- * two files touches the SQLite connection.
+ * batch/queue_results.c and batch/queue_report.c: the read side) share. Not for other modules:
+ * nothing outside these files touches the SQLite connection.
  */
 #ifndef FMB_QUEUE_IMPL_H
 #define FMB_QUEUE_IMPL_H

@@ -1,5 +1,6 @@
 /*
- * cmd_job: the job commands `run`, `check`, `status`, `export` and `retry` (docs/ARCHITECTURE.md).
+ * cmd_job: the job commands `run`, `check`, `status`, `export`, `retry` and `report`
+ * (docs/ARCHITECTURE.md).
  *
  * run: load the job, hash the model and tokenizer (fingerprint), load them, prepare the tasks,
  * open the output (queue) and the source, then for each document the source yields: claim it,
@@ -31,6 +32,7 @@
 #include "batch/prefetch.h"
 #include "batch/progress.h"
 #include "batch/queue.h"
+#include "batch/report.h"
 #include "batch/source.h"
 #include "batch/task.h"
 #include "engine/hash.h"
@@ -64,6 +66,9 @@ typedef struct {
     int64_t max_items;
     const char *format;
     int failed, include_failed;
+    const char *html; /* report: --html FILE */
+    int64_t top;      /* report: --top N (0: the default) */
+    int no_snippets;
 } job_args;
 
 enum {
@@ -79,13 +84,24 @@ enum {
     OPT_MAX_ITEMS,
     OPT_FORMAT,
     OPT_FAILED,
-    OPT_INCLUDE_FAILED
+    OPT_INCLUDE_FAILED,
+    OPT_HTML,
+    OPT_TOP,
+    OPT_NO_SNIPPETS
 };
 
 /* The options of the job commands, one table: name, argument, help, default, and which
  * commands take it. `fmbatch CMD --help` prints the command's rows; getopt is given only them,
  * so an option of another command is refused. */
-enum { C_RUN = 1, C_CHECK = 2, C_STATUS = 4, C_EXPORT = 8, C_RETRY = 16, C_ALL = 31 };
+enum {
+    C_RUN = 1,
+    C_CHECK = 2,
+    C_STATUS = 4,
+    C_EXPORT = 8,
+    C_RETRY = 16,
+    C_REPORT = 32,
+    C_ALL = 63
+};
 typedef struct {
     const char *name, *arg, *help, *dflt;
     int val;
@@ -113,6 +129,11 @@ static const job_opt job_opts[] = {
     {"failed", NULL, "put failed and dead items back in the queue", NULL, OPT_FAILED, C_RETRY},
     {"include-failed", NULL, "also one row per failed or dead item", NULL, OPT_INCLUDE_FAILED,
      C_EXPORT},
+    {"html", "FILE", "also write the report as one self-contained HTML page", NULL, OPT_HTML,
+     C_REPORT},
+    {"top", "N", "best and worst documents (and answers) shown per task", "5", OPT_TOP, C_REPORT},
+    {"no-snippets", NULL, "do not re-read the source for document snippets", NULL, OPT_NO_SNIPPETS,
+     C_REPORT},
     {"help", NULL, "this help", NULL, 'h', C_ALL},
 };
 #define N_JOB_OPTS (sizeof job_opts / sizeof job_opts[0])
@@ -123,6 +144,7 @@ static unsigned cmd_bit(const char *cmd)
            : !strcmp(cmd, "check")  ? C_CHECK
            : !strcmp(cmd, "status") ? C_STATUS
            : !strcmp(cmd, "export") ? C_EXPORT
+           : !strcmp(cmd, "report") ? C_REPORT
                                     : C_RETRY;
 }
 
@@ -235,6 +257,19 @@ static int parse_args(int argc, char **argv, job_args *a)
             break;
         case OPT_INCLUDE_FAILED:
             a->include_failed = 1;
+            break;
+        case OPT_HTML:
+            a->html = optarg;
+            break;
+        case OPT_TOP:
+            if (fmb_cli_parse_u64(optarg, &u) || u == 0 || u > 100000) {
+                fmb_cli_error(cmd, "--top must be an integer from 1 to 100000");
+                return -1;
+            }
+            a->top = (int64_t)u;
+            break;
+        case OPT_NO_SNIPPETS:
+            a->no_snippets = 1;
             break;
         case 'h':
             job_help(cmd, bit);
@@ -1153,6 +1188,75 @@ int fmb_cmd_export(int argc, char **argv)
         rc = FMB_EXIT_FATAL;
     }
     fmb_queue_export_close(x);
+    fmb_queue_close(q);
+    fmb_job_free(job);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* report */
+
+int fmb_cmd_report(int argc, char **argv)
+{
+    const char *cmd = argv[0];
+    job_args a;
+    int rc_args;
+    if (parse_or_exit(argc, argv, &a, &rc_args))
+        return rc_args;
+    fmb_job *job = NULL;
+    fmb_err err;
+    if (fmb_job_load(a.job_path, &job, &err)) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        return FMB_EXIT_USAGE;
+    }
+    if (access(job->output, F_OK) != 0) {
+        fmb_cli_error(cmd, "%s: no results yet: run `fmbatch run %s` first (%s does not exist)",
+                      a.job_path, a.job_path, job->output);
+        fmb_job_free(job);
+        return FMB_EXIT_FATAL;
+    }
+    fmb_queue *q = NULL;
+    if (fmb_queue_open(job->output, job->name, 0, (int)job->max_attempts,
+                       (double)job->lease_seconds, &q, &err)) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        fmb_job_free(job);
+        return FMB_EXIT_USAGE;
+    }
+    /* the HTML file is opened before the work, so that a bad path fails at once */
+    FILE *html = NULL;
+    int rc = 0;
+    if (a.html && !(html = fopen(a.html, "w"))) {
+        fmb_cli_error(cmd, "--html %s: %s", a.html, strerror(errno));
+        rc = FMB_EXIT_USAGE;
+    }
+    const char *no_color = getenv("NO_COLOR");
+    fmb_report_opts o = {.top = a.top ? (size_t)a.top : 5,
+                         .snippets = !a.no_snippets,
+                         .bold = isatty(STDOUT_FILENO) && !(no_color && *no_color)};
+    fmb_report *r = NULL;
+    if (!rc && fmb_report_gather(job, q, &o, &r, &err)) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        rc = FMB_EXIT_FATAL;
+    }
+    if (!rc) {
+        fmb_report_text(r, stdout);
+        if (fflush(stdout) || ferror(stdout)) {
+            fmb_cli_error(cmd, "cannot write the report to standard output");
+            rc = FMB_EXIT_FATAL;
+        }
+    }
+    if (!rc && html) {
+        fmb_report_html(r, html);
+        if (fflush(html) || ferror(html)) {
+            fmb_cli_error(cmd, "--html %s: write error", a.html);
+            rc = FMB_EXIT_FATAL;
+        }
+    }
+    if (html && fclose(html) && !rc) {
+        fmb_cli_error(cmd, "--html %s: %s", a.html, strerror(errno));
+        rc = FMB_EXIT_FATAL;
+    }
+    fmb_report_free(r);
     fmb_queue_close(q);
     fmb_job_free(job);
     return rc;
