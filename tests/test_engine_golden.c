@@ -1,6 +1,7 @@
 /*
  * Golden tests of the CPU engine against Hugging Face transformers' FalconMamba (float32
- * outputs in tests/fixtures/tiny-X/ref.safetensors, made by tools/hf_reference.py):
+ * outputs in tests/fixtures/tiny-X/ref.safetensors, made by tools/hf_reference.py, and in
+ * tests/fixtures/demo-model for the trained jobs/demo/model, made by tools/hf_reference_demo.py):
  * logits at every position, per-position NLL over a 2,500-4,500-token prompt, 12 greedy tokens
  * and their log-probabilities; then chunk invariance, decode invariance and state save/restore.
  */
@@ -60,11 +61,15 @@ static void record_progress(void *ctx, size_t done, size_t total)
     c[2] = total;
 }
 
-static void golden(const char *name, int n_prompts)
+// name: the fixture folder tests/fixtures/NAME (ref.safetensors); dir: the model's folder
+// (NULL: the same folder).
+static void golden(const char *name, const char *model_dir, int n_prompts)
 {
     char dir[256], path[300], tn[64], label[128];
-    snprintf(dir, sizeof dir, "tests/fixtures/%s", name);
-    snprintf(path, sizeof path, "%s/ref.safetensors", dir);
+    snprintf(path, sizeof path, "tests/fixtures/%s/ref.safetensors", name);
+    snprintf(dir, sizeof dir, "%s", model_dir ? model_dir : "");
+    if (!model_dir)
+        snprintf(dir, sizeof dir, "tests/fixtures/%s", name);
     fmb_st *rs;
     fmb_err err;
     if (fmb_st_open_file(path, &rs, &err)) {
@@ -217,6 +222,12 @@ static void golden(const char *name, int n_prompts)
     o.logits = NULL;
     FMB_ASSERT(!fmb_engine_forward(e, st2, ids, k, NULL, &err));
     fmb_state_copy(saved, st2);
+    // Decode and prefill round differently; the bound scales with the logits' size (a trained
+    // model's reach ~20, the random fixtures' stay under 5, where it is 1e-5).
+    double scale = 5;
+    for (size_t i = 0; i < m * V; i++)
+        scale = fmax(scale, fabs(full[i]));
+    const double tol = 2e-6 * scale;
     double wd = 0;
     for (size_t t = k; t < m; t++) {
         fmb_state *s1[1] = {st2};
@@ -225,7 +236,7 @@ static void golden(const char *name, int n_prompts)
             wd = fmax(wd, fabs(one[v] - full[t * V + v]));
     }
     snprintf(label, sizeof label, "%s decode invariance (prefill %zu, step to %zu)", name, k, m);
-    check(wd <= 1e-5, label, "max |diff| %.3g > 1e-5", wd);
+    check(wd <= tol, label, "max |diff| %.3g > %.3g", wd, tol);
 
     // Save/restore: continuing from a restored copy gives the same logits.
     fmb_state_reset(st2);
@@ -236,7 +247,7 @@ static void golden(const char *name, int n_prompts)
     for (size_t v = 0; v < V; v++)
         wr = fmax(wr, fabs(one[v] - full[k * V + v]));
     snprintf(label, sizeof label, "%s state save/restore", name);
-    check(wr <= 1e-5, label, "max |diff| %.3g", wr);
+    check(wr <= tol, label, "max |diff| %.3g", wr);
 
     // State read/write round trip through host float32 arrays.
     const fmb_config *c = fmb_engine_config(e);
@@ -250,7 +261,7 @@ static void golden(const char *name, int n_prompts)
     for (size_t v = 0; v < V; v++)
         wr = fmax(wr, fabs(one[v] - full[k * V + v]));
     snprintf(label, sizeof label, "%s state read/write", name);
-    check(wr <= 1e-5, label, "max |diff| %.3g", wr);
+    check(wr <= tol, label, "max |diff| %.3g", wr);
 
     free(cv);
     free(sv);
@@ -267,8 +278,10 @@ static void golden(const char *name, int n_prompts)
 
 int main(void)
 {
-    golden("tiny-a", 4);
-    golden("tiny-b", 3);
-    golden("tiny-bf16", 2);
+    golden("tiny-a", NULL, 4);
+    golden("tiny-b", NULL, 3);
+    golden("tiny-bf16", NULL, 2);
+    // The trained demo model (bf16 weights, tied lm_head, real text): peaked logits.
+    golden("demo-model", "jobs/demo/model", 3);
     return check_exit();
 }

@@ -1,5 +1,6 @@
 /*
- * test_engine_cuda: the CUDA engine on the HF fixtures (tests/fixtures/tiny-{a,b,bf16}).
+ * test_engine_cuda: the CUDA engine on the HF fixtures (tests/fixtures/tiny-{a,b,bf16}, and
+ * tests/fixtures/demo-model for the trained jobs/demo/model).
  *   --dtype f32: logits of every prompt and the long prompt's per-position NLL within 1e-4 of
  *     HF at chunk lengths 1, 3, 64 and 1000; greedy decoding (CUDA-graph steps) gives HF's
  *     tokens; the final state equals the CPU engine's; batched decode equals single decode.
@@ -166,11 +167,16 @@ bf16_greedy(const char *name, const char *dir, const fmb_st *rs, fmb_engine *eb,
     fmb_engine_free(cpu);
 }
 
-static void fixture(const char *name)
+// name: the fixture folder tests/fixtures/NAME (ref.safetensors); model_dir: the model's folder
+// (NULL: the same folder).
+static void fixture(const char *name, const char *model_dir)
 {
     char dir[256], path[300], tn[64], label[160];
-    snprintf(dir, sizeof dir, "tests/fixtures/%s", name);
-    snprintf(path, sizeof path, "%s/ref.safetensors", dir);
+    snprintf(path, sizeof path, "tests/fixtures/%s/ref.safetensors", name);
+    if (model_dir)
+        snprintf(dir, sizeof dir, "%s", model_dir);
+    else
+        snprintf(dir, sizeof dir, "tests/fixtures/%s", name);
     fmb_st *rs;
     fmb_err err;
     if (fmb_st_open_file(path, &rs, &err)) {
@@ -463,13 +469,17 @@ static void decode_invariance(const char *name, const char *dir, fmb_compute_kin
 int main(void)
 {
 #ifdef FMB_HAVE_CUDA
-    fixture("tiny-a");
-    fixture("tiny-b");
-    fixture("tiny-bf16");
-    const char *fx[3] = {"tiny-a", "tiny-b", "tiny-bf16"};
-    for (int i = 0; i < 3; i++) {
+    fixture("tiny-a", NULL);
+    fixture("tiny-b", NULL);
+    fixture("tiny-bf16", NULL);
+    fixture("demo-model", "jobs/demo/model"); // trained: peaked logits, real text
+    const char *fx[4] = {"tiny-a", "tiny-b", "tiny-bf16", "demo-model"};
+    for (int i = 0; i < 4; i++) {
         char dir[256];
-        snprintf(dir, sizeof dir, "tests/fixtures/%s", fx[i]);
+        if (i == 3)
+            snprintf(dir, sizeof dir, "jobs/demo/model");
+        else
+            snprintf(dir, sizeof dir, "tests/fixtures/%s", fx[i]);
         decode_invariance(fx[i], dir, FMB_COMPUTE_BF16);
         decode_invariance(fx[i], dir, FMB_COMPUTE_F32);
     }
