@@ -398,7 +398,7 @@ static void decode_invariance(const char *name, const char *dir, fmb_compute_kin
     enum { NSTEP = 3, BMAX = 100 };
     const char *cn = ck == FMB_COMPUTE_F32 ? "f32" : "bf16";
     char path[300], label[200];
-    snprintf(path, sizeof path, "%s/ref.safetensors", dir);
+    snprintf(path, sizeof path, "tests/fixtures/%s/ref.safetensors", name);
     fmb_st *rs;
     fmb_err err;
     if (fmb_st_open_file(path, &rs, &err)) {
