@@ -22,7 +22,7 @@ set -u
 
 BUILD_PKGS="build-essential libopenblas-dev libjansson-dev libpcre2-dev libsqlite3-dev
     libarchive-dev libtomlplusplus-dev libzstd-dev zlib1g-dev"
-TEST_PKGS="xz-utils zstd sqlite3 python3 python3-pip python3-venv"
+TEST_PKGS="xz-utils zstd sqlite3 python3 python3-pip python3-venv wamerican"
 CI_PKGS="cppcheck chromium fonts-dejavu-core"
 
 say() { echo "deps: $*" >&2; }
