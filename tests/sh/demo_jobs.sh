@@ -42,7 +42,7 @@ for job, n in (("demo", len(names)), ("demo-jsonl", len(lines))):
     per_item = {}
     for r in rows:
         per_item.setdefault(r["item_key"], set()).add(r["task"])
-    ok(job + "_three_rows_each", {k for k, v in per_item.items() if v != {"ppl", "kind", "title"}}, set())
+    ok(job + "_three_rows_each", {k for k, v in per_item.items() if v != {"ppl", "kind", "gist"}}, set())
     ok(job + "_items_with_rows", len(per_item), st["done"])
     kinds = {k.split("!")[-1].split("#")[-1].split("/")[-1].split("-")[0] for k in per_item}
     ok(job + "_kinds", {"prose", "lang", "code", "boilerplate", "garbage"} - kinds, set())
