@@ -81,7 +81,7 @@ GPU_TEST_C := $(wildcard tests/gpu/test_*.c)
 
 ifeq ($(CUDA),1)
   CFLAGS  += -DFMB_HAVE_CUDA=1 -I$(CUDA_HOME)/include
-  LDLIBS  += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart_static -ldl -lrt -lstdc++
+  LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
   KERNEL_OBJ_CU := $(KERNEL_CU:%.cu=$(BUILD)/%.o)
 else
   KERNEL_OBJ_CU :=

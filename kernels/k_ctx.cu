@@ -3,21 +3,46 @@
  * kernel choices), the error reports, memory, graph and event helpers. Every CUDA call is
  * checked. The kernels live by family in the other k_*.cu files; GEMM in k_gemm.cu.
  */
-#include <cublasLt.h>
-#include <cublas_v2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/k_blas.cuh"
 #include "kernels/k_common.cuh"
 
 // --- errors ---------------------------------------------------------------------------------
 
+// cublasGetStatusString lives in the library, which may be what failed to load.
+static const char *blas_status_name(int rc)
+{
+    switch (rc) {
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+        return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED:
+        return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE:
+        return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+        return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR:
+        return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+        return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR:
+        return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+        return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_LICENSE_ERROR:
+        return "CUBLAS_STATUS_LICENSE_ERROR";
+    default:
+        return "cuBLAS error";
+    }
+}
+
 extern "C" void
 fmb_cuda_die(const char *file, int line, const char *func, const char *stmt, int rc, int is_cublas)
 {
-    const char *msg =
-        is_cublas ? cublasGetStatusString((cublasStatus_t)rc) : cudaGetErrorString((cudaError_t)rc);
+    const char *msg = is_cublas ? blas_status_name(rc) : cudaGetErrorString((cudaError_t)rc);
     fmb_die(file, line, func, "%s failed: %s (%d)", stmt, msg, rc);
 }
 
@@ -93,6 +118,14 @@ fmb_cuda_ctx_init(fmb_cuda_ctx *c, int device, const fmb_kernel_opts *opts, fmb_
     if (pr.major < 8)
         return fmb_fail(err, FMB_EUNSUP, "CUDA device %s has compute capability %d.%d; 8.0+ needed",
                         pr.name, pr.major, pr.minor);
+    fmb_blas_api *blas = (fmb_blas_api *)malloc(sizeof *blas);
+    FMB_ASSERT(blas);
+    fmb_status bs = fmb_blas_load(blas, NULL, err);
+    if (bs) {
+        free(blas);
+        return bs;
+    }
+    c->blas = blas;
     FMB_CUDA_CHECK(cudaSetDevice(device));
     c->device = device;
     c->sm_count = pr.multiProcessorCount;
@@ -114,16 +147,16 @@ fmb_cuda_ctx_init(fmb_cuda_ctx *c, int device, const fmb_kernel_opts *opts, fmb_
     FMB_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     c->stream = s;
     cublasHandle_t h;
-    FMB_CUBLAS_CHECK(cublasCreate(&h));
-    FMB_CUBLAS_CHECK(cublasSetStream(h, s));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasCreate(&h));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasSetStream(h, s));
     // fp32 GEMMs stay fp32 (no TF32): --dtype f32 exists for tight comparisons.
-    FMB_CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
     c->cublas = h;
     c->cublas_ws_bytes = (size_t)32 << 20; // Hopper: 32 MiB recommended by cuBLAS docs
     c->cublas_ws = fmb_cuda_malloc(c->cublas_ws_bytes);
-    FMB_CUBLAS_CHECK(cublasSetWorkspace(h, c->cublas_ws, c->cublas_ws_bytes));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasSetWorkspace(h, c->cublas_ws, c->cublas_ws_bytes));
     cublasLtHandle_t lt;
-    FMB_CUBLAS_CHECK(cublasLtCreate(&lt));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtCreate(&lt));
     c->lt = lt;
     // Programmatic Dependent Launch (k_common.cuh): on where it works unless turned off
     c->pdl = ko.pdl == FMB_PDL_OFF ? 0 : pdl_supported(c);
@@ -137,14 +170,16 @@ extern "C" void fmb_cuda_ctx_free(fmb_cuda_ctx *c)
     if (c->stream)
         FMB_CUDA_CHECK(cudaStreamSynchronize(FMB_STREAM(c)));
     if (c->cublas)
-        FMB_CUBLAS_CHECK(cublasDestroy((cublasHandle_t)c->cublas));
+        FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasDestroy((cublasHandle_t)c->cublas));
     c->cublas = NULL;
     fmb_k_gemm_plans_free(c);
     if (c->lt)
-        FMB_CUBLAS_CHECK(cublasLtDestroy((cublasLtHandle_t)c->lt));
+        FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtDestroy((cublasLtHandle_t)c->lt));
     c->lt = NULL;
     fmb_cuda_free(c->cublas_ws);
     c->cublas_ws = NULL;
+    free(c->blas);
+    c->blas = NULL;
     if (c->stream)
         FMB_CUDA_CHECK(cudaStreamDestroy(FMB_STREAM(c)));
     c->stream = NULL;

@@ -3,12 +3,11 @@
  * one cublasLt algorithm per shape, chosen once without split-K, kept in a small plan cache
  * the context owns (c->gemm_plans). Chunk-invariant prefill scores rest on it (kernels.h).
  */
-#include <cublasLt.h>
-#include <cublas_v2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/k_blas.cuh"
 #include "kernels/k_common.cuh"
 
 static cudaDataType_t cuda_type(fmb_kdt t)
@@ -45,10 +44,10 @@ extern "C" void fmb_k_gemm(const fmb_cuda_ctx *c,
     float alpha = 1.0f;
     // Row-major C[T,M] = A[T,K]·W[M,K]ᵀ is column-major Cᵀ[M,T] = Wᵀ'·A' with W read as a
     // column-major [K,M] matrix (transposed) and A as a column-major [K,T] one.
-    FMB_CUBLAS_CHECK(cublasGemmEx((cublasHandle_t)c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)M,
-                                  (int)T, (int)Kd, &alpha, W, cuda_type(ab), (int)ldw, A,
-                                  cuda_type(ab), (int)lda, &beta, C, cuda_type(ct), (int)ldc,
-                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasGemmEx(
+        (cublasHandle_t)c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)M, (int)T, (int)Kd, &alpha, W,
+        cuda_type(ab), (int)ldw, A, cuda_type(ab), (int)lda, &beta, C, cuda_type(ct), (int)ldc,
+        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     if (c->debug_sync)
         FMB_LAUNCH_CHECK(c);
 }
@@ -77,24 +76,26 @@ void fmb_k_gemm_plans_free(fmb_cuda_ctx *c)
         return;
     for (int i = 0; i < ps->n; i++) {
         gemm_plan *g = &ps->e[i];
-        FMB_CUBLAS_CHECK(cublasLtMatmulDescDestroy(g->op));
-        FMB_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(g->lw));
-        FMB_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(g->la));
-        FMB_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(g->lc));
+        FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatmulDescDestroy(g->op));
+        FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatrixLayoutDestroy(g->lw));
+        FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatrixLayoutDestroy(g->la));
+        FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatrixLayoutDestroy(g->lc));
     }
     free(ps);
     c->gemm_plans = NULL;
 }
 
-static uint32_t algo_cfg_u32(const cublasLtMatmulAlgo_t *a, cublasLtMatmulAlgoConfigAttributes_t at)
+static uint32_t algo_cfg_u32(const fmb_cuda_ctx *c,
+                             const cublasLtMatmulAlgo_t *a,
+                             cublasLtMatmulAlgoConfigAttributes_t at)
 {
     // attributes are 2 or 4 bytes wide: ask for the width, read into a zeroed uint32
     // (little-endian, so a uint16 lands in the low half)
     uint32_t v = 0;
     size_t w = 0;
-    FMB_CUBLAS_CHECK(cublasLtMatmulAlgoConfigGetAttribute(a, at, NULL, 0, &w));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatmulAlgoConfigGetAttribute(a, at, NULL, 0, &w));
     FMB_ASSERT(w <= sizeof v);
-    FMB_CUBLAS_CHECK(cublasLtMatmulAlgoConfigGetAttribute(a, at, &v, w, &w));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatmulAlgoConfigGetAttribute(a, at, &v, w, &w));
     return v;
 }
 
@@ -126,41 +127,44 @@ static gemm_plan *gemm_plan_get(const fmb_cuda_ctx *c,
     g->M = M, g->Kd = Kd, g->lda = lda, g->ldw = ldw, g->ldc = ldc;
     g->ab = ab, g->ct = ct, g->beta_nz = beta_nz;
     // column-major view as in fmb_k_gemm: Cᵀ[M, T] = (W as [Kd, M])ᵀ · (A as [Kd, T])
-    FMB_CUBLAS_CHECK(cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA,
+                                                                 &ta, sizeof ta));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSB,
+                                                                 &tb, sizeof tb));
     FMB_CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+        FMB_BLAS(c)->cublasLtMatrixLayoutCreate(&g->lw, cuda_type(ab), Kd, M, (int64_t)ldw));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatrixLayoutCreate(&g->la, cuda_type(ab), Kd, plan_rows,
+                                                             (int64_t)lda));
     FMB_CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    FMB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&g->lw, cuda_type(ab), Kd, M, (int64_t)ldw));
-    FMB_CUBLAS_CHECK(
-        cublasLtMatrixLayoutCreate(&g->la, cuda_type(ab), Kd, plan_rows, (int64_t)lda));
-    FMB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&g->lc, cuda_type(ct), M, plan_rows, (int64_t)ldc));
+        FMB_BLAS(c)->cublasLtMatrixLayoutCreate(&g->lc, cuda_type(ct), M, plan_rows, (int64_t)ldc));
     cublasLtMatmulPreference_t pref;
-    FMB_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatmulPreferenceCreate(&pref));
     uint64_t ws = c->gemm_algo == FMB_GEMM_FIXEDWS ? (uint64_t)c->cublas_ws_bytes : 0;
     uint32_t red = CUBLASLT_REDUCTION_SCHEME_NONE, al = 16;
-    FMB_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    FMB_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof red));
     // the calls' pointers are only promised 16-byte aligned (head tiles, column offsets)
     const cublasLtMatmulPreferenceAttributes_t als[4] = {
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
     for (int i = 0; i < 4; i++)
-        FMB_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, als[i], &al, sizeof al));
+        FMB_CUBLAS_CHECK(
+            FMB_BLAS(c)->cublasLtMatmulPreferenceSetAttribute(pref, als[i], &al, sizeof al));
     cublasLtMatmulHeuristicResult_t r[8];
     int nr = 0;
-    FMB_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)c->lt, g->op, g->lw, g->la,
-                                                    g->lc, g->lc, pref, 8, r, &nr));
-    FMB_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatmulAlgoGetHeuristic(
+        (cublasLtHandle_t)c->lt, g->op, g->lw, g->la, g->lc, g->lc, pref, 8, r, &nr));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatmulPreferenceDestroy(pref));
     for (int i = 0; i < nr && !g->lt_ok; i++) {
         // the mask already excludes split-K; checked again so that a library whose heuristic
         // ignores the mask cannot bring back a T-dependent reduction
         if (r[i].state != CUBLAS_STATUS_SUCCESS ||
-            algo_cfg_u32(&r[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) > 1 ||
-            algo_cfg_u32(&r[i].algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME) !=
+            algo_cfg_u32(c, &r[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM) > 1 ||
+            algo_cfg_u32(c, &r[i].algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME) !=
                 CUBLASLT_REDUCTION_SCHEME_NONE)
             continue;
         g->algo = r[i].algo;
@@ -173,14 +177,14 @@ static gemm_plan *gemm_plan_get(const fmb_cuda_ctx *c,
                     "algo id %u tile %u splitk %u red %u swizzle %u custom %u stages %u "
                     "cluster %u\n",
                     M, Kd, lda, ldw, ldc, (int)ab, (int)ct, plan_rows, nr,
-                    algo_cfg_u32(&g->algo, CUBLASLT_ALGO_CONFIG_ID),
-                    algo_cfg_u32(&g->algo, CUBLASLT_ALGO_CONFIG_TILE_ID),
-                    algo_cfg_u32(&g->algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM),
-                    algo_cfg_u32(&g->algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME),
-                    algo_cfg_u32(&g->algo, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING),
-                    algo_cfg_u32(&g->algo, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION),
-                    algo_cfg_u32(&g->algo, CUBLASLT_ALGO_CONFIG_STAGES_ID),
-                    algo_cfg_u32(&g->algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID));
+                    algo_cfg_u32(c, &g->algo, CUBLASLT_ALGO_CONFIG_ID),
+                    algo_cfg_u32(c, &g->algo, CUBLASLT_ALGO_CONFIG_TILE_ID),
+                    algo_cfg_u32(c, &g->algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM),
+                    algo_cfg_u32(c, &g->algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME),
+                    algo_cfg_u32(c, &g->algo, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING),
+                    algo_cfg_u32(c, &g->algo, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION),
+                    algo_cfg_u32(c, &g->algo, CUBLASLT_ALGO_CONFIG_STAGES_ID),
+                    algo_cfg_u32(c, &g->algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID));
         else
             fprintf(stderr, "gemm_inv M=%zu K=%zu: no split-K-free algorithm (%d candidates)\n", M,
                     Kd, nr);
@@ -222,14 +226,14 @@ extern "C" void fmb_k_gemm_inv(const fmb_cuda_ctx *c,
         return;
     }
     uint64_t cols = T;
-    FMB_CUBLAS_CHECK(
-        cublasLtMatrixLayoutSetAttribute(g->la, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols));
-    FMB_CUBLAS_CHECK(
-        cublasLtMatrixLayoutSetAttribute(g->lc, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatrixLayoutSetAttribute(
+        g->la, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatrixLayoutSetAttribute(
+        g->lc, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols));
     float alpha = 1.0f;
-    FMB_CUBLAS_CHECK(cublasLtMatmul((cublasLtHandle_t)c->lt, g->op, &alpha, W, g->lw, A, g->la,
-                                    &beta, C, g->lc, C, g->lc, &g->algo, c->cublas_ws,
-                                    c->cublas_ws_bytes, FMB_STREAM(c)));
+    FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatmul((cublasLtHandle_t)c->lt, g->op, &alpha, W, g->lw,
+                                                 A, g->la, &beta, C, g->lc, C, g->lc, &g->algo,
+                                                 c->cublas_ws, c->cublas_ws_bytes, FMB_STREAM(c)));
     if (c->debug_sync)
         FMB_LAUNCH_CHECK(c);
 }

@@ -59,9 +59,14 @@ typedef struct {
                        * Launch (k_common.cuh): cc >= 9.0 and the kernels run sm_90+ code,
                        * unless pdl=off. May be cleared (not set) between launches */
     void *lt;         /* cublasLtHandle_t, owned */
+    void *blas;       /* fmb_blas_api (k_blas.cuh): cuBLAS loaded at run time, owned */
     void *gemm_plans; /* fmb_k_gemm_inv's algorithm cache (k_gemm.cu), owned */
     char name[256];
 } fmb_cuda_ctx;
+
+/* Loads cuBLAS and cublasLt as fmb_cuda_ctx_init does (k_blas.cuh; dir NULL: the loader's
+ * search path, else that folder) and says whether it worked: for tests and diagnostics. */
+FMB_NODISCARD fmb_status fmb_cuda_blas_probe(const char *dir, fmb_err *err);
 
 /* Number of usable CUDA devices; 0 (never aborts) when there is no driver or device. */
 int fmb_cuda_device_count(void);

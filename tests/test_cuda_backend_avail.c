@@ -8,6 +8,9 @@
 
 #include "engine/backend.h"
 #include "engine/engine.h"
+#ifdef FMB_HAVE_CUDA
+#include "kernels/kernels.h"
+#endif
 #include "tests/check.h"
 
 int main(void)
@@ -20,6 +23,19 @@ int main(void)
 #ifdef FMB_HAVE_CUDA
     have = fmb_cuda_available();
     check_note("built with CUDA; device usable: %d", have);
+    // cuBLAS is loaded when the backend opens, not linked: the binary starts without it, and
+    // a missing library is an error naming it (the CPU backend is unaffected).
+    {
+        fmb_err be;
+        fmb_status bs = fmb_cuda_blas_probe("/nonexistent-cuda-lib", &be);
+        check(bs == FMB_EUNSUP && strstr(be.msg, "/nonexistent-cuda-lib/libcublas") &&
+                  strstr(be.msg, "--backend cpu"),
+              "cuBLAS missing: an error naming the library", "status %d: %s", (int)bs, be.msg);
+        bs = fmb_cuda_blas_probe(NULL, &be);
+        check_note("cuBLAS on the loader's path: %s", bs == FMB_OK ? "loads" : be.msg);
+        if (have)
+            check(bs == FMB_OK, "cuBLAS loads on a GPU machine", "%s", be.msg);
+    }
 #else
     check_note("built without CUDA");
 #endif
