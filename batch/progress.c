@@ -1,8 +1,11 @@
 /* progress: a bar on a TTY, log lines otherwise. See progress.h. */
 #include "batch/progress.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "kernels/base.h"
@@ -10,6 +13,8 @@
 struct fmb_progress {
     int bar;
     int none;
+    int cols;              /* the terminal's width (bar mode) */
+    _Atomic int64_t total; /* the source's count (fmb_progress_set_total), 0: not yet */
     double interval, start, last;
 };
 
@@ -20,6 +25,8 @@ fmb_progress *fmb_progress_new(fmb_progress_mode mode, double interval)
     p->none = mode == FMB_PROGRESS_NONE;
     p->interval = interval > 0 ? interval : 30;
     p->start = p->last = fmb_now();
+    struct winsize ws;
+    p->cols = ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20 ? ws.ws_col : 80;
     return p;
 }
 
@@ -33,8 +40,31 @@ static void fmt_eta(char *buf, size_t n, double s)
     snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
 }
 
-static void line(fmb_progress *p, const fmb_progress_counts *c, const char *key, int final)
+/* Cuts s (length n) to at most max bytes, not inside a UTF-8 sequence. */
+static void fit_line(char *s, size_t n, size_t max)
 {
+    if (n <= max)
+        return;
+    size_t k = max;
+    while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80)
+        k--;
+    s[k] = 0;
+}
+
+void fmb_progress_set_total(fmb_progress *p, int64_t total)
+{
+    if (p)
+        atomic_store(&p->total, total);
+}
+
+static void line(fmb_progress *p, const fmb_progress_counts *c0, const char *key, int final)
+{
+    fmb_progress_counts cc = *c0, *c = &cc;
+    int64_t counted = atomic_load(&p->total);
+    if (counted > c->total)
+        c->total = counted;
+    if (c->total && c->total < c->seen)
+        c->total = c->seen;
     double el = fmb_now() - p->start;
     double tps = el > 0 ? (double)c->tokens / el : 0;
     double ips = el > 0 ? (double)c->done / el : 0;
@@ -45,10 +75,15 @@ static void line(fmb_progress *p, const fmb_progress_counts *c, const char *key,
     }
     char inflight[96] = "";
     if (c->in_flight > 0 && !final)
-        snprintf(inflight, sizeof inflight, "; %lld documents (%lld tokens) in the batch",
-                 (long long)c->in_flight, (long long)c->in_flight_tokens);
+        snprintf(inflight, sizeof inflight,
+                 "; %lld documents (%lld tokens, %lld prefilled) in the batch",
+                 (long long)c->in_flight, (long long)c->in_flight_tokens,
+                 (long long)c->in_flight_done);
+    char of[48] = "";
+    if (c->total > 0)
+        snprintf(of, sizeof of, " of %lld", (long long)c->total);
     if (p->bar && !final) {
-        int w = 24, fill = 0;
+        int w = p->cols >= 120 ? 24 : 12, fill = 0;
         if (c->total > 0) {
             fill = (int)((double)(c->done + c->failed + c->skipped) * w / (double)c->total);
             fill = fill < 0 ? 0 : fill > w ? w : fill;
@@ -57,18 +92,26 @@ static void line(fmb_progress *p, const fmb_progress_counts *c, const char *key,
         for (int i = 0; i < w; i++)
             bar[i] = c->total > 0 ? (i < fill ? '#' : '-') : (i == (int)el % w ? '#' : '-');
         bar[w] = 0;
-        fprintf(stderr,
-                "\r[%s] %lld done %lld failed %lld skipped / %lld%s  %.0f tok/s  batch %lld  "
-                "ETA %s  %.32s\033[K",
-                bar, (long long)c->done, (long long)c->failed, (long long)c->skipped,
-                (long long)c->seen, c->total > 0 ? "" : "+", tps, (long long)c->in_flight, eta,
-                key ? key : "");
+        char pre[96] = "";
+        if (c->in_flight > 0 && c->in_flight_tokens > 0)
+            snprintf(pre, sizeof pre, " prefill %d%%",
+                     (int)(100.0 * (double)c->in_flight_done / (double)c->in_flight_tokens));
+        char out[512];
+        int n =
+            snprintf(out, sizeof out,
+                     "[%s] %lld/%lld%s done %lld failed  %.0f tok/s  ETA %s  batch %lld%s  %s", bar,
+                     (long long)(c->done + c->skipped),
+                     (long long)(c->total > 0 ? c->total : c->seen), c->total > 0 ? "" : "+",
+                     (long long)c->failed, tps, eta, (long long)c->in_flight, pre, key ? key : "");
+        (void)n;
+        fit_line(out, strlen(out), (size_t)p->cols - 1);
+        fprintf(stderr, "\r%s\033[K", out);
     } else {
         fprintf(stderr,
-                "fmbatch run: %s%lld done, %lld failed, %lld skipped, %lld seen; %lld tokens, "
+                "fmbatch run: %lld done, %lld failed, %lld skipped, %lld seen%s; %lld tokens, "
                 "%.0f tok/s, %.2f items/s, ETA %s%s\n",
-                final ? "" : "", (long long)c->done, (long long)c->failed, (long long)c->skipped,
-                (long long)c->seen, (long long)c->tokens, tps, ips, eta, inflight);
+                (long long)c->done, (long long)c->failed, (long long)c->skipped, (long long)c->seen,
+                of, (long long)c->tokens, tps, ips, eta, inflight);
     }
     fflush(stderr);
 }

@@ -20,10 +20,12 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "batch/cli/cli.h"
@@ -456,11 +458,24 @@ typedef struct {
     int has_job, done, quit;
     fmb_status s;
     fmb_err err;
+    size_t prog_done; /* the engine's progress within the batch's prefill (under mu) */
 } engine_thread;
+
+/* Runs on the engine thread after each prefill chunk (fmb_engine_set_progress). */
+static void engine_progress(void *ctx, size_t done, size_t total)
+{
+    engine_thread *et = ctx;
+    (void)total;
+    pthread_mutex_lock(&et->mu);
+    if (done > et->prog_done)
+        et->prog_done = done;
+    pthread_mutex_unlock(&et->mu);
+}
 
 static void *engine_main(void *arg)
 {
     engine_thread *et = arg;
+    fmb_engine_set_progress(et->e->eng, engine_progress, et);
     pthread_mutex_lock(&et->mu);
     for (;;) {
         while (!et->has_job && !et->quit)
@@ -474,11 +489,13 @@ static void *engine_main(void *arg)
         pthread_mutex_lock(&et->mu);
         et->s = s;
         et->err = err;
+        et->prog_done = 0;
         et->has_job = 0;
         et->done = 1;
         pthread_cond_broadcast(&et->cv);
     }
     pthread_mutex_unlock(&et->mu);
+    fmb_engine_set_progress(et->e->eng, NULL, NULL);
     return NULL;
 }
 
@@ -492,11 +509,31 @@ static void engine_submit(engine_thread *et, fmb_task_batch *b)
     pthread_mutex_unlock(&et->mu);
 }
 
-static fmb_status engine_wait(engine_thread *et, fmb_err *err)
+/* Waits for the batch, redrawing the progress (pg, pc: may be NULL) every quarter second with
+ * the engine's position in the batch: progress moves within a long document. */
+static fmb_status engine_wait(
+    engine_thread *et, fmb_err *err, fmb_progress *pg, fmb_progress_counts *pc, const char *key)
 {
     pthread_mutex_lock(&et->mu);
-    while (!et->done)
-        pthread_cond_wait(&et->cv, &et->mu);
+    while (!et->done) {
+        if (!pg) {
+            pthread_cond_wait(&et->cv, &et->mu);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (pthread_cond_timedwait(&et->cv, &et->mu, &ts) == ETIMEDOUT && !et->done) {
+            pc->in_flight_done = (int64_t)et->prog_done;
+            pthread_mutex_unlock(&et->mu);
+            fmb_progress_update(pg, pc, key);
+            pthread_mutex_lock(&et->mu);
+        }
+    }
     et->done = 0;
     fmb_status s = et->s;
     if (s)
@@ -716,7 +753,7 @@ static int run_pass(const char *cmd,
         }
         int finished = running;
         if (running >= 0) {
-            s = engine_wait(&et, &err);
+            s = engine_wait(&et, &err, pg, pc, w[finished].n ? w[finished].docs[0].key : NULL);
             running = -1;
             if (s == FMB_EINTR) { /* a signal: everything claimed goes back */
                 window_release(cmd, e, &w[finished]);
@@ -729,7 +766,7 @@ static int run_pass(const char *cmd,
             for (size_t i = 0; i < w[k].n; i++)
                 fmb_queue_working(e->q, w[k].ids[i], 1);
             pc->in_flight = (int64_t)w[k].n;
-            pc->in_flight_tokens = 0;
+            pc->in_flight_tokens = pc->in_flight_done = 0;
             for (size_t i = 0; i < w[k].n; i++)
                 pc->in_flight_tokens += w[k].outs[i].doc_tokens;
             engine_submit(&et, w[k].batch);
@@ -742,12 +779,12 @@ static int run_pass(const char *cmd,
             rc = rc ? rc : rc2;
         }
         if (running < 0) {
-            pc->in_flight = pc->in_flight_tokens = 0;
+            pc->in_flight = pc->in_flight_tokens = pc->in_flight_done = 0;
             break;
         }
         if (rc) { /* fatal: let the running batch end (its results are dropped), give its
                    * items back */
-            fmb_status ignored = engine_wait(&et, &err);
+            fmb_status ignored = engine_wait(&et, &err, NULL, NULL, NULL);
             (void)ignored;
             window_release(cmd, e, &w[running]);
             running = -1;
@@ -769,6 +806,59 @@ static int run_pass(const char *cmd,
     }
     fmb_prefetch_stop(pf);
     return rc;
+}
+
+/* The source counted on a thread of its own while the run starts (a second pass of the reader:
+ * exact, whatever the kind), for the progress bar's total and the ETA. */
+typedef struct {
+    const fmb_job *job;
+    fmb_progress *pg;
+    atomic_int stop;
+    pthread_t th;
+    int started;
+} source_counter;
+
+static void *count_main(void *arg)
+{
+    source_counter *sc = arg;
+    fmb_source *src;
+    fmb_err err;
+    if (fmb_src_open(sc->job, &src, &err))
+        return NULL; /* the run reports it */
+    int64_t n = 0;
+    int eof = 0;
+    while (!atomic_load(&sc->stop)) {
+        fmb_doc d;
+        if (fmb_src_next(src, &d, &eof, &err) || eof)
+            break;
+        n++;
+    }
+    if (eof)
+        fmb_progress_set_total(sc->pg, n);
+    fmb_src_close(src);
+    return NULL;
+}
+
+static void counter_start(source_counter *sc, const fmb_job *job, fmb_progress *pg)
+{
+    memset(sc, 0, sizeof *sc);
+    sc->job = job;
+    sc->pg = pg;
+    atomic_init(&sc->stop, 0);
+    sigset_t block, old;
+    sigfillset(&block);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    sc->started = pthread_create(&sc->th, NULL, count_main, sc) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static void counter_stop(source_counter *sc)
+{
+    if (!sc->started)
+        return;
+    atomic_store(&sc->stop, 1);
+    pthread_join(sc->th, NULL);
+    sc->started = 0;
 }
 
 int fmb_cmd_run(int argc, char **argv)
@@ -798,6 +888,8 @@ int fmb_cmd_run(int argc, char **argv)
     if (fmb_queue_worker_start(e.q, &err)) /* a kill -9 then counts as an attempt, as before */
         fmb_cli_error(cmd, "%s (no worker file: any death counts as an attempt)", err.msg);
     fmb_progress *pg = fmb_progress_new(a.progress, a.progress_interval);
+    source_counter counter;
+    counter_start(&counter, e.job, pg);
     int64_t taken = 0;
     for (int pass = 0; pass < 3 && !rc && !fmb_job_signal; pass++) {
         rc = run_pass(cmd, &e, &a, pg, &pc, &taken);
@@ -810,6 +902,10 @@ int fmb_cmd_run(int argc, char **argv)
         fprintf(stderr, "fmbatch run: %lld items left claimable, another pass\n", (long long)left);
     }
     fmb_queue_heartbeat_stop(e.q);
+    counter_stop(&counter);
+    int sig = fmb_job_signal;
+    const char *how = sig ? "interrupted (the current item was released)" : "finished";
+    fmb_progress_end(pg, &pc, rc ? "stopped by an error" : how);
     const fmb_tasks_stats *ts = fmb_tasks_stats_get(e.tasks);
     const fmb_tasks_plan *tp = fmb_tasks_plan_get(e.tasks);
     if (ts->prefill_tokens || ts->decode_steps)
@@ -823,9 +919,6 @@ int fmb_cmd_run(int argc, char **argv)
                 (long long)ts->decode_tokens, (long long)ts->decode_steps, ts->decode_seconds,
                 ts->decode_seconds > 0 ? (double)ts->decode_tokens / ts->decode_seconds : 0,
                 ts->decode_steps ? (double)ts->decode_tokens / (double)ts->decode_steps : 0);
-    int sig = fmb_job_signal;
-    const char *how = sig ? "interrupted (the current item was released)" : "finished";
-    fmb_progress_end(pg, &pc, rc ? "stopped by an error" : how);
     if (!rc && !sig && !fmb_queue_counts_get(e.q, &qc, &err)) {
         fprintf(stderr,
                 "fmbatch run: output %s: %lld done, %lld failed, %lld dead, %lld pending, "
