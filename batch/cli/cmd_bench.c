@@ -14,11 +14,15 @@
  *                                (a 24 GB card), then run everything
  *   --seed S                     synthetic weights and token ids
  *   --kernel K=V,..              kernel choices (kernels/kopts.h), as for every engine command
+ *   --threads N                  CPU threads (the CPU backend; default all cores)
+ * On the CPU backend the memory figures are the process's peak resident set ("peak_rss_bytes")
+ * instead of device memory, and the weights are counted as float32.
  */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "batch/cli/cli.h"
 #include "engine/device.h"
@@ -41,6 +45,13 @@ static size_t used_device_bytes(void)
 {
     size_t fr = 0, tot = 0;
     return fmb_device_mem_info(&fr, &tot) ? tot - fr : 0;
+}
+
+/* The process's peak resident set so far (the CPU backend's memory figure). */
+static size_t peak_rss_bytes(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (size_t)ru.ru_maxrss * 1024 : 0;
 }
 
 static int32_t *random_ids(size_t n, int64_t V, uint64_t *s)
@@ -131,7 +142,8 @@ int fmb_cmd_bench(int argc, char **argv)
         O_DTYPE,
         O_CHUNK,
         O_MEM,
-        O_KERNEL
+        O_KERNEL,
+        O_THREADS
     };
     static const struct option lo[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -146,6 +158,7 @@ int fmb_cmd_bench(int argc, char **argv)
         {"chunk-tokens", required_argument, 0, O_CHUNK},
         {"mem-limit", required_argument, 0, O_MEM},
         {"kernel", required_argument, 0, O_KERNEL},
+        {"threads", required_argument, 0, O_THREADS},
         {"help", no_argument, 0, 'H'},
         {0, 0, 0, 0},
     };
@@ -213,6 +226,9 @@ int fmb_cmd_bench(int argc, char **argv)
         case O_KERNEL:
             fmb_cli_engine_opt("kernel", optarg, &eo, &bad);
             break;
+        case O_THREADS:
+            fmb_cli_engine_opt("threads", optarg, &eo, &bad);
+            break;
         default:
             bad = 1;
         }
@@ -225,7 +241,7 @@ int fmb_cmd_bench(int argc, char **argv)
         fmb_cli_error(cmd, "usage: fmbatch bench (--model DIR | --synthetic 7b|SHAPE) [--tokens "
                            "N,N,..] [--decode-batch B] [--decode-steps S] [--ballast-free SIZE] "
                            "[--backend ..] [--dtype ..] [--chunk-tokens N] [--mem-limit SIZE] "
-                           "[--kernel K=V,..]");
+                           "[--kernel K=V,..] [--threads N]");
         return FMB_EXIT_USAGE;
     }
     if (eo.max_batch < dbatch)
@@ -268,7 +284,8 @@ int fmb_cmd_bench(int argc, char **argv)
     }
     const fmb_config *c = fmb_engine_config(e);
     int64_t params = fmb_config_param_count(c);
-    size_t wbytes = (size_t)params * (eo.compute == FMB_COMPUTE_F32 ? 4 : 2);
+    const int on_cpu = strcmp(fmb_engine_backend_name(e), "cpu") == 0; /* float32 weights */
+    size_t wbytes = (size_t)params * (on_cpu || eo.compute == FMB_COMPUTE_F32 ? 4 : 2);
 
     uint64_t rs = seed * 2654435761u + 7;
     prefill_row pr[MAX_LENS];
@@ -289,7 +306,7 @@ int fmb_cmd_bench(int argc, char **argv)
         int32_t *ids = random_ids(lens[i], c->V, &rs);
         pr[i].tokens = lens[i];
         pr[i].seconds = prefill(e, st, ids, lens[i], &err, &s);
-        pr[i].peak = used_device_bytes() - ballast_bytes;
+        pr[i].peak = on_cpu ? peak_rss_bytes() : used_device_bytes() - ballast_bytes;
         if (pr[i].peak > peak)
             peak = pr[i].peak;
         fprintf(stderr, "bench: prefill %zu tokens: %.3f s, %.0f tok/s\n", lens[i], pr[i].seconds,
@@ -321,7 +338,7 @@ int fmb_cmd_bench(int argc, char **argv)
         fprintf(stderr, "bench: decode batch %zu context %zu: %.3f ms/step\n", dr[i].batch,
                 dr[i].context, dr[i].ms);
     {
-        size_t now = used_device_bytes() - ballast_bytes;
+        size_t now = on_cpu ? peak_rss_bytes() : used_device_bytes() - ballast_bytes;
         if (now > peak)
             peak = now;
     }
@@ -336,18 +353,24 @@ int fmb_cmd_bench(int argc, char **argv)
     fmb_engine_free(e);
     e = NULL;
 
+    // On the CPU the memory figure is the process's peak resident set (getrusage), under its
+    // own name: there is no device.
+    const char *mem_key = on_cpu ? "peak_rss_bytes" : "peak_device_bytes";
     printf("{\"device\":\"%s\",\"backend\":\"%s\",\"weights_bytes\":%zu,\"chunk_tokens\":%zu,"
            "\"prefill\":[",
            dev, backend, wbytes, chunk);
     for (int i = 0; i < nlens; i++)
-        printf("%s{\"tokens\":%zu,\"seconds\":%.4f,\"tok_per_s\":%.1f,\"peak_device_bytes\":%zu}",
-               i ? "," : "", pr[i].tokens, pr[i].seconds, pr[i].tokens / pr[i].seconds, pr[i].peak);
+        printf("%s{\"tokens\":%zu,\"seconds\":%.4f,\"tok_per_s\":%.1f,\"%s\":%zu}", i ? "," : "",
+               pr[i].tokens, pr[i].seconds, pr[i].tokens / pr[i].seconds, mem_key, pr[i].peak);
     printf("],\"decode\":[");
     for (int i = 0; i < ndr; i++)
         printf("%s{\"batch\":%zu,\"context\":%zu,\"ms_per_token\":%.4f,\"tok_per_s\":%.1f}",
                i ? "," : "", dr[i].batch, dr[i].context, dr[i].ms, dr[i].batch * 1e3 / dr[i].ms);
     printf("],\"kernels\":\"%s\",", kern);
-    printf("\"ballast_bytes\":%zu,\"peak_device_bytes\":%zu}\n", ballast_bytes, peak);
+    if (on_cpu)
+        printf("\"peak_rss_bytes\":%zu}\n", peak);
+    else
+        printf("\"ballast_bytes\":%zu,\"peak_device_bytes\":%zu}\n", ballast_bytes, peak);
     fmb_device_ballast_free(ballast);
     return FMB_EXIT_OK;
 fail:
