@@ -258,6 +258,13 @@ FMB_NODISCARD fmb_status fmb_queue_groups(fmb_queue *q,
                                           fmb_err *err);
 void fmb_queue_groups_free(fmb_queue_group *g, size_t n);
 
+/* The queue status of the item key ("done", "failed", ...; NULL when the queue has no such
+ * item). *status is the caller's. */
+FMB_NODISCARD fmb_status fmb_queue_item_status(fmb_queue *q,
+                                               const char *key,
+                                               char **status,
+                                               fmb_err *err);
+
 /* The error text of the item key (NULL when it has none). *error is the caller's. */
 FMB_NODISCARD fmb_status fmb_queue_item_error(fmb_queue *q,
                                               const char *key,

@@ -271,6 +271,26 @@ fmb_status fmb_queue_groups(fmb_queue *q,
     return FMB_OK;
 }
 
+fmb_status fmb_queue_item_status(fmb_queue *q, const char *key, char **status, fmb_err *err)
+{
+    *status = NULL;
+    sqlite3_stmt *st;
+    fmb_status s = prep(q, "SELECT status FROM item WHERE job = ?1 AND key = ?2", key, &st, err);
+    if (s)
+        return s;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *status = col_dup(st, 0, NULL);
+        rc = sqlite3_step(st);
+    }
+    s = done(q, st, rc, err);
+    if (s) {
+        free(*status);
+        *status = NULL;
+    }
+    return s;
+}
+
 fmb_status fmb_queue_item_error(fmb_queue *q, const char *key, char **error, fmb_err *err)
 {
     *error = NULL;

@@ -1006,8 +1006,17 @@ int fmb_cmd_check(int argc, char **argv)
         env_free(&e);
         return s == FMB_EINVAL ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
     }
+    /* Items already done in an existing output are left out of the estimates (read only: check
+     * creates nothing). */
+    fmb_queue *done_q = NULL;
+    struct stat ost;
+    if (stat(e.job->output, &ost) == 0 &&
+        fmb_queue_open(e.job->output, e.job->name, 0, (int)e.job->max_attempts,
+                       (double)e.job->lease_seconds, &done_q, &err))
+        done_q = NULL; /* not ours or unreadable: estimate everything */
     /* Count everything; tokenize a sample of documents for a bytes-per-token estimate. */
     int64_t items = 0, bad = 0, bytes = 0, sample_bytes = 0, sample_tokens = 0;
+    int64_t done_items = 0, done_bytes = 0;
     json_t *bad_list = json_array();
     for (;;) {
         fmb_doc doc;
@@ -1031,6 +1040,15 @@ int fmb_cmd_check(int argc, char **argv)
             continue;
         }
         bytes += (int64_t)doc.len;
+        if (done_q) {
+            char *st_text = NULL;
+            if (!fmb_queue_item_status(done_q, doc.key, &st_text, &err) && st_text &&
+                !strcmp(st_text, "done")) {
+                done_items++;
+                done_bytes += (int64_t)doc.len;
+            }
+            free(st_text);
+        }
         if (sample_bytes < (1 << 20)) {
             fmb_ids ids;
             memset(&ids, 0, sizeof ids);
@@ -1042,13 +1060,38 @@ int fmb_cmd_check(int argc, char **argv)
         }
     }
     fmb_src_close(src);
+    fmb_queue_close(done_q);
     if (!rc && items == 0) {
         fmb_cli_error(cmd, "%s: the source yields no document", e.job->path);
         rc = FMB_EXIT_USAGE;
     }
     if (!rc) {
-        double tokens =
-            sample_bytes > 0 ? (double)bytes * (double)sample_tokens / (double)sample_bytes : 0;
+        const double tok_per_byte =
+            sample_bytes > 0 ? (double)sample_tokens / (double)sample_bytes : 0;
+        double tokens = (double)bytes * tok_per_byte;
+        /* What is left to run: the documents not done yet, plus per document each choice
+         * and generate prompt's tail and each choice (prefilled), and each generate task's
+         * max_new_tokens (decoded: an upper bound, answers may stop earlier). */
+        const int64_t todo = items - bad - done_items;
+        double todo_tokens = (double)(bytes - done_bytes) * tok_per_byte, gen_tokens = 0;
+        size_t gen_seqs = 0;
+        for (size_t t = 0; t < e.job->n_tasks; t++) {
+            const fmb_task_cfg *tc = &e.job->tasks[t];
+            size_t extra = 0;
+            fmb_ids ids;
+            for (size_t c = 0; c <= tc->n_choices; c++) {
+                const char *txt = c == tc->n_choices ? tc->suffix : tc->choices[c];
+                memset(&ids, 0, sizeof ids);
+                if (txt && !fmb_tok_encode(e.tok, txt, strlen(txt), 0, &ids, &err))
+                    extra += ids.n;
+                fmb_ids_free(&ids);
+            }
+            todo_tokens += (double)extra * (double)todo;
+            if (tc->kind == FMB_TASK_GENERATE) {
+                gen_tokens += (double)tc->max_new_tokens * (double)todo;
+                gen_seqs += 1;
+            }
+        }
         /* Prefill speed at the job's chunk length (at most 4096 tokens), timed after a warm-up
          * of the same length: the first call pays for cuBLAS plans, graphs and caches. */
         double tps = NAN;
@@ -1067,6 +1110,34 @@ int fmb_cmd_check(int argc, char **argv)
         }
         fmb_state_free(st);
         free(wid);
+        /* A decode step at the batch the run would use for the answers, timed after a
+         * warm-up step. */
+        double step_s = NAN;
+        size_t b = gen_seqs * (size_t)(todo > 0 ? todo : 0);
+        const size_t max_seqs = fmb_tasks_plan_get(e.tasks)->max_seqs;
+        b = b > max_seqs ? max_seqs : b;
+        if (gen_tokens > 0 && b > 0) {
+            fmb_state **sts = fmb_xcalloc(b, sizeof *sts);
+            int32_t *sid = fmb_xmalloc(b * sizeof *sid);
+            float *lg = fmb_xmalloc(b * (size_t)fmb_engine_config(e.eng)->V * sizeof *lg);
+            size_t ok = 0;
+            while (ok < b && !fmb_state_new(e.eng, &sts[ok], &err))
+                ok++;
+            for (size_t i = 0; i < b; i++)
+                sid[i] = (int32_t)(i % 200 + 10);
+            if (ok == b && !fmb_engine_step(e.eng, sts, sid, b, lg, &err)) {
+                double t0 = fmb_now();
+                int n_ok = 0;
+                for (int k = 0; k < 3; k++)
+                    n_ok += !fmb_engine_step(e.eng, sts, sid, b, lg, &err);
+                if (n_ok == 3)
+                    step_s = (fmb_now() - t0) / 3;
+            }
+            for (size_t i = 0; i < ok; i++)
+                fmb_state_free(sts[i]);
+            free(sts), free(sid), free(lg);
+        }
+        double decode_s = gen_tokens > 0 ? ceil(gen_tokens / (double)(b ? b : 1)) * step_s : 0;
         const fmb_config *cfg = fmb_engine_config(e.eng);
         double state_bytes = (double)cfg->L * (double)cfg->E * (double)(cfg->K - 1 + cfg->N) * 4;
         json_t *o = json_object();
@@ -1086,8 +1157,18 @@ int fmb_cmd_check(int argc, char **argv)
                             json_string(fmb_cli_kernel_report(e.eng, kern, sizeof kern)));
         json_object_set_new(o, "prefill_tokens_per_second",
                             isfinite(tps) ? json_real(tps) : json_null());
+        json_object_set_new(o, "done_items", json_integer((json_int_t)done_items));
+        json_object_set_new(o, "items_to_run", json_integer((json_int_t)todo));
+        json_object_set_new(o, "estimated_prefill_tokens", json_integer((json_int_t)todo_tokens));
         json_object_set_new(o, "estimated_prefill_seconds",
-                            isfinite(tps) && tps > 0 ? json_real(tokens / tps) : json_null());
+                            isfinite(tps) && tps > 0 ? json_real(todo_tokens / tps) : json_null());
+        json_object_set_new(o, "estimated_decode_tokens", json_integer((json_int_t)gen_tokens));
+        json_object_set_new(o, "estimated_decode_seconds",
+                            isfinite(decode_s) ? json_real(decode_s) : json_null());
+        json_object_set_new(o, "estimated_seconds",
+                            isfinite(tps) && tps > 0 && isfinite(decode_s)
+                                ? json_real(todo_tokens / tps + decode_s)
+                                : json_null());
         json_t *mem = json_object();
         json_object_set_new(mem, "state_bytes_per_sequence", json_integer((json_int_t)state_bytes));
         const fmb_tasks_plan *tp = fmb_tasks_plan_get(e.tasks);
