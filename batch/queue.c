@@ -547,6 +547,65 @@ static void diff_lines(char *out, size_t cap, const char *a, const char *b, char
     }
 }
 
+/* 1 if text holds the line [p, p + n). */
+static int has_line(const char *text, const char *p, size_t n)
+{
+    for (const char *r = text; *r;) {
+        const char *re = strchr(r, '\n');
+        size_t rn = re ? (size_t)(re - r) : strlen(r);
+        if (rn == n && !memcmp(r, p, n))
+            return 1;
+        r += rn + (re ? 1 : 0);
+    }
+    return 0;
+}
+
+/* 1 if the line [p, p + n) is a task's ("task.NAME....") and no prefix "task.X." of it names a
+ * task of text (whose fingerprint has a "task.X.kind = " line): the line is of a task added
+ * since. Task names may hold dots, so every prefix is tried. */
+static int line_of_new_task(const char *text, const char *p, size_t n)
+{
+    if (n < 5 || memcmp(p, "task.", 5))
+        return 0;
+    for (size_t k = 5; k < n; k++) {
+        if (p[k] != '.')
+            continue;
+        char kind_line[600];
+        int w = snprintf(kind_line, sizeof kind_line, "%.*skind = ", (int)(k + 1), p);
+        if (w <= 0 || (size_t)w >= sizeof kind_line)
+            return 0;
+        for (const char *r = text; *r;) {
+            const char *re = strchr(r, '\n');
+            size_t rn = re ? (size_t)(re - r) : strlen(r);
+            if (rn >= (size_t)w && !memcmp(r, kind_line, (size_t)w))
+                return 0;
+            r += rn + (re ? 1 : 0);
+        }
+    }
+    return 1;
+}
+
+/* 1 if fingerprint now only adds tasks to old: every old line is still there, and every new line
+ * is one of an added task's ("growing a job", queue.h). */
+static int only_tasks_added(const char *old, const char *now)
+{
+    for (const char *p = old; *p;) {
+        const char *e = strchr(p, '\n');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (!has_line(now, p, n))
+            return 0;
+        p += n + (e ? 1 : 0);
+    }
+    for (const char *p = now; *p;) {
+        const char *e = strchr(p, '\n');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (!has_line(old, p, n) && !line_of_new_task(old, p, n))
+            return 0;
+        p += n + (e ? 1 : 0);
+    }
+    return 1;
+}
+
 fmb_status fmb_queue_bind_job(fmb_queue *q,
                               const char *fingerprint,
                               const char *model,
@@ -584,6 +643,26 @@ fmb_status fmb_queue_bind_job(fmb_queue *q,
                      "%s was written by job '%s', not '%s': refusing to mix results (use another "
                      "output file)",
                      q->path, old_job ? old_job : "?", q->job);
+    } else if (strcmp(old_fp, fingerprint) && only_tasks_added(old_fp, fingerprint)) {
+        /* Growing the job: the new tasks run over the documents already done, the old tasks'
+         * rows stay (the runner runs only the tasks an item has no row for). */
+        char h[33];
+        fmb_hash_content(fingerprint, strlen(fingerprint), h);
+        sqlite3_stmt *st = NULL;
+        if (meta_set(q, "fingerprint", fingerprint) || meta_set(q, "fingerprint_hash", h) ||
+            sqlite3_prepare_v2(q->db,
+                               "UPDATE item SET status = 'pending', finished_at = NULL WHERE "
+                               "job = ?1 AND status = 'done'",
+                               -1, &st, NULL) != SQLITE_OK)
+            s = fmb_queue_sql_fail(q, err, "cannot add the tasks");
+        else {
+            sqlite3_bind_text(st, 1, q->job, -1, SQLITE_STATIC);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                s = fmb_queue_sql_fail(q, err, "cannot add the tasks");
+            else
+                q->grown = sqlite3_changes(q->db);
+        }
+        sqlite3_finalize(st);
     } else if (strcmp(old_fp, fingerprint)) {
         char d[900] = "";
         diff_lines(d, sizeof d, old_fp, fingerprint, '-');
@@ -809,7 +888,10 @@ fmb_status fmb_queue_claim(fmb_queue *q,
             goto commit;
         }
         changed = 1; /* the document changed since: redo it */
-    } else if (!strcmp(status, "running")) {
+    } else if (h && !same) {
+        changed = 1; /* pending with rows (a job grown by a task) whose document changed */
+    }
+    if (!strcmp(status, "running")) {
         if (!orphan) {
             *outcome = FMB_CLAIM_BUSY;
             goto commit;

@@ -101,7 +101,11 @@ FMB_NODISCARD fmb_status fmb_queue_open(const char *path,
 void fmb_queue_close(fmb_queue *q);
 
 /* First run: stores the fingerprint and identity. Later runs: the stored fingerprint must be
- * equal; otherwise FMB_EINVAL and err shows the difference ("- old" / "+ new" lines). */
+ * equal; otherwise FMB_EINVAL and err shows the difference ("- old" / "+ new" lines). Growing a
+ * job is the exception: when the new fingerprint only adds tasks (every old line is still
+ * there, every new line is an added task's), it is stored and every done item goes back to
+ * pending; its rows stay, and the runner runs only the tasks an item has no row for
+ * (fmb_queue_item_tasks). fmb_queue_grown says how many items were reopened. */
 FMB_NODISCARD fmb_status fmb_queue_bind_job(fmb_queue *q,
                                             const char *fingerprint,
                                             const char *model,
@@ -257,6 +261,14 @@ FMB_NODISCARD fmb_status fmb_queue_groups(fmb_queue *q,
                                           size_t *n_groups,
                                           fmb_err *err);
 void fmb_queue_groups_free(fmb_queue_group *g, size_t n);
+
+/* Items reopened for added tasks by the last fmb_queue_bind_job (0: none). */
+int64_t fmb_queue_grown(const fmb_queue *q);
+
+/* The names of the tasks the item has result rows for (*names[*n], the caller frees each and
+ * the array; NULL and 0 for none). */
+FMB_NODISCARD fmb_status
+fmb_queue_item_tasks(fmb_queue *q, const char *key, char ***names, size_t *n, fmb_err *err);
 
 /* The queue status of the item key ("done", "failed", ...; NULL when the queue has no such
  * item). *status is the caller's. */

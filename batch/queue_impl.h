@@ -25,7 +25,8 @@ struct fmb_queue {
      * their lease tokens, [n_held] */
     int64_t *held_id, *held_tok;
     size_t n_held, cap_held;
-    int in_batch; /* inside fmb_queue_batch_begin/commit: items write under savepoints */
+    int in_batch;  /* inside fmb_queue_batch_begin/commit: items write under savepoints */
+    int64_t grown; /* items reopened by fmb_queue_bind_job for added tasks */
     /* worker file (fmb_queue_worker_start): path, fd, and the items in progress it lists */
     char *wpath;
     int wfd;

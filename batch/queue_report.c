@@ -271,6 +271,43 @@ fmb_status fmb_queue_groups(fmb_queue *q,
     return FMB_OK;
 }
 
+int64_t fmb_queue_grown(const fmb_queue *q)
+{
+    return q->grown;
+}
+
+fmb_status
+fmb_queue_item_tasks(fmb_queue *q, const char *key, char ***names, size_t *n, fmb_err *err)
+{
+    *names = NULL;
+    *n = 0;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(q->db, "SELECT task FROM result WHERE job = ?1 AND item_key = ?2", -1,
+                           &st, NULL) != SQLITE_OK)
+        return fmb_queue_sql_fail(q, err, "item tasks");
+    sqlite3_bind_text(st, 1, q->job, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    int rc;
+    size_t cap = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 4;
+            *names = fmb_xrealloc(*names, cap, sizeof **names);
+        }
+        (*names)[(*n)++] = fmb_xstrdup((const char *)sqlite3_column_text(st, 0));
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        for (size_t i = 0; i < *n; i++)
+            free((*names)[i]);
+        free(*names);
+        *names = NULL;
+        *n = 0;
+        return fmb_queue_sql_fail(q, err, "item tasks");
+    }
+    return FMB_OK;
+}
+
 fmb_status fmb_queue_item_status(fmb_queue *q, const char *key, char **status, fmb_err *err)
 {
     *status = NULL;

@@ -392,6 +392,11 @@ static int env_open(const char *cmd, job_args *a, int with_queue, run_env *e)
         fmb_cli_error(cmd, "%s", err.msg);
         return s == FMB_EINVAL ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
     }
+    if (fmb_queue_grown(e->q))
+        fprintf(stderr,
+                "fmbatch %s: the job has new tasks: %lld done documents are queued again for "
+                "them (their other rows stay)\n",
+                cmd, (long long)fmb_queue_grown(e->q));
     return 0;
 }
 
@@ -402,6 +407,10 @@ typedef struct {
     int64_t *ids; /* queue item ids */
     size_t n, cap, bytes;
     fmb_task_output *outs; /* [n] once prepared */
+    /* [n]: the tasks each item has rows for already (a job grown by a task): their rows are
+     * not written again */
+    char ***have;
+    size_t *n_have;
     fmb_task_batch *batch;
 } window;
 
@@ -412,7 +421,11 @@ static void window_add(window *w, fmb_pdoc *d, int64_t id)
         w->cap = w->cap ? 2 * w->cap : 64;
         w->docs = fmb_xrealloc(w->docs, w->cap, sizeof *w->docs);
         w->ids = fmb_xrealloc(w->ids, w->cap, sizeof *w->ids);
+        w->have = fmb_xrealloc(w->have, w->cap, sizeof *w->have);
+        w->n_have = fmb_xrealloc(w->n_have, w->cap, sizeof *w->n_have);
     }
+    w->have[w->n] = NULL;
+    w->n_have[w->n] = 0;
     w->docs[w->n] = (fmb_task_doc){d->key, d->data, d->len};
     w->ids[w->n] = id;
     w->n++;
@@ -431,6 +444,9 @@ static void window_clear(window *w)
     for (size_t i = 0; i < w->n; i++) {
         free((char *)w->docs[i].key);
         free((char *)w->docs[i].data);
+        for (size_t k = 0; k < w->n_have[i]; k++)
+            free(w->have[i][k]);
+        free(w->have[i]);
     }
     w->n = 0;
     w->bytes = 0;
@@ -569,8 +585,13 @@ window_write(const char *cmd, run_env *e, window *w, fmb_progress *pg, fmb_progr
         }
         int lost = 0;
         if (!(s = fmb_queue_begin(e->q, &err))) {
-            for (size_t k = 0; k < out->n && !s; k++)
-                s = fmb_queue_add_result(e->q, w->ids[i], key, &out->rows[k], &err);
+            for (size_t k = 0; k < out->n && !s; k++) {
+                int had = 0;
+                for (size_t h = 0; h < w->n_have[i] && !had; h++)
+                    had = !strcmp(w->have[i][h], out->rows[k].task);
+                if (!had)
+                    s = fmb_queue_add_result(e->q, w->ids[i], key, &out->rows[k], &err);
+            }
             if (s)
                 fmb_queue_rollback(e->q);
             else
@@ -681,8 +702,18 @@ static int window_fill(const char *cmd,
             pc->skipped++;
             fmb_progress_update(pg, pc, doc.key);
         } else {
+            char **have = NULL;
+            size_t n_have = 0;
+            if ((s = fmb_queue_item_tasks(e->q, doc.key, &have, &n_have, &err))) {
+                fmb_cli_error(cmd, "%s", err.msg);
+                rc = FMB_EXIT_FATAL;
+                fmb_pdoc_free(&doc);
+                break;
+            }
             (*taken)++;
             window_add(w, &doc, id);
+            w->have[w->n - 1] = have;
+            w->n_have[w->n - 1] = n_have;
         }
         fmb_pdoc_free(&doc);
     }
@@ -803,6 +834,8 @@ static int run_pass(const char *cmd,
         window_clear(&w[i]);
         free(w[i].docs);
         free(w[i].ids);
+        free(w[i].have);
+        free(w[i].n_have);
     }
     fmb_prefetch_stop(pf);
     return rc;
