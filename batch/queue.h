@@ -147,6 +147,22 @@ FMB_NODISCARD fmb_status
 fmb_queue_fail_key(fmb_queue *q, const char *key, const char *reason, int *recorded, fmb_err *err);
 FMB_NODISCARD fmb_status fmb_queue_release(fmb_queue *q, int64_t item_id, fmb_err *err);
 
+/* ---- items (batch/queue_items.c) ---- */
+
+/* Records the document's doc_id and keep_fields meta (JSON object text; NULL: none) on the
+ * item of key, when they differ from what it holds (every pass over the source). */
+FMB_NODISCARD fmb_status fmb_queue_item_info(
+    fmb_queue *q, const char *key, const char *doc_id, const char *meta, fmb_err *err);
+
+/* prune: start, then every key the source yields (fmb_queue_prune_seen), then finish: the
+ * items of this job whose key was not seen, with their results, counted as a compact JSON
+ * object {"stale_items","stale_results","running","by_status","examples","removed"}
+ * (examples: the first 20 keys), and with apply removed, in one transaction (items running
+ * under another worker are counted in "running" and left alone). *json is the caller's. */
+FMB_NODISCARD fmb_status fmb_queue_prune_start(fmb_queue *q, fmb_err *err);
+FMB_NODISCARD fmb_status fmb_queue_prune_seen(fmb_queue *q, const char *key, fmb_err *err);
+FMB_NODISCARD fmb_status fmb_queue_prune_finish(fmb_queue *q, int apply, char **json, fmb_err *err);
+
 /* Items another pass over the source could take now (pending, or leases of gone owners). */
 FMB_NODISCARD fmb_status fmb_queue_claimable(fmb_queue *q, int64_t *n, fmb_err *err);
 
