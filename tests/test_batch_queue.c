@@ -221,7 +221,8 @@ static void test_export_bad_utf8(fmb_queue *q)
         int found = 0, lines = 0, hex_header = 0;
         const char *line;
         size_t len;
-        if (!fmb_queue_export_open(q, csv ? FMB_EXPORT_CSV : FMB_EXPORT_JSONL, 0, &x, &err))
+        fmb_export_opts xo = {.format = csv ? FMB_EXPORT_CSV : FMB_EXPORT_JSONL};
+        if (!fmb_queue_export_open(q, &xo, &x, &err))
             while (!fmb_queue_export_next(x, &line, &len, &err) && line) {
                 if (csv && lines == 0)
                     hex_header = strstr(line, ",item_key_hex\n") != NULL;

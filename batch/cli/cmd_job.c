@@ -1220,11 +1220,58 @@ int fmb_cmd_export(int argc, char **argv)
     fmb_job *job = NULL;
     fmb_queue *q = NULL;
     fmb_queue_export *x = NULL;
+    fmb_tok *tok = NULL;
     fmb_err err;
     int rc = open_output(cmd, &a, &job, &q, 0);
-    if (!rc && fmb_queue_export_open(q, format, a.include_failed, &x, &err)) {
+    const char **names = NULL;
+    unsigned char *on = NULL;
+    if (!rc) {
+        names = fmb_xcalloc(job->n_tasks + 1, sizeof *names);
+        on = fmb_xcalloc(job->n_tasks + 1, 1);
+        for (size_t t = 0; t < job->n_tasks; t++)
+            names[t] = job->tasks[t].name;
+    }
+    /* --task NAME[,NAME]: each must be a task of the job */
+    for (int i = 0; !rc && i < a.n_tasks; i++) {
+        for (const char *p = a.tasks[i]; !rc && *p;) {
+            size_t l = strcspn(p, ",");
+            size_t t = 0;
+            while (t < job->n_tasks && (strlen(names[t]) != l || memcmp(names[t], p, l)))
+                t++;
+            if (t == job->n_tasks) {
+                fmb_sb b = {0};
+                for (size_t k = 0; k < job->n_tasks; k++)
+                    fmb_sb_printf(&b, "%s%s", k ? ", " : "", names[k]);
+                fmb_cli_error(cmd, "--task: '%.*s' is not a task of %s (tasks: %s)", (int)l, p,
+                              a.job_path, b.buf ? b.buf : "");
+                fmb_sb_free(&b);
+                rc = FMB_EXIT_USAGE;
+            } else {
+                on[t] = 1;
+            }
+            p += l + (p[l] == ',');
+        }
+    }
+    /* generated text loses its special tokens unless --keep-special: the tokenizer says which */
+    if (!rc && !a.keep_special && fmb_tok_load(job->tokenizer, &tok, &err)) {
+        fmb_cli_error(cmd,
+                      "%s: cannot load the tokenizer (%s): generated text is exported as stored, "
+                      "special tokens kept",
+                      a.job_path, err.msg);
+        tok = NULL;
+    }
+    fmb_export_opts xo = {.format = format,
+                          .include_failed = a.include_failed,
+                          .wide = a.wide,
+                          .tasks = names,
+                          .n_tasks = job ? job->n_tasks : 0,
+                          .task_on = a.n_tasks ? on : NULL,
+                          .columns = a.columns,
+                          .tok = tok};
+    fmb_status xs;
+    if (!rc && (xs = fmb_queue_export_open(q, &xo, &x, &err))) {
         fmb_cli_error(cmd, "%s", err.msg);
-        rc = FMB_EXIT_FATAL;
+        rc = xs == FMB_EINVAL ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
     }
     while (!rc) {
         const char *line;
@@ -1243,6 +1290,9 @@ int fmb_cmd_export(int argc, char **argv)
         rc = FMB_EXIT_FATAL;
     }
     fmb_queue_export_close(x);
+    fmb_tok_free(tok);
+    free(names);
+    free(on);
     fmb_queue_close(q);
     fmb_job_free(job);
     return rc;
