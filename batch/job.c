@@ -404,9 +404,9 @@ static fmb_status parse_source(ctx *c, const fmb_toml_value *t, fmb_source_cfg *
     if ((src->kind == FMB_SRC_ARCHIVE || src->kind == FMB_SRC_FILES) &&
         fmb_toml_get(t, "keep_fields"))
         return at(c, fmb_toml_get(t, "keep_fields"),
-                  "[source].keep_fields: a %s source has no fields to keep (only jsonl records "
+                  "[source].keep_fields: %s source has no fields to keep (only jsonl records "
                   "and sqlite rows have them)",
-                  src->kind == FMB_SRC_ARCHIVE ? "archive" : "files");
+                  src->kind == FMB_SRC_ARCHIVE ? "an archive" : "a files");
     src->max_entry_bytes = 256 << 20;
     src->max_total_bytes = 0;
     src->max_ratio = 1000;

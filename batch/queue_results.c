@@ -236,6 +236,10 @@ static fmb_status export_prepare(fmb_queue_export *x, fmb_err *err)
         sqlite3_free(q);
     }
     fmb_sb_printf(&order, " ELSE %d END", (int)o->n_tasks);
+    if (!o->n_tasks) { /* CASE needs a WHEN */
+        fmb_sb_clear(&order);
+        fmb_sb_puts(&order, "0");
+    }
     if (o->task_on) {
         fmb_sb_puts(&filter, " AND r.task IN (''");
         for (size_t t = 0; t < o->n_tasks; t++)
