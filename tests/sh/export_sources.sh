@@ -166,6 +166,21 @@ if [ $rc -eq 2 ] && grep -q "'nope' is not a column" "$T/err" && grep -q "lang, 
     pass "keep_fields on sqlite: named columns into meta; a missing one exits 2 listing them"
 else fail "keep_fields on sqlite" "rc $rc $(cat "$T/err") / $m"; fi
 
+# max_document_bytes in an archive: the big entry fails with its size from the header; the
+# limit smaller than max_entry_bytes is the one named
+mkdir -p "$T/ar"
+head -c 5000 /dev/zero >"$T/ar/big.bin"
+printf 'small text' >"$T/ar/small.txt"
+tar -C "$T/ar" -czf "$T/ar.tar.gz" big.bin small.txt
+sed -e 's/kind = "files"/kind = "archive"/' -e 's/paths = \["docs"\]/paths = ["ar.tar.gz"]/' \
+    -e 's/files.db/ar.db/' -e '/^key = /d' "$T/files.toml" >"$T/ar.toml"
+"$F" run "$T/ar.toml" --progress none >/dev/null 2>&1
+got=$(sqlite3 "$T/ar.db" "SELECT doc_id || '|' || status || '|' || coalesce(error, '') FROM item ORDER BY key")
+if [ "$got" = "big.bin|failed|document too large: 5000 bytes > max_document_bytes (2000)
+small.txt|done|" ]; then
+    pass "max_document_bytes: an archive entry over it fails its row, named with its size"
+else fail "max_document_bytes in an archive" "$got"; fi
+
 # check notes JSONL keys that depend on line numbers
 sed -e '/id_field/d' -e 's/out.db/noid.db/' "$T/job.toml" >"$T/noid.toml"
 "$F" check "$T/noid.toml" >"$T/check.json" 2>"$T/err"
