@@ -320,12 +320,11 @@ static void emit(fmb_sb *b, json_t *v, int f32)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
-        const char *k;
-        json_t *m;
         int first = 1;
         fmb_sb_putc(b, '{');
-        json_object_foreach(v, k, m)
-        {
+        for (void *it = json_object_iter(v); it; it = json_object_iter_next(v, it)) {
+            const char *k = json_object_iter_key(it);
+            json_t *m = json_object_iter_value(it);
             json_t *ks = json_string(k);
             if (!first)
                 fmb_sb_putc(b, ',');
@@ -526,10 +525,9 @@ static fmb_status export_plan(fmb_queue_export *x, const int *want, size_t n_wan
                 json_t *v = json_loadb((const char *)sqlite3_column_text(x->st, i),
                                        (size_t)sqlite3_column_bytes(x->st, i), 0, NULL);
                 size_t f = i == x->c_meta ? 0 : (size_t)t + 1;
-                const char *k;
-                json_t *m;
-                if (json_is_object(v) && f <= nt)
-                    json_object_foreach(v, k, m) add_name(&fields[f], &n_fields[f], k);
+                for (void *it = json_is_object(v) && f <= nt ? json_object_iter(v) : NULL; it;
+                     it = json_object_iter_next(v, it))
+                    add_name(&fields[f], &n_fields[f], json_object_iter_key(it));
                 json_decref(v);
             }
         }

@@ -1221,7 +1221,7 @@ int fmb_cmd_export(int argc, char **argv)
     fmb_queue *q = NULL;
     fmb_queue_export *x = NULL;
     fmb_tok *tok = NULL;
-    fmb_err err;
+    fmb_err err = {{0}};
     int rc = open_output(cmd, &a, &job, &q, 0);
     const char **names = NULL;
     unsigned char *on = NULL;
