@@ -249,12 +249,24 @@ char *fmb_job_resolve(const fmb_job *job, const char *path)
 
 static fmb_status parse_job_table(ctx *c, const fmb_toml_value *t, fmb_job *job)
 {
-    static const char *const keys[] = {
-        "name",      "model",        "tokenizer",     "output",
-        "backend",   "dtype",        "chunk_tokens",  "threads",
-        "max_batch", "mem_limit",    "seed",          "max_document_tokens",
-        "too_long",  "max_attempts", "lease_seconds", "kernel",
-        NULL};
+    static const char *const keys[] = {"name",
+                                       "model",
+                                       "tokenizer",
+                                       "output",
+                                       "backend",
+                                       "dtype",
+                                       "chunk_tokens",
+                                       "threads",
+                                       "max_batch",
+                                       "mem_limit",
+                                       "seed",
+                                       "max_document_tokens",
+                                       "too_long",
+                                       "max_attempts",
+                                       "lease_seconds",
+                                       "kernel",
+                                       "max_document_bytes",
+                                       NULL};
     const char *w = "[job]";
     fmb_status s;
     char *model = NULL, *tokenizer = NULL, *output = NULL, *too_long = NULL, *kernel = NULL;
@@ -271,6 +283,7 @@ static fmb_status parse_job_table(ctx *c, const fmb_toml_value *t, fmb_job *job)
         (s = get_str(c, t, w, "mem_limit", 0, &job->mem_limit)) ||
         (s = get_int(c, t, w, "seed", INT64_MIN, INT64_MAX, &seed)) ||
         (s = get_int(c, t, w, "max_document_tokens", 0, INT64_MAX, &job->max_document_tokens)) ||
+        (s = get_int(c, t, w, "max_document_bytes", 0, INT64_MAX, &job->max_document_bytes)) ||
         (s = get_str(c, t, w, "too_long", 0, &too_long)) ||
         (s = get_int(c, t, w, "max_attempts", 1, 1000, &job->max_attempts)) ||
         (s = get_int(c, t, w, "lease_seconds", 1, 86400 * 7, &job->lease_seconds)) ||
@@ -350,6 +363,7 @@ static fmb_status parse_source(ctx *c, const fmb_toml_value *t, fmb_source_cfg *
                                                "max_total_bytes",
                                                "max_ratio",
                                                "ratio_floor_bytes",
+                                               "key",
                                                NULL};
     static const char *const jsonl_keys[] = {"kind",
                                              "paths",
@@ -359,11 +373,13 @@ static fmb_status parse_source(ctx *c, const fmb_toml_value *t, fmb_source_cfg *
                                              "max_total_bytes",
                                              "max_ratio",
                                              "ratio_floor_bytes",
+                                             "keep_fields",
+                                             "key",
                                              NULL};
-    static const char *const files_keys[] = {"kind",    "paths",           "include",
-                                             "exclude", "max_entry_bytes", NULL};
-    static const char *const sqlite_keys[] = {"kind",      "database",        "query",
-                                              "page_rows", "max_entry_bytes", NULL};
+    static const char *const files_keys[] = {
+        "kind", "paths", "include", "exclude", "max_entry_bytes", "key", NULL};
+    static const char *const sqlite_keys[] = {
+        "kind", "database", "query", "page_rows", "max_entry_bytes", "keep_fields", "key", NULL};
     const char *const *keys;
     if (!strcmp(kind, "archive")) {
         src->kind = FMB_SRC_ARCHIVE;
@@ -384,6 +400,13 @@ static fmb_status parse_source(ctx *c, const fmb_toml_value *t, fmb_source_cfg *
         return s;
     }
     free(kind);
+    /* keep_fields needs records with fields: say so rather than "unknown key" */
+    if ((src->kind == FMB_SRC_ARCHIVE || src->kind == FMB_SRC_FILES) &&
+        fmb_toml_get(t, "keep_fields"))
+        return at(c, fmb_toml_get(t, "keep_fields"),
+                  "[source].keep_fields: %s source has no fields to keep (only jsonl records "
+                  "and sqlite rows have them)",
+                  src->kind == FMB_SRC_ARCHIVE ? "an archive" : "a files");
     src->max_entry_bytes = 256 << 20;
     src->max_total_bytes = 0;
     src->max_ratio = 1000;
@@ -398,8 +421,24 @@ static fmb_status parse_source(ctx *c, const fmb_toml_value *t, fmb_source_cfg *
         (s = get_str_list(c, t, w, "exclude", 0, &src->exclude, &src->n_exclude)) ||
         (s = get_str(c, t, w, "text_field", 0, &src->text_field)) ||
         (s = get_str(c, t, w, "id_field", 0, &src->id_field)) ||
-        (s = get_int(c, t, w, "page_rows", 1, 1 << 20, &src->page_rows)))
+        (s = get_int(c, t, w, "page_rows", 1, 1 << 20, &src->page_rows)) ||
+        (s = get_str_list(c, t, w, "keep_fields", 0, &src->keep_fields, &src->n_keep_fields)))
         return s;
+    char *key = NULL;
+    if ((s = get_str(c, t, w, "key", 0, &key)))
+        return s;
+    if (key && strcmp(key, "source") && strcmp(key, "content"))
+        s = at(c, fmb_toml_get(t, "key"), "[source].key: expected source or content, got '%s'",
+               key);
+    src->key_content = key && !strcmp(key, "content");
+    free(key);
+    if (s)
+        return s;
+    for (size_t i = 0; i < src->n_keep_fields; i++)
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(src->keep_fields[i], src->keep_fields[j]))
+                return at(c, fmb_toml_get(t, "keep_fields"),
+                          "[source].keep_fields: '%s' is listed twice", src->keep_fields[i]);
     if (src->kind == FMB_SRC_SQLITE) {
         if ((s = get_str(c, t, w, "database", 1, &src->database)) ||
             (s = get_str(c, t, w, "query", 1, &src->query)))
@@ -611,6 +650,7 @@ fmb_status fmb_job_parse(
     job->dir = fmb_xstrdup(dir ? dir : ".");
     job->max_attempts = 3;
     job->lease_seconds = 600;
+    job->max_document_bytes = (int64_t)64 << 20;
     static const char *const top[] = {"job", "source", "task", NULL};
     const fmb_toml_value *jt = get_table(root, "job"), *st = get_table(root, "source"),
                          *tt = get_table(root, "task");
@@ -746,6 +786,7 @@ void fmb_job_free(fmb_job *job)
     free_list(s->exclude, s->n_exclude);
     free(s->text_field);
     free(s->id_field);
+    free_list(s->keep_fields, s->n_keep_fields);
     free(s->database);
     free(s->query);
     for (size_t i = 0; i < job->n_tasks; i++)
@@ -794,6 +835,9 @@ fmb_job_fingerprint_text(const fmb_job *job, const char *model_hash, const char 
     fmb_kernel_opts_format(&job->kernel, FMB_KOPTS_NUMERIC, kern, sizeof kern);
     if (kern[0])
         fmb_sb_printf(&b, "job.kernel = \"%s\"\n", kern);
+    // Content keys name other items than the source's keys (only written when set, as above).
+    if (job->source.key_content)
+        fmb_sb_printf(&b, "source.key = \"content\"\n");
     for (size_t i = 0; i < job->n_tasks; i++) {
         const fmb_task_cfg *t = &job->tasks[i];
         char k[256];

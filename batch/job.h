@@ -2,7 +2,8 @@
  * job: a job file (TOML) read into a validated fmb_job.
  *
  *   [job]     name, model, tokenizer, output, backend, dtype, chunk_tokens, threads, max_batch,
- *             mem_limit, seed, max_document_tokens, too_long ("truncate" | "skip"),
+ *             mem_limit, seed, max_document_tokens, max_document_bytes, too_long
+ *             ("truncate" | "skip"),
  *             max_attempts, lease_seconds, kernel (the kernel choices, "scan=seg": kopts.h)
  *   [source]  kind = "archive" | "jsonl" | "files" | "sqlite" and its keys (see job.c)
  *   [[task]]  name, kind = "score" | "choice" | "generate" and its keys
@@ -35,8 +36,11 @@ typedef struct {
     size_t n_include;
     char **exclude;
     size_t n_exclude;
-    char *text_field;        /* jsonl: default "text" */
-    char *id_field;          /* jsonl: NULL = line number */
+    char *text_field;   /* jsonl: default "text" */
+    char *id_field;     /* jsonl: NULL = line number */
+    char **keep_fields; /* jsonl fields / sqlite query columns carried into item.meta */
+    size_t n_keep_fields;
+    int key_content;         /* key = "content": items keyed by the content hash */
     char *database;          /* sqlite: path as written */
     char *query;             /* sqlite: SELECT giving (key, text) */
     int64_t page_rows;       /* sqlite: rows per keyset page */
@@ -98,6 +102,7 @@ typedef struct {
     char *mem_limit;   /* as written, "24GiB" */
     uint64_t seed;
     int64_t max_document_tokens; /* 0 = no limit */
+    int64_t max_document_bytes;  /* a larger document fails its item (0 = no limit) */
     fmb_too_long too_long;
     int64_t max_attempts;
     int64_t lease_seconds;

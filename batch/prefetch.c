@@ -32,6 +32,8 @@ void fmb_pdoc_free(fmb_pdoc *d)
     free(d->key);
     free(d->data);
     free(d->error);
+    free(d->doc_id);
+    free(d->meta);
     memset(d, 0, sizeof *d);
 }
 
@@ -58,6 +60,8 @@ static void *reader(void *arg)
         fmb_pdoc d;
         memset(&d, 0, sizeof d);
         d.key = fmb_xstrdup(doc.key);
+        d.doc_id = doc.doc_id ? fmb_xstrdup(doc.doc_id) : NULL;
+        d.meta = doc.meta ? fmb_xstrdup(doc.meta) : NULL;
         if (doc.error) {
             d.error = fmb_xstrdup(doc.error);
         } else {

@@ -27,7 +27,8 @@ typedef struct {
     char *data;
     size_t len;
     char *error;
-    char hash[33]; /* fmb_hash_content of the data (of nothing when error is set) */
+    char *doc_id, *meta; /* as fmb_doc's, owned (NULL: none) */
+    char hash[33];       /* fmb_hash_content of the data (of nothing when error is set) */
 } fmb_pdoc;
 
 void fmb_pdoc_free(fmb_pdoc *d);

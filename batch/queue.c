@@ -456,6 +456,7 @@ fmb_status fmb_queue_open(const char *path,
         snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", FMB_SCHEMA_VERSION);
         if ((version < 1 && exec(q, fmb_schema_sql) != SQLITE_OK) ||
             (version < 2 && exec(q, fmb_schema_sql_2) != SQLITE_OK) ||
+            (version < 3 && exec(q, fmb_schema_sql_3) != SQLITE_OK) ||
             exec(q, pragma) != SQLITE_OK) {
             s = abort_tx(q, err,
                          version ? "cannot migrate the schema" : "cannot create the schema");

@@ -151,6 +151,22 @@ FMB_NODISCARD fmb_status
 fmb_queue_fail_key(fmb_queue *q, const char *key, const char *reason, int *recorded, fmb_err *err);
 FMB_NODISCARD fmb_status fmb_queue_release(fmb_queue *q, int64_t item_id, fmb_err *err);
 
+/* ---- items (batch/queue_items.c) ---- */
+
+/* Records the document's doc_id and keep_fields meta (JSON object text; NULL: none) on the
+ * item of key, when they differ from what it holds (every pass over the source). */
+FMB_NODISCARD fmb_status fmb_queue_item_info(
+    fmb_queue *q, const char *key, const char *doc_id, const char *meta, fmb_err *err);
+
+/* prune: start, then every key the source yields (fmb_queue_prune_seen), then finish: the
+ * items of this job whose key was not seen, with their results, counted as a compact JSON
+ * object {"stale_items","stale_results","running","by_status","examples","removed"}
+ * (examples: the first 20 keys), and with apply removed, in one transaction (items running
+ * under another worker are counted in "running" and left alone). *json is the caller's. */
+FMB_NODISCARD fmb_status fmb_queue_prune_start(fmb_queue *q, fmb_err *err);
+FMB_NODISCARD fmb_status fmb_queue_prune_seen(fmb_queue *q, const char *key, fmb_err *err);
+FMB_NODISCARD fmb_status fmb_queue_prune_finish(fmb_queue *q, int apply, char **json, fmb_err *err);
+
 /* Items another pass over the source could take now (pending, or leases of gone owners). */
 FMB_NODISCARD fmb_status fmb_queue_claimable(fmb_queue *q, int64_t *n, fmb_err *err);
 
@@ -167,20 +183,37 @@ FMB_NODISCARD fmb_status fmb_queue_retry_failed(fmb_queue *q, int64_t *n, fmb_er
  * *json is the caller's (free). */
 FMB_NODISCARD fmb_status fmb_queue_failures_json(fmb_queue *q, char **json, fmb_err *err);
 
-/* Export of the result rows (ordered by item key, then task): JSONL (one object per row,
- * columns in table order) or CSV (a header line, then one line per row; RFC 4180 quoting).
- * include_failed adds one row per failed or dead item (status failed/dead, note = the error,
- * the result columns NULL). Values: see batch/result_cols.h (enc); a text value that is not
- * valid UTF-8 is exported escaped (docs/DECISIONS.md, "Lossless export of non-UTF-8 text"):
- * every backslash doubled and every byte of an invalid sequence as \xHH, with the raw bytes
- * in hex in an extra "<column>_hex" value (JSONL: right after the column, only in such rows;
- * CSV: a column appended to the header only when some row needs it, empty elsewhere). */
+/* Export of the result rows joined with their items: JSONL (one object per row) or CSV (a
+ * header line, then one line per row; RFC 4180 quoting), ordered by item key and then the
+ * job's task order. The columns are the table's (batch/result_cols.h) with doc_id after
+ * item_key and meta (keep_fields) last, or o->columns (a comma list, in its order; an unknown
+ * name is FMB_EINVAL listing the valid ones). include_failed adds one row per failed or dead
+ * item (status failed/dead, note = the error, the result columns NULL). wide: one row per item
+ * instead; the document's columns once, then per task of the job (in order) a group
+ * "<task>.<column>" of the columns any of its rows has a value in (status always), extract as
+ * "<task>.fields.<group>" and "<task>.fields_ok", meta as "meta.<field>". Numbers: the shortest
+ * text that reads back to the same double (float32 blobs: the same float). tok (may be NULL):
+ * the special tokens the ids of a generated text hold are cut from its text (the ids stay).
+ * A text value that is not valid UTF-8 is exported escaped (docs/DECISIONS.md, "Lossless
+ * export of non-UTF-8 text"): every backslash doubled and every byte of an invalid sequence as
+ * \xHH, with the raw bytes in hex in an extra "<column>_hex" value (JSONL: right after the
+ * column, only in such rows; CSV: a column appended to the header only when some row needs it,
+ * empty elsewhere). */
 typedef struct fmb_queue_export fmb_queue_export;
 typedef enum { FMB_EXPORT_JSONL = 0, FMB_EXPORT_CSV } fmb_export_format;
+struct fmb_tok;
+typedef struct {
+    fmb_export_format format;
+    int include_failed, wide;
+    const char *const *tasks; /* the job's task names in job order [n_tasks] */
+    size_t n_tasks;
+    const unsigned char *task_on; /* [n_tasks] 1: export its rows; NULL: every task */
+    const char *columns;          /* comma list, NULL: all */
+    const struct fmb_tok *tok;
+} fmb_export_opts;
 
 FMB_NODISCARD fmb_status fmb_queue_export_open(fmb_queue *q,
-                                               fmb_export_format format,
-                                               int include_failed,
+                                               const fmb_export_opts *o,
                                                fmb_queue_export **out,
                                                fmb_err *err);
 /* The next line with its '\n' (CSV: the header first). *line is NULL at the end; it is

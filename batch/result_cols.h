@@ -69,6 +69,13 @@
     X(finished_at,     "REAL",                                           REAL, CTX(NOW),              "finished_at")
 // clang-format on
 
+/* The columns export adds from the item table (schemas/003_doc_meta.sql):
+ * X(name, enc, after, sql): placed after the table column `after`, its value the SQL `sql`
+ * over the item (alias i, in result rows and failed items' rows alike). */
+#define FMB_EXPORT_EXTRA_COLUMNS(X)                                                                \
+    X(doc_id, TEXT, item_key, "i.doc_id")                                                          \
+    X(meta, JSON, finished_at, "i.meta")
+
 /* The number of columns. */
 #define FMB_RESULT_COL_ONE_(name, sql, enc, value, failed) +1
 #define FMB_RESULT_NCOLS                                   (0 FMB_RESULT_COLUMNS(FMB_RESULT_COL_ONE_))

@@ -110,3 +110,19 @@ const char fmb_schema_sql_2[] =
     "-- memory every time cannot be retried forever.\n"
     "ALTER TABLE item ADD COLUMN kills INTEGER NOT NULL DEFAULT 0;\n";
 // clang-format on
+
+/* schemas/003_doc_meta.sql */
+// clang-format off
+const char fmb_schema_sql_3[] =
+    "-- fmbatch output database, schema version 3 (PRAGMA user_version = 3): applied after\n"
+    "-- 002_kills.sql to a new file, and alone to a version-2 file (migrated in place, under the\n"
+    "-- write lock; batch/schema.c embeds this text too).\n"
+    "--\n"
+    "-- item.doc_id: the document's id inside its source (batch/source.h: the archive entry name, the\n"
+    "-- JSON Lines id or line, the path inside a walked folder, the SQLite key), exported beside\n"
+    "-- item_key. item.meta: the fields [source].keep_fields carries from the record or row, a JSON\n"
+    "-- object (a field the record lacks is null). Both are written when the source yields the\n"
+    "-- document (every pass: a rerun with other keep_fields updates them without recomputing).\n"
+    "ALTER TABLE item ADD COLUMN doc_id TEXT;\n"
+    "ALTER TABLE item ADD COLUMN meta TEXT;\n";
+// clang-format on

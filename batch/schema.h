@@ -3,7 +3,7 @@
 #ifndef FMB_SCHEMA_H
 #define FMB_SCHEMA_H
 
-#define FMB_SCHEMA_VERSION 2
+#define FMB_SCHEMA_VERSION 3
 #define FMB_SCHEMA_FILE    "schemas/001_init.sql"
 
 extern const char fmb_schema_sql[];
@@ -13,5 +13,7 @@ extern const char fmb_schema_sql[];
  * the write lock). Each equals its file in schemas/ byte for byte (tests/test_batch_queue.c). */
 #define FMB_SCHEMA_FILE_2 "schemas/002_kills.sql"
 extern const char fmb_schema_sql_2[];
+#define FMB_SCHEMA_FILE_3 "schemas/003_doc_meta.sql"
+extern const char fmb_schema_sql_3[];
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "batch/source_impl.h"
+#include "engine/hash.h"
 
 /* ---------------------------------------------------------------------------------------- */
 /* Dispatch */
@@ -166,17 +167,68 @@ static void repeated_key(fmb_source *src, fmb_doc *doc)
     fmb_src_emit(src, doc);
 }
 
+/* key = "content": the item's key becomes its content hash. A content seen before in this
+ * pass is a failed item under its own source key (as stable as the repeats above), and the
+ * message names the first by its source key (kept for this: src->first_keys). */
+static void content_key(fmb_source *src, fmb_doc *doc)
+{
+    char h[33];
+    fmb_hash_content(src->buf ? src->buf : "", src->len, h);
+    char *orig = fmb_xstrdup(src->key);
+    fmb_src_set_key(src, "content:%s", h);
+    int64_t first, other;
+    if (!seen_add(src, src->key, (int64_t)src->n_first_keys, &first)) {
+        if (src->n_first_keys == src->cap_first_keys) {
+            src->cap_first_keys = src->cap_first_keys ? 2 * src->cap_first_keys : 256;
+            src->first_keys =
+                fmb_xrealloc(src->first_keys, src->cap_first_keys, sizeof *src->first_keys);
+        }
+        src->first_keys[src->n_first_keys++] = orig;
+        fmb_src_emit(src, doc);
+        return;
+    }
+    char *key = fmb_xstrdup(orig);
+    for (int n = 2; seen_add(src, key, -1, &other); n++) {
+        free(key);
+        key = fmb_src_fmt("%s~%d", orig, n);
+    }
+    fmb_src_set_error(src, "duplicate key: '%s', first at %s", src->key, src->first_keys[first]);
+    fmb_src_set_key(src, "%s", key);
+    src->len = 0;
+    free(key);
+    free(orig);
+    fmb_src_emit(src, doc);
+}
+
 fmb_status fmb_src_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *err)
 {
     *eof = 0;
     free(src->error);
     src->error = NULL;
+    free(src->meta);
+    src->meta = NULL;
+    free(src->doc_id);
+    src->doc_id = NULL;
     src->len = 0;
     src->loc = 0;
+    src->id_off = -1;
     fmb_status s = src->vt->next(src, doc, eof, err);
-    if (s == FMB_OK && !*eof)
+    if (s != FMB_OK || *eof)
+        return s;
+    if (src->id_off >= 0 && (size_t)src->id_off <= strlen(src->key))
+        src->doc_id = fmb_xstrdup(src->key + src->id_off);
+    /* the job's document limit, whatever the reader (readers stop reading at it already) */
+    int64_t limit = src->job->max_document_bytes;
+    if (!src->error && limit > 0 && src->len > (uint64_t)limit) {
+        fmb_src_too_large(src, src->len, 0);
+        fmb_src_emit(src, doc);
+    }
+    if (src->job->source.key_content && !src->error)
+        content_key(src, doc);
+    else
         repeated_key(src, doc);
-    return s;
+    doc->doc_id = src->doc_id;
+    return FMB_OK;
 }
 
 void fmb_src_close(fmb_source *src)

@@ -13,6 +13,16 @@
  *   sqlite   the key column's value as text; "<database>:row <n>" a row with a NULL key, n its
  *            position in the query ordered by (key, text), 1-based
  *
+ * With [source].key = "content" the key is "content:<32 hex>", fmb_hash_content of the
+ * document's bytes, instead: identical documents are then the same key (a repeat below).
+ *
+ * doc_id is the key after its source prefix, the document's own id: the archive entry name, the
+ * jsonl id (or line number), the path inside a walked folder (a file named in paths: the whole
+ * key), the sqlite key. It stays the source's under key = "content".
+ *
+ * Documents over the job's max_document_bytes (or the source's max_entry_bytes, whichever is
+ * smaller) fail their item; readers stop reading such a document at the limit.
+ *
  * Keys are unique within a pass. A key met again is yielded as a failed item ("duplicate key:
  * '<key>', first at <where>") under the key of its own position, and the first occurrence keeps
  * the key:
@@ -20,6 +30,7 @@
  *   jsonl    "<file>:<line>"
  *   files    "<path>@<n>"  (n: its position among the items, when two paths match one file)
  *   sqlite   "<database>:row <n>"
+ *   content  the repeat's source key (the first is named by its source key too)
  * (with "~2", "~3", ... appended if that is a key of the source too). As long as the input does
  * not change, a rerun derives the same keys and the same reasons, so the queue skips them: a
  * repeat is recorded once, and neither it nor the first is recomputed.
@@ -43,7 +54,9 @@ typedef struct {
     const char *key;  /* borrowed until the next fmb_src_next/close */
     const char *data; /* document bytes, NUL-terminated; NULL when error is set */
     size_t len;
-    const char *error; /* non-NULL: the item failed in the source, this says why */
+    const char *error;  /* non-NULL: the item failed in the source, this says why */
+    const char *doc_id; /* the document's id inside its source (borrowed as key), NULL if none */
+    const char *meta;   /* [source].keep_fields as a JSON object text (borrowed), NULL if none */
 } fmb_doc;
 
 typedef struct fmb_source fmb_source;

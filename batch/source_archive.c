@@ -353,13 +353,15 @@ static fmb_status archive_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err 
         if (!fmb_src_wanted(cfg, name))
             continue;
         fmb_src_set_key(src, "%s!%s", s->akey, name);
+        src->id_off = (int64_t)strlen(s->akey) + 1;
         src->loc = s->entries;
         if (archive_entry_is_encrypted(e)) {
             fmb_src_set_error(src, "entry is encrypted");
             fmb_src_emit(src, doc);
             return FMB_OK;
         }
-        size_t limit = (size_t)cfg->max_entry_bytes;
+        /* reading stops at the limit: the rest of the entry is skipped, never buffered */
+        size_t limit = fmb_src_doc_limit(src);
         for (;;) {
             const void *buf;
             size_t size;
@@ -378,7 +380,12 @@ static fmb_status archive_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err 
             if (at < src->len)
                 at = src->len;
             if (at + size > limit) {
-                fmb_src_set_error(src, "entry is over max_entry_bytes (%zu bytes)", limit);
+                if (!fmb_src_doc_limit_is_job(src))
+                    fmb_src_set_error(src, "entry is over max_entry_bytes (%zu bytes)", limit);
+                else if (archive_entry_size_is_set(e) && archive_entry_size(e) > (la_int64_t)limit)
+                    fmb_src_too_large(src, (uint64_t)archive_entry_size(e), 0);
+                else
+                    fmb_src_too_large(src, (uint64_t)(at + size), 1);
                 break;
             }
             if (fmb_src_reserve(src, at - src->len + size, limit)) {

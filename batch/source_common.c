@@ -128,6 +128,25 @@ void fmb_src_set_error(fmb_source *src, const char *fmt, ...)
     va_end(ap);
 }
 
+size_t fmb_src_doc_limit(const fmb_source *src)
+{
+    int64_t e = src->job->source.max_entry_bytes, d = src->job->max_document_bytes;
+    return (size_t)(d > 0 && d < e ? d : e);
+}
+
+int fmb_src_doc_limit_is_job(const fmb_source *src)
+{
+    int64_t d = src->job->max_document_bytes;
+    return d > 0 && d < src->job->source.max_entry_bytes;
+}
+
+void fmb_src_too_large(fmb_source *src, uint64_t n, int at_least)
+{
+    fmb_src_set_error(src, "document too large: %s%llu bytes > max_document_bytes (%lld)",
+                      at_least ? "at least " : "", (unsigned long long)n,
+                      (long long)src->job->max_document_bytes);
+}
+
 int fmb_src_reserve(fmb_source *src, size_t extra, size_t limit)
 {
     if (src->len + extra > limit)
@@ -150,6 +169,8 @@ void fmb_src_emit(fmb_source *src, fmb_doc *doc)
 {
     doc->key = src->key;
     doc->error = src->error;
+    doc->doc_id = NULL; /* fmb_src_next fills doc_id */
+    doc->meta = src->meta;
     if (src->error) {
         doc->data = NULL;
         doc->len = 0;
@@ -173,4 +194,9 @@ void fmb_src_free_common(fmb_source *src)
     free(src->buf);
     free(src->error);
     free(src->seen);
+    free(src->doc_id);
+    free(src->meta);
+    for (size_t i = 0; i < src->n_first_keys; i++)
+        free(src->first_keys[i]);
+    free(src->first_keys);
 }

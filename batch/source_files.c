@@ -76,7 +76,14 @@ static void read_file(fmb_source *src, const char *path)
         fmb_src_set_error(src, "cannot open: %s", strerror(errno));
         return;
     }
-    size_t limit = (size_t)src->job->source.max_entry_bytes;
+    size_t limit = fmb_src_doc_limit(src);
+    struct stat st;
+    if (fmb_src_doc_limit_is_job(src) && fstat(fileno(fp), &st) == 0 &&
+        (uint64_t)st.st_size > limit) { /* too large: nothing of it is read */
+        fmb_src_too_large(src, (uint64_t)st.st_size, 0);
+        fclose(fp);
+        return;
+    }
     for (;;) {
         if (fmb_src_reserve(src, 65536, limit + 65536)) {
             fmb_src_set_error(src, "out of memory");
@@ -85,7 +92,10 @@ static void read_file(fmb_source *src, const char *path)
         size_t r = fread(src->buf + src->len, 1, 65536, fp);
         src->len += r;
         if (src->len > limit) {
-            fmb_src_set_error(src, "document is over max_entry_bytes (%zu bytes)", limit);
+            if (fmb_src_doc_limit_is_job(src)) /* it grew while read */
+                fmb_src_too_large(src, src->len, 1);
+            else
+                fmb_src_set_error(src, "document is over max_entry_bytes (%zu bytes)", limit);
             break;
         }
         if (r == 0) {
@@ -129,6 +139,7 @@ static fmb_status files_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *e
                 push_dir(f, path, key);
             } else if (c == 1 && fmb_src_wanted(&src->job->source, key)) {
                 fmb_src_set_key(src, "%s", key);
+                src->id_off = (int64_t)strlen(f->stack[0].key) + 1; /* inside the walked folder */
                 src->loc = ++f->n_items;
                 read_file(src, path);
                 free(path);
@@ -153,6 +164,7 @@ static fmb_status files_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *e
         } else if (c == 1) {
             /* A file named explicitly is wanted whatever the filters say. */
             fmb_src_set_key(src, "%s", key);
+            src->id_off = 0;
             src->loc = ++f->n_items;
             read_file(src, path);
             fmb_src_emit(src, doc);

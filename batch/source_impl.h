@@ -38,6 +38,11 @@ struct fmb_source {
     int64_t loc; /* the current item's position in its file, for vt->where (set by next) */
     fmb_src_seen_slot *seen; /* keys seen in this pass (source.c) */
     size_t seen_n, seen_cap;
+    int64_t id_off;    /* set by next: the doc_id is key + id_off (-1: no doc_id) */
+    char *doc_id;      /* the current item's doc_id (owned, source.c) */
+    char *meta;        /* the current item's keep_fields JSON (owned, set by next) */
+    char **first_keys; /* key = "content": the source key of each content key's first item */
+    size_t n_first_keys, cap_first_keys;
 };
 
 /* Expands the job's path globs into src->files / src->file_keys (sorted, de-duplicated per
@@ -50,6 +55,15 @@ int fmb_src_wanted(const fmb_source_cfg *cfg, const char *name);
 /* Sets the current key / error (printf-style), replacing the previous ones. */
 void fmb_src_set_key(fmb_source *src, const char *fmt, ...) FMB_PRINTF_LIKE(2, 3);
 void fmb_src_set_error(fmb_source *src, const char *fmt, ...) FMB_PRINTF_LIKE(2, 3);
+
+/* The bytes one document may have: the smaller of [source].max_entry_bytes and
+ * [job].max_document_bytes (0: none). */
+size_t fmb_src_doc_limit(const fmb_source *src);
+/* 1 when [job].max_document_bytes is that limit (a reader then says "document too large"). */
+int fmb_src_doc_limit_is_job(const fmb_source *src);
+/* Sets the item's error for a document of n bytes over [job].max_document_bytes (at_least:
+ * reading stopped there, the document has n bytes or more). */
+void fmb_src_too_large(fmb_source *src, uint64_t n, int at_least);
 
 /* Makes room for len+extra+1 bytes in src->buf. Returns 0, or -1 when over limit bytes. */
 int fmb_src_reserve(fmb_source *src, size_t extra, size_t limit);

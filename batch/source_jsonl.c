@@ -165,6 +165,7 @@ static fmb_status jsonl_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *e
         json_t *obj =
             json_loadb(s->line, s->line_len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
         fmb_src_set_key(src, "%s:%llu", s->fkey, (unsigned long long)s->lineno);
+        src->id_off = (int64_t)strlen(s->fkey) + 1; /* the line, or the id below */
         if (!obj || !json_is_object(obj)) {
             if (obj)
                 fmb_src_set_error(src, "not a JSON object: line %llu",
@@ -188,6 +189,15 @@ static fmb_status jsonl_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *e
                                   "id field '%s' is missing or not a string or integer: line "
                                   "%llu",
                                   cfg->id_field, (unsigned long long)s->lineno);
+        }
+        if (cfg->n_keep_fields) { /* a field the record lacks is null */
+            json_t *m = json_object();
+            for (size_t i = 0; i < cfg->n_keep_fields; i++) {
+                json_t *v = json_object_get(obj, cfg->keep_fields[i]);
+                json_object_set(m, cfg->keep_fields[i], v ? v : json_null());
+            }
+            src->meta = json_dumps(m, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+            json_decref(m);
         }
         json_t *text = json_object_get(obj, cfg->text_field);
         if (!src->error && !json_is_string(text))

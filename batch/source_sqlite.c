@@ -19,6 +19,7 @@
  * with a NULL key is a failed item keyed "<database>:row <n>", and a key read again is one too
  * (source.c, through sqlite_where).
  */
+#include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@ typedef struct {
     size_t len;
     int same_prev;  /* the key IS the previous row's (in this page) */
     int same_bound; /* the key IS the page's bound */
+    char *meta;     /* keep_fields: the row's kept columns as a JSON object text */
 } row;
 
 typedef struct {
@@ -51,6 +53,7 @@ static void clear_rows(src_sqlite *s)
     for (size_t i = 0; i < s->n_rows; i++) {
         free(s->rows[i].key);
         free(s->rows[i].text);
+        free(s->rows[i].meta);
     }
     s->n_rows = s->pos = 0;
 }
@@ -85,6 +88,33 @@ static fmb_status fetch_page(src_sqlite *s, fmb_err *err)
             if (r->len)
                 memcpy(r->text, t, r->len);
             r->text[r->len] = 0;
+        }
+        r->meta = NULL;
+        if (job->source.n_keep_fields) {
+            json_t *m = json_object();
+            for (size_t i = 0; i < job->source.n_keep_fields; i++) {
+                int c = 4 + (int)i;
+                json_t *v;
+                switch (sqlite3_column_type(st, c)) {
+                case SQLITE_INTEGER:
+                    v = json_integer(sqlite3_column_int64(st, c));
+                    break;
+                case SQLITE_FLOAT:
+                    v = json_real(sqlite3_column_double(st, c));
+                    break;
+                case SQLITE_NULL:
+                    v = json_null();
+                    break;
+                default: /* text, and a blob as its bytes */
+                    v = json_stringn((const char *)sqlite3_column_text(st, c),
+                                     (size_t)sqlite3_column_bytes(st, c));
+                    if (!v) /* not UTF-8 */
+                        v = json_null();
+                }
+                json_object_set_new(m, job->source.keep_fields[i], v);
+            }
+            r->meta = json_dumps(m, JSON_COMPACT | JSON_REAL_PRECISION(17));
+            json_decref(m);
         }
         r->same_prev = sqlite3_column_int(st, 2);
         r->same_bound = sqlite3_column_int(st, 3);
@@ -173,8 +203,14 @@ static fmb_status sqlite_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *
         return FMB_OK;
     }
     fmb_src_set_key(src, "%s", r->key);
+    src->id_off = 0;
+    src->meta = r->meta;
+    r->meta = NULL;
+    limit = fmb_src_doc_limit(src);
     if (!r->text)
         fmb_src_set_error(src, "the text column is NULL");
+    else if (r->len > limit && fmb_src_doc_limit_is_job(src))
+        fmb_src_too_large(src, r->len, 0);
     else if (r->len > limit)
         fmb_src_set_error(src, "document is over max_entry_bytes (%zu bytes)", limit);
     else if (fmb_src_reserve(src, r->len, limit))
@@ -231,14 +267,52 @@ fmb_status fmb_src_sqlite_open(const fmb_job *job, fmb_source **out, fmb_err *er
     while (ql && (job->source.query[ql - 1] == ';' || job->source.query[ql - 1] == ' ' ||
                   job->source.query[ql - 1] == '\n' || job->source.query[ql - 1] == '\t'))
         ql--;
-    size_t n = ql + 400;
+    /* keep_fields: the query's own columns by name; src then names every column (c<i>), and
+     * the page carries the kept ones after the four above (fetch_page reads them). */
+    char cols[4096] = "", kept[4096] = "";
+    if (job->source.n_keep_fields) {
+        sqlite3_stmt *q = NULL;
+        char *uq = fmb_src_fmt("%.*s", (int)ql, job->source.query);
+        int prc = sqlite3_prepare_v2(s->db, uq, -1, &q, NULL);
+        free(uq);
+        if (prc != SQLITE_OK) {
+            ret = fmb_fail(err, FMB_EINVAL, "%s: [source].query: %s", job->path,
+                           sqlite3_errmsg(s->db));
+            goto fail;
+        }
+        int nc = sqlite3_column_count(q);
+        for (int c = 2; c < nc; c++)
+            snprintf(cols + strlen(cols), sizeof cols - strlen(cols), ", c%d", c);
+        for (size_t i = 0; i < job->source.n_keep_fields && ret == FMB_OK; i++) {
+            int found = -1;
+            for (int c = 2; c < nc && found < 0; c++)
+                if (sqlite3_column_name(q, c) &&
+                    !strcmp(sqlite3_column_name(q, c), job->source.keep_fields[i]))
+                    found = c;
+            if (found < 0) {
+                char names[1024] = "";
+                for (int c = 2; c < nc; c++)
+                    snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
+                             c > 2 ? ", " : "", sqlite3_column_name(q, c));
+                ret = fmb_fail(err, FMB_EINVAL,
+                               "%s: [source].keep_fields: '%s' is not a column of [source].query "
+                               "after its key and text (those: %s)",
+                               job->path, job->source.keep_fields[i], names[0] ? names : "none");
+            }
+            snprintf(kept + strlen(kept), sizeof kept - strlen(kept), ", c%d", found);
+        }
+        sqlite3_finalize(q);
+        if (ret)
+            goto fail;
+    }
+    size_t n = ql + 400 + 2 * sizeof cols + sizeof kept;
     sql = fmb_xmalloc(n);
     for (int which = 0; which < 2; which++) {
         snprintf(sql, n,
-                 "WITH src(k, t) AS (%.*s), page AS (SELECT k, t FROM src %s ORDER BY k, t "
-                 "LIMIT ?1 OFFSET ?2) SELECT k, t, k IS lag(k) OVER (ORDER BY k, t), k IS ?3 "
+                 "WITH src(k, t%s) AS (%.*s), page AS (SELECT k, t%s FROM src %s ORDER BY k, t "
+                 "LIMIT ?1 OFFSET ?2) SELECT k, t, k IS lag(k) OVER (ORDER BY k, t), k IS ?3%s "
                  "FROM page ORDER BY k, t",
-                 (int)ql, job->source.query, which ? "WHERE k >= ?3" : "");
+                 cols, (int)ql, job->source.query, kept, which ? "WHERE k >= ?3" : "", kept);
         if (sqlite3_prepare_v2(s->db, sql, -1, which ? &s->after : &s->first, NULL) != SQLITE_OK) {
             int ec = sqlite3_errcode(s->db) & 0xff;
             if (ec == SQLITE_BUSY || ec == SQLITE_LOCKED || ec == SQLITE_IOERR ||

@@ -254,6 +254,38 @@ int main(void)
     }
     fmb_job_free(job);
 
+    expect_error("keep_fields on an archive source names the key", "include = [",
+                 "keep_fields = [\"lang\"]\ninclude = [",
+                 "[source].keep_fields: an archive source");
+    expect_error("key must be source or content", "include = [", "key = \"path\"\ninclude = [",
+                 "[source].key: expected source or content");
+    expect_error("max_document_bytes is an integer >= 0", "seed    = 1234",
+                 "max_document_bytes = -1", "max_document_bytes");
+    {
+        fmb_job *kj = NULL;
+        fmb_err ke = {{0}};
+        char *t = strdup(sketch);
+        char *at = strstr(t, "include = [");
+        size_t n = strlen(t) + 64;
+        char *t2 = malloc(n);
+        snprintf(t2, n, "%.*skey = \"content\"\n%s", (int)(at - t), t, at);
+        fmb_job *dj = NULL;
+        int ok = parse(t2, &kj, &ke) == FMB_OK && parse(sketch, &dj, &ke) == FMB_OK;
+        char *fk = ok ? fmb_job_fingerprint_text(kj, "m", "t") : NULL;
+        char *fd = ok ? fmb_job_fingerprint_text(dj, "m", "t") : NULL;
+        check(ok && kj->source.key_content && !dj->source.key_content &&
+                  dj->max_document_bytes == (int64_t)64 << 20 &&
+                  strstr(fk, "source.key = \"content\"") && !strstr(fd, "source.key"),
+              "key = content is in the fingerprint (the default adds nothing); "
+              "max_document_bytes defaults to 64 MiB",
+              "%s", ke.msg);
+        free(fk);
+        free(fd);
+        fmb_job_free(kj);
+        fmb_job_free(dj);
+        free(t);
+        free(t2);
+    }
     expect_error("unknown key names file:line:column", "seed    = 1234", "sed = 1234",
                  "j.toml:6:1: [job]: unknown key 'sed'");
     expect_error("wrong type names file:line:column", "max_new_tokens = 32",

@@ -221,7 +221,8 @@ static void test_export_bad_utf8(fmb_queue *q)
         int found = 0, lines = 0, hex_header = 0;
         const char *line;
         size_t len;
-        if (!fmb_queue_export_open(q, csv ? FMB_EXPORT_CSV : FMB_EXPORT_JSONL, 0, &x, &err))
+        fmb_export_opts xo = {.format = csv ? FMB_EXPORT_CSV : FMB_EXPORT_JSONL};
+        if (!fmb_queue_export_open(q, &xo, &x, &err))
             while (!fmb_queue_export_next(x, &line, &len, &err) && line) {
                 if (csv && lines == 0)
                     hex_header = strstr(line, ",item_key_hex\n") != NULL;
@@ -238,6 +239,125 @@ static void test_export_bad_utf8(fmb_queue *q)
                   : "export jsonl: invalid UTF-8 key escaped, item_key_hex field",
               "found %d, header %d, %d lines", found, hex_header, lines);
     }
+}
+
+/* All export lines of a separate file's queue with opts xo, concatenated (caller frees). */
+static char *export_all(fmb_queue *q, const fmb_export_opts *xo, fmb_status *st, fmb_err *err)
+{
+    fmb_queue_export *x = NULL;
+    fmb_sb b = {0};
+    const char *line;
+    size_t len;
+    *st = fmb_queue_export_open(q, xo, &x, err);
+    while (!*st && !(*st = fmb_queue_export_next(x, &line, &len, err)) && line)
+        fmb_sb_add(&b, line, len);
+    fmb_queue_export_close(x);
+    fmb_sb_putc(&b, 0);
+    return fmb_sb_take(&b);
+}
+
+/* Export: numbers in their shortest round-trip text (a REAL as a double, a float32 blob as
+ * floats), rows in the job's task order (not alphabetical), doc_id and meta from the item,
+ * --columns in its order, an unknown column refused naming the valid ones, --wide groups, and
+ * --task. */
+static void test_export_options(void)
+{
+    char p2[300];
+    snprintf(p2, sizeof p2, "%s.export", path);
+    unlink(p2);
+    fmb_queue *q = NULL;
+    fmb_err err;
+    if (fmb_queue_open(p2, "job", 1, 2, 600, &q, &err))
+        return;
+    fmb_claim c;
+    int64_t id;
+    int lost = 0;
+    float nll[2] = {0.1f, 1.0f / 3};
+    fmb_status s = fmb_queue_claim(q, "f.jsonl#d1", "h", 3, &c, &id, &err);
+    if (!s)
+        s = fmb_queue_item_info(q, "f.jsonl#d1", "d1", "{\"lang\":\"en\",\"n\":null}", &err);
+    if (!s)
+        s = fmb_queue_begin(q, &err);
+    const char *tasks[] = {"zeta", "alpha"};
+    for (int t = 0; t < 2 && !s; t++) {
+        fmb_result_row r = fmb_result_row_empty();
+        r.task = tasks[1 - t]; /* written alphabetically first */
+        r.kind = "score";
+        r.sum_nll = 0.1;
+        r.mean_nll = 1.0 / 3;
+        r.token_nll = nll;
+        r.token_nll_bytes = sizeof nll;
+        s = fmb_queue_add_result(q, id, "f.jsonl#d1", &r, &err);
+    }
+    if (!s)
+        s = fmb_queue_finish(q, id, 10, 0.1, &lost, &err);
+    fmb_export_opts xo = {
+        .tasks = tasks, .n_tasks = 2, .columns = "task,sum_nll,mean_nll,token_nll,doc_id,meta"};
+    char *all = s ? NULL : export_all(q, &xo, &s, &err);
+    const char *want = "{\"task\":\"zeta\",\"sum_nll\":0.1,\"mean_nll\":0.3333333333333333,"
+                       "\"token_nll\":[0.1,0.33333334],\"doc_id\":\"d1\",\"meta\":{\"lang\":\"en\","
+                       "\"n\":null}}\n{\"task\":\"alpha\",";
+    check(!s && all && !strncmp(all, want, strlen(want)),
+          "export: shortest numbers, job task order, doc_id, meta, --columns order", "%s",
+          s ? err.msg : all);
+    free(all);
+    xo.columns = "task,nope";
+    all = export_all(q, &xo, &s, &err);
+    check(s == FMB_EINVAL && strstr(err.msg, "'nope'") && strstr(err.msg, "item_key, doc_id"),
+          "export: an unknown column is refused, naming the valid ones", "%s", err.msg);
+    free(all);
+    unsigned char on[2] = {0, 1};
+    fmb_export_opts wo = {.tasks = tasks,
+                          .n_tasks = 2,
+                          .wide = 1,
+                          .format = FMB_EXPORT_CSV,
+                          .task_on = on,
+                          .columns = "item_key,mean_nll,meta"};
+    all = export_all(q, &wo, &s, &err);
+    check(!s && all &&
+              !strcmp(all, "item_key,meta.lang,meta.n,alpha.mean_nll\n"
+                           "f.jsonl#d1,en,,0.3333333333333333\n"),
+          "export --wide --task alpha --format csv: one row, a group per task, meta fields", "%s",
+          s ? err.msg : all);
+    free(all);
+    fmb_queue_close(q);
+    unlink(p2);
+}
+
+/* prune: the items (and results) whose key the source did not yield are counted, and removed
+ * with apply; the others stay. */
+static void test_prune(void)
+{
+    char p2[300];
+    snprintf(p2, sizeof p2, "%s.prune", path);
+    unlink(p2);
+    fmb_queue *q = NULL;
+    fmb_err err;
+    if (fmb_queue_open(p2, "job", 1, 2, 600, &q, &err))
+        return;
+    int64_t id;
+    side_path = p2;
+    int ok = 1;
+    for (const char *const *k = (const char *const[]){"keep", "gone1", "gone2", NULL}; *k; k++)
+        ok &= claim(q, *k, "h", &id) == FMB_CLAIM_TAKEN && complete(q, id, *k) == 0;
+    char *j1 = NULL, *j2 = NULL;
+    ok = ok && !fmb_queue_prune_start(q, &err) && !fmb_queue_prune_seen(q, "keep", &err) &&
+         !fmb_queue_prune_finish(q, 0, &j1, &err);
+    int64_t left1 = one(q, "SELECT count(*) FROM item");
+    ok = ok && !fmb_queue_prune_start(q, &err) && !fmb_queue_prune_seen(q, "keep", &err) &&
+         !fmb_queue_prune_finish(q, 1, &j2, &err);
+    check(ok && j1 && strstr(j1, "\"stale_items\":2") && strstr(j1, "\"stale_results\":2") &&
+              strstr(j1, "\"removed\":false") && left1 == 3,
+          "prune reports the items gone from the source, removes nothing", "%s", j1 ? j1 : err.msg);
+    check(ok && j2 && strstr(j2, "\"removed\":true") && one(q, "SELECT count(*) FROM item") == 1 &&
+              one(q, "SELECT count(*) FROM result") == 1 &&
+              one(q, "SELECT count(*) FROM item WHERE key = 'keep'") == 1,
+          "prune --apply removes them and their results, keeps the rest", "%s", j2 ? j2 : err.msg);
+    free(j1);
+    free(j2);
+    side_path = NULL;
+    fmb_queue_close(q);
+    unlink(p2);
 }
 
 /* Worker files of path's workers still on disk. */
@@ -364,37 +484,53 @@ static void deaths(fmb_queue *q)
     }
 }
 
-/* A version-1 file (before item.kills) opens: migrated to version 2, its items kept. */
+/* A version-1 file (before item.kills) and a version-2 file (before item.doc_id and
+ * item.meta) open: migrated to version 3, their items kept. */
 static void migration(void)
 {
-    char p1[300];
-    snprintf(p1, sizeof p1, "%s.v1", path);
-    unlink(p1);
-    sqlite3 *db = NULL;
-    sqlite3_open(p1, &db);
-    int rc = sqlite3_exec(db, fmb_schema_sql, NULL, NULL, NULL);
-    rc |= sqlite3_exec(db,
-                       "PRAGMA user_version = 1; INSERT INTO item (job, key, status, attempts, "
-                       "enqueued_at) VALUES ('job', 'old', 'pending', 1, 0)",
-                       NULL, NULL, NULL);
-    sqlite3_close(db);
-    fmb_queue *q = NULL;
-    fmb_err err;
-    fmb_status s = fmb_queue_open(p1, "job", 0, 2, 600, &q, &err);
-    side_path = p1;
-    check(rc == SQLITE_OK && s == FMB_OK && one(q, "PRAGMA user_version") == 2 &&
-              one(q, "SELECT kills FROM item WHERE key = 'old'") == 0 &&
-              claim(q, "old", "h", NULL) == FMB_CLAIM_TAKEN,
-          "a version-1 file is migrated to version 2", "%s", s ? err.msg : "");
-    side_path = NULL;
-    fmb_queue_close(q);
-    unlink(p1);
-    size_t len = 0;
-    char *file = check_read_file(FMB_SCHEMA_FILE_2, &len);
-    check(file && len == strlen(fmb_schema_sql_2) && !memcmp(file, fmb_schema_sql_2, len),
-          "embedded migration equals " FMB_SCHEMA_FILE_2, "lengths %zu vs %zu", len,
-          strlen(fmb_schema_sql_2));
-    free(file);
+    for (int from = 1; from <= 2; from++) {
+        char p1[300];
+        snprintf(p1, sizeof p1, "%s.v%d", path, from);
+        unlink(p1);
+        sqlite3 *db = NULL;
+        sqlite3_open(p1, &db);
+        int rc = sqlite3_exec(db, fmb_schema_sql, NULL, NULL, NULL);
+        if (from == 2)
+            rc |= sqlite3_exec(db, fmb_schema_sql_2, NULL, NULL, NULL);
+        char sql[300];
+        snprintf(sql, sizeof sql,
+                 "PRAGMA user_version = %d; INSERT INTO item (job, key, status, attempts, "
+                 "enqueued_at) VALUES ('job', 'old', 'pending', 1, 0)",
+                 from);
+        rc |= sqlite3_exec(db, sql, NULL, NULL, NULL);
+        sqlite3_close(db);
+        fmb_queue *q = NULL;
+        fmb_err err;
+        fmb_status s = fmb_queue_open(p1, "job", 0, 2, 600, &q, &err);
+        side_path = p1;
+        check(rc == SQLITE_OK && s == FMB_OK && one(q, "PRAGMA user_version") == 3 &&
+                  one(q, "SELECT kills FROM item WHERE key = 'old'") == 0 &&
+                  one(q, "SELECT count(*) FROM item WHERE key = 'old' AND doc_id IS NULL AND "
+                         "meta IS NULL") == 1 &&
+                  claim(q, "old", "h", NULL) == FMB_CLAIM_TAKEN,
+              from == 1 ? "a version-1 file is migrated to version 3"
+                        : "a version-2 file is migrated to version 3",
+              "%s", s ? err.msg : "");
+        side_path = NULL;
+        fmb_queue_close(q);
+        unlink(p1);
+    }
+    const char *files[] = {FMB_SCHEMA_FILE_2, FMB_SCHEMA_FILE_3};
+    const char *texts[] = {fmb_schema_sql_2, fmb_schema_sql_3};
+    for (int i = 0; i < 2; i++) {
+        size_t len = 0;
+        char *file = check_read_file(files[i], &len);
+        check(file && len == strlen(texts[i]) && !memcmp(file, texts[i], len),
+              i ? "embedded migration equals " FMB_SCHEMA_FILE_3
+                : "embedded migration equals " FMB_SCHEMA_FILE_2,
+              "lengths %zu vs %zu", len, strlen(texts[i]));
+        free(file);
+    }
 }
 
 int main(void)
@@ -406,9 +542,11 @@ int main(void)
     if (!check(fmb_queue_open(path, "job", 1, 2, 600, &q, &err) == FMB_OK, "open creates", "%s",
                err.msg))
         return check_exit();
-    check(one(q, "PRAGMA user_version") == 2 && one(q, "SELECT count(*) FROM item") == 0 &&
-              one(q, "SELECT count(*) FROM pragma_table_info('item') WHERE name = 'kills'") == 1,
-          "schema version 2 (item.kills)", "%s", "");
+    check(one(q, "PRAGMA user_version") == 3 && one(q, "SELECT count(*) FROM item") == 0 &&
+              one(q, "SELECT count(*) FROM pragma_table_info('item') WHERE name = 'kills'") == 1 &&
+              one(q, "SELECT count(*) FROM pragma_table_info('item') WHERE name IN ('doc_id', "
+                     "'meta')") == 2,
+          "schema version 3 (item.kills, item.doc_id, item.meta)", "%s", "");
     check(fmb_queue_bind_job(q, "a = 1\nb = 2\n", "m", "mh", "th", &err) == FMB_OK,
           "first run stores the fingerprint", "%s", err.msg);
     check(fmb_queue_bind_job(q, "a = 1\nb = 2\n", "m", "mh", "th", &err) == FMB_OK,
@@ -421,6 +559,8 @@ int main(void)
     test_schema_columns();
     test_row_binds(q);
     test_export_bad_utf8(q);
+    test_export_options();
+    test_prune();
     exec(q, "DELETE FROM item WHERE key NOT LIKE 'k_'"); /* the counts below start clean */
     check(claim(q, "k1", "h1", &id) == FMB_CLAIM_TAKEN, "new key is taken", "%s", "");
     check(claim(q, "k1", "h1", NULL) == FMB_CLAIM_BUSY, "own live lease is busy", "%s", "");

@@ -32,6 +32,7 @@ int fmb_cmd_status(int argc, char **argv);
 int fmb_cmd_export(int argc, char **argv);
 int fmb_cmd_retry(int argc, char **argv);
 int fmb_cmd_report(int argc, char **argv);
+int fmb_cmd_prune(int argc, char **argv);
 
 /* Maps a status to an exit code: data/configuration errors are usage errors (2). */
 int fmb_cli_exit_code(fmb_status s);

@@ -1,5 +1,5 @@
 /*
- * cmd_job: the job commands `run`, `check`, `status`, `export`, `retry` and `report`
+ * cmd_job: the job commands `run`, `check`, `status`, `export`, `retry`, `prune` and `report`
  * (docs/ARCHITECTURE.md).
  *
  * run: load the job, hash the model and tokenizer (fingerprint), load them, prepare the tasks,
@@ -71,6 +71,12 @@ typedef struct {
     const char *html; /* report: --html FILE */
     int64_t top;      /* report: --top N (0: the default) */
     int no_snippets;
+    /* export */
+    const char *tasks[64]; /* --task values as given (comma lists), borrowed from argv */
+    int n_tasks;
+    const char *columns; /* --columns (the last one) */
+    int wide, keep_special;
+    int apply; /* prune --apply */
 } job_args;
 
 enum {
@@ -89,7 +95,12 @@ enum {
     OPT_INCLUDE_FAILED,
     OPT_HTML,
     OPT_TOP,
-    OPT_NO_SNIPPETS
+    OPT_NO_SNIPPETS,
+    OPT_TASK,
+    OPT_COLUMNS,
+    OPT_WIDE,
+    OPT_KEEP_SPECIAL,
+    OPT_APPLY
 };
 
 /* The options of the job commands, one table: name, argument, help, default, and which
@@ -102,7 +113,8 @@ enum {
     C_EXPORT = 8,
     C_RETRY = 16,
     C_REPORT = 32,
-    C_ALL = 63
+    C_PRUNE = 64,
+    C_ALL = 127
 };
 typedef struct {
     const char *name, *arg, *help, *dflt;
@@ -131,6 +143,16 @@ static const job_opt job_opts[] = {
     {"failed", NULL, "put failed and dead items back in the queue", NULL, OPT_FAILED, C_RETRY},
     {"include-failed", NULL, "also one row per failed or dead item", NULL, OPT_INCLUDE_FAILED,
      C_EXPORT},
+    {"task", "NAME[,NAME...]", "only these tasks' rows (repeatable)", "every task, in job order",
+     OPT_TASK, C_EXPORT},
+    {"columns", "COL[,COL...]", "only these columns, in this order (an unknown one lists them)",
+     "all", OPT_COLUMNS, C_EXPORT},
+    {"wide", NULL, "one row per document, a column group per task (ppl.mean_nll, title.text)", NULL,
+     OPT_WIDE, C_EXPORT},
+    {"keep-special", NULL, "keep special tokens in generated text (ids are kept either way)", NULL,
+     OPT_KEEP_SPECIAL, C_EXPORT},
+    {"apply", NULL, "remove them (one transaction); without it prune only reports", NULL, OPT_APPLY,
+     C_PRUNE},
     {"html", "FILE", "also write the report as one self-contained HTML page", NULL, OPT_HTML,
      C_REPORT},
     {"top", "N", "best and worst documents (and answers) shown per task", "5", OPT_TOP, C_REPORT},
@@ -147,6 +169,7 @@ static unsigned cmd_bit(const char *cmd)
            : !strcmp(cmd, "status") ? C_STATUS
            : !strcmp(cmd, "export") ? C_EXPORT
            : !strcmp(cmd, "report") ? C_REPORT
+           : !strcmp(cmd, "prune")  ? C_PRUNE
                                     : C_RETRY;
 }
 
@@ -272,6 +295,25 @@ static int parse_args(int argc, char **argv, job_args *a)
             break;
         case OPT_NO_SNIPPETS:
             a->no_snippets = 1;
+            break;
+        case OPT_TASK:
+            if (a->n_tasks == (int)(sizeof a->tasks / sizeof a->tasks[0])) {
+                fmb_cli_error(cmd, "too many --task options (give a comma list)");
+                return -1;
+            }
+            a->tasks[a->n_tasks++] = optarg;
+            break;
+        case OPT_COLUMNS:
+            a->columns = optarg;
+            break;
+        case OPT_WIDE:
+            a->wide = 1;
+            break;
+        case OPT_KEEP_SPECIAL:
+            a->keep_special = 1;
+            break;
+        case OPT_APPLY:
+            a->apply = 1;
             break;
         case 'h':
             job_help(cmd, bit);
@@ -669,7 +711,8 @@ static int window_fill(const char *cmd,
         }
         if (doc.error) {
             int recorded;
-            if ((s = fmb_queue_fail_key(e->q, doc.key, doc.error, &recorded, &err))) {
+            if ((s = fmb_queue_fail_key(e->q, doc.key, doc.error, &recorded, &err)) ||
+                (s = fmb_queue_item_info(e->q, doc.key, doc.doc_id, doc.meta, &err))) {
                 fmb_cli_error(cmd, "%s", err.msg);
                 rc = FMB_EXIT_FATAL;
             } else if (recorded) {
@@ -686,7 +729,8 @@ static int window_fill(const char *cmd,
         }
         fmb_claim claim;
         int64_t id;
-        if ((s = fmb_queue_claim(e->q, doc.key, doc.hash, doc.len, &claim, &id, &err))) {
+        if ((s = fmb_queue_claim(e->q, doc.key, doc.hash, doc.len, &claim, &id, &err)) ||
+            (s = fmb_queue_item_info(e->q, doc.key, doc.doc_id, doc.meta, &err))) {
             fmb_cli_error(cmd, "%s", err.msg);
             rc = FMB_EXIT_FATAL;
             fmb_pdoc_free(&doc);
@@ -1243,6 +1287,17 @@ int fmb_cmd_check(int argc, char **argv)
             json_object_set_new(o, "output_problem", json_string(why));
             rc = FMB_EXIT_USAGE;
         }
+        json_t *notes = json_array();
+        if (e.job->source.kind == FMB_SRC_JSONL && !e.job->source.id_field &&
+            !e.job->source.key_content) {
+            const char *n = "[source]: JSON Lines keys are file:line without id_field, so they "
+                            "depend on line numbers: a line added or removed re-keys every "
+                            "later record (and a rerun computes them again); set id_field to "
+                            "a stable id, or key = \"content\"";
+            fprintf(stderr, "fmbatch check: note: %s: %s\n", e.job->path, n);
+            json_array_append_new(notes, json_string(n));
+        }
+        json_object_set_new(o, "notes", notes);
         json_object_set_new(o, "model_hash", json_string(e.model_hash));
         json_object_set_new(o, "tokenizer_hash", json_string(e.tok_hash));
         char *txt = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
@@ -1372,11 +1427,58 @@ int fmb_cmd_export(int argc, char **argv)
     fmb_job *job = NULL;
     fmb_queue *q = NULL;
     fmb_queue_export *x = NULL;
-    fmb_err err;
+    fmb_tok *tok = NULL;
+    fmb_err err = {{0}};
     int rc = open_output(cmd, &a, &job, &q, 0);
-    if (!rc && fmb_queue_export_open(q, format, a.include_failed, &x, &err)) {
+    const char **names = NULL;
+    unsigned char *on = NULL;
+    if (!rc) {
+        names = fmb_xcalloc(job->n_tasks + 1, sizeof *names);
+        on = fmb_xcalloc(job->n_tasks + 1, 1);
+        for (size_t t = 0; t < job->n_tasks; t++)
+            names[t] = job->tasks[t].name;
+    }
+    /* --task NAME[,NAME]: each must be a task of the job */
+    for (int i = 0; !rc && i < a.n_tasks; i++) {
+        for (const char *p = a.tasks[i]; !rc && *p;) {
+            size_t l = strcspn(p, ",");
+            size_t t = 0;
+            while (t < job->n_tasks && (strlen(names[t]) != l || memcmp(names[t], p, l)))
+                t++;
+            if (t == job->n_tasks) {
+                fmb_sb b = {0};
+                for (size_t k = 0; k < job->n_tasks; k++)
+                    fmb_sb_printf(&b, "%s%s", k ? ", " : "", names[k]);
+                fmb_cli_error(cmd, "--task: '%.*s' is not a task of %s (tasks: %s)", (int)l, p,
+                              a.job_path, b.buf ? b.buf : "");
+                fmb_sb_free(&b);
+                rc = FMB_EXIT_USAGE;
+            } else {
+                on[t] = 1;
+            }
+            p += l + (p[l] == ',');
+        }
+    }
+    /* generated text loses its special tokens unless --keep-special: the tokenizer says which */
+    if (!rc && !a.keep_special && fmb_tok_load(job->tokenizer, &tok, &err)) {
+        fmb_cli_error(cmd,
+                      "%s: cannot load the tokenizer (%s): generated text is exported as stored, "
+                      "special tokens kept",
+                      a.job_path, err.msg);
+        tok = NULL;
+    }
+    fmb_export_opts xo = {.format = format,
+                          .include_failed = a.include_failed,
+                          .wide = a.wide,
+                          .tasks = names,
+                          .n_tasks = job ? job->n_tasks : 0,
+                          .task_on = a.n_tasks ? on : NULL,
+                          .columns = a.columns,
+                          .tok = tok};
+    fmb_status xs;
+    if (!rc && (xs = fmb_queue_export_open(q, &xo, &x, &err))) {
         fmb_cli_error(cmd, "%s", err.msg);
-        rc = FMB_EXIT_FATAL;
+        rc = xs == FMB_EINVAL ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
     }
     while (!rc) {
         const char *line;
@@ -1395,6 +1497,66 @@ int fmb_cmd_export(int argc, char **argv)
         rc = FMB_EXIT_FATAL;
     }
     fmb_queue_export_close(x);
+    fmb_tok_free(tok);
+    free(names);
+    free(on);
+    fmb_queue_close(q);
+    fmb_job_free(job);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* prune: the items whose key the source no longer yields (a file removed, an id gone; every
+ * key the source yields counts, failed ones too), reported, and with --apply removed. The
+ * source is read through once, as a run reads it (its limits bound what is held). */
+
+int fmb_cmd_prune(int argc, char **argv)
+{
+    const char *cmd = argv[0];
+    job_args a;
+    int rc_args;
+    if (parse_or_exit(argc, argv, &a, &rc_args))
+        return rc_args;
+    fmb_job *job = NULL;
+    fmb_queue *q = NULL;
+    fmb_err err;
+    int rc = open_output(cmd, &a, &job, &q, 0);
+    fmb_source *src = NULL;
+    fmb_status s;
+    if (!rc && (s = fmb_src_open(job, &src, &err))) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        rc = s == FMB_EINVAL ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
+    }
+    if (!rc && fmb_queue_prune_start(q, &err)) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        rc = FMB_EXIT_FATAL;
+    }
+    int64_t seen = 0;
+    while (!rc) {
+        fmb_doc doc;
+        int eof;
+        if (fmb_src_next(src, &doc, &eof, &err) ||
+            (!eof && fmb_queue_prune_seen(q, doc.key, &err))) {
+            fmb_cli_error(cmd, "%s (nothing was removed)", err.msg);
+            rc = FMB_EXIT_FATAL;
+        } else if (eof) {
+            break;
+        }
+        seen++;
+    }
+    fmb_src_close(src);
+    char *json = NULL;
+    if (!rc && fmb_queue_prune_finish(q, a.apply, &json, &err)) {
+        fmb_cli_error(cmd, "%s", err.msg);
+        rc = FMB_EXIT_FATAL;
+    }
+    if (!rc) {
+        /* {"source_items":N, ...the queue's counts} on one line, as status */
+        printf("{\"source_items\":%lld,%s\n", (long long)seen, json + 1);
+        if (fflush(stdout) || ferror(stdout))
+            rc = FMB_EXIT_FATAL;
+    }
+    free(json);
     fmb_queue_close(q);
     fmb_job_free(job);
     return rc;

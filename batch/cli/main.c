@@ -18,6 +18,8 @@ static const fmb_command commands[] = {
     {"status", fmb_cmd_status, "JOB.toml         queue state of a job (JSON)"},
     {"export", fmb_cmd_export, "JOB.toml --format jsonl|csv   results, one row per (item, task)"},
     {"retry", fmb_cmd_retry, "JOB.toml --failed   put failed and dead items back in the queue"},
+    {"prune", fmb_cmd_prune,
+     "JOB.toml [--apply]   items and results of documents gone from the source"},
     {"report", fmb_cmd_report, "JOB.toml [--html F] [--top N]   results as text (and HTML)"},
     {"score", fmb_cmd_score, "--model DIR (--ids-file F | --text-file F) [--per-token]"},
     {"generate", fmb_cmd_generate, "--model DIR (--ids-file F | --text-file F | --prompt S) ..."},

@@ -88,7 +88,8 @@ threads = 1
 
 
 def export(d, job="job.toml"):
-    r = run(["export", job, "--format", "jsonl"], cwd=d)
+    # --keep-special: the text as stored, as `fmbatch generate` prints it
+    r = run(["export", job, "--format", "jsonl", "--keep-special"], cwd=d)
     rows = [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
     return r.returncode, rows
 
@@ -525,13 +526,13 @@ def export_cases():
         db.close()
         check(raw_key in items and items[raw_key][0] == b"done", "invalid UTF-8 key stored raw",
               repr(items))
-        cols = ["job", "item_key", "task", "item_id", "kind", "status", "note", "doc_tokens",
+        cols = ["job", "item_key", "doc_id", "task", "item_id", "kind", "status", "note", "doc_tokens",
                 "truncated", "prompt_tokens", "tokens", "sum_nll", "mean_nll", "ppl",
                 "bits_per_byte", "token_nll", "token_rank", "token_offset", "token_topk_ids",
                 "token_topk_logprobs", "choices", "best", "best_index", "text", "ids", "logprobs",
                 "finish_reason", "extract", "seed", "sampling", "model", "model_hash",
                 "tokenizer_hash", "fmbatch_version", "prefill_seconds", "task_seconds",
-                "finished_at"]
+                "finished_at", "meta"]
         # JSONL, with and without the failed items
         plain = run(["export", "job.toml"], cwd=d)
         full = run(["export", "job.toml", "--include-failed"], cwd=d)
@@ -543,7 +544,8 @@ def export_cases():
               len(frow) == 5 and extra == failed and len(failed) == 1)
         f = failed[0] if failed else {}
         want = {c: None for c in cols}
-        want.update(job="exp", item_key="tree/big.txt", status="failed", truncated=0,
+        want.update(job="exp", item_key="tree/big.txt", doc_id="big.txt", status="failed",
+                    truncated=0,
                     note=items.get(b"tree/big.txt", (0, b""))[1].decode())
         ok = ok and set(f) == set(cols) and all(f[c] == want[c] for c in cols
                                                 if c not in ("item_id", "finished_at"))
@@ -572,7 +574,9 @@ def export_cases():
             r = run(["export", "job.toml"] + args, cwd=d)
             rows = list(csvmod.reader(io.StringIO(r.stdout, newline="")))
             hdr, body = rows[0] if rows else [], rows[1:]
-            ok = r.returncode == 0 and hdr == cols + ["item_key_hex"] and len(body) == n
+            # (doc_id_hex too: the bad file name is the doc_id's as well)
+            ok = r.returncode == 0 and hdr == cols + ["item_key_hex", "doc_id_hex"] and \
+                len(body) == n
             byk = {}
             for row in body:
                 byk.setdefault(row[1], []).append(dict(zip(hdr, row)))

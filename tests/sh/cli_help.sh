@@ -5,7 +5,7 @@
 F=${FMBATCH:?FMBATCH must name the binary}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-cmds="run check status export retry report"
+cmds="run check status export retry prune report"
 for c in $cmds; do
     "$F" "$c" --help >"$T/$c.help" 2>&1
     rc=$?
