@@ -234,6 +234,13 @@ fmb_status fmb_tasks_new(const fmb_job *job,
         }
         if (tc->n_extract && (s = fmb_extract_new(tc, job->path, &p->ext, err)))
             goto fail;
+        if (tc->kind == FMB_TASK_GENERATE && tc->logprobs > cfg->V) {
+            s = fmb_fail(
+                err, FMB_EINVAL,
+                "%s: task '%s': logprobs = %lld is more than the model's vocabulary (%lld)",
+                job->path, tc->name, (long long)tc->logprobs, (long long)cfg->V);
+            goto fail;
+        }
     }
     for (size_t g = 0; g < t->n_groups; g++) {
         const char *b = t->groups[g].before;
