@@ -260,13 +260,14 @@ static void gen_case(const char *dir)
         o->sample.frequency_penalty = g % 4 == 3 ? 0.0f : 0.4f;
         o->sample.seed = 1000 + (uint64_t)(g < 3 ? 0 : g); /* g 0..2: one seed, streams 0..2 */
         o->sample.stream = (uint64_t)(g < 3 ? g : 0);
-        np[g] = 1 + next_u32() % 20;
+        np[g] = g && g < 3 ? np[0] : 1 + next_u32() % 20;
         prompt[g] = malloc(np[g] * sizeof *prompt[g]);
         for (size_t k = 0; k < np[g]; k++)
             prompt[g][k] = (int32_t)(next_u32() % V);
-        if (g < 3) { /* n = 3 samples: the same prompt and context */
-            np[g] = np[0];
+        if (g && g < 3) { /* n = 3 samples: g 0's prompt, context and settings, stream g */
             memcpy(prompt[g], prompt[0], np[0] * sizeof *prompt[g]);
+            *o = go[0];
+            o->sample.stream = (uint64_t)g;
         }
         o->context = ctx;
         o->n_context = g < 3 ? 40 : (size_t)(g * 4);
