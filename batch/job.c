@@ -487,10 +487,27 @@ static fmb_status parse_task(ctx *c, const fmb_toml_value *t, size_t idx, fmb_ta
     snprintf(w, sizeof w, "[[task]] '%s'", task->name);
     static const char *const score_keys[] = {"name", "kind", "per_token", "top_k_tokens", NULL};
     static const char *const choice_keys[] = {"name", "kind", "prompt", "choices", "best_by", NULL};
-    static const char *const gen_keys[] = {
-        "name",       "kind",    "prompt",      "max_new_tokens", "temperature",
-        "top_k",      "top_p",   "seed",        "stop",           "eos",
-        "ignore_eos", "extract", "match_limit", "depth_limit",    NULL};
+    static const char *const gen_keys[] = {"name",
+                                           "kind",
+                                           "prompt",
+                                           "max_new_tokens",
+                                           "temperature",
+                                           "top_k",
+                                           "top_p",
+                                           "seed",
+                                           "stop",
+                                           "eos",
+                                           "ignore_eos",
+                                           "extract",
+                                           "match_limit",
+                                           "depth_limit",
+                                           "repetition_penalty",
+                                           "presence_penalty",
+                                           "frequency_penalty",
+                                           "min_p",
+                                           "n",
+                                           "logprobs",
+                                           NULL};
     const char *const *keys;
     if (!strcmp(kind, "score")) {
         task->kind = FMB_TASK_SCORE;
@@ -520,6 +537,8 @@ static fmb_status parse_task(ctx *c, const fmb_toml_value *t, size_t idx, fmb_ta
     task->top_p = 1.0;
     task->match_limit = 1000000;
     task->depth_limit = 100000;
+    task->repetition_penalty = 1.0;
+    task->n = 1;
     int64_t top_k_tokens = 0, seed = 0;
     char *best_by = NULL;
     if ((s = get_bool(c, t, w, "per_token", &task->per_token)) ||
@@ -536,8 +555,20 @@ static fmb_status parse_task(ctx *c, const fmb_toml_value *t, size_t idx, fmb_ta
         (s = get_str_list(c, t, w, "stop", 0, &task->stop, &task->n_stop)) ||
         (s = get_bool(c, t, w, "ignore_eos", &task->ignore_eos)) ||
         (s = get_int(c, t, w, "match_limit", 1, INT32_MAX, &task->match_limit)) ||
-        (s = get_int(c, t, w, "depth_limit", 1, INT32_MAX, &task->depth_limit))) {
+        (s = get_int(c, t, w, "depth_limit", 1, INT32_MAX, &task->depth_limit)) ||
+        (s = get_float(c, t, w, "repetition_penalty", 0, 100, &task->repetition_penalty)) ||
+        (s = get_float(c, t, w, "presence_penalty", -2, 2, &task->presence_penalty)) ||
+        (s = get_float(c, t, w, "frequency_penalty", -2, 2, &task->frequency_penalty)) ||
+        (s = get_float(c, t, w, "min_p", 0, 1, &task->min_p)) ||
+        (s = get_int(c, t, w, "n", 1, FMB_TASK_MAX_N, &task->n)) ||
+        (s = get_int(c, t, w, "logprobs", 0, FMB_TASK_MAX_LOGPROBS, &task->logprobs))) {
         free(best_by);
+        goto out;
+    }
+    if (task->repetition_penalty <= 0) {
+        free(best_by);
+        s = at(c, fmb_toml_get(t, "repetition_penalty"),
+               "%s.repetition_penalty: must be > 0 (1 = off)", w);
         goto out;
     }
     task->top_k_tokens = (int)top_k_tokens;
@@ -553,8 +584,11 @@ static fmb_status parse_task(ctx *c, const fmb_toml_value *t, size_t idx, fmb_ta
     if (best_by) {
         if (!strcmp(best_by, "mean"))
             task->choice_by_mean = 1;
-        else if (strcmp(best_by, "total")) {
-            s = at(c, fmb_toml_get(t, "best_by"), "%s.best_by: expected total or mean", w);
+        else if (!strcmp(best_by, "bytes"))
+            task->choice_by_bytes = 1;
+        else if (strcmp(best_by, "total") && strcmp(best_by, "sum")) {
+            s = at(c, fmb_toml_get(t, "best_by"), "%s.best_by: expected total, sum, mean or bytes",
+                   w);
             free(best_by);
             goto out;
         }
@@ -852,7 +886,9 @@ fmb_job_fingerprint_text(const fmb_job *job, const char *model_hash, const char 
         if (t->kind == FMB_TASK_CHOICE) {
             sb_json_list(&b, KEY("choices"), t->choices, t->n_choices);
             fmb_sb_printf(&b, "%s = \"%s\"\n", KEY("best_by"),
-                          t->choice_by_mean ? "mean" : "total");
+                          t->choice_by_mean    ? "mean"
+                          : t->choice_by_bytes ? "bytes"
+                                               : "total"); /* "sum" is "total" */
             continue;
         }
         fmb_sb_printf(&b, "%s = %lld\n", KEY("max_new_tokens"), (long long)t->max_new_tokens);
@@ -867,6 +903,19 @@ fmb_job_fingerprint_text(const fmb_job *job, const char *model_hash, const char 
             fmb_sb_printf(&b, "%s%d", e ? "," : "", t->eos[e]);
         fmb_sb_printf(&b, "]\n");
         fmb_sb_printf(&b, "%s = %d\n", KEY("ignore_eos"), t->ignore_eos);
+        // the generation controls of issue 13, only when set: older fingerprints stay the same
+        if (t->repetition_penalty != 1.0)
+            fmb_sb_printf(&b, "%s = %.17g\n", KEY("repetition_penalty"), t->repetition_penalty);
+        if (t->presence_penalty != 0.0)
+            fmb_sb_printf(&b, "%s = %.17g\n", KEY("presence_penalty"), t->presence_penalty);
+        if (t->frequency_penalty != 0.0)
+            fmb_sb_printf(&b, "%s = %.17g\n", KEY("frequency_penalty"), t->frequency_penalty);
+        if (t->min_p != 0.0)
+            fmb_sb_printf(&b, "%s = %.17g\n", KEY("min_p"), t->min_p);
+        if (t->n != 1)
+            fmb_sb_printf(&b, "%s = %lld\n", KEY("n"), (long long)t->n);
+        if (t->logprobs)
+            fmb_sb_printf(&b, "%s = %lld\n", KEY("logprobs"), (long long)t->logprobs);
         for (size_t e = 0; e < t->n_extract; e++) {
             char kk[300];
             snprintf(kk, sizeof kk, "task.%s.extract.%s", t->name, t->extract[e].name);

@@ -65,7 +65,8 @@ typedef struct {
     char *suffix;   /* prompt after {document} (owned, non-empty for choice/generate) */
     char **choices; /* choice */
     size_t n_choices;
-    int choice_by_mean; /* choice: "best" by mean logprob instead of total */
+    int choice_by_mean;  /* choice: "best" by mean logprob instead of total */
+    int choice_by_bytes; /* choice: "best" by total / the candidate's bytes (lm-eval acc_norm) */
     /* score */
     int per_token;
     int top_k_tokens;
@@ -85,7 +86,17 @@ typedef struct {
     size_t n_extract;
     int64_t match_limit; /* PCRE2 match limit for extract */
     int64_t depth_limit; /* PCRE2 depth limit */
+    /* generate: logits processors (engine/sample.h) and samples; defaults are off / 1 */
+    double repetition_penalty;                  /* 1 = off; > 0 */
+    double presence_penalty, frequency_penalty; /* 0 = off; -2..2 */
+    double min_p;                               /* 0 = off; 0..1 */
+    int64_t n;                                  /* samples per document, 1..FMB_TASK_MAX_N */
+    int64_t logprobs;                           /* top-k logprobs per generated token, 0..20 */
 } fmb_task_cfg;
+
+/* The largest n and logprobs of a generate task. */
+#define FMB_TASK_MAX_N        64
+#define FMB_TASK_MAX_LOGPROBS 20
 
 typedef struct {
     char *path; /* the job file as given */

@@ -234,6 +234,13 @@ fmb_status fmb_tasks_new(const fmb_job *job,
         }
         if (tc->n_extract && (s = fmb_extract_new(tc, job->path, &p->ext, err)))
             goto fail;
+        if (tc->kind == FMB_TASK_GENERATE && tc->logprobs > cfg->V) {
+            s = fmb_fail(
+                err, FMB_EINVAL,
+                "%s: task '%s': logprobs = %lld is more than the model's vocabulary (%lld)",
+                job->path, tc->name, (long long)tc->logprobs, (long long)cfg->V);
+            goto fail;
+        }
     }
     for (size_t g = 0; g < t->n_groups; g++) {
         const char *b = t->groups[g].before;
@@ -592,7 +599,8 @@ static fmb_status phase_choices(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *err
             doc_fail(&docs[d], s, "%s", err->msg);
     if (s)
         return s == FMB_EINTR ? s : FMB_OK;
-    // the rows: best by total (or mean), first candidate on ties, as one document alone
+    // the rows: best by total (or mean, or total per byte), first candidate on ties, as one
+    // document alone
     for (size_t d = 0; d < n; d++) {
         bdoc *bd = &docs[d];
         size_t slot = 0;
@@ -616,7 +624,11 @@ static fmb_status phase_choices(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *err
                     break;
                 }
                 double mean = total / (double)p->cands[c].n;
-                double key = tc->choice_by_mean ? mean : total;
+                size_t nb = strlen(tc->choices[c]); /* > 0: the job refuses empty choices */
+                // lm-eval's acc_norm: the total over the candidate's length (bytes here)
+                double key = tc->choice_by_mean    ? mean
+                             : tc->choice_by_bytes ? total / (double)nb
+                                                   : total;
                 if (key > best) {
                     best = key;
                     best_i = (int64_t)c;
@@ -630,7 +642,7 @@ static fmb_status phase_choices(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *err
                 sb_num(&js, total);
                 fmb_sb_printf(&js, ",\"mean\":");
                 sb_num(&js, mean);
-                fmb_sb_printf(&js, "}");
+                fmb_sb_printf(&js, ",\"bytes\":%zu}", nb);
             }
             fmb_sb_printf(&js, "]");
             row->choices_json = own(bd->out, fmb_sb_take(&js));
@@ -643,13 +655,17 @@ static fmb_status phase_choices(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *err
     return FMB_OK;
 }
 
-/* A generation of the batch: (doc, task), its options and generator while it runs. */
+/* A generation of the batch: (doc, task, sample), its options and generator while it runs,
+ * then its result. The samples of a (doc, task) are consecutive, sample 0 first. */
 typedef struct {
-    size_t doc, task;
+    size_t doc, task, sample;
     fmb_gen_opts go;
     int64_t seed;
     fmb_gen *g;
     int32_t next;
+    int ended;          /* res holds the result */
+    fmb_gen_result res; /* owned until the row is made */
+    double dt;
 } gen_ref;
 
 static void gen_opts(fmb_tasks *t, const char *key, const fmb_task_cfg *tc, gen_ref *r)
@@ -661,84 +677,183 @@ static void gen_opts(fmb_tasks *t, const char *key, const fmb_task_cfg *tc, gen_
     go->sample.temperature = (float)tc->temperature;
     go->sample.top_k = (int)tc->top_k;
     go->sample.top_p = (float)tc->top_p;
+    go->sample.min_p = (float)tc->min_p;
+    go->sample.repetition_penalty = (float)tc->repetition_penalty;
+    go->sample.presence_penalty = (float)tc->presence_penalty;
+    go->sample.frequency_penalty = (float)tc->frequency_penalty;
     r->seed = fmb_task_item_seed(tc->has_seed ? tc->seed : t->job->seed, key, tc->name);
     go->sample.seed = (uint64_t)r->seed;
-    go->sample.stream = 0;
+    go->sample.stream = (uint64_t)r->sample; /* sample j draws from stream j: 0 as n = 1 */
     go->eos_ids = tc->n_eos ? tc->eos : cfg->eos_ids;
     go->n_eos = tc->n_eos ? tc->n_eos : cfg->n_eos;
     go->ignore_eos = tc->ignore_eos;
     go->stop = (const char *const *)tc->stop;
     go->n_stop = (int)tc->n_stop;
+    go->logprobs = (int)tc->logprobs;
 }
 
-/* A finished generation's row (text, ids, logprobs, sampling provenance, extraction). */
-static void gen_row(fmb_tasks *t, bdoc *d, gen_ref *r, double dt)
+/* A generation ended: its result into r->res (or the document fails). */
+static void gen_end(fmb_tasks *t, bdoc *d, gen_ref *r, double dt)
 {
     const fmb_task_cfg *tc = &t->job->tasks[r->task];
-    const task_prep *p = &t->prep[r->task];
-    fmb_task_output *o = d->out;
-    fmb_result_row *row = &o->rows[r->task];
     fmb_err err;
-    fmb_gen_result res;
-    fmb_status s = fmb_gen_finish(r->g, &res, &err);
+    fmb_status s = fmb_gen_finish(r->g, &r->res, &err);
     r->g = NULL;
+    r->dt = dt;
     if (s) {
         doc_fail(d, s, "task '%s': %s", tc->name, err.msg);
         return;
     }
-    for (size_t i = 0; i < res.n; i++)
-        if (!isfinite(res.logprobs[i])) {
+    r->ended = 1;
+    for (size_t i = 0; i < r->res.n; i++)
+        if (!isfinite(r->res.logprobs[i])) {
             doc_fail(d, FMB_EINVAL, "task '%s': the model gave a non-finite log-probability",
                      tc->name);
-            fmb_gen_result_free(&res);
             return;
         }
-    fmb_sb ids = {0}, lps = {0};
-    fmb_sb_printf(&ids, "[");
-    fmb_sb_printf(&lps, "[");
-    for (size_t i = 0; i < res.n; i++) {
-        fmb_sb_printf(&ids, "%s%d", i ? "," : "", res.ids[i]);
-        fmb_sb_printf(&lps, "%s", i ? "," : "");
-        sb_num(&lps, res.logprobs[i]);
+}
+
+static void sb_ids(fmb_sb *b, const int32_t *v, size_t n)
+{
+    fmb_sb_puts(b, "[");
+    for (size_t i = 0; i < n; i++)
+        fmb_sb_printf(b, "%s%d", i ? "," : "", v[i]);
+    fmb_sb_puts(b, "]");
+}
+
+static void sb_nums(fmb_sb *b, const float *v, size_t n)
+{
+    fmb_sb_puts(b, "[");
+    for (size_t i = 0; i < n; i++) {
+        fmb_sb_printf(b, "%s", i ? "," : "");
+        sb_num(b, v[i]);
     }
-    fmb_sb_printf(&ids, "]");
-    fmb_sb_printf(&lps, "]");
-    row->ids_json = own(o, fmb_sb_take(&ids));
-    row->logprobs_json = own(o, fmb_sb_take(&lps));
-    row->finish_reason = res.finish_reason; /* static */
+    fmb_sb_puts(b, "]");
+}
+
+/* The row of a generate task from its n samples rs[0..n) (all ended): sample 0 fills the
+ * columns (text, ids, logprobs, finish_reason, extract, tokens, and with logprobs = K the
+ * token_topk_* arrays, [tokens · K]); with n > 1 the choices column holds every sample. */
+static void gen_row(fmb_tasks *t, bdoc *d, gen_ref *rs, size_t n)
+{
+    const fmb_task_cfg *tc = &t->job->tasks[rs[0].task];
+    const task_prep *p = &t->prep[rs[0].task];
+    fmb_task_output *o = d->out;
+    fmb_result_row *row = &o->rows[rs[0].task];
+    fmb_err err;
+    fmb_sb all = {0};
+    fmb_sb_puts(&all, "[");
+    double dt = 0;
+    for (size_t j = 0; j < n && d->live; j++) {
+        fmb_gen_result *res = &rs[j].res;
+        dt = fmax(dt, rs[j].dt);
+        char *ext = NULL;
+        if (p->ext && (fmb_extract_run(p->ext, res->text ? res->text : "",
+                                       res->text ? res->text_len : 0, &ext, &err))) {
+            doc_fail(d, FMB_EINVAL, "task '%s': %s", tc->name, err.msg);
+            break;
+        }
+        size_t K = (size_t)res->top_k;
+        if (j == 0) {
+            fmb_sb ids = {0}, lps = {0};
+            sb_ids(&ids, res->ids, res->n);
+            sb_nums(&lps, res->logprobs, res->n);
+            row->ids_json = own(o, fmb_sb_take(&ids));
+            row->logprobs_json = own(o, fmb_sb_take(&lps));
+            row->finish_reason = res->finish_reason; /* static */
+            row->tokens = (int64_t)res->n;
+            if (res->text) {
+                row->text = blob_copy(o, res->text, res->text_len + 1); /* may hold NULs */
+                row->text_len = res->text_len;
+            }
+            if (ext)
+                row->extract_json = own(o, fmb_xstrdup(ext));
+            if (K) {
+                row->token_topk_ids = blob_copy(o, res->top_ids, res->n * K * sizeof(int32_t));
+                row->token_topk_ids_bytes = res->n * K * sizeof(int32_t);
+                row->token_topk_logprobs =
+                    blob_copy(o, res->top_logprobs, res->n * K * sizeof(float));
+                row->token_topk_logprobs_bytes = res->n * K * sizeof(float);
+            }
+        }
+        if (n > 1) {
+            fmb_sb_printf(&all, "%s{\"index\":%zu,\"text\":", j ? "," : "", j);
+            json_t *txt = res->text ? json_stringn(res->text, res->text_len) : NULL;
+            char *ts = txt ? json_dumps(txt, JSON_ENCODE_ANY) : NULL;
+            fmb_sb_puts(&all, ts ? ts : "null");
+            free(ts);
+            json_decref(txt);
+            fmb_sb_printf(&all,
+                          ",\"finish_reason\":\"%s\",\"tokens\":%zu,\"ids\":", res->finish_reason,
+                          res->n);
+            sb_ids(&all, res->ids, res->n);
+            fmb_sb_puts(&all, ",\"logprobs\":");
+            sb_nums(&all, res->logprobs, res->n);
+            if (ext)
+                fmb_sb_printf(&all, ",\"extract\":%s", ext);
+            if (K) {
+                // [[[id, logprob], ... K], ... tokens], as `fmbatch score --top-k` prints them
+                fmb_sb_puts(&all, ",\"top_logprobs\":[");
+                for (size_t i = 0; i < res->n; i++) {
+                    fmb_sb_puts(&all, i ? ",[" : "[");
+                    for (size_t k = 0; k < K; k++) {
+                        fmb_sb_printf(&all, "%s[%d,", k ? "," : "", res->top_ids[i * K + k]);
+                        sb_num(&all, res->top_logprobs[i * K + k]);
+                        fmb_sb_puts(&all, "]");
+                    }
+                    fmb_sb_puts(&all, "]");
+                }
+                fmb_sb_puts(&all, "]");
+            }
+            fmb_sb_puts(&all, "}");
+        }
+        free(ext);
+    }
+    fmb_sb_puts(&all, "]");
+    if (n > 1 && d->live)
+        row->choices_json = own(o, fmb_sb_take(&all));
+    fmb_sb_free(&all);
+    if (!d->live)
+        return;
     row->prompt_tokens = (int64_t)p->rest.n;
-    row->seed = r->seed;
-    row->tokens = (int64_t)res.n;
+    row->seed = rs[0].seed;
     row->task_seconds = dt;
-    if (res.text) {
-        row->text = own(o, res.text);
-        row->text_len = res.text_len;
-        res.text = NULL;
-    }
-    /* sampling settings as recorded provenance */
+    /* sampling settings as recorded provenance (the issue-13 controls only when set, so rows
+     * without them are as before) */
     fmb_sb sm = {0};
     char *stop = json_str_list(tc->stop, tc->n_stop);
     fmb_sb_printf(&sm, "{\"max_new_tokens\":%lld,\"temperature\":", (long long)tc->max_new_tokens);
     sb_num(&sm, tc->temperature);
     fmb_sb_printf(&sm, ",\"top_k\":%lld,\"top_p\":", (long long)tc->top_k);
     sb_num(&sm, tc->top_p);
-    fmb_sb_printf(&sm, ",\"seed\":%lld,\"stream\":0,\"stop\":%s,\"eos\":[", (long long)r->seed,
+    fmb_sb_printf(&sm, ",\"seed\":%lld,\"stream\":0,\"stop\":%s,\"eos\":[", (long long)rs[0].seed,
                   stop ? stop : "[]");
     free(stop);
-    for (int i = 0; i < r->go.n_eos; i++)
-        fmb_sb_printf(&sm, "%s%d", i ? "," : "", r->go.eos_ids[i]);
-    fmb_sb_printf(&sm, "],\"ignore_eos\":%s}", tc->ignore_eos ? "true" : "false");
-    row->sampling_json = own(o, fmb_sb_take(&sm));
-    if (p->ext) {
-        char *json = NULL;
-        s = fmb_extract_run(p->ext, row->text ? row->text : "", row->text ? row->text_len : 0,
-                            &json, &err);
-        if (s)
-            doc_fail(d, s, "task '%s': %s", tc->name, err.msg);
-        else
-            row->extract_json = own(o, json);
+    for (int i = 0; i < rs[0].go.n_eos; i++)
+        fmb_sb_printf(&sm, "%s%d", i ? "," : "", rs[0].go.eos_ids[i]);
+    fmb_sb_printf(&sm, "],\"ignore_eos\":%s", tc->ignore_eos ? "true" : "false");
+    if (tc->repetition_penalty != 1.0) {
+        fmb_sb_puts(&sm, ",\"repetition_penalty\":");
+        sb_num(&sm, tc->repetition_penalty);
     }
-    fmb_gen_result_free(&res);
+    if (tc->presence_penalty != 0.0) {
+        fmb_sb_puts(&sm, ",\"presence_penalty\":");
+        sb_num(&sm, tc->presence_penalty);
+    }
+    if (tc->frequency_penalty != 0.0) {
+        fmb_sb_puts(&sm, ",\"frequency_penalty\":");
+        sb_num(&sm, tc->frequency_penalty);
+    }
+    if (tc->min_p != 0.0) {
+        fmb_sb_puts(&sm, ",\"min_p\":");
+        sb_num(&sm, tc->min_p);
+    }
+    if (tc->n != 1)
+        fmb_sb_printf(&sm, ",\"n\":%lld", (long long)tc->n);
+    if (tc->logprobs)
+        fmb_sb_printf(&sm, ",\"logprobs\":%lld", (long long)tc->logprobs);
+    fmb_sb_puts(&sm, "}");
+    row->sampling_json = own(o, fmb_sb_take(&sm));
 }
 
 /* Phase 3: every generation of every live document in one continuous batch of at most
@@ -746,19 +861,21 @@ static void gen_row(fmb_tasks *t, bdoc *d, gen_ref *r, double dt)
 static fmb_status phase_generate(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *err)
 {
     const fmb_job *job = t->job;
-    size_t ng = 0;
+    size_t ng = 0; /* generations per document: Σ n over the generate tasks */
     for (size_t i = 0; i < job->n_tasks; i++)
         if (job->tasks[i].kind == FMB_TASK_GENERATE)
-            ng++;
+            ng += (size_t)job->tasks[i].n;
     if (!ng)
         return FMB_OK;
     gen_ref *refs = fmb_xcalloc(n * ng, sizeof *refs);
     size_t nr = 0;
     for (size_t d = 0; d < n; d++)
         for (size_t i = 0; docs[d].live && i < job->n_tasks; i++)
-            if (job->tasks[i].kind == FMB_TASK_GENERATE) {
+            for (size_t j = 0;
+                 job->tasks[i].kind == FMB_TASK_GENERATE && j < (size_t)job->tasks[i].n; j++) {
                 refs[nr].doc = d;
                 refs[nr].task = i;
+                refs[nr].sample = j;
                 gen_opts(t, docs[d].doc->key, &job->tasks[i], &refs[nr]);
                 nr++;
             }
@@ -792,7 +909,16 @@ static fmb_status phase_generate(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *er
                 doc_fail(&docs[r->doc], s2, "task '%s': %s", job->tasks[r->task].name, err->msg);
                 continue;
             }
-            fmb_state_copy(t->work[q], t->snap[r->doc * t->n_groups + group_of(t, r->task)]);
+            // the repetition penalty sees what the model was fed: [EOS] + template before
+            // {document} + the document + the prompt rest (HF's input_ids)
+            size_t gi = group_of(t, r->task);
+            const bdoc *bd = &docs[r->doc];
+            if (t->ctx >= 0)
+                fmb_gen_seen(r->g, &t->ctx, 1);
+            fmb_gen_seen(r->g, t->groups[gi].before_ids.ids, t->groups[gi].before_ids.n);
+            fmb_gen_seen(r->g, bd->ids.ids, bd->n_doc);
+            fmb_gen_seen(r->g, p->rest.ids, p->rest.n);
+            fmb_state_copy(t->work[q], t->snap[r->doc * t->n_groups + gi]);
             memset(&os[np], 0, sizeof os[np]);
             os[np].logits = plog + q * V;
             os[np].logits_from = p->rest.n - 1;
@@ -824,7 +950,7 @@ static fmb_status phase_generate(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *er
                 idx[nb++] = q;
                 continue;
             }
-            gen_row(t, &docs[r->doc], r, fmb_now() - t0);
+            gen_end(t, &docs[r->doc], r, fmb_now() - t0);
             slot[q] = NULL;
             active--;
         }
@@ -848,6 +974,18 @@ static fmb_status phase_generate(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *er
     if (s && s != FMB_EINTR)
         for (size_t d = 0; d < n; d++)
             doc_fail(&docs[d], s, "%s", err->msg);
+    // the rows, once every sample of a (doc, task) has ended
+    for (size_t k = 0; !s && k < nr;) {
+        size_t m = (size_t)job->tasks[refs[k].task].n, all = 1;
+        for (size_t j = 0; j < m; j++)
+            all &= (size_t)refs[k + j].ended;
+        FMB_ASSERT(all || !docs[refs[k].doc].live);
+        if (docs[refs[k].doc].live)
+            gen_row(t, &docs[refs[k].doc], &refs[k], m);
+        k += m;
+    }
+    for (size_t k = 0; k < nr; k++)
+        fmb_gen_result_free(&refs[k].res);
     free(refs);
     free(slot);
     free(plog);

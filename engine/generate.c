@@ -15,6 +15,8 @@ void fmb_gen_result_free(fmb_gen_result *r)
     free(r->ids);
     free(r->logprobs);
     free(r->text);
+    free(r->top_ids);
+    free(r->top_logprobs);
     memset(r, 0, sizeof *r);
 }
 
@@ -55,6 +57,9 @@ struct fmb_gen {
     size_t maxstop;
     int stopped, finished;
     int bad; /* the logits of generated token bad - 1 held NaN or +Inf */
+    /* the penalties' history (fmb_sample_history), allocated when a penalty is on */
+    uint8_t *seen;    /* [(V + 7) / 8], repetition_penalty */
+    uint32_t *counts; /* [V], presence and frequency penalties */
 };
 
 fmb_status fmb_gen_new(fmb_engine *eng,
@@ -79,10 +84,23 @@ fmb_status fmb_gen_new(fmb_engine *eng,
     g->r.logprobs = malloc(g->cap * sizeof *g->r.logprobs);
     g->r.prompt_tokens = n_prompt;
     g->r.finish_reason = "length";
+    const fmb_sample_params *sp = &o->sample;
+    if (sp->repetition_penalty > 0.0f && sp->repetition_penalty != 1.0f)
+        g->seen = calloc(((size_t)g->V + 7) / 8, 1);
+    if (sp->presence_penalty != 0.0f || sp->frequency_penalty != 0.0f)
+        g->counts = calloc((size_t)g->V, sizeof *g->counts);
+    FMB_ASSERT(o->logprobs >= 0 && o->logprobs <= 64);
+    if (o->logprobs) {
+        g->r.top_k = o->logprobs;
+        g->r.top_ids = malloc(g->cap * (size_t)o->logprobs * sizeof *g->r.top_ids);
+        g->r.top_logprobs = malloc(g->cap * (size_t)o->logprobs * sizeof *g->r.top_logprobs);
+    }
     for (int i = 0; i < o->n_stop; i++)
         if (strlen(o->stop[i]) > g->maxstop)
             g->maxstop = strlen(o->stop[i]);
-    if (!g->scratch || !g->r.ids || !g->r.logprobs) {
+    if (!g->scratch || !g->r.ids || !g->r.logprobs ||
+        (fmb_sample_has_penalty(sp) && !g->seen && !g->counts) ||
+        (o->logprobs && (!g->r.top_ids || !g->r.top_logprobs))) {
         fmb_gen_free(g);
         return fmb_fail(err, FMB_ENOMEM, "generate: out of memory");
     }
@@ -98,6 +116,8 @@ void fmb_gen_free(fmb_gen *g)
         return;
     fmb_gen_result_free(&g->r);
     free(g->scratch);
+    free(g->seen);
+    free(g->counts);
     fmb_sb_free(&g->bytes);
     free(g);
 }
@@ -105,6 +125,15 @@ void fmb_gen_free(fmb_gen *g)
 int fmb_gen_done(const fmb_gen *g)
 {
     return g->finished;
+}
+
+void fmb_gen_seen(fmb_gen *g, const int32_t *ids, size_t n)
+{
+    if (!g->seen)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] >= 0 && ids[i] < g->V)
+            g->seen[ids[i] >> 3] |= (uint8_t)(1u << (ids[i] & 7));
 }
 
 int fmb_gen_push(fmb_gen *g, const float *logits, int32_t *next)
@@ -119,7 +148,14 @@ int fmb_gen_push(fmb_gen *g, const float *logits, int32_t *next)
             return 0;
         }
     float lp;
-    int32_t id = fmb_sample(logits, g->V, &o->sample, g->r.n, g->scratch, &lp);
+    fmb_sample_history h = {g->seen, g->counts};
+    int32_t id = fmb_sample_hist(logits, g->V, &o->sample, &h, g->r.n, g->scratch, &lp);
+    if (o->logprobs)
+        fmb_topk_logprobs(logits, g->V, o->logprobs, g->r.top_ids + g->r.n * (size_t)o->logprobs,
+                          g->r.top_logprobs + g->r.n * (size_t)o->logprobs);
+    fmb_gen_seen(g, &id, 1);
+    if (g->counts)
+        g->counts[id]++;
     g->r.ids[g->r.n] = id;
     g->r.logprobs[g->r.n] = lp;
     g->r.n++;
@@ -199,6 +235,9 @@ fmb_status fmb_generate(fmb_engine *eng,
     fmb_status s = fmb_gen_new(eng, tok, n_prompt, o, &g, err);
     if (s)
         return s;
+    if (o->context)
+        fmb_gen_seen(g, o->context, o->n_context);
+    fmb_gen_seen(g, prompt, n_prompt);
     float *logits = malloc((size_t)g->V * sizeof *logits);
     if (!logits) {
         fmb_gen_free(g);

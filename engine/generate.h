@@ -3,7 +3,10 @@
  *
  * The prompt ids are prefilled from st, then tokens are decoded one at a time until max_new
  * tokens, an EOS id, or a stop string in the decoded text. Every generated token keeps its
- * log-probability under the model (log-softmax of the raw logits).
+ * log-probability under the model (log-softmax of the raw logits, before any penalty or
+ * temperature), and with opts.logprobs the top-k of its position's raw distribution.
+ * Penalties (fmb_sample_params) see a per-generation history: the input ids (fmb_gen_seen)
+ * and the generated ones.
  */
 #ifndef FMB_GENERATE_H
 #define FMB_GENERATE_H
@@ -20,6 +23,11 @@ typedef struct {
     int ignore_eos;
     const char *const *stop; /* stop strings, matched in the decoded text (needs a tokenizer) */
     int n_stop;
+    int logprobs; /* 0..64: keep each generated position's top-k raw log-probabilities */
+    /* fmb_generate only: ids fed before the prompt (a document prefix already in st), seen by
+     * the repetition penalty like the prompt; NULL: none */
+    const int32_t *context;
+    size_t n_context;
 } fmb_gen_opts;
 
 typedef struct {
@@ -30,6 +38,9 @@ typedef struct {
     char *text; /* decoded text, cut before a stop string; NULL without a tokenizer */
     size_t text_len;
     const char *finish_reason; /* "length", "eos" or "stop" (static) */
+    int top_k;                 /* opts.logprobs */
+    int32_t *top_ids;          /* [n · top_k] per position, descending (fmb_topk_logprobs) */
+    float *top_logprobs;       /* [n · top_k] */
 } fmb_gen_result;
 
 /* tok may be NULL (no text, no stop strings). st is advanced through the prompt and the
@@ -61,6 +72,9 @@ FMB_NODISCARD fmb_status fmb_gen_new(fmb_engine *eng,
  * (a decode step, then push again), 0 when the generation ended (EOS, stop string, length). */
 int fmb_gen_push(fmb_gen *g, const float *logits, int32_t *next);
 int fmb_gen_done(const fmb_gen *g); /* 1 once ended (also with max_new_tokens == 0) */
+/* Marks ids as part of the input for the repetition penalty (the document, the prompt): call
+ * before the first push. Generated ids are marked by push. A no-op without the penalty. */
+void fmb_gen_seen(fmb_gen *g, const int32_t *ids, size_t n);
 FMB_NODISCARD fmb_status fmb_gen_finish(fmb_gen *g, fmb_gen_result *r, fmb_err *err);
 void fmb_gen_free(fmb_gen *g);
 

@@ -83,7 +83,38 @@ static void sort_desc(cand *c, cand *tmp, size_t n)
 
 size_t fmb_sample_scratch_bytes(int32_t V)
 {
-    return (size_t)V * (2 * sizeof(cand) + sizeof(double));
+    /* cands, their sort buffer, the exps, the penalised logits */
+    return (size_t)V * (2 * sizeof(cand) + sizeof(double) + sizeof(float));
+}
+
+int fmb_sample_has_penalty(const fmb_sample_params *p)
+{
+    return (p->repetition_penalty > 0.0f && p->repetition_penalty != 1.0f) ||
+           p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f;
+}
+
+void fmb_sample_penalize(const float *logits,
+                         int32_t V,
+                         const fmb_sample_params *p,
+                         const fmb_sample_history *h,
+                         float *out)
+{
+    int rep = p->repetition_penalty > 0.0f && p->repetition_penalty != 1.0f;
+    float rp = p->repetition_penalty, fp = p->frequency_penalty, pp = p->presence_penalty;
+    const uint8_t *seen = h ? h->seen : NULL;
+    const uint32_t *counts = h ? h->counts : NULL;
+    for (int32_t v = 0; v < V; v++) {
+        float l = logits[v];
+        // HF RepetitionPenaltyLogitsProcessor: once per id present, whatever its count
+        if (rep && seen && (seen[v >> 3] >> (v & 7) & 1))
+            l = l > 0.0f ? l / rp : l * rp;
+        // vLLM/OpenAI: frequency first, then presence, over the generated ids only
+        if (counts && counts[v]) {
+            l -= fp * (float)counts[v];
+            l -= pp;
+        }
+        out[v] = l;
+    }
 }
 
 int32_t fmb_sample(const float *logits,
@@ -93,16 +124,33 @@ int32_t fmb_sample(const float *logits,
                    void *scratch,
                    float *logprob)
 {
+    return fmb_sample_hist(logits, V, p, NULL, step, scratch, logprob);
+}
+
+int32_t fmb_sample_hist(const float *raw,
+                        int32_t V,
+                        const fmb_sample_params *p,
+                        const fmb_sample_history *h,
+                        uint64_t step,
+                        void *scratch,
+                        float *logprob)
+{
     FMB_ASSERT(V > 0);
     int32_t pick = 0;
+    void *buf = scratch ? scratch : fmb_xmalloc(fmb_sample_scratch_bytes(V));
+    cand *c = buf, *tmp = c + V;
+    double *e = (double *)(tmp + V); /* e[i] = exp(c[i].val - mx), computed once */
+    const float *logits = raw;
+    if (fmb_sample_has_penalty(p)) {
+        float *pen = (float *)(e + V);
+        fmb_sample_penalize(raw, V, p, h, pen);
+        logits = pen;
+    }
     if (p->temperature <= 0.0f) {
         for (int32_t v = 1; v < V; v++)
             if (logits[v] > logits[pick])
                 pick = v;
     } else {
-        void *buf = scratch ? scratch : fmb_xmalloc(fmb_sample_scratch_bytes(V));
-        cand *c = buf, *tmp = c + V;
-        double *e = (double *)(tmp + V); /* e[i] = exp(c[i].val - mx), computed once */
         for (int32_t v = 0; v < V; v++)
             c[v] = (cand){logits[v] / p->temperature, v};
         size_t n = (size_t)V;
@@ -135,6 +183,19 @@ int32_t fmb_sample(const float *logits,
             for (size_t i = 0; i < n; i++)
                 total += e[i];
         }
+        if (p->min_p > 0.0f) {
+            // p_i / p_max = e[i] / 1 (the max's exp is 1): the same set whether or not top-k
+            // and top-p renormalised before; the order of c is kept
+            size_t keep = 0;
+            total = 0;
+            for (size_t i = 0; i < n; i++)
+                if (e[i] >= (double)p->min_p) {
+                    c[keep] = c[i];
+                    e[keep] = e[i];
+                    total += e[keep++];
+                }
+            n = keep; /* >= 1: the max survives any min_p <= 1 */
+        }
         double u = fmb_rng_uniform(p->seed, p->stream, step) * total, acc = 0;
         pick = c[n - 1].id;
         for (size_t i = 0; i < n; i++) {
@@ -144,10 +205,40 @@ int32_t fmb_sample(const float *logits,
                 break;
             }
         }
-        if (!scratch)
-            free(buf);
     }
+    if (!scratch)
+        free(buf);
     if (logprob)
-        *logprob = (float)fmb_logprob_of(logits, V, pick);
+        *logprob = (float)fmb_logprob_of(raw, V, pick);
     return pick;
+}
+
+void fmb_topk_logprobs(const float *l, int32_t V, int k, int32_t *ids, float *lps)
+{
+    FMB_ASSERT(k >= 0 && k <= 64);
+    float mx = l[0];
+    for (int32_t v = 1; v < V; v++)
+        if (l[v] > mx)
+            mx = l[v];
+    double se = 0;
+    for (int32_t v = 0; v < V; v++)
+        se += exp((double)l[v] - (double)mx);
+    double lse = log(se);
+    // insertion into a sorted list of the k best; strict > keeps the lowest id on ties
+    int cnt = 0;
+    for (int32_t v = 0; v < V && k > 0; v++) {
+        if (cnt == k && !(l[v] > l[ids[cnt - 1]]))
+            continue;
+        int i = cnt < k ? cnt++ : cnt - 1;
+        while (i > 0 && l[v] > l[ids[i - 1]]) {
+            ids[i] = ids[i - 1];
+            i--;
+        }
+        ids[i] = v;
+    }
+    for (int i = 0; i < k; i++) {
+        if (i >= cnt)
+            ids[i] = -1;
+        lps[i] = i < cnt ? (float)((double)l[ids[i]] - (double)mx - lse) : NAN;
+    }
 }

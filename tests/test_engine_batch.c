@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "engine/generate.h"
 #include "tests/check.h"
 
 #ifndef FMB_TEST_BACKEND
@@ -222,6 +223,202 @@ static void run_case(const char *model, fmb_compute_kind ck, size_t chunk)
     fmb_engine_free(e);
 }
 
+/* Generations with every logits processor (repetition, presence and frequency penalties,
+ * min_p, top-k/top-p, temperature and greedy), top-k logprobs, and n = 3 samples of one
+ * prompt on streams 0..2:
+ *   alone through fmb_generate (the reference), and
+ *   all at once through the fmb_gen state machine with packed prompt prefills and batched
+ *   fmb_engine_step calls, in two orders;
+ * ids, logprobs and top-k arrays must be byte-identical. And the greedy ones against a decode
+ * loop of this test's own that penalises the raw logits from the history the documentation
+ * names (the context + the prompt seen; the generated ids seen and counted). On tiny-a and
+ * on the trained demo model (whose logits have both signs and real repetitions). */
+#define NG 9
+static void gen_case(const char *dir)
+{
+    const char *model = dir;
+    fmb_engine *e = open_engine(dir, FMB_COMPUTE_DEFAULT, 0);
+    const fmb_config *c = fmb_engine_config(e);
+    size_t V = (size_t)c->V;
+    fmb_gen_opts go[NG];
+    int32_t *prompt[NG], ctx[40];
+    size_t np[NG];
+    for (int i = 0; i < 40; i++)
+        ctx[i] = (int32_t)(next_u32() % V);
+    for (int g = 0; g < NG; g++) {
+        memset(&go[g], 0, sizeof go[g]);
+        fmb_gen_opts *o = &go[g];
+        o->max_new_tokens = 12 + (size_t)(g < 3 ? 0 : g);
+        o->ignore_eos = 1;
+        o->logprobs = g % 3 ? 1 + g % 5 : 0;
+        o->sample.temperature = g % 4 == 0 ? 0.0f : 0.7f + 0.1f * (float)g;
+        o->sample.top_k = g % 2 ? 30 : 0;
+        o->sample.top_p = g % 3 == 1 ? 0.9f : 1.0f;
+        o->sample.min_p = g % 3 == 2 ? 0.05f : 0.0f;
+        o->sample.repetition_penalty = g % 2 ? 1.3f : 2.5f;
+        o->sample.presence_penalty = g % 3 ? 0.6f : 0.0f;
+        o->sample.frequency_penalty = g % 4 == 3 ? 0.0f : 0.4f;
+        o->sample.seed = 1000 + (uint64_t)(g < 3 ? 0 : g); /* g 0..2: one seed, streams 0..2 */
+        o->sample.stream = (uint64_t)(g < 3 ? g : 0);
+        np[g] = g && g < 3 ? np[0] : 1 + next_u32() % 20;
+        prompt[g] = malloc(np[g] * sizeof *prompt[g]);
+        for (size_t k = 0; k < np[g]; k++)
+            prompt[g][k] = (int32_t)(next_u32() % V);
+        if (g && g < 3) { /* n = 3 samples: g 0's prompt, context and settings, stream g */
+            memcpy(prompt[g], prompt[0], np[0] * sizeof *prompt[g]);
+            *o = go[0];
+            o->sample.stream = (uint64_t)g;
+        }
+        o->context = ctx;
+        o->n_context = g < 3 ? 40 : (size_t)(g * 4);
+        if (g < 3)
+            o->sample.temperature = 0.9f; /* the samples draw */
+    }
+    fmb_gen_result ref[NG], got[NG];
+    fmb_err err;
+    fmb_state *base[NG];
+    for (int g = 0; g < NG; g++) {
+        base[g] = start_state(e, 0);
+        FMB_ASSERT(!fmb_engine_forward(e, base[g], ctx, go[g].n_context, NULL, &err));
+        fmb_state *st = start_state(e, 0);
+        fmb_state_copy(st, base[g]);
+        FMB_ASSERT(!fmb_generate(e, st, NULL, prompt[g], np[g], &go[g], &ref[g], &err));
+        fmb_state_free(st);
+    }
+    check(ref[0].n == ref[1].n && ref[1].n == ref[2].n &&
+              memcmp(ref[0].ids, ref[1].ids, ref[0].n * 4) &&
+              memcmp(ref[1].ids, ref[2].ids, ref[1].n * 4),
+          "gen: n = 3 samples of one state (streams 0..2) differ", "%s", "the same ids");
+    for (int order = 0; order < 2; order++) {
+        fmb_gen *gs[NG];
+        fmb_state *sts[NG];
+        fmb_piece pcs[NG];
+        fmb_outputs os[NG];
+        float *lg = malloc(NG * V * sizeof *lg), *sl = malloc(NG * V * sizeof *sl);
+        int idx[NG];
+        for (int q = 0; q < NG; q++) {
+            int g = order ? NG - 1 - q : q;
+            idx[q] = g;
+            FMB_ASSERT(!fmb_gen_new(e, NULL, np[g], &go[g], &gs[g], &err));
+            fmb_gen_seen(gs[g], ctx, go[g].n_context);
+            fmb_gen_seen(gs[g], prompt[g], np[g]);
+            sts[q] = start_state(e, 0);
+            fmb_state_copy(sts[q], base[g]);
+            memset(&os[q], 0, sizeof os[q]);
+            os[q].logits = lg + (size_t)q * V;
+            os[q].logits_from = np[g] - 1;
+            pcs[q] = (fmb_piece){sts[q], prompt[g], np[g], &os[q]};
+        }
+        FMB_ASSERT(!fmb_engine_forward_many(e, pcs, NG, &err));
+        const float *from[NG];
+        for (int q = 0; q < NG; q++)
+            from[q] = lg + (size_t)q * V;
+        int live[NG], nl;
+        for (int q = 0; q < NG; q++)
+            live[q] = 1;
+        do {
+            fmb_state *bs[NG];
+            int32_t ids[NG];
+            int at[NG];
+            nl = 0;
+            for (int q = 0; q < NG; q++) {
+                int32_t nx;
+                if (!live[q])
+                    continue;
+                if (!fmb_gen_push(gs[idx[q]], from[q], &nx)) {
+                    live[q] = 0;
+                    continue;
+                }
+                bs[nl] = sts[q];
+                ids[nl] = nx;
+                at[nl++] = q;
+            }
+            if (nl)
+                FMB_ASSERT(!fmb_engine_step(e, bs, ids, (size_t)nl, sl, &err));
+            for (int k = 0; k < nl; k++)
+                from[at[k]] = sl + (size_t)k * V;
+            // the rows of sl move: copy each live one to its own slot before the next step
+            for (int k = 0; k < nl; k++) {
+                memcpy(lg + (size_t)at[k] * V, from[at[k]], V * sizeof *lg);
+                from[at[k]] = lg + (size_t)at[k] * V;
+            }
+        } while (nl);
+        int bad = -1;
+        for (int g = 0; g < NG; g++) {
+            FMB_ASSERT(!fmb_gen_finish(gs[g], &got[g], &err));
+            size_t K = (size_t)go[g].logprobs;
+            if (bad < 0 &&
+                (got[g].n != ref[g].n || memcmp(got[g].ids, ref[g].ids, ref[g].n * 4) ||
+                 memcmp(got[g].logprobs, ref[g].logprobs, ref[g].n * 4) ||
+                 (K && (memcmp(got[g].top_ids, ref[g].top_ids, ref[g].n * K * 4) ||
+                        memcmp(got[g].top_logprobs, ref[g].top_logprobs, ref[g].n * K * 4)))))
+                bad = g;
+            fmb_gen_result_free(&got[g]);
+        }
+        for (int q = 0; q < NG; q++)
+            fmb_state_free(sts[q]);
+        free(lg);
+        free(sl);
+        char name[160];
+        snprintf(name, sizeof name,
+                 "gen %s: penalties, min_p, logprobs, n = 3 batched (%s) = each alone", model,
+                 order ? "reversed" : "in order");
+        check(bad < 0, name, "generation %d differs", bad);
+    }
+    // the greedy ones (g 0 and 4) against this test's own decode loop
+    for (int g = 4; g < NG; g += 4) {
+        const fmb_sample_params *sp = &go[g].sample;
+        fmb_state *st = start_state(e, 0);
+        fmb_state_copy(st, base[g]);
+        float *l = malloc(V * sizeof *l);
+        char *seen = calloc(V, 1);
+        int *cnt = calloc(V, sizeof *cnt);
+        for (size_t k = 0; k < go[g].n_context; k++)
+            seen[ctx[k]] = 1;
+        for (size_t k = 0; k < np[g]; k++)
+            seen[prompt[g][k]] = 1;
+        fmb_outputs o = {0};
+        o.logits = l;
+        o.logits_from = np[g] - 1;
+        FMB_ASSERT(!fmb_engine_forward(e, st, prompt[g], np[g], &o, &err));
+        int ok = 1;
+        for (size_t t = 0; t < go[g].max_new_tokens && ok; t++) {
+            int32_t best = -1;
+            float bv = 0;
+            for (size_t v = 0; v < V; v++) {
+                float x = l[v];
+                if (seen[v])
+                    x = x < 0 ? x * sp->repetition_penalty : x / sp->repetition_penalty;
+                if (cnt[v])
+                    x = x - sp->frequency_penalty * (float)cnt[v] - sp->presence_penalty;
+                if (best < 0 || x > bv) {
+                    best = (int32_t)v;
+                    bv = x;
+                }
+            }
+            ok = ref[g].ids[t] == best;
+            seen[best] = 1;
+            cnt[best]++;
+            fmb_state *one[1] = {st};
+            FMB_ASSERT(!fmb_engine_step(e, one, &best, 1, l, &err));
+        }
+        char name[160];
+        snprintf(name, sizeof name, "gen %s: greedy + penalties = the reference decode loop (%d)",
+                 model, g);
+        check(ok, name, "%s", "a token differs");
+        free(l);
+        free(seen);
+        free(cnt);
+        fmb_state_free(st);
+    }
+    for (int g = 0; g < NG; g++) {
+        fmb_gen_result_free(&ref[g]);
+        fmb_state_free(base[g]);
+        free(prompt[g]);
+    }
+    fmb_engine_free(e);
+}
+
 #ifdef FMB_TEST_CUDA
 #include "engine/synth.h"
 
@@ -333,6 +530,8 @@ int main(void)
     run_case("tiny-a", FMB_COMPUTE_DEFAULT, 64);
     run_case("tiny-a", FMB_COMPUTE_DEFAULT, 0);
     run_case("tiny-b", FMB_COMPUTE_DEFAULT, 37);
+    gen_case("tests/fixtures/tiny-a");
+    gen_case("jobs/demo/model");
 #ifdef FMB_TEST_CUDA
     run_case("tiny-a", FMB_COMPUTE_F32, 64);
     run_case("tiny-bf16", FMB_COMPUTE_DEFAULT, 100);

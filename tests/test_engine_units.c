@@ -110,7 +110,7 @@ static void test_sampler(void)
     fmb_sample_params g = {0};
     check(fmb_sample(l, 6, &g, 0, NULL, NULL) == 1, "greedy ties go to the lowest id", "%s",
           "mismatch");
-    fmb_sample_params p = {0.8f, 0, 1.0f, 42, 7};
+    fmb_sample_params p = {.temperature = 0.8f, .top_k = 0, .top_p = 1.0f, .seed = 42, .stream = 7};
     int same = 1, counts[6] = {0};
     for (uint64_t s = 0; s < 4000; s++) {
         int32_t a = fmb_sample(l, 6, &p, s, NULL, NULL), b = fmb_sample(l, 6, &p, s, NULL, NULL);
@@ -121,14 +121,14 @@ static void test_sampler(void)
     check(counts[1] > 800 && counts[2] > 800 && counts[5] > 500 && counts[3] < 40,
           "sampling follows softmax(l/T)", "counts %d %d %d %d %d %d", counts[0], counts[1],
           counts[2], counts[3], counts[4], counts[5]);
-    fmb_sample_params k = {1.0f, 2, 1.0f, 1, 2};
+    fmb_sample_params k = {.temperature = 1.0f, .top_k = 2, .top_p = 1.0f, .seed = 1, .stream = 2};
     int only = 1;
     for (uint64_t s = 0; s < 500; s++) {
         int32_t a = fmb_sample(l, 6, &k, s, NULL, NULL);
         only &= a == 1 || a == 2;
     }
     check(only, "top-k keeps the k best", "%s", "mismatch");
-    fmb_sample_params tp = {1.0f, 0, 0.5f, 1, 3};
+    fmb_sample_params tp = {.temperature = 1.0f, .top_k = 0, .top_p = 0.5f, .seed = 1, .stream = 3};
     only = 1;
     for (uint64_t s = 0; s < 500; s++) {
         int32_t a = fmb_sample(l, 6, &tp, s, NULL, NULL);
@@ -409,9 +409,11 @@ static void test_sampler_oracle(void)
                    : x % 29 == 0 ? -INFINITY
                                  : ((float)(x % 20000) - 10000.0f) / 700.0f;
         }
-        fmb_sample_params p = {0.3f + (float)(it % 9) * 0.25f, it % 3 ? (int)(it % 50) : 0,
-                               it % 4 ? 0.05f + (float)(it % 19) * 0.05f : 1.0f, (uint64_t)it,
-                               (uint64_t)it * 7};
+        fmb_sample_params p = {.temperature = 0.3f + (float)(it % 9) * 0.25f,
+                               .top_k = it % 3 ? (int)(it % 50) : 0,
+                               .top_p = it % 4 ? 0.05f + (float)(it % 19) * 0.05f : 1.0f,
+                               .seed = (uint64_t)it,
+                               .stream = (uint64_t)it * 7};
         for (uint64_t st = 0; st < 8 && !bad; st++, cases++)
             if (fmb_sample(l, V, &p, st, NULL, NULL) != ref_sample(l, V, &p, st))
                 bad = it + 1;
@@ -419,12 +421,197 @@ static void test_sampler_oracle(void)
     }
     // signed zeros only: equal values, so the top-3 are the three lowest ids whatever the signs
     float z[8] = {-0.0f, 0.0f, -0.0f, 0.0f, 0.0f, -0.0f, 0.0f, -0.0f};
-    fmb_sample_params pz = {1.0f, 3, 1.0f, 5, 1};
+    fmb_sample_params pz = {.temperature = 1.0f, .top_k = 3, .top_p = 1.0f, .seed = 5, .stream = 1};
     for (uint64_t st = 0; st < 64 && !bad; st++, cases++)
         if (fmb_sample(z, 8, &pz, st, NULL, NULL) != ref_sample(z, 8, &pz, st))
             bad = 1000;
     check(!bad, "sampler: radix-sorted top-k/top-p picks = the comparison-sort oracle's",
           "first difference in case %d of %d", bad - 1, cases);
+}
+
+/* The logits processors on hand-computed values, and the sampler with penalties and min_p
+ * against an oracle that applies them in the documented order (its own code: HF's repetition
+ * penalty, vLLM's frequency then presence, temperature, comparison-sorted top-k and top-p,
+ * then min-p on p / p_max). */
+static void ref_penalize(const float *l,
+                         int32_t V,
+                         const fmb_sample_params *p,
+                         const uint8_t *seen,
+                         const uint32_t *counts,
+                         float *out)
+{
+    for (int32_t v = 0; v < V; v++) {
+        float x = l[v];
+        int in = seen && (seen[v / 8] & (1u << (v % 8)));
+        if (in && p->repetition_penalty > 0.0f)
+            x = x < 0.0f ? x * p->repetition_penalty : x / p->repetition_penalty;
+        if (counts && counts[v] > 0)
+            x = (x - p->frequency_penalty * (float)counts[v]) - p->presence_penalty;
+        out[v] = x;
+    }
+}
+
+static int32_t ref_sample_full(const float *l,
+                               int32_t V,
+                               const fmb_sample_params *p,
+                               const uint8_t *seen,
+                               const uint32_t *counts,
+                               uint64_t step)
+{
+    float *pl = malloc((size_t)V * sizeof *pl);
+    ref_penalize(l, V, p, seen, counts, pl);
+    int32_t pick = 0;
+    if (p->temperature <= 0.0f) {
+        for (int32_t v = 1; v < V; v++)
+            if (pl[v] > pl[pick])
+                pick = v;
+        free(pl);
+        return pick;
+    }
+    ref_cand *c = malloc((size_t)V * sizeof *c);
+    for (int32_t v = 0; v < V; v++)
+        c[v] = (ref_cand){pl[v] / p->temperature, v};
+    // the draw walks the candidates sorted when top-k or top-p cut, in id order otherwise
+    if ((p->top_k > 0 && p->top_k < V) || (p->top_p > 0.0f && p->top_p < 1.0f))
+        qsort(c, (size_t)V, sizeof *c, ref_cmp);
+    size_t n = (size_t)V;
+    if (p->top_k > 0 && (size_t)p->top_k < n)
+        n = (size_t)p->top_k;
+    double mx = c[0].val, total = 0;
+    for (size_t i = 1; i < n; i++)
+        mx = fmax(mx, c[i].val);
+    for (size_t i = 0; i < n; i++)
+        total += exp((double)c[i].val - mx);
+    if (p->top_p > 0.0f && p->top_p < 1.0f) {
+        double acc = 0;
+        size_t keep = 0;
+        while (keep < n) {
+            acc += exp((double)c[keep].val - mx) / total;
+            keep++;
+            if (acc >= p->top_p)
+                break;
+        }
+        n = keep;
+    }
+    // min-p: drop the candidates whose probability is below min_p times the top one's
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(p->min_p > 0.0f) || exp((double)c[i].val - mx) >= (double)p->min_p)
+            c[m++] = c[i];
+    total = 0;
+    for (size_t i = 0; i < m; i++)
+        total += exp((double)c[i].val - mx);
+    double u = fmb_rng_uniform(p->seed, p->stream, step) * total, acc = 0;
+    pick = c[m - 1].id;
+    for (size_t i = 0; i < m; i++) {
+        acc += exp((double)c[i].val - mx);
+        if (u < acc) {
+            pick = c[i].id;
+            break;
+        }
+    }
+    free(c);
+    free(pl);
+    return pick;
+}
+
+static void test_sampler_processors(void)
+{
+    // the penalties by hand: ids 0, 1 seen; id 2 generated 3 times, id 3 once
+    float l[4] = {2.0f, -1.0f, 0.5f, 3.0f}, out[4];
+    uint8_t seen[1] = {0x3};
+    uint32_t counts[4] = {0, 0, 3, 1};
+    fmb_sample_params p = {0};
+    p.repetition_penalty = 2.0f;
+    p.frequency_penalty = 0.5f;
+    p.presence_penalty = 1.0f;
+    fmb_sample_history h = {seen, counts};
+    fmb_sample_penalize(l, 4, &p, &h, out);
+    check(out[0] == 1.0f && out[1] == -2.0f && out[2] == -2.0f && out[3] == 1.5f,
+          "penalties: > 0 divided, < 0 multiplied; -= frequency * count + presence", "%g %g %g %g",
+          out[0], out[1], out[2], out[3]);
+    check(fmb_sample_has_penalty(&p) && !fmb_sample_has_penalty(&(fmb_sample_params){0}),
+          "penalties: zero-initialised params are off", "%s", "mismatch");
+    // greedy takes the argmax of the penalised logits
+    fmb_sample_params g = {0};
+    g.repetition_penalty = 4.0f;
+    uint8_t s3[1] = {0x8};
+    fmb_sample_history h3 = {s3, NULL};
+    float lp;
+    int32_t a = fmb_sample_hist(l, 4, &g, &h3, 0, NULL, &lp);
+    check(a == 0 && fmb_sample(l, 4, &g, 0, NULL, NULL) == 3 &&
+              fabs(lp - fmb_logprob_of(l, 4, 0)) < 1e-6,
+          "greedy with a repetition penalty: argmax of the penalised logits, raw logprob",
+          "picked %d", a);
+    // min-p: probabilities 1 : 0.5 : 0.09 : 0.2 at T = 1 (id 2 below 0.1 · p_max);
+    // at T = 2 they are 1 : 0.71 : 0.3 : 0.45, so min_p 0.25 keeps id 2
+    float m[4] = {0.0f, logf(0.5f), logf(0.09f), logf(0.2f)};
+    fmb_sample_params mp = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = 3, .stream = 4};
+    mp.min_p = 0.1f;
+    int cnt[4] = {0};
+    for (uint64_t st = 0; st < 3000; st++)
+        cnt[fmb_sample(m, 4, &mp, st, NULL, NULL)]++;
+    check(cnt[2] == 0 && cnt[0] > 1500 && cnt[1] > 700 && cnt[3] > 250,
+          "min_p drops p < min_p * p_max and renormalises the rest", "%d %d %d %d", cnt[0], cnt[1],
+          cnt[2], cnt[3]);
+    mp.temperature = 2.0f;
+    mp.min_p = 0.25f;
+    int c2 = 0;
+    for (uint64_t st = 0; st < 3000; st++)
+        c2 += fmb_sample(m, 4, &mp, st, NULL, NULL) == 2;
+    mp.temperature = 1.0f;
+    int c1 = 0;
+    for (uint64_t st = 0; st < 3000; st++)
+        c1 += fmb_sample(m, 4, &mp, st, NULL, NULL) == 2;
+    check(c2 > 200 && c1 == 0, "min_p applies after temperature", "T=2: %d, T=1: %d", c2, c1);
+    // against the oracle, random logits and histories, every processor mixed
+    uint64_t r = 777;
+    int bad = 0, cases = 0;
+    for (int it = 0; it < 200 && !bad; it++) {
+        int32_t V = 2 + (int32_t)(it * 53 % 2000);
+        float *x = malloc((size_t)V * sizeof *x);
+        uint8_t *sn = calloc(((size_t)V + 7) / 8, 1);
+        uint32_t *cn = calloc((size_t)V, sizeof *cn);
+        for (int32_t v = 0; v < V; v++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            uint32_t y = (uint32_t)(r >> 33);
+            x[v] = y % 13 == 0 ? 0.0f : ((float)(y % 20000) - 10000.0f) / 900.0f;
+            if (y % 5 == 0)
+                sn[v / 8] |= (uint8_t)(1u << (v % 8));
+            if (y % 7 == 0)
+                cn[v] = 1 + y % 4;
+        }
+        fmb_sample_params q = {.temperature = it % 5 ? 0.4f + (float)(it % 7) * 0.3f : 0.0f,
+                               .top_k = it % 3 ? (int)(it % 40) : 0,
+                               .top_p = it % 4 ? 0.2f + (float)(it % 15) * 0.05f : 1.0f,
+                               .seed = (uint64_t)it,
+                               .stream = (uint64_t)it * 3};
+        q.min_p = it % 2 ? (float)(it % 10) * 0.05f : 0.0f;
+        q.repetition_penalty = it % 3 != 1 ? 1.0f + (float)(it % 6) * 0.3f : 1.0f;
+        q.frequency_penalty = (float)(it % 5) * 0.4f - 0.8f;
+        q.presence_penalty = (float)(it % 4) * 0.5f - 0.5f;
+        fmb_sample_history hh = {sn, cn};
+        for (uint64_t st = 0; st < 6 && !bad; st++, cases++)
+            if (fmb_sample_hist(x, V, &q, &hh, st, NULL, NULL) !=
+                ref_sample_full(x, V, &q, sn, cn, st))
+                bad = it + 1;
+        free(x);
+        free(sn);
+        free(cn);
+    }
+    check(!bad, "sampler: penalties + temperature + top-k/top-p + min-p = the oracle's picks",
+          "first difference in case %d of %d", bad - 1, cases);
+    // top-k log-probabilities of the raw distribution: sorted, ties to the lowest id
+    float t[5] = {1.0f, 3.0f, 3.0f, -2.0f, 2.0f};
+    int32_t ti[6];
+    float tl[6];
+    fmb_topk_logprobs(t, 5, 3, ti, tl);
+    check(ti[0] == 1 && ti[1] == 2 && ti[2] == 4 && fabs(tl[0] - fmb_logprob_of(t, 5, 1)) < 1e-6 &&
+              fabs(tl[2] - fmb_logprob_of(t, 5, 4)) < 1e-6,
+          "top-k logprobs: descending, lowest id on ties", "%d %d %d", ti[0], ti[1], ti[2]);
+    fmb_topk_logprobs(t, 5, 6, ti, tl);
+    check(ti[5] == -1 && isnan(tl[5]) && ti[4] == 3, "top-k logprobs past V: -1 and NaN", "%d",
+          ti[5]);
 }
 
 int main(void)
@@ -436,6 +623,7 @@ int main(void)
     test_dtypes();
     test_sampler();
     test_sampler_oracle();
+    test_sampler_processors();
     test_varlen();
     test_head();
     return check_exit();

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "batch/cli/cli.h"
+#include "batch/job.h" /* FMB_TASK_MAX_N, FMB_TASK_MAX_LOGPROBS */
 #include "batch/prompt.h"
 #include "engine/device.h"
 #include "engine/generate.h"
@@ -31,6 +32,12 @@ enum {
     OPT_SEED,
     OPT_STOP,
     OPT_IGNORE_EOS,
+    OPT_REP_PEN,
+    OPT_PRES_PEN,
+    OPT_FREQ_PEN,
+    OPT_MIN_P,
+    OPT_N,
+    OPT_LOGPROBS,
     OPT_BACKEND,
     OPT_DTYPE,
     OPT_CHUNK,
@@ -156,7 +163,7 @@ int fmb_cmd_score(int argc, char **argv)
                                        {"help", no_argument, 0, 'H'},
                                        {0, 0, 0, 0}};
     static const fmb_cli_opt_help own[] = {
-        {"per-token", NULL, "print every token's NLL, rank and byte offset"},
+        {"per-token", NULL, "print every scored token's id, byte offset, NLL and rank"},
         {"top-k", "K", "per-token top-K alternatives (needs --per-token)"},
         {NULL, NULL, NULL}};
     const char *cmd = "score";
@@ -230,9 +237,11 @@ int fmb_cmd_score(int argc, char **argv)
         if (text_file) {
             if ((s = fmb_cli_read_file(text_file, &text, &bytes, &err)))
                 goto fail;
+            enc.want_offsets = per_token; /* a job's score row keeps them (token_offset) */
             s = fmb_tok_encode(tok, text, bytes, 0, &enc, &err); // document: no specials
         } else {
             bytes = strlen(prompt);
+            enc.want_offsets = per_token;
             s = fmb_tok_encode(tok, prompt, bytes, 1, &enc, &err);
         }
         if (s)
@@ -277,7 +286,21 @@ int fmb_cmd_score(int argc, char **argv)
         printf("],\"argmax\":[");
         for (size_t i = 0; i < r.tokens; i++)
             printf(i ? ",%d" : "%d", r.argmax[i]);
-        printf("]");
+        // the scored tokens (nll[i] is ids[i]'s) and where each starts in the text, as a job's
+        // score row stores them (token_offset); an ids file has no text: offsets null
+        size_t first = n - r.scored; /* 1 when the first id was context only */
+        printf("],\"ids\":[");
+        for (size_t i = 0; i < r.scored; i++)
+            printf(i ? ",%d" : "%d", ids[first + i]);
+        printf("],\"offsets\":");
+        if (enc.offsets) {
+            printf("[");
+            for (size_t i = 0; i < r.scored; i++)
+                printf(i ? ",%zu" : "%zu", enc.offsets[first + i]);
+            printf("]");
+        } else {
+            printf("null");
+        }
         if (top_k) {
             printf(",\"top_k\":[");
             for (size_t i = 0; i < r.scored; i++) {
@@ -322,6 +345,12 @@ int fmb_cmd_generate(int argc, char **argv)
                                        {"seed", required_argument, 0, OPT_SEED},
                                        {"stop", required_argument, 0, OPT_STOP},
                                        {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},
+                                       {"repetition-penalty", required_argument, 0, OPT_REP_PEN},
+                                       {"presence-penalty", required_argument, 0, OPT_PRES_PEN},
+                                       {"frequency-penalty", required_argument, 0, OPT_FREQ_PEN},
+                                       {"min-p", required_argument, 0, OPT_MIN_P},
+                                       {"n", required_argument, 0, OPT_N},
+                                       {"logprobs", required_argument, 0, OPT_LOGPROBS},
                                        ENGINE_LONGOPTS,
                                        {"help", no_argument, 0, 'H'},
                                        {0, 0, 0, 0}};
@@ -334,11 +363,19 @@ int fmb_cmd_generate(int argc, char **argv)
         {"seed", "N", "sampling seed (a job row's seed reproduces it)"},
         {"stop", "TEXT", "stop string; repeatable"},
         {"ignore-eos", NULL, "do not stop at the model's EOS"},
+        {"repetition-penalty", "R",
+         "HF repetition penalty over the input and generated ids "
+         "(default 1: off)"},
+        {"presence-penalty", "P", "subtract P from generated ids' logits (default 0)"},
+        {"frequency-penalty", "F", "subtract F per occurrence in the generated ids (default 0)"},
+        {"min-p", "P", "drop tokens below P times the top probability (default 0: off)"},
+        {"n", "N", "N samples from the same state, one line each (sample j: stream j)"},
+        {"logprobs", "K", "top-K raw log-probabilities of each generated position (0..20)"},
         {NULL, NULL, NULL}};
     const char *cmd = "generate";
     input_opts in = {0};
     const char *stops[16];
-    int n_stop = 0, c, h;
+    int n_stop = 0, c, h, n_samples = 1;
     uint64_t u;
     double d;
     fmb_gen_opts go = {0};
@@ -404,6 +441,45 @@ int fmb_cmd_generate(int argc, char **argv)
         case OPT_IGNORE_EOS:
             go.ignore_eos = 1;
             break;
+        case OPT_REP_PEN:
+            if (fmb_cli_parse_float(optarg, &d) || !(d > 0 && d <= 100)) {
+                fmb_cli_error(cmd, "--repetition-penalty must be in (0, 100]");
+                return FMB_EXIT_USAGE;
+            }
+            go.sample.repetition_penalty = (float)d;
+            break;
+        case OPT_PRES_PEN:
+        case OPT_FREQ_PEN:
+            if (fmb_cli_parse_float(optarg, &d) || !(d >= -2 && d <= 2)) {
+                fmb_cli_error(cmd, "--%s-penalty must be in [-2, 2]",
+                              c == OPT_PRES_PEN ? "presence" : "frequency");
+                return FMB_EXIT_USAGE;
+            }
+            *(c == OPT_PRES_PEN ? &go.sample.presence_penalty : &go.sample.frequency_penalty) =
+                (float)d;
+            break;
+        case OPT_MIN_P:
+            if (fmb_cli_parse_float(optarg, &d) || !(d >= 0 && d <= 1)) {
+                fmb_cli_error(cmd, "--min-p must be in [0, 1]");
+                return FMB_EXIT_USAGE;
+            }
+            go.sample.min_p = (float)d;
+            break;
+        case OPT_N:
+            if (fmb_cli_parse_u64(optarg, &u) || u < 1 || u > FMB_TASK_MAX_N) {
+                fmb_cli_error(cmd, "--n must be an integer in [1, %d]", FMB_TASK_MAX_N);
+                return FMB_EXIT_USAGE;
+            }
+            n_samples = (int)u;
+            break;
+        case OPT_LOGPROBS:
+            if (fmb_cli_parse_u64(optarg, &u) || u > FMB_TASK_MAX_LOGPROBS) {
+                fmb_cli_error(cmd, "--logprobs must be an integer in [0, %d]",
+                              FMB_TASK_MAX_LOGPROBS);
+                return FMB_EXIT_USAGE;
+            }
+            go.logprobs = (int)u;
+            break;
         case '?':
             return FMB_EXIT_USAGE;
         default:
@@ -417,7 +493,8 @@ int fmb_cmd_generate(int argc, char **argv)
         fmb_cli_error(cmd, "usage: fmbatch generate --model DIR (--ids-file F | --text-file F | "
                            "--prompt S | --document-file F --prompt S) [--max-new-tokens N] "
                            "[--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop S]... "
-                           "[--ignore-eos]");
+                           "[--ignore-eos] [--repetition-penalty R] [--presence-penalty P] "
+                           "[--frequency-penalty F] [--min-p P] [--n N] [--logprobs K]");
         return FMB_EXIT_USAGE;
     }
     go.stop = stops;
@@ -425,7 +502,7 @@ int fmb_cmd_generate(int argc, char **argv)
     fmb_err err;
     fmb_engine *eng = NULL;
     fmb_tok *tok = NULL;
-    fmb_state *st = NULL;
+    fmb_state *st = NULL, *base = NULL;
     int32_t *ids = NULL;
     char *text = NULL;
     size_t n = 0, len = 0;
@@ -478,28 +555,60 @@ int fmb_cmd_generate(int argc, char **argv)
                 goto fail;
             prompt_ids = rest.ids;
             n_prompt = rest.n;
+            go.context = pre.ids; /* seen by the repetition penalty, as in a job */
+            go.n_context = pre.n;
         } else {
             prompt_ids = pre.ids;
             n_prompt = pre.n;
         }
     }
-    if ((s = fmb_generate(eng, st, tok, prompt_ids, n_prompt, &go, &r, &err)))
-        goto fail;
-    printf("{\"prompt_tokens\":%zu,\"ids\":[", doc_file ? pre.n + rest.n : n_prompt);
-    for (size_t i = 0; i < r.n; i++)
-        printf(i ? ",%d" : "%d", r.ids[i]);
-    printf("],\"logprobs\":[");
-    for (size_t i = 0; i < r.n; i++) {
-        if (i)
-            putchar(',');
-        fmb_cli_json_num(stdout, r.logprobs[i]);
+    // n samples continue the same state, sample j with stream j (a job row's sample j)
+    if (n_samples > 1) {
+        if ((s = fmb_state_new(eng, &base, &err)))
+            goto fail;
+        fmb_state_copy(base, st);
     }
-    printf("],\"text\":");
-    if (r.text)
-        print_json_string(stdout, r.text, r.text_len);
-    else
-        printf("null");
-    printf(",\"finish_reason\":\"%s\"}\n", r.finish_reason);
+    for (int j = 0; j < n_samples; j++) {
+        if (j)
+            fmb_state_copy(st, base);
+        go.sample.stream = (uint64_t)j;
+        if ((s = fmb_generate(eng, st, tok, prompt_ids, n_prompt, &go, &r, &err)))
+            goto fail;
+        printf("{\"prompt_tokens\":%zu,", doc_file ? pre.n + rest.n : n_prompt);
+        if (n_samples > 1)
+            printf("\"index\":%d,", j);
+        printf("\"ids\":[");
+        for (size_t i = 0; i < r.n; i++)
+            printf(i ? ",%d" : "%d", r.ids[i]);
+        printf("],\"logprobs\":[");
+        for (size_t i = 0; i < r.n; i++) {
+            if (i)
+                putchar(',');
+            fmb_cli_json_num(stdout, r.logprobs[i]);
+        }
+        printf("]");
+        if (r.top_k) {
+            // [[[id, logprob], ... K], ... tokens], as `score --top-k`
+            printf(",\"top_logprobs\":[");
+            for (size_t i = 0; i < r.n; i++) {
+                printf(i ? ",[" : "[");
+                for (int k = 0; k < r.top_k; k++) {
+                    printf(k ? ",[%d," : "[%d,", r.top_ids[i * (size_t)r.top_k + k]);
+                    fmb_cli_json_num(stdout, r.top_logprobs[i * (size_t)r.top_k + k]);
+                    putchar(']');
+                }
+                putchar(']');
+            }
+            putchar(']');
+        }
+        printf(",\"text\":");
+        if (r.text)
+            print_json_string(stdout, r.text, r.text_len);
+        else
+            printf("null");
+        printf(",\"finish_reason\":\"%s\"}\n", r.finish_reason);
+        fmb_gen_result_free(&r);
+    }
     goto out;
 fail:
     fmb_cli_error(cmd, "%s", err.msg);
@@ -510,6 +619,7 @@ out:
     free(text);
     fmb_ids_free(&pre);
     fmb_ids_free(&rest);
+    fmb_state_free(base);
     fmb_state_free(st);
     fmb_tok_free(tok);
     fmb_engine_free(eng);

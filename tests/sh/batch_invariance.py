@@ -1,7 +1,8 @@
 """Batch invariance end to end: a job's exported rows are byte-identical (timing fields aside)
 whatever the batch (--max-batch 1, 3, the default), the source order (as written, shuffled),
 and after kill -9 + resume in a batched run. The corpus: documents of 1 to ~5,000 tokens with
-a per-token score, a 3-way choice and a sampled generation (temperature 0.8) on the tiny model.
+a per-token score, a 3-way choice, a sampled generation (temperature 0.8) and one with the
+penalties, min_p, n = 3 samples and logprobs = 2, on the tiny model.
 Run from the repository root with FMBATCH = the binary; prints PASS/FAIL lines.
 """
 import json
@@ -62,6 +63,19 @@ max_new_tokens = 16
 temperature = 0.8
 top_k = 40
 top_p = 0.95
+
+[[task]]
+name = "pen"
+kind = "generate"
+prompt = "{document}\nSummary:"
+max_new_tokens = 6
+temperature = 1.1
+min_p = 0.02
+repetition_penalty = 1.4
+presence_penalty = 0.4
+frequency_penalty = 0.6
+n = 3
+logprobs = 2
 '''
 
 WORDS = ("the of and a to in is was for on that with as by it at from his an were are which "
@@ -127,7 +141,7 @@ def main():
             r = run(cd, "job.toml", *args)
             rc, got = rows(cd, "job.toml")
             print("NOTE batch_invariance %s: %.1f s" % (name, time.time() - t0))
-            check(r.returncode == 0 and rc == 0 and len(got) == 3 * len(docs),
+            check(r.returncode == 0 and rc == 0 and len(got) == 4 * len(docs),
                   "run %s completes (%d rows)" % (name, len(got)), r.stderr[-400:])
             if ref is None:
                 ref = got
