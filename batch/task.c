@@ -295,11 +295,12 @@ static char *json_str_list(char **v, size_t n)
 typedef struct {
     const fmb_task_doc *doc;
     fmb_task_output *out;
-    fmb_ids ids;    /* the document's tokens (offsets when needed) */
-    size_t n_doc;   /* tokens used (after truncation) */
-    size_t bytes;   /* bytes those tokens cover */
-    int live;       /* 0: failed or skipped, nothing more to run */
-    double *totals; /* [Σ choice candidates]: total log-probability of each candidate */
+    fmb_ids ids;         /* the document's tokens (offsets when needed) */
+    size_t n_doc;        /* tokens used (after truncation) */
+    size_t bytes;        /* bytes those tokens cover */
+    int live;            /* 0: failed or skipped, nothing more to run */
+    double *totals;      /* [Σ choice candidates]: total log-probability of each candidate */
+    unsigned char *skip; /* [n_tasks]: 1 = not to run (fmb_task_doc.skip) */
 } bdoc;
 
 static void doc_fail(bdoc *d, fmb_status s, const char *fmt, ...) FMB_PRINTF_LIKE(3, 4);
@@ -329,6 +330,11 @@ static void doc_begin(fmb_tasks *t, bdoc *d)
         o->rows[i].status = "ok";
     }
     d->live = 1;
+    d->skip = own(o, fmb_xcalloc(job->n_tasks ? job->n_tasks : 1, 1));
+    for (size_t i = 0; i < job->n_tasks; i++)
+        for (size_t k = 0; k < d->doc->n_skip; k++)
+            if (!strcmp(d->doc->skip[k], job->tasks[i].name))
+                d->skip[i] = 1;
     d->ids.want_offsets = t->need_offsets;
     fmb_err err;
     fmb_status s = fmb_tok_encode(t->tok, d->doc->data, d->doc->len, 0, &d->ids, &err);
@@ -544,8 +550,9 @@ static fmb_status phase_choices(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *err
         size_t slot = 0;
         for (size_t i = 0; i < job->n_tasks; i++)
             for (size_t c = 0; job->tasks[i].kind == FMB_TASK_CHOICE && c < job->tasks[i].n_choices;
-                 c++)
-                refs[nc++] = (cand_ref){d, i, c, slot++};
+                 c++, slot++)
+                if (!docs[d].skip[i])
+                    refs[nc++] = (cand_ref){d, i, c, slot};
     }
     size_t B = t->plan.max_seqs;
     fmb_piece *pcs = fmb_xcalloc(B, sizeof *pcs);
@@ -608,6 +615,10 @@ static fmb_status phase_choices(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *err
             const fmb_task_cfg *tc = &job->tasks[i];
             if (tc->kind != FMB_TASK_CHOICE)
                 continue;
+            if (bd->skip[i]) {
+                slot += tc->n_choices;
+                continue;
+            }
             const task_prep *p = &t->prep[i];
             fmb_result_row *row = &bd->out->rows[i];
             fmb_sb js = {0};
@@ -871,8 +882,9 @@ static fmb_status phase_generate(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *er
     size_t nr = 0;
     for (size_t d = 0; d < n; d++)
         for (size_t i = 0; docs[d].live && i < job->n_tasks; i++)
-            for (size_t j = 0;
-                 job->tasks[i].kind == FMB_TASK_GENERATE && j < (size_t)job->tasks[i].n; j++) {
+            for (size_t j = 0; job->tasks[i].kind == FMB_TASK_GENERATE && !docs[d].skip[i] &&
+                               j < (size_t)job->tasks[i].n;
+                 j++) {
                 refs[nr].doc = d;
                 refs[nr].task = i;
                 refs[nr].sample = j;

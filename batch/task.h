@@ -37,6 +37,10 @@ typedef struct {
     const char *key;
     const char *data;
     size_t len;
+    /* tasks not to run for this document (it has their rows already: a job grown by a task);
+     * their rows come back as empty placeholders. NULL / 0: run every task */
+    char *const *skip;
+    size_t n_skip;
 } fmb_task_doc;
 
 /* What a document of the batch gave: rows (status FMB_OK) or why it failed (error). */

@@ -468,7 +468,7 @@ static void window_add(window *w, fmb_pdoc *d, int64_t id)
     }
     w->have[w->n] = NULL;
     w->n_have[w->n] = 0;
-    w->docs[w->n] = (fmb_task_doc){d->key, d->data, d->len};
+    w->docs[w->n] = (fmb_task_doc){d->key, d->data, d->len, NULL, 0};
     w->ids[w->n] = id;
     w->n++;
     w->bytes += d->len;
@@ -758,6 +758,8 @@ static int window_fill(const char *cmd,
             window_add(w, &doc, id);
             w->have[w->n - 1] = have;
             w->n_have[w->n - 1] = n_have;
+            w->docs[w->n - 1].skip = have; /* those tasks are not run again */
+            w->docs[w->n - 1].n_skip = n_have;
         }
         fmb_pdoc_free(&doc);
     }

@@ -21,6 +21,11 @@ paths = ["docs"]
 [[task]]
 name = "ppl"
 kind = "score"
+[[task]]
+name = "say"
+kind = "generate"
+prompt = "{document} Then"
+max_new_tokens = 5
 EOF2
 }
 choice_task() {
@@ -41,13 +46,13 @@ rc_grow=$?
 "$F" export "$T/a.toml" --format jsonl >"$T/e2.jsonl"
 "$F" run "$T/a.toml" >/dev/null 2>"$T/again.err"
 rc_again=$?
-# a fresh job with both tasks: the reference for the new rows
+# a fresh job with all the tasks: the reference for the new rows
 head_job "$T/b.toml" fresh.db
 choice_task "$T/b.toml"
 "$F" run "$T/b.toml" >/dev/null 2>&1
 "$F" export "$T/b.toml" --format jsonl >"$T/e3.jsonl"
 # changing an existing task, removing one: refused
-sed 's/^name = "ppl"$/name = "ppl"\nper_token = true/' "$T/a.toml" >"$T/c.toml"
+sed 's/^max_new_tokens = 5$/max_new_tokens = 6/' "$T/a.toml" >"$T/c.toml"
 "$F" run "$T/c.toml" >/dev/null 2>"$T/change.err"
 rc_change=$?
 head_job "$T/d.toml" out.db
@@ -66,9 +71,12 @@ grow = open(T + "/grow.err").read()
 check(rc_grow == 0 and "4 done documents are queued again" in grow,
       "the added task is accepted and the done documents queued again", grow[-300:])
 old = {r["item_key"]: r for r in e1}
-kept = {r["item_key"]: r for r in e2 if r["task"] == "ppl"}
-check(kept == old, "the old task's rows are untouched (timings included)",
+old = {(r["item_key"], r["task"]): r for r in e1}
+kept = {(r["item_key"], r["task"]): r for r in e2 if r["task"] in ("ppl", "say")}
+check(len(old) == 8 and kept == old, "the old tasks' rows are untouched (timings included)",
       repr([k for k in old if kept.get(k) != old[k]]))
+check("decode 0 tokens" in grow, "the old generate task is not run again (no decode step)",
+      [l for l in grow.split("\n") if "engine:" in l].__repr__())
 TIMING = {"job", "item_id", "prefill_seconds", "task_seconds", "finished_at"}
 strip = lambda r: {k: v for k, v in r.items() if k not in TIMING}
 new = sorted((strip(r) for r in e2 if r["task"] == "pick"), key=lambda r: r["item_key"])
@@ -78,7 +86,7 @@ check(len(new) == 4 and new == ref, "the new task's rows equal a fresh run's",
 check(rc_again == 0 and "queued again" not in open(T + "/again.err").read(),
       "a rerun does nothing more")
 ch = open(T + "/change.err").read()
-check(rc_change == 2 and "per_token" in ch, "changing a task is refused with the difference",
+check(rc_change == 2 and "max_new_tokens" in ch, "changing a task is refused with the difference",
       "rc %d: %s" % (rc_change, ch[-300:]))
 rm = open(T + "/remove.err").read()
 check(rc_remove == 2 and "task.pick" in rm, "removing a task is refused with the difference",
