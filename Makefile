@@ -77,6 +77,8 @@ ENGINE_C  := $(wildcard engine/*.c)
 BATCH_C   := $(filter-out batch/cli/main.c,$(wildcard batch/*.c batch/cli/*.c))
 BATCH_CXX := $(wildcard batch/*.cc)
 TEST_C    := $(wildcard tests/test_*.c)
+FUZZ_C    := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_NAMES := $(FUZZ_C:tests/fuzz/fuzz_%.c=%)
 GPU_TEST_C := $(wildcard tests/gpu/test_*.c)
 
 ifeq ($(CUDA),1)
@@ -92,12 +94,16 @@ BATCH_OBJ  := $(BATCH_C:%.c=$(BUILD)/%.o) $(BATCH_CXX:%.cc=$(BUILD)/%.o)
 ENGINE_LIB := $(BUILD)/libfmb_engine.a
 BATCH_LIB  := $(BUILD)/libfmb_batch.a
 TEST_BIN   := $(TEST_C:tests/%.c=$(BUILD)/tests/%)
+# each fuzz target also as a plain test binary: tests/fuzz/replay.c's main replays its saved
+# crash inputs and seeds (make test, any compiler)
+REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/tests/test_fuzz_%)
 GPU_TEST_BIN := $(GPU_TEST_C:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
 
 # The binary is built in $(BUILD)/; the default build also copies it to ./fmbatch.
 FMBATCH := $(BUILD)/fmbatch
 
-.PHONY: all test check test-run test-gpu demo install uninstall format format-check lint clean
+.PHONY: all test check test-run test-gpu demo install uninstall format format-check lint clean \
+        fuzz fuzz-bins fuzz-smoke
 # Keep test objects: make would otherwise delete them after the runner's last line.
 .SECONDARY:
 ifneq ($(filter $(BUILD),build build-nocuda),)
@@ -133,6 +139,8 @@ $(BUILD)/%.o: %.cu
 TEST_HARNESS = $(BUILD)/tests/check.o $(BUILD)/tests/fixture.o
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_HARNESS) $(BATCH_LIB) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(BATCH_LDLIBS) $(LDLIBS)
+$(BUILD)/tests/test_fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/replay.o $(TEST_HARNESS) $(BATCH_LIB) $(ENGINE_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(BATCH_LDLIBS) $(LDLIBS)
 $(BUILD)/tests/gpu/%: $(BUILD)/tests/gpu/%.o $(TEST_HARNESS) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -143,7 +151,7 @@ $(BUILD)/tests/gpu/%: $(BUILD)/tests/gpu/%.o $(TEST_HARNESS) $(ENGINE_LIB)
 test check:
 	@tools/deps.sh test
 	@$(MAKE) --no-print-directory test-run
-test-run: $(FMBATCH) $(TEST_BIN)
+test-run: $(FMBATCH) $(TEST_BIN) $(REPLAY_BIN)
 	@FMB_PYTHON="$$(tools/deps.sh python $(abspath $(BUILD))/venv)" \
 	    FMBATCH=$(abspath $(FMBATCH)) tests/run.sh $(BUILD)/tests
 
@@ -173,6 +181,26 @@ uninstall:
 test-gpu: $(FMBATCH) $(GPU_TEST_BIN)
 	@FMBATCH=$(abspath $(FMBATCH)) tests/run.sh $(BUILD)/tests/gpu --no-scripts
 
+# Fuzzing (libFuzzer + ASan + UBSan, clang): `make fuzz` builds every tests/fuzz/fuzz_*.c as
+# build-fuzz/fuzz/fuzz_NAME, the libraries instrumented (-fsanitize=fuzzer-no-link; linked by
+# clang++ for UBSan's C++ checks in batch/toml.cc); `make
+# fuzz-smoke` runs each for FUZZ_TIME seconds (10) from its seeds tests/fuzz/corpus_NAME and
+# prints its executions and coverage (tools/fuzz.sh; a crash fails it and leaves the input in
+# build-fuzz/crashes/NAME/: copy it to tests/fuzz/crashes/NAME/ with the fix, make test replays it).
+FUZZ_CC ?= clang
+FUZZ_CXX ?= clang++
+FUZZ_BUILD ?= build-fuzz
+FUZZ_TIME ?= 10
+fuzz:
+	@$(MAKE) --no-print-directory CC=$(FUZZ_CC) CXX=$(FUZZ_CXX) CUDA=0 BUILD=$(FUZZ_BUILD) \
+	    SANITIZER=fuzzer-no-link,address,undefined fuzz-bins
+fuzz-bins: $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(TEST_HARNESS) $(BATCH_LIB) $(ENGINE_LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(BATCH_LDLIBS) $(LDLIBS)
+fuzz-smoke: fuzz
+	@tools/fuzz.sh $(FUZZ_BUILD) $(FUZZ_TIME) $(FUZZ_NAMES)
+
 SRC_ALL = $(shell git ls-files '*.c' '*.h' '*.cu' '*.cuh' '*.cc' 2>/dev/null)
 format:
 	clang-format -i $(SRC_ALL)
@@ -191,7 +219,7 @@ lint:
 	@! grep -nE '#include "(engine|batch)/' kernels/*.[ch] kernels/cpu/*.[ch] kernels/*.cu kernels/*.cuh 2>/dev/null
 	@! grep -nE '#include (["<]batch/|<sqlite3.h>|<archive|<toml)' engine/*.[ch] 2>/dev/null
 	@! grep -nE '#include "kernels/' $(LINT_BATCH) | grep -v '"kernels/base.h"' | grep -v 'lint: allow ('
-	@! grep -nE '#include <sqlite3.h>' $(filter-out batch/queue.c batch/queue_impl.h batch/queue_results.c batch/queue_report.c batch/queue_items.c batch/source_sqlite.c,$(LINT_BATCH))
+	@! grep -nE '#include <sqlite3.h>' $(filter-out batch/queue.c batch/queue_impl.h batch/queue_results.c batch/queue_report.c batch/queue_items.c batch/queue_fault.c batch/source_sqlite.c,$(LINT_BATCH))
 	@echo "lint: layering ok"
 	@command -v $(CPPCHECK) >/dev/null || { echo "lint: cppcheck not found (apt-get install -y cppcheck)"; exit 1; }
 	@$(CPPCHECK) --quiet --error-exitcode=1 --std=c11 --language=c -I. -D_GNU_SOURCE \
@@ -200,6 +228,6 @@ lint:
 	@echo "lint: cppcheck ok"
 
 clean:
-	rm -rf build build-nocuda build-san fmbatch
+	rm -rf build build-nocuda build-san build-fuzz fmbatch
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

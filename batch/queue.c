@@ -734,6 +734,7 @@ fmb_status fmb_queue_batch_commit(fmb_queue *q, fmb_err *err)
     q->in_batch = 0;
     if (exec(q, "COMMIT") != SQLITE_OK)
         return abort_tx(q, err, "commit a batch of results");
+    fmb_fault_hit(q->fault, FMB_FAULT_AFTER_COMMIT);
     return FMB_OK;
 }
 
@@ -967,6 +968,8 @@ commit:
     if (tx_commit(q) != SQLITE_OK) {
         s = abort_tx(q, err, "commit a claim");
     }
+    if (!s && *outcome == FMB_CLAIM_TAKEN)
+        fmb_fault_hit(q->fault, FMB_FAULT_AFTER_CLAIM);
     /* The last item of a gone owner with a worker file: the file has told all it can. */
     if (!s && death != DEATH_UNKNOWN && old_gone && old_host)
         unlink_worker_file_if_done(q, old_host, old_pid, old_start);

@@ -37,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "batch/fault.h"
 #include "batch/result_cols.h"
 #include "kernels/base.h"
 
@@ -99,6 +100,13 @@ FMB_NODISCARD fmb_status fmb_queue_open(const char *path,
                                         fmb_queue **out,
                                         fmb_err *err);
 void fmb_queue_close(fmb_queue *q);
+
+/* Fault injection (batch/fault.h; the reliability tests): q passes the after-claim and
+ * after-commit points of f (borrowed; NULL: none). fmb_queue_fault_vfs makes every SQLite
+ * connection of the process go through a VFS shim for f's SQLite and checkpoint points; call it
+ * once, before fmb_queue_open (a no-op when f arms none of them). batch/queue_fault.c. */
+void fmb_queue_set_fault(fmb_queue *q, fmb_fault *f);
+FMB_NODISCARD fmb_status fmb_queue_fault_vfs(fmb_fault *f, fmb_err *err);
 
 /* First run: stores the fingerprint and identity. Later runs: the stored fingerprint must be
  * equal; otherwise FMB_EINVAL and err shows the difference ("- old" / "+ new" lines). Growing a

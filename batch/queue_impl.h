@@ -39,6 +39,7 @@ struct fmb_queue {
     pthread_mutex_t hb_mu;
     pthread_cond_t hb_cv;
     int hb_stop;
+    fmb_fault *fault; /* borrowed; NULL: no fault injection */
 };
 
 /* "path: what: SQLite's message" as a FMB_EIO status. */

@@ -348,13 +348,34 @@ static fmb_status archive_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err 
         if (!name)
             name = "";
         snprintf(s->last_entry, sizeof s->last_entry, "%s", name);
-        if (archive_entry_filetype(e) != AE_IFREG)
-            continue;
+        const char *hard = archive_entry_hardlink(e);
+        mode_t type = archive_entry_filetype(e);
+        if (type == AE_IFDIR && !hard)
+            continue; /* folders hold no document */
         if (!fmb_src_wanted(cfg, name))
             continue;
         fmb_src_set_key(src, "%s!%s", s->akey, name);
         src->id_off = (int64_t)strlen(s->akey) + 1;
         src->loc = s->entries;
+        if (type != AE_IFREG || hard) {
+            // a link, device, FIFO or socket holds no document of its own: a failed item says
+            // what it is, so that no name of the archive is dropped silently
+            const char *sym = archive_entry_symlink(e);
+            if (hard)
+                fmb_src_set_error(src, "not a regular file: a hard link to '%s'", hard);
+            else if (type == AE_IFLNK)
+                fmb_src_set_error(src, "not a regular file: a symbolic link to '%s'",
+                                  sym ? sym : "?");
+            else
+                fmb_src_set_error(src, "not a regular file: a %s",
+                                  type == AE_IFCHR    ? "character device"
+                                  : type == AE_IFBLK  ? "block device"
+                                  : type == AE_IFIFO  ? "FIFO"
+                                  : type == AE_IFSOCK ? "socket"
+                                                      : "special entry");
+            fmb_src_emit(src, doc);
+            return FMB_OK;
+        }
         if (archive_entry_is_encrypted(e)) {
             fmb_src_set_error(src, "entry is encrypted");
             fmb_src_emit(src, doc);

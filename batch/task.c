@@ -57,6 +57,8 @@ struct fmb_tasks {
     fmb_state **snap; /* [max_docs · n_groups]: document d's group g at d · n_groups + g */
     fmb_state **work; /* [max_seqs] */
     int need_offsets, per_token, top_k_tokens;
+    void (*step_fn)(void *); /* fmb_tasks_set_step_hook; NULL: none */
+    void *step_ctx;
 };
 
 static void *own(fmb_task_output *o, void *p)
@@ -75,6 +77,12 @@ void fmb_task_output_free(fmb_task_output *o)
         free(o->owned[i]);
     free(o->owned);
     memset(o, 0, sizeof *o);
+}
+
+void fmb_tasks_set_step_hook(fmb_tasks *t, void (*fn)(void *ctx), void *ctx)
+{
+    t->step_fn = fn;
+    t->step_ctx = ctx;
 }
 
 int64_t fmb_task_item_seed(uint64_t seed, const char *key, const char *task_name)
@@ -975,6 +983,8 @@ static fmb_status phase_generate(fmb_tasks *t, bdoc *docs, size_t n, fmb_err *er
         t->stats.decode_seconds += fmb_now() - ts;
         t->stats.decode_tokens += (int64_t)nb;
         t->stats.decode_steps++;
+        if (t->step_fn)
+            t->step_fn(t->step_ctx);
         for (size_t k = 0; k < nb; k++)
             from[idx[k]] = slog + k * V;
     }

@@ -119,6 +119,10 @@ FMB_NODISCARD fmb_status fmb_tasks_batch_run(fmb_tasks *t,
                                              fmb_err *err);
 void fmb_tasks_batch_free(fmb_task_batch *b);
 
+/* Calls fn(ctx) after each decode step of batch_run (the runner's fault points; NULL removes
+ * it). fn runs on the engine's thread. */
+void fmb_tasks_set_step_hook(fmb_tasks *t, void (*fn)(void *ctx), void *ctx);
+
 /* The per-item seed of a generate task (see above). */
 int64_t fmb_task_item_seed(uint64_t seed, const char *key, const char *task_name);
 

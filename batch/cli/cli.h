@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <stdio.h>
 
+#include "batch/fault.h"
 #include "engine/engine.h"
 #include "engine/safetensors.h"
 #include "kernels/base.h"
@@ -26,7 +27,8 @@ int fmb_cmd_synth(int argc, char **argv);
 int fmb_cmd_tokenize(int argc, char **argv);
 int fmb_cmd_detokenize(int argc, char **argv);
 int fmb_cmd_bench(int argc, char **argv);
-int fmb_cmd_run(int argc, char **argv);
+/* fault: FMB_FAULT as main parsed it (batch/fault.h), borrowed; NULL: none. */
+int fmb_cmd_run(int argc, char **argv, fmb_fault *fault);
 int fmb_cmd_check(int argc, char **argv);
 int fmb_cmd_status(int argc, char **argv);
 int fmb_cmd_export(int argc, char **argv);

@@ -373,6 +373,7 @@ typedef struct {
     fmb_tasks *tasks;
     fmb_queue *q;
     char model_hash[33], tok_hash[33];
+    fmb_fault *fault; /* FMB_FAULT (run only; borrowed from main); NULL: none */
 } run_env;
 
 static void env_free(run_env *e)
@@ -524,6 +525,8 @@ static void engine_progress(void *ctx, size_t done, size_t total)
 {
     engine_thread *et = ctx;
     (void)total;
+    if (et->e->fault) /* the prefill fault point (batch/fault.h) */
+        fmb_fault_hit(et->e->fault, FMB_FAULT_PREFILL);
     pthread_mutex_lock(&et->mu);
     if (done > et->prog_done)
         et->prog_done = done;
@@ -655,6 +658,8 @@ window_write(const char *cmd, run_env *e, window *w, fmb_progress *pg, fmb_progr
             pc->tokens += out->doc_tokens;
         }
     }
+    if (!rc)
+        fmb_fault_hit(e->fault, FMB_FAULT_BEFORE_COMMIT);
     if (!rc && (s = fmb_queue_batch_commit(e->q, &err))) {
         fmb_cli_error(cmd, "%s", err.msg);
         rc = FMB_EXIT_FATAL;
@@ -771,6 +776,8 @@ static int window_fill(const char *cmd,
             rc = FMB_EXIT_FATAL;
         }
     }
+    if (!rc && w->n)
+        fmb_fault_hit(e->fault, FMB_FAULT_AFTER_CLAIM_WINDOW);
     if (rc)
         window_clear(w); /* claims rolled back or orphaned to the next run: nothing to release */
     return rc;
@@ -940,7 +947,14 @@ static void counter_stop(source_counter *sc)
     sc->started = 0;
 }
 
-int fmb_cmd_run(int argc, char **argv)
+/* The engine thread's decode fault point (after each decode step); the prefill point is hit
+ * by engine_progress after each chunk. */
+static void fault_decode(void *ctx)
+{
+    fmb_fault_hit(ctx, FMB_FAULT_DECODE);
+}
+
+int fmb_cmd_run(int argc, char **argv, fmb_fault *fault)
 {
     const char *cmd = argv[0];
     job_args a;
@@ -948,14 +962,24 @@ int fmb_cmd_run(int argc, char **argv)
     if (parse_or_exit(argc, argv, &a, &rc_args))
         return rc_args;
     run_env e;
+    fmb_err err;
     double t_open = fmb_now();
+    if (fmb_queue_fault_vfs(fault, &err)) { /* before any SQLite file is opened */
+        fmb_cli_error(cmd, "%s", err.msg);
+        return FMB_EXIT_FATAL;
+    }
     int rc = env_open(cmd, &a, 1, &e);
     if (rc) {
         env_free(&e);
         return rc;
     }
+    if (fault) {
+        e.fault = fault;
+        fmb_queue_set_fault(e.q, fault);
+        if (fmb_fault_armed(fault, FMB_FAULT_DECODE))
+            fmb_tasks_set_step_hook(e.tasks, fault_decode, fault);
+    }
     t_open = fmb_now() - t_open; /* model, tokenizer, tasks, states, output: before any item */
-    fmb_err err;
     fmb_queue_counts qc;
     fmb_progress_counts pc;
     memset(&pc, 0, sizeof pc);

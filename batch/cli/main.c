@@ -13,7 +13,7 @@ typedef struct {
 } fmb_command;
 
 static const fmb_command commands[] = {
-    {"run", fmb_cmd_run, "JOB.toml            run or resume a job"},
+    {"run", NULL, "JOB.toml            run or resume a job"}, /* takes the fault context */
     {"check", fmb_cmd_check, "JOB.toml          validate a job: counts, estimates, memory plan"},
     {"status", fmb_cmd_status, "JOB.toml         queue state of a job (JSON)"},
     {"export", fmb_cmd_export, "JOB.toml --format jsonl|csv   results, one row per (item, task)"},
@@ -68,8 +68,20 @@ int main(int argc, char **argv)
         printf("fmbatch %s (OpenMP wait policy: %s)\n", FMB_VERSION, getenv("OMP_WAIT_POLICY"));
         return FMB_EXIT_OK;
     }
+    if (!strcmp(argv[1], "run")) {
+        // FMB_FAULT (batch/fault.h, the reliability tests): read here once, passed down
+        fmb_fault *fault = NULL;
+        fmb_err err;
+        if (fmb_fault_parse(getenv("FMB_FAULT"), &fault, &err)) {
+            fprintf(stderr, "fmbatch: %s\n", err.msg);
+            return FMB_EXIT_USAGE;
+        }
+        int rc = fmb_cmd_run(argc - 1, argv + 1, fault);
+        fmb_fault_free(fault);
+        return rc;
+    }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(argv[1], commands[i].name))
+        if (!strcmp(argv[1], commands[i].name) && commands[i].fn)
             return commands[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "fmbatch: unknown command '%s'\n", argv[1]);
     usage(stderr);

@@ -1,7 +1,8 @@
 /*
  * fuzz_job: libFuzzer target for the TOML shim and the job-file validator.
  *
- * Built by hand (not by `make`):
+ * `make fuzz` builds it (build-fuzz/fuzz/fuzz_job; `make test` replays tests/fuzz/corpus_job and
+ * crashes/job through tests/fuzz/replay.c). By hand:
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I. -D_GNU_SOURCE tests/fuzz/fuzz_job.c \
  *     batch/job.c kernels/base.c -x c++ -std=c++17 batch/toml.cc -x none -ljansson -lstdc++ \
  *     -o /tmp/fuzz_job

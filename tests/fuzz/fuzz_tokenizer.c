@@ -1,5 +1,6 @@
 /*
- * fuzz_tokenizer: libFuzzer target for engine/tokenizer (not part of `make test`).
+ * fuzz_tokenizer: libFuzzer target for engine/tokenizer (`make fuzz`; `make test`
+ * replays tests/fuzz/corpus_tokenizer and crashes/tokenizer through tests/fuzz/replay.c).
  *
  * The first input byte picks the mode (special on/off, offsets), the rest is the text. Checks
  * that encode succeeds, ids are in range, and decode(encode(x)) is x after the lossy UTF-8

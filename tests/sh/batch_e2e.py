@@ -202,7 +202,8 @@ def make_targz(d):
             ti = tarfile.TarInfo("docs/" + name)
             ti.size = len(data)
             t.addfile(ti, io.BytesIO(data))
-        ti = tarfile.TarInfo("docs/link.txt")
+        # not included (a link that is included is a failed item: tests/sh/bad_inputs.sh)
+        ti = tarfile.TarInfo("docs/link")
         ti.type = tarfile.SYMTYPE
         ti.linkname = "a.txt"
         t.addfile(ti)
