@@ -41,7 +41,10 @@ drain(fmb_queue *q, fmb_export_format fmt, const char *key, const char *text, si
 {
     fmb_queue_export *x = NULL;
     fmb_err err;
-    if (fmb_queue_export_open(q, fmt, 1, &x, &err))
+    fmb_export_opts eo = {0};
+    eo.format = fmt;
+    eo.include_failed = 1; /* every task, every column, no tokenizer: text as stored */
+    if (fmb_queue_export_open(q, &eo, &x, &err))
         abort();
     int found = 0;
     for (;;) {
