@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batch/shard.h"
 #include "batch/source_impl.h"
 
 /* ---------------------------------------------------------------------------------------- */
@@ -168,14 +169,19 @@ static void repeated_key(fmb_source *src, fmb_doc *doc)
 
 fmb_status fmb_src_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *err)
 {
-    *eof = 0;
-    free(src->error);
-    src->error = NULL;
-    src->len = 0;
-    src->loc = 0;
-    fmb_status s = src->vt->next(src, doc, eof, err);
-    if (s == FMB_OK && !*eof)
-        repeated_key(src, doc);
+    fmb_status s;
+    /* A sharded job sees only its shard's items, after the repeated keys are settled (every
+     * shard reads the whole source, so they get the same keys in each; batch/shard.h). */
+    do {
+        *eof = 0;
+        free(src->error);
+        src->error = NULL;
+        src->len = 0;
+        src->loc = 0;
+        s = src->vt->next(src, doc, eof, err);
+        if (s == FMB_OK && !*eof)
+            repeated_key(src, doc);
+    } while (s == FMB_OK && !*eof && !fmb_shard_mine(src->job, doc->key));
     return s;
 }
 

@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <stdio.h>
 
+#include "batch/job.h"
 #include "engine/engine.h"
 #include "engine/safetensors.h"
 #include "kernels/base.h"
@@ -32,6 +33,15 @@ int fmb_cmd_status(int argc, char **argv);
 int fmb_cmd_export(int argc, char **argv);
 int fmb_cmd_retry(int argc, char **argv);
 int fmb_cmd_report(int argc, char **argv);
+int fmb_cmd_merge(int argc, char **argv);
+
+/* Applies the shard of a job command (batch/cli/cli_shard.c): spec (--shard, NULL: [job].shard,
+ * NULL: unsharded) and count (--shard-count, 0: none); "auto" reads the schedulers' variables.
+ * FMB_EINVAL when they do not make a shard. */
+FMB_NODISCARD fmb_status fmb_cli_job_shard(fmb_job *job,
+                                           const char *spec,
+                                           int64_t count,
+                                           fmb_err *err);
 
 /* Maps a status to an exit code: data/configuration errors are usage errors (2). */
 int fmb_cli_exit_code(fmb_status s);

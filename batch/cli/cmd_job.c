@@ -71,6 +71,8 @@ typedef struct {
     const char *html; /* report: --html FILE */
     int64_t top;      /* report: --top N (0: the default) */
     int no_snippets;
+    const char *shard;   /* --shard I/N | auto (NULL: [job].shard) */
+    int64_t shard_count; /* --shard-count N (0: none) */
 } job_args;
 
 enum {
@@ -89,7 +91,9 @@ enum {
     OPT_INCLUDE_FAILED,
     OPT_HTML,
     OPT_TOP,
-    OPT_NO_SNIPPETS
+    OPT_NO_SNIPPETS,
+    OPT_SHARD,
+    OPT_SHARD_COUNT
 };
 
 /* The options of the job commands, one table: name, argument, help, default, and which
@@ -136,6 +140,10 @@ static const job_opt job_opts[] = {
     {"top", "N", "best and worst documents (and answers) shown per task", "5", OPT_TOP, C_REPORT},
     {"no-snippets", NULL, "do not re-read the source for document snippets", NULL, OPT_NO_SNIPPETS,
      C_REPORT},
+    {"shard", "I/N|auto", "only the items whose key hashes to I mod N (docs/JOBS.md)",
+     "[job] shard, else all items", OPT_SHARD, C_ALL},
+    {"shard-count", "N", "the number of shards for --shard auto on Kubernetes",
+     "SLURM_ARRAY_TASK_COUNT", OPT_SHARD_COUNT, C_ALL},
     {"help", NULL, "this help", NULL, 'h', C_ALL},
 };
 #define N_JOB_OPTS (sizeof job_opts / sizeof job_opts[0])
@@ -273,6 +281,16 @@ static int parse_args(int argc, char **argv, job_args *a)
         case OPT_NO_SNIPPETS:
             a->no_snippets = 1;
             break;
+        case OPT_SHARD:
+            a->shard = optarg;
+            break;
+        case OPT_SHARD_COUNT:
+            if (fmb_cli_parse_u64(optarg, &u) || u == 0 || u > 1000000) {
+                fmb_cli_error(cmd, "--shard-count must be an integer from 1 to 1000000");
+                return -1;
+            }
+            a->shard_count = (int64_t)u;
+            break;
         case 'h':
             job_help(cmd, bit);
             return 1;
@@ -286,6 +304,17 @@ static int parse_args(int argc, char **argv, job_args *a)
     }
     a->job_path = argv[optind];
     return 0;
+}
+
+/* fmb_job_load and the shard (--shard, [job].shard): every job command sees the same output. */
+static fmb_status job_load(const job_args *a, fmb_job **job, fmb_err *err)
+{
+    fmb_status s = fmb_job_load(a->job_path, job, err);
+    if (!s && (s = fmb_cli_job_shard(*job, a->shard, a->shard_count, err))) {
+        fmb_job_free(*job);
+        *job = NULL;
+    }
+    return s;
 }
 
 /* Job settings fill engine options the command line did not set. Kernel choices: the command
@@ -348,7 +377,7 @@ static int env_open(const char *cmd, job_args *a, int with_queue, run_env *e)
     fmb_err err;
     fmb_status s;
     memset(e, 0, sizeof *e);
-    if ((s = fmb_job_load(a->job_path, &e->job, &err))) {
+    if ((s = job_load(a, &e->job, &err))) {
         fmb_cli_error(cmd, "%s", err.msg);
         return FMB_EXIT_USAGE;
     }
@@ -920,6 +949,12 @@ int fmb_cmd_run(int argc, char **argv)
         fmb_cli_error(cmd, "%s (leases will not be renewed)", err.msg);
     if (fmb_queue_worker_start(e.q, &err)) /* a kill -9 then counts as an attempt, as before */
         fmb_cli_error(cmd, "%s (no worker file: any death counts as an attempt)", err.msg);
+    if (e.job->shard_count > 1) /* the other shards' items are never seen, claimed or counted */
+        fprintf(stderr,
+                "fmbatch run: shard %lld/%lld: only the items whose key hashes to %lld mod %lld "
+                "(progress and counts are of those); `fmbatch merge` joins the shards\n",
+                (long long)e.job->shard_index, (long long)e.job->shard_count,
+                (long long)e.job->shard_index, (long long)e.job->shard_count);
     fmb_progress *pg = fmb_progress_new(a.progress, a.progress_interval);
     source_counter counter;
     counter_start(&counter, e.job, pg);
@@ -1263,7 +1298,7 @@ static int open_output(const char *cmd, job_args *a, fmb_job **job, fmb_queue **
 {
     fmb_err err;
     *q = NULL;
-    if (fmb_job_load(a->job_path, job, &err)) {
+    if (job_load(a, job, &err)) {
         fmb_cli_error(cmd, "%s", err.msg);
         return FMB_EXIT_USAGE;
     }
@@ -1288,7 +1323,7 @@ int fmb_cmd_status(int argc, char **argv)
     fmb_queue_counts c;
     memset(&c, 0, sizeof c);
     int rc = 0;
-    if (fmb_job_load(a.job_path, &job, &err)) {
+    if (job_load(&a, &job, &err)) {
         fmb_cli_error(cmd, "%s", err.msg);
         return FMB_EXIT_USAGE;
     }
@@ -1412,7 +1447,7 @@ int fmb_cmd_report(int argc, char **argv)
         return rc_args;
     fmb_job *job = NULL;
     fmb_err err;
-    if (fmb_job_load(a.job_path, &job, &err)) {
+    if (job_load(&a, &job, &err)) {
         fmb_cli_error(cmd, "%s", err.msg);
         return FMB_EXIT_USAGE;
     }
