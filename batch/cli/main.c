@@ -19,6 +19,7 @@ static const fmb_command commands[] = {
     {"export", fmb_cmd_export, "JOB.toml --format jsonl|csv   results, one row per (item, task)"},
     {"retry", fmb_cmd_retry, "JOB.toml --failed   put failed and dead items back in the queue"},
     {"report", fmb_cmd_report, "JOB.toml [--html F] [--top N]   results as text (and HTML)"},
+    {"merge", fmb_cmd_merge, "OUT.db SHARD.db...   one output from a sharded job's outputs"},
     {"score", fmb_cmd_score, "--model DIR (--ids-file F | --text-file F) [--per-token]"},
     {"generate", fmb_cmd_generate, "--model DIR (--ids-file F | --text-file F | --prompt S) ..."},
     {"tokenize", fmb_cmd_tokenize, "(--tokenizer F | --model DIR) [FILE]   bytes -> ids"},
