@@ -307,6 +307,7 @@ typedef struct {
     char *merged_shards;          /* meta of a merged output: "0,1,4" (NULL: none) */
     char *shard_count;            /* meta of a merged output: "7" (NULL: none) */
     int64_t items, unfinished;    /* items; of those, pending or running */
+    int complete;                 /* meta source_complete: a run went through the whole source */
     int schema_version;           /* PRAGMA user_version */
 } fmb_queue_file_info;
 
@@ -314,6 +315,11 @@ FMB_NODISCARD fmb_status fmb_queue_file_info_read(const char *path,
                                                   fmb_queue_file_info *info,
                                                   fmb_err *err);
 void fmb_queue_file_info_free(fmb_queue_file_info *info);
+
+/* Marks (complete = 1) or unmarks the output as gone through: a run unmarks it when it starts
+ * and marks it when it ends with the whole source seen and no item pending or running. A
+ * worker may have no item pending between two windows, so merge takes only marked shards. */
+FMB_NODISCARD fmb_status fmb_queue_mark_complete(fmb_queue *q, int complete, fmb_err *err);
 
 /* Copies the items and result rows of the output shard_path (shard index of count; its
  * fingerprint without the shard line: fingerprint) into q, in one transaction: item ids are

@@ -46,13 +46,17 @@ fmb_status fmb_queue_file_info_read(const char *path, fmb_queue_file_info *info,
     }
     if (sqlite3_prepare_v2(db,
                            "SELECT key, value FROM meta WHERE key IN ('job_name', 'fingerprint', "
-                           "'merged_shards', 'shard_count')",
+                           "'merged_shards', 'shard_count', 'source_complete')",
                            -1, &st, NULL) != SQLITE_OK) {
         s = fmb_fail(err, FMB_EIO, "%s: cannot read meta: %s", path, sqlite3_errmsg(db));
         goto out;
     }
     while (sqlite3_step(st) == SQLITE_ROW) {
         const char *k = (const char *)sqlite3_column_text(st, 0);
+        if (!strcmp(k, "source_complete")) {
+            info->complete = 1;
+            continue;
+        }
         char **dst = !strcmp(k, "job_name")        ? &info->job_name
                      : !strcmp(k, "fingerprint")   ? &info->fingerprint
                      : !strcmp(k, "merged_shards") ? &info->merged_shards
@@ -142,6 +146,16 @@ static int meta_put(fmb_queue *q, const char *key, const char *value)
     }
     sqlite3_finalize(st);
     return ok ? 0 : -1;
+}
+
+fmb_status fmb_queue_mark_complete(fmb_queue *q, int complete, fmb_err *err)
+{
+    char now[64];
+    snprintf(now, sizeof now, "%.3f", (double)time(NULL));
+    int bad = complete ? meta_put(q, "source_complete", now)
+                       : sqlite3_exec(q->db, "DELETE FROM main.meta WHERE key = 'source_complete'",
+                                      NULL, NULL, NULL) != SQLITE_OK;
+    return bad ? fmb_queue_sql_fail(q, err, "cannot write meta") : FMB_OK;
 }
 
 /* The first row's first column of sql as text (NULL: no row); *bad on an error. */

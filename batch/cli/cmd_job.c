@@ -945,6 +945,8 @@ int fmb_cmd_run(int argc, char **argv)
     if (!fmb_queue_counts_get(e.q, &qc, &err))
         pc.total = qc.pending + qc.running + qc.done + qc.failed + qc.dead;
     install_signals();
+    if (fmb_queue_mark_complete(e.q, 0, &err)) /* until this run has seen the whole source */
+        fmb_cli_error(cmd, "%s", err.msg);
     if (fmb_queue_heartbeat_start(e.q, &err))
         fmb_cli_error(cmd, "%s (leases will not be renewed)", err.msg);
     if (fmb_queue_worker_start(e.q, &err)) /* a kill -9 then counts as an attempt, as before */
@@ -1002,6 +1004,10 @@ int fmb_cmd_run(int argc, char **argv)
                     (long long)pc.failed, (long long)(qc.failed + qc.dead), a.job_path, a.job_path);
         if (pc.failed > 0)
             rc = FMB_EXIT_ITEMS_FAILED;
+        // the whole source seen and nothing left: `fmbatch merge` may take this output
+        if (!(a.max_items && taken >= a.max_items) && qc.pending + qc.running == 0 &&
+            fmb_queue_mark_complete(e.q, 1, &err))
+            fmb_cli_error(cmd, "%s", err.msg);
     }
     env_free(&e);
     if (sig)

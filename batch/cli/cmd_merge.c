@@ -231,11 +231,12 @@ int fmb_cmd_merge(int argc, char **argv)
             fmb_sb_printf(&skipped, "%s%s", skipped.len ? "," : "", idx);
             continue;
         }
-        if (sf[i].info.unfinished) {
+        if (sf[i].info.unfinished || !sf[i].info.complete) {
             fprintf(stderr,
                     "fmbatch merge: %s: shard %" PRId64 "/%" PRId64 " is not finished (%" PRId64
-                    " items pending or running): not merged; merge again when it is\n",
-                    sf[i].path, sf[i].index, count, sf[i].info.unfinished);
+                    " items pending or running%s): not merged; merge again when it is\n",
+                    sf[i].path, sf[i].index, count, sf[i].info.unfinished,
+                    sf[i].info.complete ? "" : ", no run has gone through the source yet");
             fmb_sb_printf(&unfinished, "%s%s", unfinished.len ? "," : "", idx);
             continue;
         }

@@ -253,6 +253,18 @@ def main():
         r = fm(d, "merge", "z.db", "fake.db")
         check(r.returncode == 2 and "does not belong to shard 2/3" in r.stderr,
               "a file holding another shard's keys is refused", r.stderr)
+        # every item done but no run has gone through the whole source (a worker between two
+        # windows looks like this): not taken
+        db = sqlite3.connect(os.path.join(d, "fake.db"))
+        db.execute("DELETE FROM meta WHERE key = 'source_complete'")
+        db.execute("UPDATE meta SET value = replace(value, 'job.shard = 2/3', 'job.shard = 1/3')"
+                   " WHERE key = 'fingerprint'")
+        db.commit()
+        db.close()
+        r = fm(d, "merge", "z.db", "fake.db")
+        check(r.returncode == 3 and "no run has gone through the source" in r.stderr and
+              '"unfinished":[1]' in r.stdout, "a shard whose run has not ended is not merged",
+              r.stdout + r.stderr)
         r = fm(d, "run", "job.toml", "--shard", "3/3")
         check(r.returncode == 2 and "0 <= I < N" in r.stderr, "--shard 3/3 is refused", r.stderr)
     finally:
