@@ -34,6 +34,9 @@ int fmb_cmd_export(int argc, char **argv);
 int fmb_cmd_retry(int argc, char **argv);
 int fmb_cmd_report(int argc, char **argv);
 int fmb_cmd_merge(int argc, char **argv);
+/* `run --devices`: one worker process per device on the job's one output
+ * (batch/cli/cli_workers.c); argv as fmb_cmd_run got it. Returns the combined exit code. */
+int fmb_cli_run_workers(int argc, char **argv, const char *devices);
 
 /* Applies the shard of a job command (batch/cli/cli_shard.c): spec (--shard, NULL: [job].shard,
  * NULL: unsharded) and count (--shard-count, 0: none); "auto" reads the schedulers' variables.

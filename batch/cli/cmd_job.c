@@ -73,6 +73,7 @@ typedef struct {
     int no_snippets;
     const char *shard;   /* --shard I/N | auto (NULL: [job].shard) */
     int64_t shard_count; /* --shard-count N (0: none) */
+    const char *devices; /* run --devices all|0,1,... (NULL: this process is the worker) */
 } job_args;
 
 enum {
@@ -93,7 +94,9 @@ enum {
     OPT_TOP,
     OPT_NO_SNIPPETS,
     OPT_SHARD,
-    OPT_SHARD_COUNT
+    OPT_SHARD_COUNT,
+    OPT_DEVICE,
+    OPT_DEVICES
 };
 
 /* The options of the job commands, one table: name, argument, help, default, and which
@@ -144,6 +147,9 @@ static const job_opt job_opts[] = {
      "[job] shard, else all items", OPT_SHARD, C_ALL},
     {"shard-count", "N", "the number of shards for --shard auto on Kubernetes",
      "SLURM_ARRAY_TASK_COUNT", OPT_SHARD_COUNT, C_ALL},
+    {"device", "N", "the CUDA device (among the visible ones)", "0", OPT_DEVICE, C_RUN | C_CHECK},
+    {"devices", "all|0,1,...", "one worker process per device, all on the one output", NULL,
+     OPT_DEVICES, C_RUN},
     {"help", NULL, "this help", NULL, 'h', C_ALL},
 };
 #define N_JOB_OPTS (sizeof job_opts / sizeof job_opts[0])
@@ -283,6 +289,16 @@ static int parse_args(int argc, char **argv, job_args *a)
             break;
         case OPT_SHARD:
             a->shard = optarg;
+            break;
+        case OPT_DEVICE:
+            if (fmb_cli_parse_u64(optarg, &u) || u > 4096) {
+                fmb_cli_error(cmd, "--device must be a device number");
+                return -1;
+            }
+            a->eo.device = (int)u;
+            break;
+        case OPT_DEVICES:
+            a->devices = optarg;
             break;
         case OPT_SHARD_COUNT:
             if (fmb_cli_parse_u64(optarg, &u) || u == 0 || u > 1000000) {
@@ -520,6 +536,7 @@ static void engine_progress(void *ctx, size_t done, size_t total)
 static void *engine_main(void *arg)
 {
     engine_thread *et = arg;
+    fmb_engine_bind_thread(et->e->eng); /* --device N: this thread's CUDA device too */
     fmb_engine_set_progress(et->e->eng, engine_progress, et);
     pthread_mutex_lock(&et->mu);
     for (;;) {
@@ -930,6 +947,8 @@ int fmb_cmd_run(int argc, char **argv)
     int rc_args;
     if (parse_or_exit(argc, argv, &a, &rc_args))
         return rc_args;
+    if (a.devices)
+        return fmb_cli_run_workers(argc, argv, a.devices);
     run_env e;
     double t_open = fmb_now();
     int rc = env_open(cmd, &a, 1, &e);
