@@ -266,6 +266,7 @@ static fmb_status parse_job_table(ctx *c, const fmb_toml_value *t, fmb_job *job)
                                        "lease_seconds",
                                        "kernel",
                                        "max_document_bytes",
+                                       "shard",
                                        NULL};
     const char *w = "[job]";
     fmb_status s;
@@ -287,7 +288,8 @@ static fmb_status parse_job_table(ctx *c, const fmb_toml_value *t, fmb_job *job)
         (s = get_str(c, t, w, "too_long", 0, &too_long)) ||
         (s = get_int(c, t, w, "max_attempts", 1, 1000, &job->max_attempts)) ||
         (s = get_int(c, t, w, "lease_seconds", 1, 86400 * 7, &job->lease_seconds)) ||
-        (s = get_str(c, t, w, "kernel", 0, &kernel)))
+        (s = get_str(c, t, w, "kernel", 0, &kernel)) ||
+        (s = get_str(c, t, w, "shard", 0, &job->shard)))
         goto out;
     if (kernel) {
         fmb_err ke;
@@ -811,6 +813,8 @@ void fmb_job_free(fmb_job *job)
     free(job->model);
     free(job->tokenizer);
     free(job->output);
+    free(job->output_template);
+    free(job->shard);
     free(job->backend);
     free(job->dtype);
     free(job->mem_limit);
@@ -872,6 +876,10 @@ fmb_job_fingerprint_text(const fmb_job *job, const char *model_hash, const char 
     // Content keys name other items than the source's keys (only written when set, as above).
     if (job->source.key_content)
         fmb_sb_printf(&b, "source.key = \"content\"\n");
+    // Only a sharded job has the line: an unsharded job keeps its fingerprint (batch/shard.h).
+    if (job->shard_count > 1)
+        fmb_sb_printf(&b, "job.shard = %lld/%lld\n", (long long)job->shard_index,
+                      (long long)job->shard_count);
     for (size_t i = 0; i < job->n_tasks; i++) {
         const fmb_task_cfg *t = &job->tasks[i];
         char k[256];

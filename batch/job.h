@@ -4,7 +4,8 @@
  *   [job]     name, model, tokenizer, output, backend, dtype, chunk_tokens, threads, max_batch,
  *             mem_limit, seed, max_document_tokens, max_document_bytes, too_long
  *             ("truncate" | "skip"),
- *             max_attempts, lease_seconds, kernel (the kernel choices, "scan=seg": kopts.h)
+ *             max_attempts, lease_seconds, kernel (the kernel choices, "scan=seg": kopts.h),
+ *             shard ("I/N" | "auto": batch/shard.h; applied by the CLI, which may override it)
  *   [source]  kind = "archive" | "jsonl" | "files" | "sqlite" and its keys (see job.c)
  *   [[task]]  name, kind = "score" | "choice" | "generate" and its keys
  *
@@ -102,11 +103,14 @@ typedef struct {
     char *path; /* the job file as given */
     char *dir;  /* the job file's folder (absolute) */
     char *name;
-    char *model;     /* resolved path */
-    char *tokenizer; /* resolved path (default model/tokenizer.json) */
-    char *output;    /* resolved path */
-    char *backend;   /* "auto" | "cpu" | "cuda" */
-    char *dtype;     /* NULL | "bf16" | "f32" */
+    char *model;           /* resolved path */
+    char *tokenizer;       /* resolved path (default model/tokenizer.json) */
+    char *output;          /* resolved path ("{shard}" replaced once fmb_shard_apply ran) */
+    char *output_template; /* NULL, or the resolved path as written, with "{shard}" */
+    char *shard;           /* [job].shard as written ("I/N" | "auto"), NULL: none */
+    int64_t shard_index, shard_count; /* batch/shard.h; shard_count 0: unsharded */
+    char *backend;                    /* "auto" | "cpu" | "cuda" */
+    char *dtype;                      /* NULL | "bf16" | "f32" */
     int64_t chunk_tokens, threads;
     int64_t max_batch; /* documents in flight at once (0: the backend's default); never in the
                         * fingerprint: rows do not depend on it */

@@ -340,4 +340,43 @@ int fmb_queue_kill_limit(int max_attempts);
 FMB_NODISCARD fmb_status fmb_queue_heartbeat_start(fmb_queue *q, fmb_err *err);
 void fmb_queue_heartbeat_stop(fmb_queue *q);
 
+/* ---- merging shards (batch/queue_merge.c; `fmbatch merge`, docs/JOBS.md "Shards") ---- */
+
+/* What an output file says about itself, read without changing it. */
+typedef struct {
+    char *job_name, *fingerprint; /* meta; NULL when absent */
+    char *merged_shards;          /* meta of a merged output: "0,1,4" (NULL: none) */
+    char *shard_count;            /* meta of a merged output: "7" (NULL: none) */
+    int64_t items, unfinished;    /* items; of those, pending or running */
+    int complete;                 /* meta source_complete: a run went through the whole source */
+    int schema_version;           /* PRAGMA user_version */
+} fmb_queue_file_info;
+
+FMB_NODISCARD fmb_status fmb_queue_file_info_read(const char *path,
+                                                  fmb_queue_file_info *info,
+                                                  fmb_err *err);
+void fmb_queue_file_info_free(fmb_queue_file_info *info);
+
+/* Marks (complete = 1) or unmarks the output as gone through: a run unmarks it when it starts
+ * and marks it when it ends with the whole source seen and no item pending or running. A
+ * worker may have no item pending between two windows, so merge takes only marked shards. */
+FMB_NODISCARD fmb_status fmb_queue_mark_complete(fmb_queue *q, int complete, fmb_err *err);
+
+/* Copies the items and result rows of the output shard_path (shard index of count; its
+ * fingerprint without the shard line: fingerprint) into q, in one transaction: item ids are
+ * renumbered, the rows follow their item. Refused (FMB_EINVAL, nothing written) when an item key
+ * is in q already or a key of the file does not hash to index (batch/shard.h). The first shard
+ * of a new q also gives it the shard's meta, with fingerprint (and its hash) in place of the
+ * shard's; every shard sets meta merged_shards (the caller's list, with index) and shard_count.
+ * *items, *rows: what was copied. */
+FMB_NODISCARD fmb_status fmb_queue_merge_shard(fmb_queue *q,
+                                               const char *shard_path,
+                                               const char *fingerprint,
+                                               int64_t index,
+                                               int64_t count,
+                                               const char *merged_shards,
+                                               int64_t *items,
+                                               int64_t *rows,
+                                               fmb_err *err);
+
 #endif

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batch/shard.h"
 #include "batch/source_impl.h"
 #include "engine/hash.h"
 
@@ -202,32 +203,37 @@ static void content_key(fmb_source *src, fmb_doc *doc)
 
 fmb_status fmb_src_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *err)
 {
-    *eof = 0;
-    free(src->error);
-    src->error = NULL;
-    free(src->meta);
-    src->meta = NULL;
-    free(src->doc_id);
-    src->doc_id = NULL;
-    src->len = 0;
-    src->loc = 0;
-    src->id_off = -1;
-    fmb_status s = src->vt->next(src, doc, eof, err);
-    if (s != FMB_OK || *eof)
-        return s;
-    if (src->id_off >= 0 && (size_t)src->id_off <= strlen(src->key))
-        src->doc_id = fmb_xstrdup(src->key + src->id_off);
-    /* the job's document limit, whatever the reader (readers stop reading at it already) */
-    int64_t limit = src->job->max_document_bytes;
-    if (!src->error && limit > 0 && src->len > (uint64_t)limit) {
-        fmb_src_too_large(src, src->len, 0);
-        fmb_src_emit(src, doc);
-    }
-    if (src->job->source.key_content && !src->error)
-        content_key(src, doc);
-    else
-        repeated_key(src, doc);
-    doc->doc_id = src->doc_id;
+    fmb_status s;
+    /* A sharded job sees only its shard's items, after the repeated keys are settled (every
+     * shard reads the whole source, so they get the same keys in each; batch/shard.h). */
+    do {
+        *eof = 0;
+        free(src->error);
+        src->error = NULL;
+        free(src->meta);
+        src->meta = NULL;
+        free(src->doc_id);
+        src->doc_id = NULL;
+        src->len = 0;
+        src->loc = 0;
+        src->id_off = -1;
+        s = src->vt->next(src, doc, eof, err);
+        if (s != FMB_OK || *eof)
+            return s;
+        if (src->id_off >= 0 && (size_t)src->id_off <= strlen(src->key))
+            src->doc_id = fmb_xstrdup(src->key + src->id_off);
+        /* the job's document limit, whatever the reader (readers stop reading at it already) */
+        int64_t limit = src->job->max_document_bytes;
+        if (!src->error && limit > 0 && src->len > (uint64_t)limit) {
+            fmb_src_too_large(src, src->len, 0);
+            fmb_src_emit(src, doc);
+        }
+        if (src->job->source.key_content && !src->error)
+            content_key(src, doc);
+        else
+            repeated_key(src, doc);
+        doc->doc_id = src->doc_id;
+    } while (!fmb_shard_mine(src->job, doc->key));
     return FMB_OK;
 }
 

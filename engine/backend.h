@@ -41,6 +41,8 @@ typedef struct {
     void (*memory)(void *impl, fmb_engine_mem *m);
     /* Optional (NULL: the backend has no kernel choices): the choices in effect. */
     void (*kernel_choices)(void *impl, fmb_kernel_opts *out);
+    /* Optional: the calling thread works on the backend's device from now on. */
+    void (*bind_thread)(void *impl);
 } fmb_backend_ops;
 
 /* The outputs of positions [p0, p0 + m) of out as a view written into *o (NULL when out is

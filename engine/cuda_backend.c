@@ -317,7 +317,7 @@ static size_t carve_arena(cu_impl *p, char *base)
 static fmb_status cu_open(const fmb_model *m, const fmb_engine_opts *o, void **out, fmb_err *err)
 {
     cu_impl *p = fmb_xcalloc(1, sizeof *p);
-    fmb_status s = fmb_cuda_ctx_init(&p->ctx, 0, &o->kernel, err);
+    fmb_status s = fmb_cuda_ctx_init(&p->ctx, o->device, &o->kernel, err);
     if (s) {
         free(p);
         return s;
@@ -412,6 +412,11 @@ static fmb_status cu_open(const fmb_model *m, const fmb_engine_opts *o, void **o
 static const char *cu_device_name(void *impl)
 {
     return ((cu_impl *)impl)->device;
+}
+
+static void cu_bind_thread(void *impl)
+{
+    fmb_cuda_ctx_bind(&((cu_impl *)impl)->ctx);
 }
 
 static size_t cu_chunk_tokens(void *impl)
@@ -905,6 +910,7 @@ const fmb_backend_ops fmb_backend_cuda = {
     .memory = cu_memory,
     .step = cu_step,
     .kernel_choices = cu_kernel_choices,
+    .bind_thread = cu_bind_thread,
 };
 
 #endif

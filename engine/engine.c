@@ -317,6 +317,12 @@ fmb_engine_forward_many(fmb_engine *eng, const fmb_piece *pieces, size_t n_piece
     return FMB_OK;
 }
 
+void fmb_engine_bind_thread(fmb_engine *eng)
+{
+    if (eng->ops->bind_thread)
+        eng->ops->bind_thread(eng->impl);
+}
+
 void fmb_engine_set_progress(fmb_engine *eng, fmb_progress_fn fn, void *ctx)
 {
     eng->progress = fn;

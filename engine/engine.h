@@ -33,6 +33,7 @@ typedef struct {
     int threads;              /* cpu threads (0: all cores) */
     int verbose;
     fmb_kernel_opts kernel; /* cuda: the kernel choices (zeroed: defaults); cpu: unused */
+    int device;             /* cuda: the device ordinal, among the visible ones; cpu: unused */
 } fmb_engine_opts;
 
 typedef struct fmb_engine fmb_engine;
@@ -125,6 +126,11 @@ FMB_NODISCARD fmb_status fmb_engine_forward_many(fmb_engine *eng,
  * non-zero (a signal handler's flag: a long document stops within one chunk). The flag is
  * borrowed; NULL removes it. fmb_engine_step and generation check it once per token. */
 void fmb_engine_set_cancel(fmb_engine *eng, const volatile sig_atomic_t *flag);
+
+/* Makes the calling thread's device the engine's (CUDA keeps a current device per thread): a
+ * thread other than the one that opened the engine calls it before its first engine call. A
+ * no-op on the CPU. */
+void fmb_engine_bind_thread(fmb_engine *eng);
 
 /* Calls fn(ctx, done, total) after each chunk of every fmb_engine_forward call of more than
  * one chunk (long-document progress). fn runs on the calling thread; NULL removes it. */

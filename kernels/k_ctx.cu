@@ -106,6 +106,11 @@ static int pdl_supported(const fmb_cuda_ctx *c)
     return h == 1;
 }
 
+extern "C" void fmb_cuda_ctx_bind(const fmb_cuda_ctx *c)
+{
+    FMB_CUDA_CHECK(cudaSetDevice(c->device));
+}
+
 extern "C" fmb_status
 fmb_cuda_ctx_init(fmb_cuda_ctx *c, int device, const fmb_kernel_opts *opts, fmb_err *err)
 {

@@ -78,6 +78,8 @@ FMB_NODISCARD fmb_status fmb_cuda_ctx_init(fmb_cuda_ctx *c,
                                            const fmb_kernel_opts *opts,
                                            fmb_err *err);
 void fmb_cuda_ctx_free(fmb_cuda_ctx *c);
+/* The calling thread's current device becomes c's (cudaSetDevice: per host thread). */
+void fmb_cuda_ctx_bind(const fmb_cuda_ctx *c);
 void fmb_cuda_sync(const fmb_cuda_ctx *c);
 /* Driver's view of device memory (cudaMemGetInfo). */
 void fmb_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);

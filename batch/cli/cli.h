@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #include "batch/fault.h"
+#include "batch/job.h"
 #include "engine/engine.h"
 #include "engine/safetensors.h"
 #include "kernels/base.h"
@@ -35,6 +36,18 @@ int fmb_cmd_export(int argc, char **argv);
 int fmb_cmd_retry(int argc, char **argv);
 int fmb_cmd_report(int argc, char **argv);
 int fmb_cmd_prune(int argc, char **argv);
+int fmb_cmd_merge(int argc, char **argv);
+/* `run --devices`: one worker process per device on the job's one output
+ * (batch/cli/cli_workers.c); argv as fmb_cmd_run got it. Returns the combined exit code. */
+int fmb_cli_run_workers(int argc, char **argv, const char *devices);
+
+/* Applies the shard of a job command (batch/cli/cli_shard.c): spec (--shard, NULL: [job].shard,
+ * NULL: unsharded) and count (--shard-count, 0: none); "auto" reads the schedulers' variables.
+ * FMB_EINVAL when they do not make a shard. */
+FMB_NODISCARD fmb_status fmb_cli_job_shard(fmb_job *job,
+                                           const char *spec,
+                                           int64_t count,
+                                           fmb_err *err);
 
 /* Maps a status to an exit code: data/configuration errors are usage errors (2). */
 int fmb_cli_exit_code(fmb_status s);

@@ -76,7 +76,10 @@ typedef struct {
     int n_tasks;
     const char *columns; /* --columns (the last one) */
     int wide, keep_special;
-    int apply; /* prune --apply */
+    int apply;           /* prune --apply */
+    const char *shard;   /* --shard I/N | auto (NULL: [job].shard) */
+    int64_t shard_count; /* --shard-count N (0: none) */
+    const char *devices; /* run --devices all|0,1,... (NULL: this process is the worker) */
 } job_args;
 
 enum {
@@ -100,7 +103,11 @@ enum {
     OPT_COLUMNS,
     OPT_WIDE,
     OPT_KEEP_SPECIAL,
-    OPT_APPLY
+    OPT_APPLY,
+    OPT_SHARD,
+    OPT_SHARD_COUNT,
+    OPT_DEVICE,
+    OPT_DEVICES
 };
 
 /* The options of the job commands, one table: name, argument, help, default, and which
@@ -158,6 +165,13 @@ static const job_opt job_opts[] = {
     {"top", "N", "best and worst documents (and answers) shown per task", "5", OPT_TOP, C_REPORT},
     {"no-snippets", NULL, "do not re-read the source for document snippets", NULL, OPT_NO_SNIPPETS,
      C_REPORT},
+    {"shard", "I/N|auto", "only the items whose key hashes to I mod N (docs/JOBS.md)",
+     "[job] shard, else all items", OPT_SHARD, C_ALL},
+    {"shard-count", "N", "the number of shards for --shard auto on Kubernetes",
+     "SLURM_ARRAY_TASK_COUNT", OPT_SHARD_COUNT, C_ALL},
+    {"device", "N", "the CUDA device (among the visible ones)", "0", OPT_DEVICE, C_RUN | C_CHECK},
+    {"devices", "all|0,1,...", "one worker process per device, all on the one output", NULL,
+     OPT_DEVICES, C_RUN},
     {"help", NULL, "this help", NULL, 'h', C_ALL},
 };
 #define N_JOB_OPTS (sizeof job_opts / sizeof job_opts[0])
@@ -315,6 +329,26 @@ static int parse_args(int argc, char **argv, job_args *a)
         case OPT_APPLY:
             a->apply = 1;
             break;
+        case OPT_SHARD:
+            a->shard = optarg;
+            break;
+        case OPT_DEVICE:
+            if (fmb_cli_parse_u64(optarg, &u) || u > 4096) {
+                fmb_cli_error(cmd, "--device must be a device number");
+                return -1;
+            }
+            a->eo.device = (int)u;
+            break;
+        case OPT_DEVICES:
+            a->devices = optarg;
+            break;
+        case OPT_SHARD_COUNT:
+            if (fmb_cli_parse_u64(optarg, &u) || u == 0 || u > 1000000) {
+                fmb_cli_error(cmd, "--shard-count must be an integer from 1 to 1000000");
+                return -1;
+            }
+            a->shard_count = (int64_t)u;
+            break;
         case 'h':
             job_help(cmd, bit);
             return 1;
@@ -328,6 +362,17 @@ static int parse_args(int argc, char **argv, job_args *a)
     }
     a->job_path = argv[optind];
     return 0;
+}
+
+/* fmb_job_load and the shard (--shard, [job].shard): every job command sees the same output. */
+static fmb_status job_load(const job_args *a, fmb_job **job, fmb_err *err)
+{
+    fmb_status s = fmb_job_load(a->job_path, job, err);
+    if (!s && (s = fmb_cli_job_shard(*job, a->shard, a->shard_count, err))) {
+        fmb_job_free(*job);
+        *job = NULL;
+    }
+    return s;
 }
 
 /* Job settings fill engine options the command line did not set. Kernel choices: the command
@@ -391,7 +436,7 @@ static int env_open(const char *cmd, job_args *a, int with_queue, run_env *e)
     fmb_err err;
     fmb_status s;
     memset(e, 0, sizeof *e);
-    if ((s = fmb_job_load(a->job_path, &e->job, &err))) {
+    if ((s = job_load(a, &e->job, &err))) {
         fmb_cli_error(cmd, "%s", err.msg);
         return FMB_EXIT_USAGE;
     }
@@ -536,6 +581,7 @@ static void engine_progress(void *ctx, size_t done, size_t total)
 static void *engine_main(void *arg)
 {
     engine_thread *et = arg;
+    fmb_engine_bind_thread(et->e->eng); /* --device N: this thread's CUDA device too */
     fmb_engine_set_progress(et->e->eng, engine_progress, et);
     pthread_mutex_lock(&et->mu);
     for (;;) {
@@ -961,6 +1007,8 @@ int fmb_cmd_run(int argc, char **argv, fmb_fault *fault)
     int rc_args;
     if (parse_or_exit(argc, argv, &a, &rc_args))
         return rc_args;
+    if (a.devices)
+        return fmb_cli_run_workers(argc, argv, a.devices);
     run_env e;
     fmb_err err;
     double t_open = fmb_now();
@@ -986,10 +1034,18 @@ int fmb_cmd_run(int argc, char **argv, fmb_fault *fault)
     if (!fmb_queue_counts_get(e.q, &qc, &err))
         pc.total = qc.pending + qc.running + qc.done + qc.failed + qc.dead;
     install_signals();
+    if (fmb_queue_mark_complete(e.q, 0, &err)) /* until this run has seen the whole source */
+        fmb_cli_error(cmd, "%s", err.msg);
     if (fmb_queue_heartbeat_start(e.q, &err))
         fmb_cli_error(cmd, "%s (leases will not be renewed)", err.msg);
     if (fmb_queue_worker_start(e.q, &err)) /* a kill -9 then counts as an attempt, as before */
         fmb_cli_error(cmd, "%s (no worker file: any death counts as an attempt)", err.msg);
+    if (e.job->shard_count > 1) /* the other shards' items are never seen, claimed or counted */
+        fprintf(stderr,
+                "fmbatch run: shard %lld/%lld: only the items whose key hashes to %lld mod %lld "
+                "(progress and counts are of those); `fmbatch merge` joins the shards\n",
+                (long long)e.job->shard_index, (long long)e.job->shard_count,
+                (long long)e.job->shard_index, (long long)e.job->shard_count);
     fmb_progress *pg = fmb_progress_new(a.progress, a.progress_interval);
     source_counter counter;
     counter_start(&counter, e.job, pg);
@@ -1037,6 +1093,10 @@ int fmb_cmd_run(int argc, char **argv, fmb_fault *fault)
                     (long long)pc.failed, (long long)(qc.failed + qc.dead), a.job_path, a.job_path);
         if (pc.failed > 0)
             rc = FMB_EXIT_ITEMS_FAILED;
+        // the whole source seen and nothing left: `fmbatch merge` may take this output
+        if (!(a.max_items && taken >= a.max_items) && qc.pending + qc.running == 0 &&
+            fmb_queue_mark_complete(e.q, 1, &err))
+            fmb_cli_error(cmd, "%s", err.msg);
     }
     env_free(&e);
     if (sig)
@@ -1344,7 +1404,7 @@ static int open_output(const char *cmd, job_args *a, fmb_job **job, fmb_queue **
 {
     fmb_err err;
     *q = NULL;
-    if (fmb_job_load(a->job_path, job, &err)) {
+    if (job_load(a, job, &err)) {
         fmb_cli_error(cmd, "%s", err.msg);
         return FMB_EXIT_USAGE;
     }
@@ -1369,7 +1429,7 @@ int fmb_cmd_status(int argc, char **argv)
     fmb_queue_counts c;
     memset(&c, 0, sizeof c);
     int rc = 0;
-    if (fmb_job_load(a.job_path, &job, &err)) {
+    if (job_load(&a, &job, &err)) {
         fmb_cli_error(cmd, "%s", err.msg);
         return FMB_EXIT_USAGE;
     }
@@ -1600,7 +1660,7 @@ int fmb_cmd_report(int argc, char **argv)
         return rc_args;
     fmb_job *job = NULL;
     fmb_err err;
-    if (fmb_job_load(a.job_path, &job, &err)) {
+    if (job_load(&a, &job, &err)) {
         fmb_cli_error(cmd, "%s", err.msg);
         return FMB_EXIT_USAGE;
     }

@@ -21,6 +21,7 @@ static const fmb_command commands[] = {
     {"prune", fmb_cmd_prune,
      "JOB.toml [--apply]   items and results of documents gone from the source"},
     {"report", fmb_cmd_report, "JOB.toml [--html F] [--top N]   results as text (and HTML)"},
+    {"merge", fmb_cmd_merge, "OUT.db SHARD.db...   one output from a sharded job's outputs"},
     {"score", fmb_cmd_score, "--model DIR (--ids-file F | --text-file F) [--per-token]"},
     {"generate", fmb_cmd_generate, "--model DIR (--ids-file F | --text-file F | --prompt S) ..."},
     {"tokenize", fmb_cmd_tokenize, "(--tokenizer F | --model DIR) [FILE]   bytes -> ids"},

@@ -35,7 +35,7 @@ for c in $cmds; do
 done
 # The other commands: --help from the table getopt is given (fmb_cli_help), every option
 # listed is accepted.
-for c in score generate inspect tokenize detokenize bench synth; do
+for c in score generate inspect tokenize detokenize bench synth merge; do
     "$F" "$c" --help >"$T/$c.help" 2>&1
     rc=$?
     sed -n 's/^  --\([a-z-]*\).*/\1/p' "$T/$c.help" >"$T/$c.opts"
