@@ -142,7 +142,8 @@ int32_t fmb_sample_hist(const float *raw,
     double *e = (double *)(tmp + V); /* e[i] = exp(c[i].val - mx), computed once */
     const float *logits = raw;
     if (fmb_sample_has_penalty(p)) {
-        float *pen = (float *)(e + V);
+        float *pen =
+            (float *)(void *)((char *)buf + (size_t)V * (2 * sizeof(cand) + sizeof(double)));
         fmb_sample_penalize(raw, V, p, h, pen);
         logits = pen;
     }
