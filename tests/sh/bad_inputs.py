@@ -11,21 +11,10 @@ import sys
 import tarfile
 import tempfile
 
+from e2e import check, failures
+
 FMBATCH = os.environ.get("FMBATCH") or os.path.abspath("build/fmbatch")
 MODEL = os.path.abspath("tests/fixtures/tiny-a")
-failures = 0
-
-
-def check(ok, name, why=""):
-    global failures
-    if ok:
-        print("PASS " + name)
-    else:
-        failures += 1
-        print("FAIL %s: %s" % (name, why))
-    sys.stdout.flush()
-
-
 def job(d, source, extra="", tasks='[[task]]\nname = "ppl"\nkind = "score"\n'):
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "job.toml"), "w") as f:
@@ -264,7 +253,7 @@ def main():
         sqlite_cases(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return 1 if failures else 0
+    return 1 if failures() else 0
 
 
 if __name__ == "__main__":

@@ -16,21 +16,10 @@ import tempfile
 import time
 import zipfile
 
+from e2e import check, failures
+
 FMBATCH = os.environ.get("FMBATCH") or os.path.abspath("build/fmbatch")
 MODEL = os.path.abspath("tests/fixtures/tiny-a")
-failures = 0
-
-
-def check(ok, name, why=""):
-    global failures
-    if ok:
-        print("PASS " + name)
-    else:
-        failures += 1
-        print("FAIL %s: %s" % (name, why))
-    sys.stdout.flush()
-
-
 def run(args, **kw):
     return subprocess.run([FMBATCH] + args, capture_output=True, text=True, **kw)
 
@@ -657,4 +646,4 @@ resume_and_concurrency()
 fingerprint_and_changes()
 token_limit()
 export_cases()
-sys.exit(1 if failures else 0)
+sys.exit(1 if failures() else 0)

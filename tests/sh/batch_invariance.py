@@ -15,22 +15,11 @@ import sys
 import tempfile
 import time
 
+from e2e import check, failures
+
 FMBATCH = os.environ.get("FMBATCH") or os.path.abspath("build/fmbatch")
 MODEL = os.path.abspath("tests/fixtures/tiny-a")
 TIMING = ("finished_at", "prefill_seconds", "task_seconds", "item_id")
-failures = 0
-
-
-def check(ok, name, why=""):
-    global failures
-    if ok:
-        print("PASS " + name)
-    else:
-        failures += 1
-        print("FAIL %s: %s" % (name, why))
-    sys.stdout.flush()
-
-
 JOB = r'''[job]
 name = "inv"
 model = "%s"
@@ -177,7 +166,7 @@ def main():
               "rc %d, %d rows, %d duplicates" % (r.returncode, len(got), dup))
     finally:
         shutil.rmtree(top)
-    return 1 if failures else 0
+    return 1 if failures() else 0
 
 
 if __name__ == "__main__":

@@ -19,21 +19,10 @@ import tarfile
 import tempfile
 import zlib
 
+from e2e import check, failures
+
 FMBATCH = os.environ.get("FMBATCH") or os.path.abspath("build/fmbatch")
 MODEL = os.path.abspath("tests/fixtures/tiny-a")
-failures = 0
-
-
-def check(ok, name, why=""):
-    global failures
-    if ok:
-        print("PASS " + name)
-    else:
-        failures += 1
-        print("FAIL %s: %s" % (name, str(why)[-3000:]))
-    sys.stdout.flush()
-
-
 def run(args, **kw):
     return subprocess.run([FMBATCH] + args, capture_output=True, text=True, **kw)
 
@@ -449,4 +438,4 @@ if not os.path.exists(FMBATCH):
 for case in (sqlite_null_keys, sqlite_repeated_keys, jsonl_repeated_ids, tar_repeated_names,
              damaged_archives, truncated_7z, truncated_jsonl_gz, multi_member_gz, locked_database, jsonl_bom):
     case()
-sys.exit(1 if failures else 0)
+sys.exit(1 if failures() else 0)

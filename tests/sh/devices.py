@@ -79,8 +79,8 @@ def main():
               "rc %d, %d rows" % (r.returncode, len(got)))
     finally:
         shutil.rmtree(top, ignore_errors=True)
-    print("devices: %d failures" % shards.failures)
-    return 1 if shards.failures else 0
+    print("devices: %d failures" % shards.failures())
+    return 1 if shards.failures() else 0
 
 
 if __name__ == "__main__":

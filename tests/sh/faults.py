@@ -20,22 +20,11 @@ import sys
 import tempfile
 import time
 
+from e2e import check, failures
+
 FMBATCH = os.environ.get("FMBATCH") or os.path.abspath("build/fmbatch")
 MODEL = os.path.abspath("tests/fixtures/tiny-a")
 TIMING = ("prefill_seconds", "task_seconds", "finished_at", "item_id")
-failures = 0
-
-
-def check(ok, name, why=""):
-    global failures
-    if ok:
-        print("PASS " + name)
-    else:
-        failures += 1
-        print("FAIL %s: %s" % (name, why))
-    sys.stdout.flush()
-
-
 JOB = """[job]
 name = "faults"
 model = "%s"
@@ -237,7 +226,7 @@ def main():
               % (survived, tried, landed, rounds_ok, lost, dup, t_base))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return 1 if failures else 0
+    return 1 if failures() else 0
 
 
 if __name__ == "__main__":

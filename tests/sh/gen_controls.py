@@ -19,21 +19,10 @@ import subprocess
 import sys
 import tempfile
 
+from e2e import check, failures
+
 FMBATCH = os.environ.get("FMBATCH") or os.path.abspath("build/fmbatch")
 MODEL = os.path.abspath("jobs/demo/model")
-failures = 0
-
-
-def check(ok, name, why=""):
-    global failures
-    if ok:
-        print("PASS " + name)
-    else:
-        failures += 1
-        print("FAIL %s: %s" % (name, why))
-    sys.stdout.flush()
-
-
 def run(args, **kw):
     return subprocess.run([FMBATCH] + args, capture_output=True, text=True, **kw)
 
@@ -251,7 +240,7 @@ def main():
                   "rc %d %s" % (r.returncode, r.stderr))
     finally:
         shutil.rmtree(d)
-    return 1 if failures else 0
+    return 1 if failures() else 0
 
 
 if __name__ == "__main__":

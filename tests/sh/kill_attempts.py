@@ -12,21 +12,10 @@ import sys
 import tempfile
 import time
 
+from e2e import check, failures
+
 FMBATCH = os.environ.get("FMBATCH") or os.path.abspath("build/fmbatch")
 MODEL = os.path.abspath("tests/fixtures/tiny-a")
-failures = 0
-
-
-def check(ok, name, why=""):
-    global failures
-    if ok:
-        print("PASS " + name)
-    else:
-        failures += 1
-        print("FAIL %s: %s" % (name, why))
-    sys.stdout.flush()
-
-
 def running_item(db_path, pid):
     """The key of an item leased by pid, or None (the file may not exist yet)."""
     if not os.path.exists(db_path):
@@ -93,4 +82,4 @@ def main():
 
 
 main()
-sys.exit(1 if failures else 0)
+sys.exit(1 if failures() else 0)

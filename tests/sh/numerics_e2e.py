@@ -13,22 +13,11 @@ import subprocess
 import sys
 import tempfile
 
+from e2e import check, failures
+
 FMBATCH = os.environ.get("FMBATCH") or os.path.abspath("build/fmbatch")
 MODEL = os.path.abspath("tests/fixtures/tiny-a")
 POISON = os.path.abspath("tools/poison_safetensors.py")
-failures = 0
-
-
-def check(ok, name, why=""):
-    global failures
-    if ok:
-        print("PASS " + name)
-    else:
-        failures += 1
-        print("FAIL %s: %s" % (name, why))
-    sys.stdout.flush()
-
-
 def run(args, **kw):
     return subprocess.run([FMBATCH] + args, capture_output=True, text=True, **kw)
 
@@ -154,4 +143,4 @@ def empty_document():
 nonfinite_runs()
 each_task_kind()
 empty_document()
-sys.exit(1 if failures else 0)
+sys.exit(1 if failures() else 0)

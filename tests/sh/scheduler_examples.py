@@ -16,24 +16,13 @@ import subprocess
 import sys
 import tempfile
 
+from e2e import check, failures
+
 FMBATCH = os.environ.get("FMBATCH") or os.path.abspath("build/fmbatch")
 MODEL = os.path.abspath("tests/fixtures/tiny-a")
 SBATCH = os.path.abspath("jobs/slurm-array.sbatch")
 YAML = os.path.abspath("jobs/k8s-indexed-job.yaml")
 TIMING = ("finished_at", "prefill_seconds", "task_seconds", "item_id")
-failures = 0
-
-
-def check(ok, name, why=""):
-    global failures
-    if ok:
-        print("PASS " + name)
-    else:
-        failures += 1
-        print("FAIL %s: %s" % (name, why))
-    sys.stdout.flush()
-
-
 JOB = '''[job]
 name = "sched"
 model = "%s"
@@ -157,8 +146,8 @@ def main():
             check(rows(d, env) == ref, "Kubernetes: the merged output has the unsharded rows")
     finally:
         shutil.rmtree(top, ignore_errors=True)
-    print("scheduler_examples: %d failures" % failures)
-    return 1 if failures else 0
+    print("scheduler_examples: %d failures" % failures())
+    return 1 if failures() else 0
 
 
 if __name__ == "__main__":

@@ -19,22 +19,11 @@ import sys
 import tempfile
 import time
 
+from e2e import check, failures
+
 FMBATCH = os.environ.get("FMBATCH") or os.path.abspath("build/fmbatch")
 MODEL = os.path.abspath("tests/fixtures/tiny-a")
 TIMING = ("finished_at", "prefill_seconds", "task_seconds", "item_id")
-failures = 0
-
-
-def check(ok, name, why=""):
-    global failures
-    if ok:
-        print("PASS " + name)
-    else:
-        failures += 1
-        print("FAIL %s: %s" % (name, why))
-    sys.stdout.flush()
-
-
 JOB = r'''[job]
 name = "shards"
 model = "%s"
@@ -269,8 +258,8 @@ def main():
         check(r.returncode == 2 and "0 <= I < N" in r.stderr, "--shard 3/3 is refused", r.stderr)
     finally:
         shutil.rmtree(top, ignore_errors=True)
-    print("shards: %d failures" % failures)
-    return 1 if failures else 0
+    print("shards: %d failures" % failures())
+    return 1 if failures() else 0
 
 
 if __name__ == "__main__":
