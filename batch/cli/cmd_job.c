@@ -77,6 +77,7 @@ typedef struct {
     const char *columns; /* --columns (the last one) */
     int wide, keep_special;
     int apply;           /* prune --apply */
+    int count_source;    /* status --count-source */
     const char *shard;   /* --shard I/N | auto (NULL: [job].shard) */
     int64_t shard_count; /* --shard-count N (0: none) */
     const char *devices; /* run --devices all|0,1,... (NULL: this process is the worker) */
@@ -107,7 +108,8 @@ enum {
     OPT_SHARD,
     OPT_SHARD_COUNT,
     OPT_DEVICE,
-    OPT_DEVICES
+    OPT_DEVICES,
+    OPT_COUNT_SOURCE
 };
 
 /* The options of the job commands, one table: name, argument, help, default, and which
@@ -160,6 +162,10 @@ static const job_opt job_opts[] = {
      OPT_KEEP_SPECIAL, C_EXPORT},
     {"apply", NULL, "remove them (one transaction); without it prune only reports", NULL, OPT_APPLY,
      C_PRUNE},
+    {"count-source", NULL,
+     "also read the source through: its document count, those not queued yet, and the ETA "
+     "over them",
+     NULL, OPT_COUNT_SOURCE, C_STATUS},
     {"html", "FILE", "also write the report as one self-contained HTML page", NULL, OPT_HTML,
      C_REPORT},
     {"top", "N", "best and worst documents (and answers) shown per task", "5", OPT_TOP, C_REPORT},
@@ -328,6 +334,9 @@ static int parse_args(int argc, char **argv, job_args *a)
             break;
         case OPT_APPLY:
             a->apply = 1;
+            break;
+        case OPT_COUNT_SOURCE:
+            a->count_source = 1;
             break;
         case OPT_SHARD:
             a->shard = optarg;
@@ -1450,9 +1459,31 @@ int fmb_cmd_status(int argc, char **argv)
         fmb_cli_error(cmd, "%s", err.msg);
         rc = FMB_EXIT_FATAL;
     }
+    /* --count-source: the documents the source yields (this shard's), read through as a run
+     * reads them; those the queue has not seen yet count as left. */
+    int64_t source_items = -1;
+    if (!rc && a.count_source) {
+        fmb_source *src = NULL;
+        fmb_status s = fmb_src_open(job, &src, &err);
+        int eof = 0;
+        for (source_items = 0; !s;) {
+            fmb_doc d;
+            if ((s = fmb_src_next(src, &d, &eof, &err)) || eof)
+                break;
+            source_items++;
+        }
+        fmb_src_close(src);
+        if (s) {
+            fmb_cli_error(cmd, "%s", err.msg);
+            rc = s == FMB_EINVAL ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
+        }
+    }
     if (!rc) {
         double wall = c.last_finished - c.first_started;
         int64_t left = c.pending + c.running;
+        const int64_t known = c.pending + c.running + c.done + c.failed + c.dead;
+        if (source_items > known)
+            left += source_items - known;
         printf("{\"pending\":%lld,\"running\":%lld,\"done\":%lld,\"failed\":%lld,\"dead\":%lld,"
                "\"total\":%lld,\"tokens\":%lld,\"item_seconds\":",
                (long long)c.pending, (long long)c.running, (long long)c.done, (long long)c.failed,
@@ -1466,6 +1497,9 @@ int fmb_cmd_status(int argc, char **argv)
         printf(",\"eta_seconds\":");
         fmb_cli_json_num(stdout, c.done > 0 && wall > 0 ? (double)left * wall / (double)c.done
                                                         : (left ? NAN : 0));
+        if (source_items >= 0)
+            printf(",\"source_items\":%lld,\"not_queued\":%lld", (long long)source_items,
+                   (long long)(source_items > known ? source_items - known : 0));
         printf(",\"failures\":%s}\n", fails ? fails : "[]");
     }
     free(fails);
