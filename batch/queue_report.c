@@ -282,11 +282,10 @@ fmb_queue_item_tasks(fmb_queue *q, const char *key, char ***names, size_t *n, fm
     *names = NULL;
     *n = 0;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(q->db, "SELECT task FROM result WHERE job = ?1 AND item_key = ?2", -1,
-                           &st, NULL) != SQLITE_OK)
-        return fmb_queue_sql_fail(q, err, "item tasks");
-    sqlite3_bind_text(st, 1, q->job, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    fmb_status s =
+        prep(q, "SELECT task FROM result WHERE job = ?1 AND item_key = ?2", key, &st, err);
+    if (s)
+        return s;
     int rc;
     size_t cap = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -294,56 +293,46 @@ fmb_queue_item_tasks(fmb_queue *q, const char *key, char ***names, size_t *n, fm
             cap = cap ? 2 * cap : 4;
             *names = fmb_xrealloc(*names, cap, sizeof **names);
         }
-        (*names)[(*n)++] = fmb_xstrdup((const char *)sqlite3_column_text(st, 0));
+        (*names)[(*n)++] = col_dup(st, 0, NULL);
     }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
+    if ((s = done(q, st, rc, err))) {
         for (size_t i = 0; i < *n; i++)
             free((*names)[i]);
         free(*names);
         *names = NULL;
         *n = 0;
-        return fmb_queue_sql_fail(q, err, "item tasks");
     }
-    return FMB_OK;
+    return s;
+}
+
+/* One text column of the item row of key (sql selects it), or NULL. *out is the caller's. */
+static fmb_status
+item_column(fmb_queue *q, const char *sql, const char *key, char **out, fmb_err *err)
+{
+    *out = NULL;
+    sqlite3_stmt *st;
+    fmb_status s = prep(q, sql, key, &st, err);
+    if (s)
+        return s;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *out = col_dup(st, 0, NULL);
+        rc = sqlite3_step(st);
+    }
+    s = done(q, st, rc, err);
+    if (s) {
+        free(*out);
+        *out = NULL;
+    }
+    return s;
 }
 
 fmb_status fmb_queue_item_status(fmb_queue *q, const char *key, char **status, fmb_err *err)
 {
-    *status = NULL;
-    sqlite3_stmt *st;
-    fmb_status s = prep(q, "SELECT status FROM item WHERE job = ?1 AND key = ?2", key, &st, err);
-    if (s)
-        return s;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *status = col_dup(st, 0, NULL);
-        rc = sqlite3_step(st);
-    }
-    s = done(q, st, rc, err);
-    if (s) {
-        free(*status);
-        *status = NULL;
-    }
-    return s;
+    return item_column(q, "SELECT status FROM item WHERE job = ?1 AND key = ?2", key, status, err);
 }
 
 fmb_status fmb_queue_item_error(fmb_queue *q, const char *key, char **error, fmb_err *err)
 {
-    *error = NULL;
-    sqlite3_stmt *st;
-    fmb_status s = prep(q, "SELECT error FROM item WHERE job = ?1 AND key = ?2", key, &st, err);
-    if (s)
-        return s;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *error = col_dup(st, 0, NULL);
-        rc = sqlite3_step(st);
-    }
-    s = done(q, st, rc, err);
-    if (s) {
-        free(*error);
-        *error = NULL;
-    }
-    return s;
+    return item_column(q, "SELECT error FROM item WHERE job = ?1 AND key = ?2", key, error, err);
 }
