@@ -19,40 +19,11 @@
 /* ---------------------------------------------------------------------------------------- */
 /* UTF-8 */
 
-/* Length of the valid UTF-8 sequence at s[0..n) (1..4), or 0 (overlong forms, surrogates and
- * code points over U+10FFFF are invalid, as for jansson). */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    unsigned cp, min;
-    if ((c & 0xe0) == 0xc0)
-        len = 2, cp = c & 0x1f, min = 0x80;
-    else if ((c & 0xf0) == 0xe0)
-        len = 3, cp = c & 0x0f, min = 0x800;
-    else if ((c & 0xf8) == 0xf0)
-        len = 4, cp = c & 0x07, min = 0x10000;
-    else
-        return 0;
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
 static int utf8_valid(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
-        size_t l = utf8_seq(p + i, n - i);
+        size_t l = fmb_utf8_seq(p + i, n - i);
         if (!l)
             return 0;
         i += l;
@@ -67,7 +38,7 @@ static void utf8_escape(const char *s, size_t n, fmb_sb *out)
 {
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
-        size_t l = utf8_seq(p + i, n - i);
+        size_t l = fmb_utf8_seq(p + i, n - i);
         if (l == 1 && p[i] == '\\')
             fmb_sb_puts(out, "\\\\");
         else if (l)

@@ -20,32 +20,6 @@
 /* ---------------------------------------------------------------------------------------- */
 /* text cleaning */
 
-/* Length of the valid UTF-8 sequence at s[0..n) (1..4), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t len;
-    unsigned cp, min;
-    if (c < 0x80)
-        return 1;
-    if ((c & 0xe0) == 0xc0)
-        len = 2, cp = c & 0x1f, min = 0x80;
-    else if ((c & 0xf0) == 0xe0)
-        len = 3, cp = c & 0x0f, min = 0x800;
-    else if ((c & 0xf8) == 0xf0)
-        len = 4, cp = c & 0x07, min = 0x10000;
-    else
-        return 0;
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : len;
-}
-
 /* s[0..n) as valid UTF-8 of at most max characters: bytes of no valid sequence become U+FFFD;
  * with collapse, runs of whitespace and control characters become one space (and none at the
  * ends), else control characters other than '\n' and '\t' become a space. "…" ends a cut
@@ -58,7 +32,7 @@ static char *clean(const char *s, size_t n, size_t max, int collapse)
     size_t chars = 0;
     int space = 0;
     for (size_t i = 0; p && i < n;) {
-        size_t l = utf8_len(p + i, n - i);
+        size_t l = fmb_utf8_seq(p + i, n - i);
         int ctl = l == 1 && (p[i] < 0x20 || p[i] == 0x7f);
         if (collapse && (ctl || (l == 1 && p[i] == ' '))) {
             space = chars > 0;

@@ -97,4 +97,8 @@ double fmb_now(void);
 }
 #endif
 
+/* Length of the valid UTF-8 sequence at s[0..n) (1..4), or 0: overlong forms, surrogates and
+ * code points over U+10FFFF are invalid (as for jansson). */
+size_t fmb_utf8_seq(const unsigned char *s, size_t n);
+
 #endif
