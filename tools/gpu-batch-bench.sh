@@ -8,6 +8,8 @@
 #   4. QA: 64 documents of 5,200 tokens, a 32-token answer + a 3-way choice, batched and with
 #      --max-batch 1 (and the two exports compared, timing fields aside: batch invariance),
 #   5. one 129K-token document with a score and 4 questions;
+#   6. (JOBS qa64d2, score200d2) the QA and 200-token scoring jobs with two workers on one GPU
+#      (`--devices 0,0`), their rows compared with the one-worker runs' (timing fields aside);
 # each job with nvidia-smi sampling the GPU's utilisation every 100 ms (mean = "GPU busy").
 # Writes $OUT/batch-bench.txt (a summary line per job), $OUT/jobs.log (the end of each job's
 # log) and $OUT/bench.json.
@@ -119,6 +121,8 @@ job gen256w gen256 0 t-gen
 job qa64 qa64 5200 t-qa
 job qa64b1 qa64 5200 t-qa
 job long long 129000 t-long
+job qa64d2 qa64 5200 t-qa
+job score200d2 score200 200 t-score
 
 run_job() { # name [args]
     n=$1
@@ -142,25 +146,33 @@ for j in ${JOBS:-score2k score200 gen256 qa64 qa64b1 long}; do
     case $j in
     qa64b1) run_job qa64b1 --max-batch 1 ;;
     gen256w) run_job gen256w --max-batch 256 ;;
+    *d2) run_job "$j" --devices 0,0 ;;
     *) run_job "$j" ;;
     esac
 done
-for n in qa64 qa64b1; do
-    "$FMB" export "$W/$n.toml" --format jsonl |
+rows() { # name -> $W/name.rows: the export, timing fields and names aside
+    "$FMB" export "$W/$1.toml" --format jsonl |
         python3 -c "
 import json, sys
+rows = []
 for l in sys.stdin:
     o = json.loads(l)
     for k in ('job', 'finished_at', 'prefill_seconds', 'task_seconds', 'item_id'):
         o.pop(k, None)
-    print(json.dumps(o, sort_keys=True))" >"$W/$n.rows"
-done
-# (the job name aside too: the two jobs are named after their files)
-if cmp -s "$W/qa64.rows" "$W/qa64b1.rows" && [ -s "$W/qa64.rows" ]; then
-    echo "qa64 rows batched = --max-batch 1: identical ($(wc -l <"$W/qa64.rows") rows)" >>"$S"
-else
-    echo "qa64 rows batched vs --max-batch 1: DIFFER ($(wc -l <"$W/qa64.rows") vs $(wc -l <"$W/qa64b1.rows") rows, $(diff "$W/qa64.rows" "$W/qa64b1.rows" | grep -c '^<') differ)" >>"$S"
-    python3 - "$W/qa64.rows" "$W/qa64b1.rows" >>"$S" <<'PY'
+    rows.append(json.dumps(o, sort_keys=True))
+# several workers finish items in another order: compare as sorted sets of rows
+print('\\n'.join(sorted(rows)))" >"$W/$1.rows"
+}
+compare() { # a b what
+    [ -f "$W/$1.db" ] && [ -f "$W/$2.db" ] || return 0
+    rows "$1"
+    rows "$2"
+    if cmp -s "$W/$1.rows" "$W/$2.rows" && [ -s "$W/$1.rows" ]; then
+        echo "$1 rows = $2 rows ($3): identical ($(wc -l <"$W/$1.rows") rows)" >>"$S"
+        return 0
+    fi
+    echo "$1 rows vs $2 rows ($3): DIFFER ($(wc -l <"$W/$1.rows") vs $(wc -l <"$W/$2.rows") rows, $(diff "$W/$1.rows" "$W/$2.rows" | grep -c '^<') differ)" >>"$S"
+    python3 - "$W/$1.rows" "$W/$2.rows" >>"$S" <<'PY'
 import json, sys
 a = [json.loads(l) for l in open(sys.argv[1])]
 b = [json.loads(l) for l in open(sys.argv[2])]
@@ -171,5 +183,9 @@ for x, y in zip(a, b):
             cols[k] = cols.get(k, 0) + 1
 print("  columns that differ (rows):", cols)
 PY
-fi
+}
+# (the job name aside too: the jobs are named after their files)
+compare qa64 qa64b1 "batched vs --max-batch 1"
+compare qa64 qa64d2 "one worker vs --devices 0,0"
+compare score200 score200d2 "one worker vs --devices 0,0"
 cat "$S"
