@@ -529,8 +529,9 @@ static void mm(cu_impl *p,
     float beta = acc ? 1.0f : 0.0f;
     // matvec=auto|gemm: the wide matrices through the row-invariant GEMM with a plan fixed at
     // CU_DECODE_PLAN_ROWS (the choice depends on the matrix alone, never on T). H200, 7B decode
-    // step: 16.9 ms at 64 sequences and 33.5 at 256 (matvec=mma: 22.5 and 62.5), 11.1 ms at 1
-    // (mma: 5.5); a batch tool runs batches (bench/RESULTS.md, docs/DECISIONS.md).
+    // step: 11.1 ms at 1 sequence, 11.8 at 16, 15.5 at 64, 25.7 at 256; matvec=mma (the
+    // tensor-core chain kernels): 5.6, 7.9, 24.6 and 46.7. A batch tool runs batches
+    // (bench/RESULTS.md, docs/DECISIONS.md).
     if (!plan_rows &&
         (p->ctx.matvec_algo == FMB_MATVEC_GEMM || p->ctx.matvec_algo == FMB_MATVEC_AUTO) &&
         M >= 4096) {

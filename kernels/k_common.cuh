@@ -6,6 +6,8 @@
 #ifndef FMB_K_COMMON_CUH
 #define FMB_K_COMMON_CUH
 
+#include <cstdio>
+#include <cstdlib>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -70,6 +72,35 @@ __device__ __forceinline__ void fmb_pdl_trigger()
  * cudaLaunchAttributeProgrammaticStreamSerialization = 1 when c->pdl, else without attributes
  * (an ordinary launch). Arguments are converted to the kernel's parameter types as with
  * <<<>>>. A launch error aborts here; the caller still runs FMB_LAUNCH_CHECK (debug sync). */
+/* smem-cap (kopts.h): aborts at file:line, naming the kernel, when its static shared memory
+ * plus dyn bytes exceed c->smem_cap (a test of the 24 GB cards' 99 KB a block on a larger
+ * GPU: every kernel must pick a path that fits). Nothing when there is no cap. */
+template <typename... KArgs>
+static inline void fmb_k_smem_check(const fmb_cuda_ctx *c,
+                                    const char *file,
+                                    int line,
+                                    const char *func,
+                                    void (*kernel)(KArgs...),
+                                    size_t dyn)
+{
+    if (!c->smem_cap)
+        return;
+    cudaFuncAttributes fa;
+    cudaError_t e = cudaFuncGetAttributes(&fa, (const void *)kernel);
+    if (e != cudaSuccess)
+        fmb_cuda_die(file, line, func, "cudaFuncGetAttributes", (int)e, 0);
+    if (fa.sharedSizeBytes + dyn > c->smem_cap) {
+        fprintf(stderr,
+                "%s:%d: %s: a kernel takes %zu + %zu bytes of shared memory a block, over "
+                "the cap of %zu (smem-cap)\n",
+                file, line, func, (size_t)fa.sharedSizeBytes, dyn, c->smem_cap);
+        abort();
+    }
+}
+/* FMB_SMEM_CHECK(c, kernel, dyn): the same check before a <<<>>> launch. */
+#define FMB_SMEM_CHECK(c, kernel, dyn)                                                             \
+    fmb_k_smem_check((c), __FILE__, __LINE__, __func__, (kernel), (dyn))
+
 template <typename... KArgs, typename... Args>
 static inline void fmb_k_launch(const fmb_cuda_ctx *c,
                                 const char *file,
@@ -81,6 +112,7 @@ static inline void fmb_k_launch(const fmb_cuda_ctx *c,
                                 size_t smem,
                                 Args &&...args)
 {
+    fmb_k_smem_check(c, file, line, func, kernel, smem);
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[0].val.programmaticStreamSerializationAllowed = 1;
@@ -99,6 +131,31 @@ static inline void fmb_k_launch(const fmb_cuda_ctx *c,
 /* FMB_LAUNCH_PDL(c, kernel, grid, block, smem, args...): the kernel must follow the rules above
  * (template kernels may be named with their commas: the macro forwards everything). */
 #define FMB_LAUNCH_PDL(c, ...) fmb_k_launch((c), __FILE__, __LINE__, __func__, __VA_ARGS__)
+
+/* cp.async global → shared of 16, 8 or 4 bytes; when !ok nothing is read and zeros land. */
+template <int BYTES> __device__ __forceinline__ void cp_async(void *sdst, const void *gsrc, bool ok)
+{
+    const unsigned s = (unsigned)__cvta_generic_to_shared(sdst);
+    if (BYTES == 16)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gsrc),
+                     "r"(ok ? 16 : 0));
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(s), "l"(gsrc),
+                     "n"(BYTES), "r"(ok ? BYTES : 0));
+}
+__device__ __forceinline__ void cp_async_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+__device__ __forceinline__ void cp_async_wait_all()
+{
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+/* Waits until at most N of this thread's committed cp.async groups are still in flight. */
+template <int N> __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 
 __device__ __forceinline__ float fmb_ld(const float *p)
 {

@@ -148,6 +148,7 @@ fmb_cuda_ctx_init(fmb_cuda_ctx *c, int device, const fmb_kernel_opts *opts, fmb_
     c->matvec_algo = ko.matvec;
     c->gemm_algo = ko.gemm;
     c->gemm_verbose = ko.gemm_verbose;
+    c->smem_cap = ko.smem_cap == FMB_SMEM_CAP_SM86 ? FMB_SMEM_SM86_BYTES : 0;
     cudaStream_t s;
     FMB_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     c->stream = s;

@@ -5,7 +5,12 @@
  * never on B, on the other rows of x or on b's position in the batch, so that a sequence's
  * decode results do not depend on which sequences share its step (docs/DECISIONS.md).
  *
- * The reduction of one output, fixed by (M, Kd) alone:
+ * Two kernels, chosen by M alone: the wide matrices (M ≥ MV_CHAIN_M: in_proj, dt_proj, out_proj,
+ * lm_head) take the chain kernel below, one sum per output over all of K, whose tiling is free
+ * in the batch too (fast at 1 and at 256 rows); the narrow ones (x_proj, M = 288), where one
+ * sum per output would leave too few warps to stream W, take the split kernel described here.
+ *
+ * The split kernel's reduction of one output, fixed by (M, Kd) alone:
  *   - K is cut into steps of 32 (8 per thread of a quad; the last step zero-padded past Kd);
  *   - NW = mv_warps(M) parts: part w holds the steps w, w + NW, w + 2·NW, ... and sums them in
  *     that order into an mma accumulator starting at +0, two mmas a step (elements 0..3 of each
@@ -190,6 +195,331 @@ static __global__ void __launch_bounds__(NW * 32)
     }
 }
 
+/* ---- the chain kernel: one sum per output, for the wide matrices (M ≥ MV_CHAIN_M) ----------
+ *
+ * The reduction of one output y[b, m], fixed by Kd alone: K is cut into S = ⌈Kd/32⌉ steps of
+ * 32 (the last zero-padded past Kd); the sum starts at +0 and takes the steps in order 0..S-1,
+ * two mmas a step (the same k permutation as above, x the A operand and W the B operand), then
+ * (accumulate) y = that + old y, rounded once to y's type. No part is summed apart, so no
+ * warp or block ever needs another's results, and the tiling is free in both directions: a
+ * block may hold any number of batch rows (reusing each W load across them) without changing
+ * a bit. That rests on the mma computing each output element from its own row of A, column
+ * of B and accumulator only, the same way at every row and column of the tile (the kernel test
+ * checks it bitwise: every row at B = 1 and at B = 200 in a shuffled position).
+ *
+ * Roles: x is the A operand (m16: 16 batch rows a tile), W the B operand (n8: 8 rows of W a
+ * tile), so that the smallest unit of W a warp streams is 8 rows (at B = 1 the 4096 rows of
+ * out_proj are 512 warps). A thread (g = lane/4, t = lane%4) takes 16 contiguous bytes (8 k)
+ * of W row g of each n-tile and of x rows g and g+8 of each m-tile: mma #1 takes elements 0..3
+ * (a0/b0 = elements 0,1 as logical k 2t,2t+1; a2/b1 = elements 2,3 as logical k 2t+8,2t+9),
+ * mma #2 elements 4..7. Two kernels compute these sums: matvec_rows_kernel for B ≤ 16 (bound
+ * by reading W once) and matvec_chain_kernel above (each W load reused over up to 128 batch
+ * rows). Missing rows, batch rows and k (past M, B, Kd) take zeros. Both copy global → shared
+ * with cp.async, whose commit groups make the pipeline's depth exact (a ring of register loads
+ * shares the warp's few scoreboards: measured, it waited on the newest load and ran at 1-3
+ * TB/s). PDL: the first stages of W (which no kernel writes) are copied before fmb_pdl_wait(),
+ * x and y read after it. */
+#define MV_CHAIN_M 1024
+
+/* Shared memory of one chain block: each warp's W ring, then the block's x ring. */
+template <int MT, int NT, int D, int NW> struct chain_smem {
+    static constexpr size_t w_warp = (size_t)D * NT * 32;  /* uint4 a warp */
+    static constexpr size_t x_stage = (size_t)MT * 16 * 4; /* uint4 a stage */
+    static constexpr size_t bytes = (NW * w_warp + D * x_stage) * 16;
+    static_assert(bytes <= 48 * 1024, "a chain block fits the default 48 KB (and sm_86's 99)");
+};
+
+/* The batch kernel: a block of NW warps owns NW·NT·8 rows of W (warp w: NT n-tiles of its own)
+ * and MT·16 rows of x (group gi): blockIdx.x = rt · ngroups + gi, the groups of a row tile
+ * adjacent so that W's re-reads hit L2. A stage is one step; D stages in flight. W lands in a
+ * ring of the warp's own, each thread's 16-byte pieces in a slot only it reads; x in a ring of
+ * the block's, which every warp reads (a barrier a stage). Group order: W's first D-1 stages
+ * (before the wait, a group each), x's first D-1 (a group each), then a group a stage with
+ * both: waiting until D-2 groups are pending always leaves stage st landed. */
+template <int MT, int NT, int D, int NW, typename Y>
+static __global__ void __launch_bounds__(NW * 32)
+    matvec_chain_kernel(const __nv_bfloat16 *__restrict__ W,
+                        size_t ldw,
+                        const __nv_bfloat16 *__restrict__ x,
+                        size_t ldx,
+                        Y *y,
+                        size_t ldy,
+                        int M,
+                        int Kd,
+                        int B,
+                        int ngroups,
+                        int accumulate)
+{
+    using SM = chain_smem<MT, NT, D, NW>;
+    extern __shared__ __align__(16) unsigned char mv_smem[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int rt = blockIdx.x / ngroups, gi = blockIdx.x % ngroups;
+    const int m0 = (rt * NW + warp) * (NT * 8), n0 = gi * (MT * 16);
+    uint4 *wring = (uint4 *)mv_smem + warp * SM::w_warp; // [D][NT][32]
+    uint4 *xring = (uint4 *)mv_smem + NW * SM::w_warp;   // [D][MT·16][4]
+    const uint4 *wr[NT];
+    bool wok[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        const int row = m0 + nt * 8 + g;
+        wok[nt] = row < M;
+        wr[nt] = (const uint4 *)(W + (size_t)(wok[nt] ? row : 0) * ldw);
+    }
+    const int K8 = Kd / 8, S = (K8 + 3) / 4;
+    auto w_stage = [&](int st) { // this thread's pieces of W for step st
+        uint4 *dst = wring + (size_t)(st % D) * (NT * 32);
+        const int k8 = st * 4 + t;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            const bool ok = k8 < K8 && wok[nt];
+            cp_async<16>(dst + nt * 32 + lane, wr[nt] + (ok ? k8 : 0), ok);
+        }
+    };
+    auto x_stage = [&](int st) { // the block's x rows for step st
+        uint4 *dst = xring + (size_t)(st % D) * SM::x_stage;
+        for (int i = threadIdx.x; i < (int)SM::x_stage; i += NW * 32) {
+            const int k8 = st * 4 + (i & 3), b = n0 + i / 4;
+            const bool ok = b < B && k8 < K8;
+            cp_async<16>(dst + i, x + (size_t)(ok ? b : 0) * ldx + (size_t)(ok ? k8 : 0) * 8, ok);
+        }
+    };
+    for (int st = 0; st < D - 1; st++) { // W is not written by any kernel: before the wait
+        w_stage(st);
+        cp_async_commit();
+    }
+    fmb_pdl_wait();
+    fmb_pdl_trigger();
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int r = 0; r < 4; r++)
+                acc[mt][nt][r] = 0.0f;
+    for (int st = 0; st < D - 1; st++) {
+        x_stage(st);
+        cp_async_commit();
+    }
+    for (int st = 0; st < S; st++) {
+        cp_async_wait<D - 2>(); // step st has landed (this thread's copies)
+        __syncthreads();        // ... everyone's; and the slot of step st - 1 is free again
+        w_stage(st + D - 1);
+        x_stage(st + D - 1);
+        cp_async_commit();
+        const uint4 *wst = wring + (size_t)(st % D) * (NT * 32);
+        const uint4 *xst = xring + (size_t)(st % D) * SM::x_stage;
+        uint4 w[NT];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+            w[nt] = wst[nt * 32 + lane];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            const uint4 xa = xst[(mt * 16 + g) * 4 + t], xb = xst[(mt * 16 + 8 + g) * 4 + t];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                mma_bf16_16816(acc[mt][nt], xa.x, xb.x, xa.y, xb.y, w[nt].x, w[nt].y);
+                mma_bf16_16816(acc[mt][nt], xa.z, xb.z, xa.w, xb.w, w[nt].z, w[nt].w);
+            }
+        }
+    }
+    cp_async_wait_all(); // no copy left in flight at exit
+    // accumulator layout (m16n8 f32): r 0,1 batch row g, r 2,3 batch row g+8; W row 2t + (r & 1)
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+                const int b = n0 + mt * 16 + g + (r >> 1) * 8, row = m0 + nt * 8 + 2 * t + (r & 1);
+                if (row < M && b < B) {
+                    Y *p = y + (size_t)b * ldy + row;
+                    float v = acc[mt][nt][r];
+                    if (accumulate)
+                        v += fmb_ld(p);
+                    fmb_st(p, v);
+                }
+            }
+}
+
+template <int MT, int NT, int D, int NW, typename Y>
+static void chain_launch(const fmb_cuda_ctx *c,
+                         size_t B,
+                         size_t M,
+                         size_t Kd,
+                         const __nv_bfloat16 *W,
+                         size_t ldw,
+                         const __nv_bfloat16 *x,
+                         size_t ldx,
+                         Y *y,
+                         size_t ldy,
+                         int accumulate)
+{
+    const size_t ng = (B + MT * 16 - 1) / (MT * 16), rts = (M + NW * NT * 8 - 1) / (NW * NT * 8);
+    FMB_ASSERT(ng <= INT32_MAX && rts * ng <= 0x7fffffffu);
+    FMB_LAUNCH_PDL(c, matvec_chain_kernel<MT, NT, D, NW, Y>, dim3((unsigned)(rts * ng)),
+                   dim3(NW * 32), chain_smem<MT, NT, D, NW>::bytes, W, ldw, x, ldx, y, ldy, (int)M,
+                   (int)Kd, (int)B, (int)ng, accumulate);
+}
+
+/* The chain for small batches (B ≤ 16: one m-tile), bound by reading W once: one warp a block,
+ * 8·NT rows of W a warp, copied into the warp's shared ring a row at a time (32 lanes × 16
+ * bytes = 512 contiguous bytes, 8 steps, of one row a copy instruction: long runs of a row
+ * keep DRAM pages open, where 64 bytes of each of 8 rows a copy ran at 1-3 TB/s), D stages
+ * of 8 steps in flight; rows 576 bytes apart in the ring, so that a quarter warp's 16-byte
+ * fragment reads of rows g and g+1 fall in different banks. x (16 rows at most) is read from
+ * global through L1 into registers, a step ahead. The same sums as matvec_chain_kernel. */
+template <int NT, int D, typename Y>
+static __global__ void __launch_bounds__(32) matvec_rows_kernel(const __nv_bfloat16 *__restrict__ W,
+                                                                size_t ldw,
+                                                                const __nv_bfloat16 *__restrict__ x,
+                                                                size_t ldx,
+                                                                Y *y,
+                                                                size_t ldy,
+                                                                int M,
+                                                                int Kd,
+                                                                int B,
+                                                                int accumulate)
+{
+    constexpr int RS = 36;          // ring row stride in uint4 (576 bytes)
+    constexpr int ST = NT * 8 * RS; // uint4 a stage
+    __shared__ uint4 ring[D * ST];
+    const int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+    const int m0 = blockIdx.x * (NT * 8);
+    const int K8 = Kd / 8, S = (K8 + 3) / 4, NS = (S + 7) / 8;
+    auto w_stage = [&](int st) { // stage st = steps 8st..8st+7 = pieces 32st..32st+31 a row
+        uint4 *dst = ring + (st % D) * ST;
+        const int k8 = st * 32 + lane;
+#pragma unroll
+        for (int r = 0; r < NT * 8; r++) {
+            const int row = m0 + r;
+            const bool ok = row < M && k8 < K8;
+            cp_async<16>(dst + r * RS + lane,
+                         (const uint4 *)(W + (size_t)(ok ? row : 0) * ldw) + (ok ? k8 : 0), ok);
+        }
+        cp_async_commit();
+    };
+    for (int st = 0; st < D - 1; st++) // W is not written by any kernel: before the wait
+        w_stage(st);
+    fmb_pdl_wait();
+    fmb_pdl_trigger();
+    float acc[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int r = 0; r < 4; r++)
+            acc[nt][r] = 0.0f;
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    const bool xok0 = g < B, xok1 = g + 8 < B;
+    const uint4 *xr0 = (const uint4 *)(x + (size_t)(xok0 ? g : 0) * ldx);
+    const uint4 *xr1 = (const uint4 *)(x + (size_t)(xok1 ? g + 8 : 0) * ldx);
+    // x a whole stage ahead (8 steps, ~1 µs): a step ahead left an L2 miss of x exposed every
+    // step (x is read by every warp, each at its own pace)
+    uint4 xc[8][2], xn[8][2];
+    auto x_regs = [&](int st, uint4(&xv)[8][2]) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const int k8 = (st * 8 + j) * 4 + t;
+            xv[j][0] = (k8 < K8 && xok0) ? __ldg(xr0 + k8) : zero;
+            xv[j][1] = (k8 < K8 && xok1) ? __ldg(xr1 + k8) : zero;
+        }
+    };
+    x_regs(0, xc);
+    for (int st = 0; st < NS; st++) {
+        cp_async_wait<D - 2>(); // stage st: this lane's copies have landed
+        __syncwarp();           // ... and every lane's; the slot of stage st - 1 is read
+        w_stage(st + D - 1);
+        x_regs(st + 1, xn);
+        const uint4 *ws = ring + (st % D) * ST;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            if (st * 8 + j >= S) // warp-uniform: past the last step, no mma
+                break;
+            const uint4 xa = xc[j][0], xb = xc[j][1];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                const uint4 w = ws[(nt * 8 + g) * RS + j * 4 + t];
+                mma_bf16_16816(acc[nt], xa.x, xb.x, xa.y, xb.y, w.x, w.y);
+                mma_bf16_16816(acc[nt], xa.z, xb.z, xa.w, xb.w, w.z, w.w);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            xc[j][0] = xn[j][0], xc[j][1] = xn[j][1];
+    }
+    cp_async_wait_all(); // no copy left in flight at exit
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            const int b = g + (r >> 1) * 8, row = m0 + nt * 8 + 2 * t + (r & 1);
+            if (row < M && b < B) {
+                Y *p = y + (size_t)b * ldy + row;
+                float v = acc[nt][r];
+                if (accumulate)
+                    v += fmb_ld(p);
+                fmb_st(p, v);
+            }
+        }
+}
+
+template <int NT, int D, typename Y>
+static void rows_launch(const fmb_cuda_ctx *c,
+                        size_t B,
+                        size_t M,
+                        size_t Kd,
+                        const __nv_bfloat16 *W,
+                        size_t ldw,
+                        const __nv_bfloat16 *x,
+                        size_t ldx,
+                        Y *y,
+                        size_t ldy,
+                        int accumulate)
+{
+    const size_t blocks = (M + NT * 8 - 1) / (NT * 8);
+    FMB_ASSERT(B <= 16 && blocks <= 0x7fffffffu);
+    FMB_LAUNCH_PDL(c, matvec_rows_kernel<NT, D, Y>, dim3((unsigned)blocks), dim3(32), 0, W, ldw, x,
+                   ldx, y, ldy, (int)M, (int)Kd, (int)B, accumulate);
+}
+
+/* The kernel and tile shape from B, M and Kd (any choice gives the same bits). Up to 16 batch
+ * rows the product is bound by reading W once: the rows kernel, with enough of W in flight
+ * (in_proj's 16384 rows: 1,024 warps of 16 rows, all resident at once, 16 steps ahead each;
+ * out_proj's 4096: 512 warps of 8 rows, 40 steps ahead). Above that, the batch kernel. */
+template <typename Y>
+static void chain_dispatch(const fmb_cuda_ctx *c,
+                           size_t B,
+                           size_t M,
+                           size_t Kd,
+                           const __nv_bfloat16 *W,
+                           size_t ldw,
+                           const __nv_bfloat16 *x,
+                           size_t ldx,
+                           Y *y,
+                           size_t ldy,
+                           int accumulate)
+{
+#define ROWS(NT, D) rows_launch<NT, D, Y>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate)
+#define CH(MT, NT, D, NW)                                                                          \
+    chain_launch<MT, NT, D, NW, Y>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate)
+    if (B <= 16) {
+        if (Kd <= 256) // one stage holds the rows
+            ROWS(1, 2);
+        else if (M >= 12288) // in_proj, lm_head
+            ROWS(2, 3);
+        else // out_proj
+            ROWS(1, 6);
+    } else if (B <= 32)
+        CH(2, 4, 4, 4);
+    else if (B <= 64)
+        CH(4, 4, 4, 4);
+    else
+        CH(8, 4, 3, 4);
+#undef ROWS
+#undef CH
+}
+
 template <int MT, int NT, int U, int NW, typename Y>
 static void mv_launch(const fmb_cuda_ctx *c,
                       size_t B,
@@ -253,7 +583,9 @@ static void matvec_run(const fmb_cuda_ctx *c,
                        int accumulate)
 {
     const __nv_bfloat16 *w = (const __nv_bfloat16 *)W, *xx = (const __nv_bfloat16 *)x;
-    if (mv_warps(M) == 8)
+    if (M >= MV_CHAIN_M && c->matvec_algo != FMB_MATVEC_CC)
+        chain_dispatch<Y>(c, B, M, Kd, w, ldw, xx, ldx, (Y *)y, ldy, accumulate);
+    else if (mv_warps(M) == 8)
         mv_dispatch<8, Y>(c, B, M, Kd, w, ldw, xx, ldx, (Y *)y, ldy, accumulate);
     else
         mv_dispatch<16, Y>(c, B, M, Kd, w, ldw, xx, ldx, (Y *)y, ldy, accumulate);
@@ -286,8 +618,8 @@ extern "C" void fmb_k_matvec(const fmb_cuda_ctx *c,
         return;
     FMB_ASSERTF(yt == FMB_KDT_F32 || yt == FMB_KDT_BF16, "fmb_k_matvec: unsupported output type %d",
                 (int)yt);
-    // c->matvec_algo (the kernel option matvec) selects nothing any more: every value runs this
-    // kernel
+    // c->matvec_algo: CC runs the split kernel for every M (the kernel before the chain one, for
+    // comparison); every other value the kernel M picks
     if (yt == FMB_KDT_F32)
         matvec_run<float>(c, B, M, Kd, W, ldw, x, ldx, y, ldy, accumulate);
     else

@@ -487,26 +487,6 @@ __device__ __forceinline__ float silu_ex2(float z)
     return __fdividef(z, 1.0f + ex2_ftz(-z * LOG2E_F));
 }
 
-/* cp.async global → shared of 16, 8 or 4 bytes; when !ok nothing is read and zeros land. */
-template <int BYTES> __device__ __forceinline__ void cp_async(void *sdst, const void *gsrc, bool ok)
-{
-    const unsigned s = (unsigned)__cvta_generic_to_shared(sdst);
-    if (BYTES == 16)
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gsrc),
-                     "r"(ok ? 16 : 0));
-    else
-        asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(s), "l"(gsrc),
-                     "n"(BYTES), "r"(ok ? BYTES : 0));
-}
-__device__ __forceinline__ void cp_async_commit()
-{
-    asm volatile("cp.async.commit_group;\n" ::);
-}
-__device__ __forceinline__ void cp_async_wait_all()
-{
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
-}
-
 __device__ __forceinline__ float2 ld_pair(const float *p)
 {
     return *(const float2 *)p;
@@ -872,15 +852,18 @@ static void scan_launch(const fmb_cuda_ctx *c,
     float *sdt = hbuf + (size_t)p->nsegs * N * E;
     dim3 g(fmb_cdiv(E, SCAN_THREADS), (unsigned)p->nsegs);
     if (p->multi_seg) {
+        FMB_SMEM_CHECK(c, (scan_seg_kernel<AT, NN, MASK, false>), 0);
         scan_seg_kernel<AT, NN, MASK, false><<<g, SCAN_THREADS, 0, FMB_STREAM(c)>>>(
             (const AT *)u, ldu, (const AT *)dt_pre, lddt, dtscale, dt_bias, A, BC, ldbc, Dskip,
             (const AT *)z, ldz, (AT *)y, ldy, (int)E, (int)N, *p, ssm_off, hbuf, sdt);
         FMB_LAUNCH_CHECK(c);
         dim3 gc(fmb_cdiv(E * N, 256), (unsigned)p->nseq);
+        FMB_SMEM_CHECK(c, (scan_combine_kernel), 0);
         scan_combine_kernel<<<gc, 256, 0, FMB_STREAM(c)>>>(A, (int)E, (int)N, *p, ssm_off, hbuf,
                                                            sdt);
         FMB_LAUNCH_CHECK(c);
     }
+    FMB_SMEM_CHECK(c, (scan_seg_kernel<AT, NN, MASK, true>), 0);
     scan_seg_kernel<AT, NN, MASK, true><<<g, SCAN_THREADS, 0, FMB_STREAM(c)>>>(
         (const AT *)u, ldu, (const AT *)dt_pre, lddt, dtscale, dt_bias, A, BC, ldbc, Dskip,
         (const AT *)z, ldz, (AT *)y, ldy, (int)E, (int)N, *p, ssm_off, hbuf, sdt);
@@ -944,6 +927,7 @@ extern "C" void fmb_k_scan(const fmb_cuda_ctx *c,
     }
     if (tile) {
         dim3 g(fmb_cdiv(E, TL_CH), (unsigned)p->nseq);
+        FMB_SMEM_CHECK(c, (scan_tile_kernel<float>), 0); /* f32: the larger */
         if (at == FMB_KDT_F32)
             scan_tile_kernel<float><<<g, SCAN_THREADS, 0, FMB_STREAM(c)>>>(
                 (const float *)u, ldu, (const float *)dt_pre, lddt, dtscale, dt_bias, A, BC, ldbc,
@@ -964,6 +948,7 @@ extern "C" void fmb_k_scan(const fmb_cuda_ctx *c,
         dim3 g(fmb_cdiv(E, 32), (unsigned)p->nseq);
 #define FMB_QUAD_CASE(AT)                                                                          \
     do {                                                                                           \
+        FMB_SMEM_CHECK(c, (scan_quad_kernel<AT, 4>), 0); /* the largest of the four */             \
         if (N == 16)                                                                               \
             scan_quad_kernel<AT, 4><<<g, SCAN_THREADS, 0, FMB_STREAM(c)>>>(                        \
                 (const AT *)u, ldu, (const AT *)dt_pre, lddt, dtscale, dt_bias, A, BC, ldbc,       \

@@ -55,6 +55,8 @@ typedef struct {
     int matvec_algo;  /* FMB_MATVEC_* */
     int gemm_algo;    /* FMB_GEMM_* */
     int gemm_verbose; /* 1: fmb_k_gemm_inv prints each plan it makes to stderr */
+    size_t smem_cap;  /* 0, or the shared memory a block may take (smem-cap): a launch over it
+                       * aborts naming the kernel (fmb_k_smem_check in k_common.cuh) */
     int pdl;          /* 1: kernels that support it are launched with Programmatic Dependent
                        * Launch (k_common.cuh): cc >= 9.0 and the kernels run sm_90+ code,
                        * unless pdl=off. May be cleared (not set) between launches */

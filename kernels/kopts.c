@@ -17,6 +17,7 @@ static const char *const gemm_names[] = {"fixed", "fixedws", "cublas", NULL};
 static const char *const pdl_names[] = {"auto", "off", "on", NULL};
 static const char *const on_names[] = {"off", "on", NULL};
 static const char *const graphs_names[] = {"on", "off", NULL}; /* no_graphs: 0 = on */
+static const char *const smem_names[] = {"off", "sm86", NULL};
 
 static const kopt_key keys[] = {
     {"scan", offsetof(fmb_kernel_opts, scan), scan_names, 1},
@@ -26,6 +27,7 @@ static const kopt_key keys[] = {
     {"graphs", offsetof(fmb_kernel_opts, no_graphs), graphs_names, 0},
     {"debug-sync", offsetof(fmb_kernel_opts, debug_sync), on_names, 0},
     {"gemm-verbose", offsetof(fmb_kernel_opts, gemm_verbose), on_names, 0},
+    {"smem-cap", offsetof(fmb_kernel_opts, smem_cap), smem_names, 0},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -68,7 +70,7 @@ fmb_status fmb_kernel_opts_parse(const char *text, fmb_kernel_opts *o, fmb_err *
                 return fmb_fail(err, FMB_EINVAL, "kernel options '%s': empty item", text);
             return fmb_fail(err, FMB_EINVAL,
                             "kernel options: '%.*s' is not key=value with a key of scan, matvec, "
-                            "gemm, pdl, graphs, debug-sync, gemm-verbose",
+                            "gemm, pdl, graphs, debug-sync, gemm-verbose, smem-cap",
                             (int)len, p);
         }
         int v = value_of(k, eq + 1, len - (size_t)(eq + 1 - p));

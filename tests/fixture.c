@@ -63,5 +63,8 @@ fmb_kernel_opts fixture_kernel_env(void)
     k.no_graphs = graphs && !strcmp(graphs, "0");
     k.debug_sync = env_on(getenv("FMB_DEBUG_SYNC"));
     k.gemm_verbose = env_on(getenv("FMB_GEMM_VERBOSE"));
+    // FMB_SMEM_CAP=sm86: every launch checked against the 24 GB cards' 99 KB a block
+    const char *cap = getenv("FMB_SMEM_CAP");
+    k.smem_cap = cap && !strcmp(cap, "sm86") ? FMB_SMEM_CAP_SM86 : FMB_SMEM_CAP_OFF;
     return k;
 }

@@ -106,7 +106,7 @@ static void t_kernel_fingerprint(void)
     fmb_job_free(job);
     // explicit defaults and launch-only choices (no other numbers) leave the text as it was
     const char *same[] = {"scan=auto,matvec=auto,gemm=fixed",
-                          "pdl=off,graphs=off,debug-sync=on,gemm-verbose=on"};
+                          "pdl=off,graphs=off,debug-sync=on,gemm-verbose=on,smem-cap=sm86"};
     for (int i = 0; i < 2; i++) {
         job = sketch_with_kernel(same[i], &err);
         if (check(job != NULL, "kernel fp: [job].kernel parses", "%s: %s", same[i], err.msg)) {

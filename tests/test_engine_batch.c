@@ -19,6 +19,7 @@
 #include "engine/engine.h"
 #include "engine/generate.h"
 #include "tests/check.h"
+#include "tests/fixture.h"
 
 #ifndef FMB_TEST_BACKEND
 #define FMB_TEST_BACKEND FMB_BACKEND_CPU
@@ -48,6 +49,7 @@ static uint32_t next_u32(void)
 static fmb_engine *open_engine(const char *dir, fmb_compute_kind ck, size_t chunk)
 {
     fmb_engine_opts o = {0};
+    o.kernel = fixture_kernel_env();
     o.backend = FMB_TEST_BACKEND;
     o.compute = ck;
     o.chunk_tokens = chunk;
@@ -432,6 +434,7 @@ static void seven_b(void)
     fmb_err err;
     FMB_ASSERT(!fmb_synth_shape("7b", &cfg, &err));
     fmb_engine_opts o = {0};
+    o.kernel = fixture_kernel_env();
     o.backend = FMB_BACKEND_CUDA;
     o.max_batch = 128;
     fmb_engine *e = NULL;

@@ -60,7 +60,7 @@ static void t_format(void)
     fmb_kernel_opts k = {0};
     check(!strcmp(fmb_kernel_opts_format(&k, FMB_KOPTS_ALL, buf, sizeof buf),
                   "scan=auto,matvec=auto,gemm=fixed,pdl=auto,graphs=on,debug-sync=off,"
-                  "gemm-verbose=off"),
+                  "gemm-verbose=off,smem-cap=off"),
           "format ALL of the defaults", "%s", buf);
     check(!strcmp(fmb_kernel_opts_format(&k, FMB_KOPTS_NONDEFAULT, buf, sizeof buf), ""),
           "format NONDEFAULT of the defaults is empty", "%s", buf);
@@ -74,9 +74,10 @@ static void t_format(void)
     check(strstr(fmb_kernel_opts_format(&k, FMB_KOPTS_ALL, buf, sizeof buf), "pdl=on") != NULL,
           "an engine's resolved pdl prints as on", "%s", buf);
     // every value of every key round-trips
-    const char *all[] = {"scan=quad", "scan=seg",   "scan=tile",     "scan=tile1",
-                         "matvec=cc", "matvec=mma", "gemm=fixedws",  "gemm=cublas",
-                         "pdl=off",   "graphs=off", "debug-sync=on", "gemm-verbose=on"};
+    const char *all[] = {"scan=quad",    "scan=seg",   "scan=tile",     "scan=tile1",
+                         "matvec=cc",    "matvec=mma", "gemm=fixedws",  "gemm=cublas",
+                         "pdl=off",      "graphs=off", "debug-sync=on", "gemm-verbose=on",
+                         "smem-cap=sm86"};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         fmb_kernel_opts r = {0};
         fmb_err err;

@@ -7,6 +7,10 @@
 #      test_kernels), the same with a ballast leaving 22 GiB free (a 24 GB card), and a short
 #      bench per kernel choice in VARIANTS (--kernel values; default scan=tile1: the previous
 #      scan kernel),
+#   3b. when $SM80 (default build-sm80) holds a build with only compute_80 PTX (tools/gpu-pack.sh
+#      with SM80=1: what an A10, 3090, 4090 or L4 runs, JIT-compiled here), its GPU tests with
+#      every launch checked against the 24 GB cards' 99 KB of shared memory a block
+#      (FMB_SMEM_CAP=sm86), and its bench (`--kernel smem-cap=sm86`),
 #   5. a short table, and tests/GPU-STATUS.json (also copied to $OUT) with the commit tested.
 # Usage: tools/gpu-check.sh [--no-build] [--no-bench]   (BUILD=build-cuda, OUT=/tmp/gpu-check;
 # the commit recorded is .gpu-commit when present: write it where the binaries were built and
@@ -56,6 +60,20 @@ if command -v compute-sanitizer >/dev/null 2>&1 && [ -x "$BUILD/tests/gpu/test_k
     [ $m -eq 0 ] && [ $r -eq 0 ] || status=1
 fi
 
+# 3b. the compute_80 PTX build under the sm_86 shared-memory cap
+SM80=${SM80:-build-sm80}
+sm80=skipped
+if [ -x "$SM80/fmbatch" ] && [ -d "$SM80/tests/gpu" ]; then
+    FMB_SMEM_CAP=sm86 FMBATCH="$PWD/$SM80/fmbatch" tests/run.sh "$SM80/tests/gpu" --no-scripts \
+        >"$OUT/tests-sm80.log" 2>&1 || status=1
+    sm80="compute_80 PTX under smem-cap=sm86: $(tail -1 "$OUT/tests-sm80.log")"
+    if [ $bench = yes ]; then
+        "$SM80/fmbatch" bench --synthetic 7b --tokens 1024,16384 --decode-batch 16 \
+            --decode-steps 16 --kernel smem-cap=sm86 >"$OUT/bench-sm80.json" \
+            2>"$OUT/bench-sm80.log" || status=1
+    fi
+fi
+
 # 4. bench
 if [ $bench = yes ]; then
     "$BUILD/fmbatch" bench --synthetic 7b >"$OUT/bench.json" 2>"$OUT/bench.log" || status=1
@@ -83,11 +101,12 @@ echo "== gpu-check at $commit"
 grep -E '^(FAIL|NOTE)' "$OUT/tests.log" | head -40
 echo "tests: $tests_line"
 echo "sanitizers: $san"
+echo "sm80: $sm80"
 for f in "$OUT"/bench*.json; do
     [ -s "$f" ] && { echo "$(basename "$f"):"; cat "$f"; }
 done
 cat >"$OUT/GPU-STATUS.json" <<J
-{"commit":"$commit","date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","gpu":"$(tail -1 "$OUT/gpu.txt" | cut -d, -f1)","tests":"$tests_line","sanitizers":"$san","ok":$([ $status = 0 ] && echo true || echo false)}
+{"commit":"$commit","date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","gpu":"$(tail -1 "$OUT/gpu.txt" | cut -d, -f1)","tests":"$tests_line","sanitizers":"$san","sm80":"$sm80","ok":$([ $status = 0 ] && echo true || echo false)}
 J
 cp "$OUT/GPU-STATUS.json" tests/GPU-STATUS.json 2>/dev/null
 exit $status

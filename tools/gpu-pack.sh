@@ -4,10 +4,13 @@
 # .gpulib/ (the shared libraries the GPU machine lacks: libarchive, jansson, PCRE2, SQLite,
 # OpenBLAS and their own dependencies), plus .gpu-commit (the commit the binaries are built
 # at, which tools/gpu-check.sh records). Both folders are git-ignored (.git/info/exclude).
-# Usage: tools/gpu-pack.sh   then carry ["build-cuda/fmbatch", "build-cuda/tests/gpu",
-# ".gpulib.tar.xz", ".gpu-commit"] (the binaries only: the objects stay here, within the 64
-# MiB) and start the command with
-#   mkdir -p .gpulib && tar xJf .gpulib.tar.xz -C .gpulib
+# SM80=1 also builds build-sm80/ with only compute_80 PTX (fmbatch and the GPU tests: what the
+# 24 GB cards, sm_86/sm_89, run; tools/gpu-check.sh tests it under their shared-memory cap).
+# The binaries of both go, stripped, into .gpubin.tar.xz (a few MB: carry it instead of them).
+# Usage: [SM80=1] tools/gpu-pack.sh   then carry [".gpubin.tar.xz", ".gpulib.tar.xz",
+# ".gpu-commit"] (the objects stay here: the tree and the carry fit the 64 MiB) and start the
+# command with
+#   tar xJf .gpubin.tar.xz && mkdir -p .gpulib && tar xJf .gpulib.tar.xz -C .gpulib
 set -eu
 BUILD=${BUILD:-build-cuda}
 ARCH=${CUDA_ARCH:--gencode arch=compute_90,code=sm_90}
@@ -15,6 +18,23 @@ make BUILD="$BUILD" CUDA=1 CUDA_ARCH="$ARCH" -j"$(nproc)" all >/dev/null
 for t in tests/gpu/test_*.c; do
     make BUILD="$BUILD" CUDA=1 CUDA_ARCH="$ARCH" "$BUILD/tests/gpu/$(basename "$t" .c)" >/dev/null
 done
+bins="$BUILD/fmbatch $BUILD/tests/gpu/test_engine_batch $BUILD/tests/gpu/test_engine_cuda $BUILD/tests/gpu/test_kernels"
+if [ -n "${SM80:-}" ]; then
+    A80="-gencode arch=compute_80,code=compute_80"
+    make BUILD=build-sm80 CUDA=1 CUDA_ARCH="$A80" -j"$(nproc)" all >/dev/null
+    for t in tests/gpu/test_*.c; do
+        make BUILD=build-sm80 CUDA=1 CUDA_ARCH="$A80" "build-sm80/tests/gpu/$(basename "$t" .c)" >/dev/null
+    done
+    bins="$bins build-sm80/fmbatch build-sm80/tests/gpu/test_engine_batch build-sm80/tests/gpu/test_engine_cuda build-sm80/tests/gpu/test_kernels"
+fi
+rm -rf .gpubin
+mkdir -p .gpubin
+for b in $bins; do # stripped copies: the build folders keep their symbols
+    mkdir -p ".gpubin/$(dirname "$b")"
+    strip -o ".gpubin/$b" "$b"
+done
+tar cJf .gpubin.tar.xz -C .gpubin .
+rm -rf .gpubin
 rm -rf .gpulib
 mkdir -p .gpulib
 # every library the binary links that is not part of the C runtime or the CUDA driver
@@ -32,4 +52,5 @@ git rev-parse HEAD >.gpu-commit
 git diff --quiet HEAD -- . || echo "+dirty" >>.gpu-commit
 grep -qx '/.gpulib.tar.xz' .git/info/exclude 2>/dev/null ||
     printf '/.gpulib/\n/.gpulib.tar.xz\n/.gpu-commit\n' >>.git/info/exclude
-du -ch "$BUILD/fmbatch" "$BUILD"/tests/gpu/test_* .gpulib.tar.xz | tail -1
+grep -qx '/.gpubin.tar.xz' .git/info/exclude 2>/dev/null || echo /.gpubin.tar.xz >>.git/info/exclude
+du -ch .gpubin.tar.xz .gpulib.tar.xz | tail -1

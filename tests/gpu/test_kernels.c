@@ -1398,6 +1398,12 @@ int main(int argc, char **argv)
     t_matvec(13, 77, 1024, FMB_KDT_BF16, 1);
     t_matvec(100, 1030, 264, FMB_KDT_BF16, 1); // two row tiles a block, two groups
     t_matvec(257, 70, 520, FMB_KDT_F32, 0);    // five groups, the last one row
+    // the chain kernel (M >= 1024) at each of its tile shapes, partial tiles and steps
+    t_matvec(3, 16400, 520, FMB_KDT_BF16, 0);
+    t_matvec(7, 4100, 2056, FMB_KDT_F32, 1);
+    t_matvec(30, 1100, 264, FMB_KDT_F32, 1);
+    t_matvec(50, 1100, 264, FMB_KDT_BF16, 0);
+    t_matvec(300, 1100, 1032, FMB_KDT_F32, 1);
     // batch invariance: every row at every B bitwise = the row alone (the decode contract)
     {
         const size_t bs[17] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 100, 129, 200};
@@ -1407,7 +1413,10 @@ int main(int argc, char **argv)
             t_matvec_inv(1, 8, bs_small, 6);
             t_matvec_inv(70, 264, bs_small, 6);
             t_matvec_inv(1030, 264, bs_small, 6);
+            t_matvec_inv(12300, 40, bs_small, 6); // the chain kernel's two n-tiles a warp
         } else {
+            t_matvec_inv(12300, 264, bs, 17);
+            t_matvec_inv(4100, 2056, bs, 17); // the chain kernel's 24 steps ahead
             for (int mi = 0; mi < 5; mi++)
                 for (int ki = 0; ki < 5; ki++)
                     t_matvec_inv(ms[mi], ks[ki], bs, 17);

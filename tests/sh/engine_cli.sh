@@ -143,7 +143,7 @@ kern() { python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["backend"]
 got=$("$F" inspect --model "$T/syn" --backend cpu --kernel scan=seg | kern)
 if [ "$got" = "cpu n/a (cpu backend)" ]; then echo "PASS inspect: kernels n/a on cpu"; else echo "FAIL inspect: kernels n/a on cpu: $got"; fi
 got=$(FMB_SCAN=tile1 FMB_PDL=0 FMB_GEMM=cublas "$F" inspect --model "$T/syn" --backend cuda --kernel gemm=fixedws,matvec=mma | kern)
-want="cuda scan=tile1,matvec=mma,gemm=fixedws,pdl=off,graphs=on,debug-sync=off,gemm-verbose=off"
+want="cuda scan=tile1,matvec=mma,gemm=fixedws,pdl=off,graphs=on,debug-sync=off,gemm-verbose=off,smem-cap=off"
 if [ "$got" = "$want" ]; then echo "PASS inspect: kernel choices from --kernel and the environment"; else echo "FAIL inspect: kernel choices: got '$got' want '$want'"; fi
 "$F" inspect --model "$T/syn" --kernel scan=fast >/dev/null 2>"$T/err"
 rc=$?
