@@ -365,11 +365,12 @@ static void chain_launch(const fmb_cuda_ctx *c,
 
 /* The chain for small batches (B ≤ 16: one m-tile), bound by reading W once: one warp a block,
  * 8·NT rows of W a warp, copied into the warp's shared ring a row at a time (32 lanes × 16
- * bytes = 512 contiguous bytes, 8 steps, of one row a copy instruction: long runs of a row
- * keep DRAM pages open, where 64 bytes of each of 8 rows a copy ran at 1-3 TB/s), D stages
- * of 8 steps in flight; rows 576 bytes apart in the ring, so that a quarter warp's 16-byte
- * fragment reads of rows g and g+1 fall in different banks. x (16 rows at most) is read from
- * global through L1 into registers, a step ahead. The same sums as matvec_chain_kernel. */
+ * bytes = 512 contiguous bytes, 8 steps, of one row a copy instruction), D stages of 8 steps
+ * in flight; rows 576 bytes apart in the ring, so that a quarter warp's 16-byte fragment
+ * reads of rows g and g+1 fall in different banks. x (16 rows at most) is read from global
+ * through L1 into registers a whole stage ahead: read a step ahead, x's L2 latency (every warp
+ * reads all of x, each at its own pace) was what bound the kernel (H200: out_proj at 1.0 TB/s,
+ * 2.1-2.4 with the stage ahead). The same sums as matvec_chain_kernel. */
 template <int NT, int D, typename Y>
 static __global__ void __launch_bounds__(32) matvec_rows_kernel(const __nv_bfloat16 *__restrict__ W,
                                                                 size_t ldw,
