@@ -13,17 +13,31 @@
 struct fmb_progress {
     int bar;
     int none;
+    int machine;
     int cols;              /* the terminal's width (bar mode) */
     _Atomic int64_t total; /* the source's count (fmb_progress_set_total), 0: not yet */
     double interval, start, last;
 };
+
+int fmb_progress_mode_parse(const char *s, fmb_progress_mode *m)
+{
+    static const char *const names[] = {"auto", "bar", "plain", "none", "machine"};
+    for (int i = 0; i < 5; i++)
+        if (!strcmp(s, names[i])) {
+            *m = (fmb_progress_mode)i; /* the enum's order */
+            return 0;
+        }
+    return -1;
+}
 
 fmb_progress *fmb_progress_new(fmb_progress_mode mode, double interval)
 {
     fmb_progress *p = fmb_xcalloc(1, sizeof *p);
     p->bar = mode == FMB_PROGRESS_BAR || (mode == FMB_PROGRESS_AUTO && isatty(2));
     p->none = mode == FMB_PROGRESS_NONE;
-    p->interval = interval > 0 ? interval : 30;
+    p->machine = mode == FMB_PROGRESS_MACHINE;
+    p->bar = p->bar && !p->machine;
+    p->interval = p->machine ? 0.25 : interval > 0 ? interval : 30;
     p->start = p->last = fmb_now();
     struct winsize ws;
     p->cols = ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20 ? ws.ws_col : 80;
@@ -57,12 +71,64 @@ void fmb_progress_set_total(fmb_progress *p, int64_t total)
         atomic_store(&p->total, total);
 }
 
+/* The MACHINE line: FMB_PROGRESS_TAG and the counts in the struct's order. */
+static void machine_line(const fmb_progress_counts *c)
+{
+    fprintf(stderr, FMB_PROGRESS_TAG "%lld %lld %lld %lld %lld %lld %lld %lld %lld\n",
+            (long long)c->seen, (long long)c->done, (long long)c->failed, (long long)c->skipped,
+            (long long)c->tokens, (long long)c->total, (long long)c->in_flight,
+            (long long)c->in_flight_tokens, (long long)c->in_flight_done);
+    fflush(stderr);
+}
+
+int fmb_progress_parse(const char *s, size_t n, fmb_progress_counts *c)
+{
+    const size_t tl = strlen(FMB_PROGRESS_TAG);
+    char buf[256];
+    if (n <= tl || n >= sizeof buf || memcmp(s, FMB_PROGRESS_TAG, tl))
+        return 0;
+    memcpy(buf, s + tl, n - tl);
+    buf[n - tl] = 0;
+    long long v[9];
+    int used = 0;
+    if (sscanf(buf, "%lld %lld %lld %lld %lld %lld %lld %lld %lld%n", &v[0], &v[1], &v[2], &v[3],
+               &v[4], &v[5], &v[6], &v[7], &v[8], &used) != 9 ||
+        buf[used])
+        return 0;
+    *c = (fmb_progress_counts){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]};
+    return 1;
+}
+
+void fmb_progress_combine(const fmb_progress_counts *w, int n, fmb_progress_counts *out)
+{
+    fmb_progress_counts r = {0};
+    int64_t settled = 0;
+    for (int i = 0; i < n; i++) {
+        r.seen = w[i].seen > r.seen ? w[i].seen : r.seen;
+        r.total = w[i].total > r.total ? w[i].total : r.total;
+        r.done += w[i].done;
+        r.failed += w[i].failed;
+        r.tokens += w[i].tokens;
+        r.in_flight += w[i].in_flight;
+        r.in_flight_tokens += w[i].in_flight_tokens;
+        r.in_flight_done += w[i].in_flight_done;
+        int64_t s = w[i].done + w[i].failed + w[i].skipped;
+        settled = s > settled ? s : settled;
+    }
+    r.skipped = settled > r.done + r.failed ? settled - r.done - r.failed : 0;
+    *out = r;
+}
+
 static void line(fmb_progress *p, const fmb_progress_counts *c0, const char *key, int final)
 {
     fmb_progress_counts cc = *c0, *c = &cc;
     int64_t counted = atomic_load(&p->total);
     if (counted > c->total)
         c->total = counted;
+    if (p->machine) {
+        machine_line(c);
+        return;
+    }
     if (c->total && c->total < c->seen)
         c->total = c->seen;
     double el = fmb_now() - p->start;
@@ -127,11 +193,19 @@ void fmb_progress_update(fmb_progress *p, const fmb_progress_counts *c, const ch
     line(p, c, key, 0);
 }
 
+void fmb_progress_clear(fmb_progress *p)
+{
+    if (p && p->bar && !p->none)
+        fputs("\r\033[K", stderr);
+}
+
 void fmb_progress_end(fmb_progress *p, const fmb_progress_counts *c, const char *how)
 {
     if (!p)
         return;
-    if (!p->none) {
+    if (p->machine) {
+        line(p, c, NULL, 1); /* the final counts; the parent says how it ended */
+    } else if (!p->none) {
         if (p->bar)
             fputc('\n', stderr);
         fprintf(stderr, "fmbatch run: %s in %.1f s\n", how, fmb_now() - p->start);

@@ -879,6 +879,7 @@ static void cu_kernel_choices(void *impl, fmb_kernel_opts *k)
     k->no_graphs = !p->use_graphs || p->ctx.debug_sync; /* as cu_step decides */
     k->debug_sync = p->ctx.debug_sync;
     k->gemm_verbose = p->ctx.gemm_verbose;
+    k->smem_cap = p->ctx.smem_cap ? FMB_SMEM_CAP_SM86 : FMB_SMEM_CAP_OFF;
 }
 
 /* Device figures: the weight block, the arena (activations, logits tile, plan) and the

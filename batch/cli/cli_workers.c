@@ -8,7 +8,9 @@
  * terminal's Ctrl-C reaches only this parent, which forwards SIGINT/SIGTERM once to every worker
  * (each releases its items and exits 130/143, as a single run does); a worker is sent SIGTERM
  * should this parent die (PR_SET_PDEATHSIG). Each worker's stderr comes through a pipe and is
- * printed line by line prefixed "[worker K device N] " (a worker's progress is then plain lines).
+ * printed line by line prefixed "[worker K device N] ", but for its progress: the workers run
+ * with --progress machine, and this parent draws one bar or log line for them all (the user's
+ * --progress and --progress-interval; batch/progress.h says how the counts combine).
  * Nothing is restarted: a worker that dies is reported and its items go back to the queue (for
  * the other workers' next pass or the next run); the exit code is the workers' combined one:
  * 128 + the signal forwarded; else 1 if a worker died or failed fatally, else 2 if one had a
@@ -25,6 +27,7 @@
 #include <unistd.h>
 
 #include "batch/cli/cli.h"
+#include "batch/progress.h"
 #include "engine/device.h"
 
 #define FMB_MAX_WORKERS 256
@@ -75,22 +78,32 @@ typedef struct {
     char buf[4096];
     size_t len;
     int status;
+    fmb_progress_counts pc; /* its last progress line */
 } worker;
 
-/* Prints w's complete lines prefixed (all: the rest too). */
-static void flush_lines(worker *w, int k, int all)
+/* One line of w's: its progress (taken, *moved set), else printed prefixed. */
+static void worker_line(worker *w, int k, const char *s, size_t n, fmb_progress *pg, int *moved)
+{
+    if (fmb_progress_parse(s, n, &w->pc)) {
+        *moved = 1;
+        return;
+    }
+    fmb_progress_clear(pg);
+    fprintf(stderr, "[worker %d device %d] %.*s\n", k, w->device, (int)n, s);
+}
+
+/* Handles w's complete lines (all: the rest too). */
+static void flush_lines(worker *w, int k, int all, fmb_progress *pg, int *moved)
 {
     size_t start = 0;
     for (size_t i = 0; i < w->len; i++)
         if (w->buf[i] == '\n') {
-            fprintf(stderr, "[worker %d device %d] %.*s\n", k, w->device, (int)(i - start),
-                    w->buf + start);
+            worker_line(w, k, w->buf + start, i - start, pg, moved);
             start = i + 1;
         }
     if ((all || (start == 0 && w->len == sizeof w->buf)) && start < w->len) {
         /* the end, or a line longer than the buffer: as it is */
-        fprintf(stderr, "[worker %d device %d] %.*s\n", k, w->device, (int)(w->len - start),
-                w->buf + start);
+        worker_line(w, k, w->buf + start, w->len - start, pg, moved);
         start = w->len;
     }
     memmove(w->buf, w->buf + start, w->len - start);
@@ -104,22 +117,45 @@ int fmb_cli_run_workers(int argc, char **argv, const char *devices)
     int n = parse_devices(cmd, devices, devs);
     if (n < 0)
         return FMB_EXIT_USAGE;
-    /* the workers' arguments: "fmbatch" argv[0..] without --devices, then --device N */
-    char **wargv = fmb_xcalloc((size_t)argc + 4, sizeof *wargv);
+    /* the workers' arguments: "fmbatch" argv[0..] without --devices and --progress, then
+     * --device N --progress machine; the user's --progress (-interval) is this parent's */
+    char **wargv = fmb_xcalloc((size_t)argc + 6, sizeof *wargv);
     int wn = 0;
     char devbuf[16];
+    fmb_progress_mode mode = FMB_PROGRESS_AUTO;
+    double interval = 30;
     wargv[wn++] = (char *)"fmbatch";
     for (int i = 0; i < argc; i++) {
-        if (!strncmp(argv[i], "--devices=", 10))
+        const char *a = argv[i], *v = NULL;
+        if (!strncmp(a, "--devices=", 10))
             continue;
-        if (!strcmp(argv[i], "--devices")) {
+        if (!strcmp(a, "--devices")) {
             i++;
             continue;
+        }
+        if (!strncmp(a, "--progress=", 11))
+            v = a + 11;
+        else if (!strcmp(a, "--progress") && i + 1 < argc)
+            v = argv[++i];
+        if (v) { /* the workers check the value too: a bad one is their usage error */
+            fmb_progress_mode_parse(v, &mode);
+            continue;
+        }
+        if (!strncmp(a, "--progress-interval=", 20))
+            v = a + 20;
+        else if (!strcmp(a, "--progress-interval") && i + 1 < argc)
+            v = argv[i + 1];
+        if (v) {
+            double d;
+            if (!fmb_cli_parse_float(v, &d) && d > 0)
+                interval = d;
         }
         wargv[wn++] = argv[i];
     }
     wargv[wn++] = (char *)"--device";
     wargv[wn++] = devbuf;
+    wargv[wn++] = (char *)"--progress";
+    wargv[wn++] = (char *)"machine";
     wargv[wn] = NULL;
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
@@ -170,6 +206,9 @@ int fmb_cli_run_workers(int argc, char **argv, const char *devices)
         started++;
     }
     fprintf(stderr, "fmbatch %s: %d workers (devices %s) on one output\n", cmd, started, devices);
+    fmb_progress *pg = fmb_progress_new(mode, interval);
+    fmb_progress_counts all = {0};
+    fmb_progress_counts *pcs = fmb_xcalloc((size_t)(started ? started : 1), sizeof *pcs);
     int forwarded = 0;
     struct pollfd pf[FMB_MAX_WORKERS];
     int who[FMB_MAX_WORKERS];
@@ -192,6 +231,7 @@ int fmb_cli_run_workers(int argc, char **argv, const char *devices)
                 continue;
             break;
         }
+        int moved = 0;
         for (int j = 0; j < np; j++) {
             worker *x = &w[who[j]];
             if (!(pf[j].revents & (POLLIN | POLLHUP | POLLERR)))
@@ -200,13 +240,19 @@ int fmb_cli_run_workers(int argc, char **argv, const char *devices)
             if (r < 0 && errno == EINTR)
                 continue;
             if (r <= 0) {
-                flush_lines(x, who[j], 1);
+                flush_lines(x, who[j], 1, pg, &moved);
                 close(x->fd);
                 x->fd = -1;
                 continue;
             }
             x->len += (size_t)r;
-            flush_lines(x, who[j], 0);
+            flush_lines(x, who[j], 0, pg, &moved);
+        }
+        if (moved) {
+            for (int k = 0; k < started; k++)
+                pcs[k] = w[k].pc;
+            fmb_progress_combine(pcs, started, &all);
+            fmb_progress_update(pg, &all, NULL);
         }
     }
     int any_fatal = rc != 0, any_usage = 0, any_failed = 0;
@@ -232,8 +278,13 @@ int fmb_cli_run_workers(int argc, char **argv, const char *devices)
                     c);
         }
     }
+    fmb_progress_end(pg, &all,
+                     forwarded   ? "interrupted (the workers released their current items)"
+                     : any_fatal ? "stopped by an error"
+                                 : "finished");
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    free(pcs);
     free(w);
     free(wargv);
     if (forwarded)

@@ -144,7 +144,10 @@ static const job_opt job_opts[] = {
      "[job] max_batch, else 128 on a GPU, 8 on the CPU", OPT_MAX_BATCH, C_RUN | C_CHECK},
     {"kernel", "K=V,...", "CUDA kernel choices (README)", "[job] kernel, else the defaults",
      OPT_KERNEL, C_RUN | C_CHECK},
-    {"progress", "auto|bar|plain|none", "progress display", "auto", OPT_PROGRESS, C_RUN},
+    {"progress", "auto|bar|plain|none|machine",
+     "progress display (machine: a line of counts a quarter second, for a parent program; "
+     "--devices draws one for all its workers)",
+     "auto", OPT_PROGRESS, C_RUN},
     {"progress-interval", "SECONDS", "seconds between plain progress lines", "30",
      OPT_PROGRESS_INTERVAL, C_RUN},
     {"max-items", "N", "stop after claiming N items", "no limit", OPT_MAX_ITEMS, C_RUN},
@@ -263,16 +266,8 @@ static int parse_args(int argc, char **argv, job_args *a)
             }
             break;
         case OPT_PROGRESS:
-            if (!strcmp(optarg, "auto"))
-                a->progress = FMB_PROGRESS_AUTO;
-            else if (!strcmp(optarg, "bar"))
-                a->progress = FMB_PROGRESS_BAR;
-            else if (!strcmp(optarg, "plain"))
-                a->progress = FMB_PROGRESS_PLAIN;
-            else if (!strcmp(optarg, "none"))
-                a->progress = FMB_PROGRESS_NONE;
-            else {
-                fmb_cli_error(cmd, "--progress must be auto, bar, plain or none");
+            if (fmb_progress_mode_parse(optarg, &a->progress)) {
+                fmb_cli_error(cmd, "--progress must be auto, bar, plain, none or machine");
                 return -1;
             }
             break;

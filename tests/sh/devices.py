@@ -1,6 +1,7 @@
 """`fmbatch run JOB --devices 0,0` on the CPU backend (two worker processes on one output):
 the exported rows equal one worker's (timing fields aside; a sampled generation task included),
-both workers took items (item.worker), each worker's lines come prefixed, and a SIGINT to the
+both workers took items (item.worker), each worker's lines come prefixed while the parent shows
+one progress line combining theirs, and a SIGINT to the
 parent is forwarded once: the workers release their items and exit 130, nothing is left
 running, and a resume completes the same rows. Corpus and job: tests/sh/shards.py.
 """
@@ -31,8 +32,8 @@ def main():
               "rc %d, %d rows" % (r.returncode, len(ref)))
         two = os.path.join(top, "two")
         shards.setup(two)
-        r = shards.fm(two, "run", "job.toml", "--progress", "none", "--devices", "0,0",
-                      "--max-batch", "2")
+        r = shards.fm(two, "run", "job.toml", "--progress", "plain", "--progress-interval",
+                      "0.05", "--devices", "0,0", "--max-batch", "2")
         rc, got, err = shards.rows(two)
         check(r.returncode == 3 and got == ref, "--devices 0,0: the rows of one worker",
               "rc %d, %d rows: %s" % (r.returncode, len(got), r.stderr[-500:]))
@@ -43,6 +44,19 @@ def main():
         check(workers == 2, "both workers took items", "%d workers" % workers)
         check("[worker 0 device 0] " in r.stderr and "[worker 1 device 0] " in r.stderr,
               "each worker's lines are prefixed", r.stderr[-300:])
+        # one combined progress for both workers: the parent's own lines (unprefixed), the
+        # last one with both workers' counts summed; no worker progress line and none of the
+        # workers' machine lines shown
+        lines = r.stderr.splitlines()
+        own = [l for l in lines if l.startswith("fmbatch run: ") and " done, " in l]
+        check(own and own[-1].startswith("fmbatch run: 70 done, 1 failed, 0 skipped, 71 seen"),
+              "--devices: one combined progress line, the counts of both workers",
+              own[-1] if own else r.stderr[-400:])
+        check(any(l == "fmbatch run: finished in" or l.startswith("fmbatch run: finished in ")
+                  for l in lines), "--devices: the parent says how the run ended", r.stderr[-300:])
+        leaked = [l for l in lines if "fmbatch-progress" in l or
+                  (l.startswith("[worker") and " done, " in l and "seen" in l)]
+        check(not leaked, "--devices: no worker progress line printed", "; ".join(leaked[:3]))
         r = shards.fm(two, "run", "job.toml", "--devices", "0,x")
         check(r.returncode == 2 and "--devices must be" in r.stderr, "a bad --devices is refused",
               r.stderr)
