@@ -72,12 +72,22 @@ void fmb_progress_set_total(fmb_progress *p, int64_t total)
 }
 
 /* The MACHINE line: FMB_PROGRESS_TAG and the counts in the struct's order. */
+size_t fmb_progress_format(const fmb_progress_counts *c, char *buf, size_t n)
+{
+    FMB_ASSERT(n >= 256);
+    int w = snprintf(buf, n, FMB_PROGRESS_TAG "%lld %lld %lld %lld %lld %lld %lld %lld %lld\n",
+                     (long long)c->seen, (long long)c->done, (long long)c->failed,
+                     (long long)c->skipped, (long long)c->tokens, (long long)c->total,
+                     (long long)c->in_flight, (long long)c->in_flight_tokens,
+                     (long long)c->in_flight_done);
+    FMB_ASSERT(w > 0 && (size_t)w < n);
+    return (size_t)w;
+}
+
 static void machine_line(const fmb_progress_counts *c)
 {
-    fprintf(stderr, FMB_PROGRESS_TAG "%lld %lld %lld %lld %lld %lld %lld %lld %lld\n",
-            (long long)c->seen, (long long)c->done, (long long)c->failed, (long long)c->skipped,
-            (long long)c->tokens, (long long)c->total, (long long)c->in_flight,
-            (long long)c->in_flight_tokens, (long long)c->in_flight_done);
+    char buf[256];
+    fwrite(buf, 1, fmb_progress_format(c, buf, sizeof buf), stderr);
     fflush(stderr);
 }
 
@@ -89,11 +99,24 @@ int fmb_progress_parse(const char *s, size_t n, fmb_progress_counts *c)
         return 0;
     memcpy(buf, s + tl, n - tl);
     buf[n - tl] = 0;
-    long long v[9];
-    int used = 0;
-    if (sscanf(buf, "%lld %lld %lld %lld %lld %lld %lld %lld %lld%n", &v[0], &v[1], &v[2], &v[3],
-               &v[4], &v[5], &v[6], &v[7], &v[8], &used) != 9 ||
-        buf[used])
+    // nine counts: decimal, one space apart, each in [0, 2^53] (so that the sums of up to 256
+    // workers' cannot overflow)
+    int64_t v[9];
+    const char *p = buf;
+    for (int i = 0; i < 9; i++) {
+        if (i && *p++ != ' ')
+            return 0;
+        if (*p < '0' || *p > '9')
+            return 0;
+        int64_t x = 0;
+        for (; *p >= '0' && *p <= '9'; p++) {
+            x = x * 10 + (*p - '0');
+            if (x > ((int64_t)1 << 53))
+                return 0;
+        }
+        v[i] = x;
+    }
+    if (*p)
         return 0;
     *c = (fmb_progress_counts){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]};
     return 1;

@@ -54,7 +54,10 @@ void fmb_progress_clear(fmb_progress *p);
 /* Prints the final line and frees p (accepts NULL). */
 void fmb_progress_end(fmb_progress *p, const fmb_progress_counts *c, const char *how);
 
-/* Reads a MACHINE line (n bytes, without its newline) into *c: 1, or 0 when it is not one. */
+/* Writes c's MACHINE line, newline included, into buf (n ≥ 256); returns its length. */
+size_t fmb_progress_format(const fmb_progress_counts *c, char *buf, size_t n);
+/* Reads a MACHINE line (n bytes, without its newline) into *c: 1, or 0 when it is not one
+ * (nine counts in [0, 2^53], one space apart, nothing else; *c is then unchanged). */
 int fmb_progress_parse(const char *line, size_t n, fmb_progress_counts *c);
 /* The counts of n workers of one job as one run's: done, failed, tokens and the batches
  * summed; seen and total the largest; skipped what the worker that has settled the most
