@@ -87,7 +87,8 @@ size_t fmb_progress_format(const fmb_progress_counts *c, char *buf, size_t n)
 static void machine_line(const fmb_progress_counts *c)
 {
     char buf[256];
-    fwrite(buf, 1, fmb_progress_format(c, buf, sizeof buf), stderr);
+    const size_t len = fmb_progress_format(c, buf, sizeof buf);
+    fwrite(buf, 1, len, stderr);
     fflush(stderr);
 }
 
