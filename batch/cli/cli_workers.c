@@ -10,7 +10,9 @@
  * should this parent die (PR_SET_PDEATHSIG). Each worker's stderr comes through a pipe and is
  * printed line by line prefixed "[worker K device N] ", but for its progress: the workers run
  * with --progress machine, and this parent draws one bar or log line for them all (the user's
- * --progress and --progress-interval; batch/progress.h says how the counts combine).
+ * --progress and --progress-interval; batch/progress.h says how the counts combine). Worker K
+ * of N runs with --worker-slot K/N: its first pass takes every N-th document of the source, so
+ * that a job smaller than one window is shared too; its later passes take what is left.
  * Nothing is restarted: a worker that dies is reported and its items go back to the queue (for
  * the other workers' next pass or the next run); the exit code is the workers' combined one:
  * 128 + the signal forwarded; else 1 if a worker died or failed fatally, else 2 if one had a
@@ -119,9 +121,9 @@ int fmb_cli_run_workers(int argc, char **argv, const char *devices)
         return FMB_EXIT_USAGE;
     /* the workers' arguments: "fmbatch" argv[0..] without --devices and --progress, then
      * --device N --progress machine; the user's --progress (-interval) is this parent's */
-    char **wargv = fmb_xcalloc((size_t)argc + 6, sizeof *wargv);
+    char **wargv = fmb_xcalloc((size_t)argc + 8, sizeof *wargv);
     int wn = 0;
-    char devbuf[16];
+    char devbuf[16], slotbuf[32];
     fmb_progress_mode mode = FMB_PROGRESS_AUTO;
     double interval = 30;
     wargv[wn++] = (char *)"fmbatch";
@@ -156,6 +158,8 @@ int fmb_cli_run_workers(int argc, char **argv, const char *devices)
     wargv[wn++] = devbuf;
     wargv[wn++] = (char *)"--progress";
     wargv[wn++] = (char *)"machine";
+    wargv[wn++] = (char *)"--worker-slot";
+    wargv[wn++] = slotbuf;
     wargv[wn] = NULL;
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
@@ -175,6 +179,7 @@ int fmb_cli_run_workers(int argc, char **argv, const char *devices)
             break;
         }
         snprintf(devbuf, sizeof devbuf, "%d", devs[k]);
+        snprintf(slotbuf, sizeof slotbuf, "%d/%d", k, n);
         pid_t pid = fork();
         if (pid < 0) {
             fmb_cli_error(cmd, "fork: %s", strerror(errno));

@@ -81,6 +81,7 @@ typedef struct {
     const char *shard;   /* --shard I/N | auto (NULL: [job].shard) */
     int64_t shard_count; /* --shard-count N (0: none) */
     const char *devices; /* run --devices all|0,1,... (NULL: this process is the worker) */
+    int64_t slot, slots; /* run --worker-slot K/N (slots 0: none) */
 } job_args;
 
 enum {
@@ -109,6 +110,7 @@ enum {
     OPT_SHARD_COUNT,
     OPT_DEVICE,
     OPT_DEVICES,
+    OPT_WORKER_SLOT,
     OPT_COUNT_SOURCE
 };
 
@@ -181,6 +183,11 @@ static const job_opt job_opts[] = {
     {"device", "N", "the CUDA device (among the visible ones)", "0", OPT_DEVICE, C_RUN | C_CHECK},
     {"devices", "all|0,1,...", "one worker process per device, all on the one output", NULL,
      OPT_DEVICES, C_RUN},
+    {"worker-slot", "K/N",
+     "one of N workers on the output (--devices sets it): the first pass takes the documents at "
+     "positions K, K+N, ... of the source and leaves the others queued; later passes take what "
+     "is left",
+     "none", OPT_WORKER_SLOT, C_RUN},
     {"help", NULL, "this help", NULL, 'h', C_ALL},
 };
 #define N_JOB_OPTS (sizeof job_opts / sizeof job_opts[0])
@@ -346,6 +353,18 @@ static int parse_args(int argc, char **argv, job_args *a)
         case OPT_DEVICES:
             a->devices = optarg;
             break;
+        case OPT_WORKER_SLOT: {
+            char *end;
+            long long k = strtoll(optarg, &end, 10), n = 0;
+            if (end != optarg && *end == '/')
+                n = strtoll(end + 1, &end, 10);
+            if (*end || n < 1 || n > 4096 || k < 0 || k >= n) {
+                fmb_cli_error(cmd, "--worker-slot must be K/N with 0 <= K < N <= 4096");
+                return -1;
+            }
+            a->slot = k, a->slots = n;
+            break;
+        }
         case OPT_SHARD_COUNT:
             if (fmb_cli_parse_u64(optarg, &u) || u == 0 || u > 1000000) {
                 fmb_cli_error(cmd, "--shard-count must be an integer from 1 to 1000000");
@@ -423,6 +442,8 @@ typedef struct {
     fmb_queue *q;
     char model_hash[33], tok_hash[33];
     fmb_fault *fault; /* FMB_FAULT (run only; borrowed from main); NULL: none */
+    int pass;         /* the run's pass over the source, from 0 */
+    int64_t pos;      /* the position in the source of the next document of the pass */
 } run_env;
 
 static void env_free(run_env *e)
@@ -722,6 +743,13 @@ window_write(const char *cmd, run_env *e, window *w, fmb_progress *pg, fmb_progr
     return rc;
 }
 
+/* A document counted as skipped by the run's first pass is taken (or fails) in a later one. */
+static void unskip(fmb_progress_counts *pc)
+{
+    if (pc->skipped > 0)
+        pc->skipped--;
+}
+
 /* Claims documents from the reader into w until it holds max_docs documents or
  * FMB_WINDOW_BYTES, the source ends (*eof) or the run must stop. The claims share one
  * transaction while documents are at hand; it is committed before waiting on the reader, so
@@ -757,7 +785,12 @@ static int window_fill(const char *cmd,
         }
         if (*eof)
             break;
-        pc->seen++;
+        // a later pass re-reads the source: each document was counted once by the first (as
+        // seen, and skipped, failed or taken); what this pass takes or fails was a skip then
+        const int later = e->pass > 0;
+        if (!later)
+            pc->seen++;
+        e->pos++;
         if (!fmb_queue_in_batch(e->q) && (s = fmb_queue_batch_begin(e->q, &err))) {
             fmb_cli_error(cmd, "%s", err.msg);
             rc = FMB_EXIT_FATAL;
@@ -772,8 +805,10 @@ static int window_fill(const char *cmd,
                 rc = FMB_EXIT_FATAL;
             } else if (recorded) {
                 pc->failed++;
+                if (later)
+                    unskip(pc);
                 fprintf(stderr, "fmbatch run: %s: failed: %s\n", doc.key, doc.error);
-            } else {
+            } else if (!later) {
                 pc->skipped++;
             }
             fmb_progress_update(pg, pc, doc.key);
@@ -784,13 +819,21 @@ static int window_fill(const char *cmd,
         }
         fmb_claim claim;
         int64_t id;
+        // --worker-slot K/N, first pass: another slot's document is queued (claimed and given
+        // back at once, no attempt counted) for that worker, or for this one's next pass
+        const int other = a->slots > 1 && e->pass == 0 && (e->pos - 1) % a->slots != a->slot;
         if ((s = fmb_queue_claim(e->q, doc.key, doc.hash, doc.len, &claim, &id, &err)) ||
-            (s = fmb_queue_item_info(e->q, doc.key, doc.doc_id, doc.meta, &err))) {
+            (s = fmb_queue_item_info(e->q, doc.key, doc.doc_id, doc.meta, &err)) ||
+            (other && claim == FMB_CLAIM_TAKEN && (s = fmb_queue_release(e->q, id, &err)))) {
             fmb_cli_error(cmd, "%s", err.msg);
             rc = FMB_EXIT_FATAL;
             fmb_pdoc_free(&doc);
             break;
         }
+        if (other && claim == FMB_CLAIM_TAKEN)
+            claim = FMB_CLAIM_BUSY; /* counted as skipped: the other worker's */
+        if (later && (claim == FMB_CLAIM_DEAD || claim == FMB_CLAIM_TAKEN))
+            unskip(pc);
         if (claim == FMB_CLAIM_DEAD) {
             pc->failed++;
             fprintf(stderr,
@@ -798,7 +841,7 @@ static int window_fill(const char *cmd,
                     "status` says how)\n",
                     doc.key);
         } else if (claim != FMB_CLAIM_TAKEN) {
-            pc->skipped++;
+            pc->skipped += !later;
             fmb_progress_update(pg, pc, doc.key);
         } else {
             char **have = NULL;
@@ -1055,6 +1098,8 @@ int fmb_cmd_run(int argc, char **argv, fmb_fault *fault)
     counter_start(&counter, e.job, pg);
     int64_t taken = 0;
     for (int pass = 0; pass < 3 && !rc && !fmb_job_signal; pass++) {
+        e.pass = pass;
+        e.pos = 0;
         rc = run_pass(cmd, &e, &a, pg, &pc, &taken);
         int64_t left = 0;
         if (rc || fmb_job_signal || (a.max_items && taken >= a.max_items) ||

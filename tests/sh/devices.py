@@ -1,7 +1,8 @@
 """`fmbatch run JOB --devices 0,0` on the CPU backend (two worker processes on one output):
 the exported rows equal one worker's (timing fields aside; a sampled generation task included),
 both workers took items (item.worker), each worker's lines come prefixed while the parent shows
-one progress line combining theirs, and a SIGINT to the
+one progress line combining theirs, --worker-slot's first pass takes a worker's share and a
+later pass the rest (nothing lost, each document counted once), and a SIGINT to the
 parent is forwarded once: the workers release their items and exit 130, nothing is left
 running, and a resume completes the same rows. Corpus and job: tests/sh/shards.py.
 """
@@ -57,6 +58,30 @@ def main():
         leaked = [l for l in lines if "fmbatch-progress" in l or
                   (l.startswith("[worker") and " done, " in l and "seen" in l)]
         check(not leaked, "--devices: no worker progress line printed", "; ".join(leaked[:3]))
+        # --worker-slot K/N (what --devices gives each worker): alone, a worker's first pass
+        # takes its share, leaves the rest queued, and its second pass takes that: the same
+        # rows, nothing lost, and every document counted once
+        slot = os.path.join(top, "slot")
+        shards.setup(slot)
+        r = shards.fm(slot, "run", "job.toml", "--progress", "plain", "--progress-interval",
+                      "60", "--worker-slot", "1/3")
+        rc, got, _ = shards.rows(slot)
+        last = [l for l in r.stderr.splitlines() if " done, " in l and " seen" in l]
+        check(r.returncode == 3 and got == ref and "another pass" in r.stderr,
+              "--worker-slot 1/3 alone: a second pass takes the others' share, the same rows",
+              "rc %d, %d rows: %s" % (r.returncode, len(got), r.stderr[-400:]))
+        check(last and last[-1].startswith("fmbatch run: 70 done, 1 failed, 0 skipped, 71 seen"),
+              "--worker-slot: the second pass counts each document once",
+              last[-1] if last else r.stderr[-300:])
+        db = sqlite3.connect(os.path.join(slot, "out-all.db"))
+        attempts = db.execute("SELECT max(attempts) FROM item").fetchone()[0]
+        db.close()
+        check(attempts == 1, "--worker-slot: a document given back costs no attempt",
+              "max attempts %r" % attempts)
+        for bad in ("3/3", "1", "-1/2", "1/0"):
+            r = shards.fm(slot, "run", "job.toml", "--worker-slot", bad)
+            check(r.returncode == 2 and "--worker-slot must be" in r.stderr,
+                  "--worker-slot %s is refused" % bad, r.stderr[-200:])
         r = shards.fm(two, "run", "job.toml", "--devices", "0,x")
         check(r.returncode == 2 and "--devices must be" in r.stderr, "a bad --devices is refused",
               r.stderr)
