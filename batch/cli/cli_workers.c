@@ -80,13 +80,13 @@ typedef struct {
     char buf[4096];
     size_t len;
     int status;
-    fmb_progress_counts pc; /* its last progress line */
+    fmb_progress_counts *pc; /* its last progress line (an element of the parent's array) */
 } worker;
 
 /* One line of w's: its progress (taken, *moved set), else printed prefixed. */
 static void worker_line(worker *w, int k, const char *s, size_t n, fmb_progress *pg, int *moved)
 {
-    if (fmb_progress_parse(s, n, &w->pc)) {
+    if (fmb_progress_parse(s, n, w->pc)) {
         *moved = 1;
         return;
     }
@@ -168,6 +168,7 @@ int fmb_cli_run_workers(int argc, char **argv, const char *devices)
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     worker *w = fmb_xcalloc((size_t)n, sizeof *w);
+    fmb_progress_counts *pcs = fmb_xcalloc((size_t)n, sizeof *pcs); /* the workers' counts */
     const pid_t parent = getpid();
     int started = 0, rc = 0;
     fflush(NULL);
@@ -208,12 +209,12 @@ int fmb_cli_run_workers(int argc, char **argv, const char *devices)
         w[k].pid = pid;
         w[k].fd = p[0];
         w[k].device = devs[k];
+        w[k].pc = &pcs[k];
         started++;
     }
     fprintf(stderr, "fmbatch %s: %d workers (devices %s) on one output\n", cmd, started, devices);
     fmb_progress *pg = fmb_progress_new(mode, interval);
     fmb_progress_counts all = {0};
-    fmb_progress_counts *pcs = fmb_xcalloc((size_t)(started ? started : 1), sizeof *pcs);
     int forwarded = 0;
     struct pollfd pf[FMB_MAX_WORKERS];
     int who[FMB_MAX_WORKERS];
@@ -254,8 +255,6 @@ int fmb_cli_run_workers(int argc, char **argv, const char *devices)
             flush_lines(x, who[j], 0, pg, &moved);
         }
         if (moved) {
-            for (int k = 0; k < started; k++)
-                pcs[k] = w[k].pc;
             fmb_progress_combine(pcs, started, &all);
             fmb_progress_update(pg, &all, NULL);
         }

@@ -35,6 +35,7 @@
 #include "batch/progress.h"
 #include "batch/queue.h"
 #include "batch/report.h"
+#include "batch/shard.h"
 #include "batch/source.h"
 #include "batch/task.h"
 #include "engine/hash.h"
@@ -353,16 +354,14 @@ static int parse_args(int argc, char **argv, job_args *a)
         case OPT_DEVICES:
             a->devices = optarg;
             break;
-        case OPT_WORKER_SLOT: {
-            char *end;
-            long long k = strtoll(optarg, &end, 10), n = 0;
-            if (end != optarg && *end == '/')
-                n = strtoll(end + 1, &end, 10);
-            if (*end || n < 1 || n > 4096 || k < 0 || k >= n) {
+        case OPT_WORKER_SLOT: { /* the I/N form of --shard (batch/shard.h), without auto */
+            fmb_err serr;
+            const fmb_shard_env none = {0};
+            if (!strcmp(optarg, "auto") ||
+                fmb_shard_parse(optarg, &none, 0, &a->slot, &a->slots, &serr) || a->slots > 4096) {
                 fmb_cli_error(cmd, "--worker-slot must be K/N with 0 <= K < N <= 4096");
                 return -1;
             }
-            a->slot = k, a->slots = n;
             break;
         }
         case OPT_SHARD_COUNT:
