@@ -50,7 +50,8 @@ tar cJf .gpulib.tar.xz -C .gpulib .
 rm -rf .gpulib
 git rev-parse HEAD >.gpu-commit
 git diff --quiet HEAD -- . || echo "+dirty" >>.gpu-commit
-grep -qx '/.gpulib.tar.xz' .git/info/exclude 2>/dev/null ||
-    printf '/.gpulib/\n/.gpulib.tar.xz\n/.gpu-commit\n' >>.git/info/exclude
-grep -qx '/.gpubin.tar.xz' .git/info/exclude 2>/dev/null || echo /.gpubin.tar.xz >>.git/info/exclude
+X=$(git rev-parse --git-path info/exclude) # .git/info/exclude, also from a worktree
+grep -qx '/.gpulib.tar.xz' "$X" 2>/dev/null ||
+    printf '/.gpulib/\n/.gpulib.tar.xz\n/.gpu-commit\n' >>"$X"
+grep -qx '/.gpubin.tar.xz' "$X" 2>/dev/null || echo /.gpubin.tar.xz >>"$X"
 du -ch .gpubin.tar.xz .gpulib.tar.xz | tail -1
