@@ -132,8 +132,35 @@ static __global__ void __launch_bounds__(NW * 32)
     }
     fmb_pdl_wait();
     fmb_pdl_trigger();
+    // Few batch rows (NT <= 2: x_proj's decode): the next round's W is loaded while this round
+    // computes, and the round's x before its first mma, so that neither latency is paid once a
+    // round (a part has only 16 steps of x_proj's 8192 k: a wait a round was most of its time).
+    // The same loads and the same mmas in the same order: the same bits as the plain loop.
+    constexpr bool PIPE = NT <= 2;
+    uint4 wn[PIPE ? U : 1][2 * MT];
+    uint4 xr[PIPE ? U : 1][PIPE ? NT : 1];
     for (int s = warp; s < nsteps; s += U * NW) {
-        if (s != warp) // the first steps' W is already loaded
+        if constexpr (PIPE) {
+            if (s + U * NW < nsteps)
+#pragma unroll
+                for (int u = 0; u < U; u++) {
+                    const int ss = s + U * NW + u * NW, k8 = ss * 4 + t;
+                    const bool ok = ss < nsteps && k8 < K8;
+#pragma unroll
+                    for (int r = 0; r < 2 * MT; r++)
+                        wn[u][r] = (ok && wok[r]) ? ld_stream(wr[r] + k8) : zero;
+                }
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int ss = s + u * NW, k8 = ss * 4 + t;
+                const bool kok = ss < nsteps && k8 < K8;
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+                    xr[u][nt] = (kok && nt * 8 < nvalid)
+                                    ? __ldg((const uint4 *)(xg + (size_t)nt * 8 * ldx) + k8)
+                                    : zero;
+            }
+        } else if (s != warp) { // the first steps' W is already loaded
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 const int ss = s + u * NW, k8 = ss * 4 + t;
@@ -142,6 +169,7 @@ static __global__ void __launch_bounds__(NW * 32)
                 for (int r = 0; r < 2 * MT; r++)
                     wv[u][r] = (ok && wok[r]) ? ld_stream(wr[r] + k8) : zero;
             }
+        }
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int ss = s + u * NW, k8 = ss * 4 + t;
@@ -150,9 +178,13 @@ static __global__ void __launch_bounds__(NW * 32)
             const bool kok = k8 < K8;
 #pragma unroll
             for (int nt = 0; nt < NT; nt++) {
-                const uint4 xb = (kok && nt * 8 < nvalid)
-                                     ? __ldg((const uint4 *)(xg + (size_t)nt * 8 * ldx) + k8)
-                                     : zero;
+                uint4 xb;
+                if constexpr (PIPE)
+                    xb = xr[u][nt];
+                else
+                    xb = (kok && nt * 8 < nvalid)
+                             ? __ldg((const uint4 *)(xg + (size_t)nt * 8 * ldx) + k8)
+                             : zero;
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
                     const uint4 lo = wv[u][2 * mt], hi = wv[u][2 * mt + 1];
@@ -161,6 +193,12 @@ static __global__ void __launch_bounds__(NW * 32)
                 }
             }
         }
+        if constexpr (PIPE)
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int r = 0; r < 2 * MT; r++)
+                    wv[u][r] = wn[u][r];
     }
     // the NW parts of every output summed in order 0..NW-1, NS n-tiles at a time
 #pragma unroll
