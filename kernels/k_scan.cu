@@ -298,23 +298,35 @@ static __global__ void __launch_bounds__(SCAN_THREADS) scan_quad_kernel(const AT
 #define TL_YLD 20 /* padded row of sy / sg: lane j's row k+j lands in distinct banks */
 
 /* Eight tokens (rows k..k+7 of a staged tile) of the tile scan for lane j of channel c, which
- * owns states 2j, 2j+1: advances h0, h1 with dd = (dt, dt·u) rows of TL_CH channels and bc =
- * lane-interleaved (B_2j, B_2j+1, C_2j, C_2j+1) rows of TL_LPC lanes, and returns token k+j's
- * C contraction summed over the channel's 8 lanes (a reduce-scatter: xor 4, 2, 1, 7 shuffles
- * for 8 tokens). Shared by TILE and TILE2. */
-__device__ __forceinline__ float tile_group8(
-    const float2 *dd, const float4 *bc, int c, int j, float a0, float a1, float &h0, float &h1)
+ * owns states 2j, 2j+1: advances h0, h1 with dd = (dt, dt·u) rows of TL_CH channels and the
+ * pairs (B_2j, B_2j+1) at bq[q·qs + j·js], (C_2j, C_2j+1) at cq[q·qs + j·js] for row k+q, and
+ * returns token k+j's C contraction summed over the channel's 8 lanes (a reduce-scatter: xor
+ * 4, 2, 1, 7 shuffles for 8 tokens). Shared by TILE (B and C pairs interleaved in one row) and
+ * TILE2 (separate B and C rows: two 8-byte loads, which the shared memory serves as one
+ * wavefront each when 4 channels of a warp read the same pair, where one 16-byte load of both
+ * took 4: ncu, H200). */
+__device__ __forceinline__ float tile_group8(const float2 *dd,
+                                             const float2 *bq,
+                                             const float2 *cq,
+                                             int qs,
+                                             int js,
+                                             int c,
+                                             int j,
+                                             float a0,
+                                             float a1,
+                                             float &h0,
+                                             float &h1)
 {
     float acc[TL_LPC];
 #pragma unroll
     for (int q = 0; q < TL_LPC; q++) {
         // h = exp(A dt) h + dt B u ;  y = Σ h C  (this lane's two states)
         const float2 d = dd[q * TL_CH + c];
-        const float4 b = bc[q * TL_LPC + j];
+        const float2 b = bq[q * qs + j * js], cc = cq[q * qs + j * js];
         const float d0 = ex2_ftz(a0 * d.x), d1 = ex2_ftz(a1 * d.x);
         h0 = fmaf(d0, h0, b.x * d.y);
         h1 = fmaf(d1, h1, b.y * d.y);
-        acc[q] = fmaf(h0, b.z, h1 * b.w);
+        acc[q] = fmaf(h0, cc.x, h1 * cc.y);
     }
 #pragma unroll
     for (int q = 0; q < 4; q++) {
@@ -422,7 +434,9 @@ static __global__ void __launch_bounds__(SCAN_THREADS) scan_tile_kernel(const AT
         if (tb + TL_T < t1)
             load_tile(tb + TL_T); // in flight during this tile's scan
         for (int k = 0; k < nt; k += TL_LPC) {
-            const float yk = tile_group8(&sdd[k][0], &sbc[k][0], c, j, a0, a1, h0, h1);
+            const float2 *bq = (const float2 *)&sbc[k][0]; /* (B pair, C pair) per lane */
+            const float yk =
+                tile_group8(&sdd[k][0], bq, bq + 1, 2 * TL_LPC, 2, c, j, a0, a1, h0, h1);
             // scan_output = (scan_output + hidden_states * D) * act(gate)
             sy[k + j][c] = (yk + sy[k + j][c]) * sg[k + j][c];
         }
@@ -453,15 +467,16 @@ static __global__ void __launch_bounds__(SCAN_THREADS) scan_tile_kernel(const AT
 //  - copies the raw tiles of u, dt_pre, z (16 channels × TT tokens, one 16-byte piece per
 //    thread and array), dtscale and B/C from global to shared memory with cp.async, double
 //    buffered: tile i+1 is in flight during tile i's scan and costs no registers. B/C land in
-//    8-byte pieces directly in the lane-interleaved layout (B_2j, B_2j+1, C_2j, C_2j+1) that
-//    lane j reads as one float4;
+//    16-byte pieces directly in the rows of pairs (B_2j, B_2j+1) and (C_2j, C_2j+1) that lane
+//    j reads (two 8-byte loads: one shared-memory wavefront each, where one 16-byte load of
+//    the interleaved four took 4 and was 55% of the kernel's wavefronts);
 //  - turns a raw tile into (dt, dt·u), u·D and silu(z) in a process step, two adjacent
 //    channels per thread (paired loads and stores); softplus = max(x, 0) + log1p(e^-|x|) with
 //    log1p by the atanh series (within 2e-6 relative of log1p(exp(x)) everywhere, 15 ops);
 //  - scans and reduces the C contraction exactly as TILE does.
 // Needs E % 16 == 0, row strides of u, dt, z, y that are multiples of 8 elements, 16-byte
-// aligned bases, and B/C rows (ldbc even) at 8-byte alignment; fmb_k_scan checks and falls
-// back to TILE. TT: 64 tokens per tile in bf16, 32 in f32 (both keep the static shared memory
+// aligned bases, and B/C rows (ldbc a multiple of 4) at 16-byte alignment; fmb_k_scan checks and
+// falls back to TILE. TT: 64 tokens per tile in bf16, 32 in f32 (both keep the static shared memory
 // under 48 KB: 46.5 and 29.3 KB).
 __device__ __forceinline__ float softplus_fast(float x)
 {
@@ -505,7 +520,8 @@ __device__ __forceinline__ void st_pair(__nv_bfloat16 *p, float2 v)
 }
 
 template <typename AT, int TT> struct tile2_smem {
-    float4 bc[2][TT][TL_LPC]; /* B/C, lane-interleaved, double-buffered */
+    float2 bq[2][TT][TL_LPC]; /* (B_2j, B_2j+1) of lane j, double-buffered */
+    float2 cq[2][TT][TL_LPC]; /* (C_2j, C_2j+1) */
     float2 dd[TT][TL_CH];     /* (dt, dt·u) */
     AT u[2][TT][TL_CH];       /* raw tiles, double-buffered */
     AT d[2][TT][TL_CH];
@@ -538,7 +554,7 @@ static __global__ void __launch_bounds__(SCAN_THREADS) scan_tile2_kernel(const A
     constexpr int PPR = TL_CH / VEC;          /* pieces per raw row: 2 (bf16) or 4 (f32) */
     static_assert(TT * PPR == SCAN_THREADS, "one raw piece per thread and array");
     static_assert(TT % 16 == 0 && (TT * 16) % SCAN_THREADS == 0, "tile shape");
-    constexpr int BCR = SCAN_THREADS / 16; /* B/C rows per pass: 16 pieces of 8 bytes a row */
+    constexpr int BCR = SCAN_THREADS / 8; /* B/C rows per pass: 8 pieces of 16 bytes a row */
     __shared__ __align__(16) tile2_smem<AT, TT> sm;
     const int tid = threadIdx.x;
     const int e0 = blockIdx.x * TL_CH;
@@ -557,10 +573,10 @@ static __global__ void __launch_bounds__(SCAN_THREADS) scan_tile2_kernel(const A
     const int s = blockIdx.y;
     const int32_t t0 = p.seq_start[s], t1 = p.seq_start[s + 1];
 
-    // load role: raw row lr, piece lp of u/dt/z; B/C piece bp (8 bytes) of rows br + BCR·i
+    // load role: raw row lr, piece lp of u/dt/z; B/C piece bp (16 bytes) of rows br + BCR·i
     const int lr = tid / PPR, lp = tid % PPR;
-    const int bp = tid % 16, br = tid / 16;
-    const int bdst = (bp & 7) * 4 + (bp >> 3) * 2; /* float offset in the interleaved row */
+    const int bp = tid % 8, br = tid / 8;
+    const int bl = 2 * (bp & 3); /* piece bp: B pairs bl, bl + 1 (bp < 4) or those of C */
     const bool has_sc = dtscale != NULL;
     auto issue = [&](int buf, int32_t tb) {
         const int32_t t = tb + lr;
@@ -578,7 +594,8 @@ static __global__ void __launch_bounds__(SCAN_THREADS) scan_tile2_kernel(const A
             const int row = br + BCR * i;
             const bool okb = tb + row < t1;
             const size_t tr = okb ? (size_t)(tb + row) : (size_t)t0;
-            cp_async<8>((float *)&sm.bc[buf][row][0] + bdst, BC + tr * ldbc + 2 * bp, okb);
+            float2 *dst = bp < 4 ? &sm.bq[buf][row][bl] : &sm.cq[buf][row][bl];
+            cp_async<16>(dst, BC + tr * ldbc + 4 * bp, okb);
         }
         cp_async_commit();
     };
@@ -619,7 +636,8 @@ static __global__ void __launch_bounds__(SCAN_THREADS) scan_tile2_kernel(const A
         const int nt = t1 - tb < TT ? t1 - tb : TT;
 #pragma unroll 2
         for (int k = 0; k < nt; k += TL_LPC) {
-            const float yk = tile_group8(&sm.dd[k][0], &sm.bc[b][k][0], c, j, a0, a1, h0, h1);
+            const float yk = tile_group8(&sm.dd[k][0], &sm.bq[b][k][0], &sm.cq[b][k][0], TL_LPC, 1,
+                                         c, j, a0, a1, h0, h1);
             // scan_output = (scan_output + hidden_states * D) * act(gate)
             sm.y[k + j][c] = (yk + sm.y[k + j][c]) * sm.g[k + j][c];
         }
@@ -906,11 +924,11 @@ extern "C" void fmb_k_scan(const fmb_cuda_ctx *c,
     const bool t1 = c->scan_algo == FMB_SCAN_TILE1;
     int tile = N == 16 && (c->scan_algo == FMB_SCAN_TILE || t1 ||
                            (aut && (p->T >= 16 * (size_t)p->nseq || p->chunk_inv)));
-    // TILE2 needs whole 16-channel blocks, 16-byte pieces of u/dt/z/y rows and 8-byte B/C pairs
+    // TILE2 needs whole 16-channel blocks, 16-byte pieces of u/dt/z/y and B/C rows
     const bool al = E % 16 == 0 && ldu % 8 == 0 && lddt % 8 == 0 && ldz % 8 == 0 && ldy % 8 == 0 &&
-                    ldbc % 2 == 0 && ((uintptr_t)u & 15) == 0 && ((uintptr_t)dt_pre & 15) == 0 &&
+                    ldbc % 4 == 0 && ((uintptr_t)u & 15) == 0 && ((uintptr_t)dt_pre & 15) == 0 &&
                     ((uintptr_t)z & 15) == 0 && ((uintptr_t)y & 15) == 0 &&
-                    ((uintptr_t)BC & 7) == 0 && ((uintptr_t)dtscale & 3) == 0;
+                    ((uintptr_t)BC & 15) == 0 && ((uintptr_t)dtscale & 3) == 0;
     if (tile && al && !t1 && (at == FMB_KDT_BF16 || at == FMB_KDT_F32)) {
         dim3 g((unsigned)(E / TL_CH), (unsigned)p->nseq);
         if (at == FMB_KDT_F32)
