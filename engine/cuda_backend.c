@@ -527,14 +527,16 @@ static void mm(cu_impl *p,
                int acc)
 {
     float beta = acc ? 1.0f : 0.0f;
-    // matvec=auto|gemm: the wide matrices through the row-invariant GEMM with a plan fixed at
+    // matvec=auto|gemm: the wide matrices (in_proj, out_proj, lm_head: M ≥ 4096 outputs, and
+    // for auto K ≥ 1024 as well, which leaves dt_proj's K = R to the matvec, 4.6 µs a layer
+    // against cuBLAS's 14.8 at 1 sequence) through the row-invariant GEMM with a plan fixed at
     // CU_DECODE_PLAN_ROWS (the choice depends on the matrix alone, never on T). H200, 7B decode
-    // step: 11.1 ms at 1 sequence, 11.8 at 16, 15.5 at 64, 25.7 at 256; matvec=mma (the
+    // step (gemm): 11.1 ms at 1 sequence, 11.8 at 16, 15.5 at 64, 25.7 at 256; matvec=mma (the
     // tensor-core chain kernels): 5.6, 7.9, 24.6 and 46.7. A batch tool runs batches
     // (bench/RESULTS.md, docs/DECISIONS.md).
-    if (!plan_rows &&
-        (p->ctx.matvec_algo == FMB_MATVEC_GEMM || p->ctx.matvec_algo == FMB_MATVEC_AUTO) &&
-        M >= 4096) {
+    const int ma = p->ctx.matvec_algo;
+    if (!plan_rows && M >= 4096 &&
+        (ma == FMB_MATVEC_GEMM || (ma == FMB_MATVEC_AUTO && K >= 1024))) {
         fmb_k_gemm_inv(&p->ctx, T, M, K, A, lda, W, ldw, p->wt, C, ldc, ct, beta,
                        W == p->lm_head ? CU_HEAD_PLAN_ROWS : CU_DECODE_PLAN_ROWS);
         return;

@@ -18,8 +18,9 @@ extern "C" {
 #endif
 
 /* Part of every job fingerprint: a version whose numbers differ from its predecessor's gets a
- * new one (0.2.0: batch-invariant decode kernels), so a resumed job never mixes them. */
-#define FMB_VERSION "0.2.0"
+ * new one (0.2.0: batch-invariant decode kernels; 0.3.0: the default decode path's dt_proj
+ * through the matvec), so a resumed job never mixes them. */
+#define FMB_VERSION "0.3.0"
 
 #define FMB_NODISCARD         __attribute__((warn_unused_result))
 #define FMB_PRINTF_LIKE(a, b) __attribute__((format(printf, a, b)))

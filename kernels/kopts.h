@@ -7,8 +7,9 @@
  * Text form: comma-separated key=value items, e.g. "scan=tile1,gemm=cublas,pdl=off":
  *   scan=auto|quad|seg|tile|tile1   the selective-scan kernel (fmb_k_scan, kernels.h)
  *   matvec=auto|cc|mma|gemm         the decode products, batch-invariant either way: the
- *                                   row-invariant GEMM for the wide matrices (auto, gemm),
- *                                   our tensor-core kernels (mma; cc: the split one for all)
+ *                                   row-invariant GEMM for the wide matrices (auto: in_proj,
+ *                                   out_proj, lm_head; gemm: dt_proj too), our tensor-core
+ *                                   kernels (mma; cc: the split one for all)
  *   gemm=fixed|fixedws|cublas       the prefill GEMM algorithm choice (fmb_k_gemm_inv)
  *   pdl=auto|off                    Programmatic Dependent Launch (auto: where it works)
  *   graphs=on|off                   CUDA graphs for the decode step
