@@ -500,9 +500,13 @@ static void cu_state_write(void *impl, void *st, const float *conv, const float 
  * whatever --chunk-tokens says. */
 #define CU_GEMM_PLAN_ROWS 4096
 #define CU_HEAD_PLAN_ROWS 256
-/* Rows at which the decode step's GEMMs choose their algorithms (matvec=gemm): the largest
- * decode step (CU_STEP_MAXB). */
-#define CU_DECODE_PLAN_ROWS 256
+/* Rows at which the decode step's GEMMs (matvec=auto|gemm: in_proj, out_proj, lm_head) choose
+ * their algorithm, which then runs for every step of 1 to CU_STEP_MAXB sequences. Until
+ * 0.3.0 the plan cache ignored the rows, so decode ran prefill's 4096-row plans (256 x 128
+ * tiles: 32 blocks for out_proj at 1 sequence, 78 µs). H200, 7B step at 1 / 16 / 64 / 256
+ * sequences: plans at 256 rows 8.2 / 8.4 / 12.5 / 23.5 ms, at 64 rows 5.5 / 6.5 / 10.9 / 25.8,
+ * at 16 rows 4.9 / 6.3 / 15.2 / 45.9 (bench/RESULTS.md): 64 is fast at both ends. */
+#define CU_DECODE_PLAN_ROWS 64
 
 /* C[T, M] = A[T, K] · W[M, K]ᵀ (acc: C += A · Wᵀ, one fp32 rounding of acc + C). Prefill (plan_rows
  * > 0): the row-invariant GEMM for every T, so that a token's results do not depend on the chunk it
@@ -530,15 +534,14 @@ static void mm(cu_impl *p,
     // matvec=auto|gemm: the wide matrices (in_proj, out_proj, lm_head: M ≥ 4096 outputs, and
     // for auto K ≥ 1024 as well, which leaves dt_proj's K = R to the matvec, 4.6 µs a layer
     // against cuBLAS's 14.8 at 1 sequence) through the row-invariant GEMM with a plan fixed at
-    // CU_DECODE_PLAN_ROWS (the choice depends on the matrix alone, never on T). H200, 7B decode
-    // step (gemm): 11.1 ms at 1 sequence, 11.8 at 16, 15.5 at 64, 25.7 at 256; matvec=mma (the
-    // tensor-core chain kernels): 5.6, 7.9, 24.6 and 46.7. A batch tool runs batches
-    // (bench/RESULTS.md, docs/DECISIONS.md).
+    // CU_DECODE_PLAN_ROWS (the choice depends on the matrix alone, never on T; its figures are
+    // there); matvec=mma (the tensor-core chain kernels): 5.7 ms at 1 sequence, 7.6 at 16, 24.6
+    // at 64, 46.7 at 256 (bench/RESULTS.md, docs/DECISIONS.md).
     const int ma = p->ctx.matvec_algo;
     if (!plan_rows && M >= 4096 &&
         (ma == FMB_MATVEC_GEMM || (ma == FMB_MATVEC_AUTO && K >= 1024))) {
         fmb_k_gemm_inv(&p->ctx, T, M, K, A, lda, W, ldw, p->wt, C, ldc, ct, beta,
-                       W == p->lm_head ? CU_HEAD_PLAN_ROWS : CU_DECODE_PLAN_ROWS);
+                       CU_DECODE_PLAN_ROWS);
         return;
     }
     if (!plan_rows && p->wt == FMB_KDT_BF16 && fmb_k_matvec_supported(T, K, ldw, p->wt) &&

@@ -56,7 +56,7 @@ extern "C" void fmb_k_gemm(const fmb_cuda_ctx *c,
 // (their column count is set to T per call) and the one algorithm every T runs with.
 #define GEMM_PLANS_MAX 32
 struct gemm_plan {
-    size_t M, Kd, lda, ldw, ldc;
+    size_t M, Kd, lda, ldw, ldc, rows; /* rows: the plan rows it was chosen for */
     fmb_kdt ab, ct;
     int beta_nz;
     int lt_ok; /* 0: no split-K-free algorithm was found; fmb_k_gemm is used instead */
@@ -118,13 +118,13 @@ static gemm_plan *gemm_plan_get(const fmb_cuda_ctx *c,
     for (int i = 0; i < ps->n; i++) {
         gemm_plan *g = &ps->e[i];
         if (g->M == M && g->Kd == Kd && g->lda == lda && g->ldw == ldw && g->ldc == ldc &&
-            g->ab == ab && g->ct == ct && g->beta_nz == beta_nz)
+            g->ab == ab && g->ct == ct && g->beta_nz == beta_nz && g->rows == plan_rows)
             return g;
     }
     FMB_ASSERTF(ps->n < GEMM_PLANS_MAX, "fmb_k_gemm_inv: more than %d GEMM shapes", GEMM_PLANS_MAX);
     gemm_plan *g = &ps->e[ps->n++];
     memset(g, 0, sizeof *g);
-    g->M = M, g->Kd = Kd, g->lda = lda, g->ldw = ldw, g->ldc = ldc;
+    g->M = M, g->Kd = Kd, g->lda = lda, g->ldw = ldw, g->ldc = ldc, g->rows = plan_rows;
     g->ab = ab, g->ct = ct, g->beta_nz = beta_nz;
     // column-major view as in fmb_k_gemm: Cᵀ[M, T] = (W as [Kd, M])ᵀ · (A as [Kd, T])
     FMB_CUBLAS_CHECK(FMB_BLAS(c)->cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));

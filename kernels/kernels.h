@@ -164,12 +164,13 @@ void fmb_k_gemm(const fmb_cuda_ctx *c,
  * splits the K reduction (split-K), which changes the order of the fp32 sums, and bf16
  * rounding of the activations then turns those last-bit differences into visible NLL
  * differences (measured at 7B: bench/RESULTS.md). Here one cublasLt algorithm per
- * (M, Kd, leading dimensions, types, beta) is chosen once, at plan_rows rows (a constant of
- * the caller, never the chunk length), among those without split-K (reduction scheme NONE)
- * and, for FMB_GEMM_FIXED, without workspace (which also rules out stream-K's partial-tile
- * fix-ups); the same algorithm then runs for every T, so each output element sees the same
- * tile and K loop. c->gemm_algo = FMB_GEMM_CUBLAS falls back to fmb_k_gemm (the old,
- * T-dependent choice). The FMB_GEMM_* values are in kernels/kopts.h. */
+ * (M, Kd, leading dimensions, types, beta, plan_rows) is chosen once, at plan_rows rows (a
+ * constant of the caller, never the chunk length; part of the plan's key, so that decode's
+ * plan is not whichever one prefill made first for the same matrix), among those without split-K
+ * (reduction scheme NONE) and, for FMB_GEMM_FIXED, without workspace (which also rules out
+ * stream-K's partial-tile fix-ups); the same algorithm then runs for every T, so each output
+ * element sees the same tile and K loop. c->gemm_algo = FMB_GEMM_CUBLAS falls back to fmb_k_gemm
+ * (the old, T-dependent choice). The FMB_GEMM_* values are in kernels/kopts.h. */
 void fmb_k_gemm_inv(const fmb_cuda_ctx *c,
                     size_t T,
                     size_t M,

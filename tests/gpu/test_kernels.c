@@ -1377,6 +1377,7 @@ int main(int argc, char **argv)
     t_gemm_inv_acc(1, 64, 96, FMB_KDT_F32, FMB_KDT_F32);
     t_gemm_inv_acc(64, 128, 96, FMB_KDT_BF16, FMB_KDT_BF16);
     t_gemm_inv_acc(3, 128, 96, FMB_KDT_BF16, FMB_KDT_F32);
+    t_gemm_inv_acc(200, 300, 520, FMB_KDT_BF16, FMB_KDT_F32); /* T above the plan's 64 rows */
     t_gemm_inv(128, 64, FMB_KDT_BF16, FMB_KDT_BF16, 300, 64);
     if (!small_only) {
         // the 7B shapes: in_proj, x_proj, dt_proj, out_proj (plan at 4096 rows), lm_head (256)
@@ -1386,6 +1387,10 @@ int main(int argc, char **argv)
         t_gemm_inv(4096, 8192, FMB_KDT_BF16, FMB_KDT_F32, 4096, 4096);
         t_gemm_inv(65024, 4096, FMB_KDT_BF16, FMB_KDT_F32, 256, 256);
         t_gemm_inv(288, 8192, FMB_KDT_F32, FMB_KDT_F32, 2048, 4096);
+        // the decode step's: plans at 64 rows (CU_DECODE_PLAN_ROWS) run for 1..256 sequences
+        t_gemm_inv(16384, 4096, FMB_KDT_BF16, FMB_KDT_BF16, 256, 64);
+        t_gemm_inv(4096, 8192, FMB_KDT_BF16, FMB_KDT_F32, 256, 64);
+        t_gemm_inv(65024, 4096, FMB_KDT_BF16, FMB_KDT_F32, 256, 64);
     }
     t_matvec(1, 300, 256, FMB_KDT_F32, 0);
     t_matvec(3, 129, 4104, FMB_KDT_BF16, 0);
