@@ -657,6 +657,219 @@ static __global__ void __launch_bounds__(SCAN_THREADS) scan_tile2_kernel(const A
     hs[1] = h1;
 }
 
+// --- TILE3: four lanes a channel, four states a lane (N = 16) ------------------------------
+//
+// TILE2 under ncu (H200, T = 4096, bf16): 25.7 instructions a warp-token, issue-bound with 3.6
+// warps a scheduler, of which the 8-lane reduce-scatter of the C contraction took 4.5 and the
+// scan itself 12.4 for 64 state updates. TILE3 gives each lane four states (the contraction
+// over them in registers) and reduces over 4 lanes (xor 2, 1: 3 shuffles for 4 tokens): ~29
+// instructions a warp-token for 128 state updates. Blocks of 2 warps = 16 channels, tiles of
+// T3_TT tokens, TILE2's cp.async staging and process step otherwise. A lane reads its states'
+// B (and C) as two 8-byte loads, one wavefront apiece where a 16-byte load costs 4; the two
+// pairs lie 32 bytes apart in the staged row (pair p at slot (p & 1)·4 + p/2), since ptxas
+// merges adjacent ones into the 16-byte load. The state recurrence is TILE2's, term for term; y's
+// sum over the 16 states is grouped per lane (4) then across lanes, so y differs from TILE2's in
+// the last bits, and is the same whatever the chunking (per-token arithmetic fixed by N alone).
+#define T3_THREADS 64
+#define T3_TT      32
+#define T3_YLD     24 /* row of y / g: rows k..k+3 of 8 channels fall in distinct banks */
+
+template <typename AT> struct tile3_smem {
+    float2 bq[2][T3_TT][TL_LPC]; /* B pairs of each token, pair p at slot (p & 1)·4 + p/2 */
+    float2 cq[2][T3_TT][TL_LPC]; /* C pairs, the same */
+    float2 dd[T3_TT][TL_CH];     /* (dt, dt·u) */
+    AT u[2][T3_TT][TL_CH];       /* raw tiles, double-buffered */
+    AT d[2][T3_TT][TL_CH];
+    AT z[2][T3_TT][TL_CH];
+    float sc[2][T3_TT];     /* dtscale */
+    float y[T3_TT][T3_YLD]; /* u·D, then the gated output */
+    float g[T3_TT][T3_YLD]; /* silu(z) */
+};
+
+/* Two 8-byte shared loads at byte addresses a + O and a + O + 32. */
+template <int O> __device__ __forceinline__ float4 lds_2x2(unsigned a)
+{
+    float4 v;
+    asm volatile("ld.shared.v2.f32 {%0, %1}, [%4+%5];\n\t"
+                 "ld.shared.v2.f32 {%2, %3}, [%4+%6];"
+                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                 : "r"(a), "n"(O), "n"(O + 32));
+    return v;
+}
+
+/* Four tokens (rows k..k+3) for lane j of channel c, states 4j..4j+3: sb / scc are the shared
+ * addresses of row k's B / C pair 2j (slot j; pair 2j + 1 is 32 bytes on; rows 64 apart). Returns
+ * token k+j's C contraction summed over the channel's 4 lanes. */
+__device__ __forceinline__ float
+tile3_group4(const float2 *dd, unsigned sb, unsigned scc, int c, int j, const float *a, float *h)
+{
+    float acc[4];
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        // h = exp(A dt) h + dt B u ;  y = Σ h C  (this lane's four states)
+        const float2 d = dd[q * TL_CH + c];
+        float4 b, cc;
+        if (q == 0)
+            b = lds_2x2<0>(sb), cc = lds_2x2<0>(scc);
+        else if (q == 1)
+            b = lds_2x2<64>(sb), cc = lds_2x2<64>(scc);
+        else if (q == 2)
+            b = lds_2x2<128>(sb), cc = lds_2x2<128>(scc);
+        else
+            b = lds_2x2<192>(sb), cc = lds_2x2<192>(scc);
+        h[0] = fmaf(ex2_ftz(a[0] * d.x), h[0], b.x * d.y);
+        h[1] = fmaf(ex2_ftz(a[1] * d.x), h[1], b.y * d.y);
+        h[2] = fmaf(ex2_ftz(a[2] * d.x), h[2], b.z * d.y);
+        h[3] = fmaf(ex2_ftz(a[3] * d.x), h[3], b.w * d.y);
+        acc[q] = fmaf(h[0], cc.x, fmaf(h[1], cc.y, fmaf(h[2], cc.z, h[3] * cc.w)));
+    }
+#pragma unroll
+    for (int q = 0; q < 2; q++) {
+        const bool hi = j & 2;
+        const float send = hi ? acc[q] : acc[q + 2], keep = hi ? acc[q + 2] : acc[q];
+        acc[q] = keep + __shfl_xor_sync(0xffffffffu, send, 2);
+    }
+    const bool hi = j & 1;
+    const float send = hi ? acc[0] : acc[1], keep = hi ? acc[1] : acc[0];
+    return keep + __shfl_xor_sync(0xffffffffu, send, 1);
+}
+
+template <typename AT>
+static __global__ void __launch_bounds__(T3_THREADS) scan_tile3_kernel(const AT *u,
+                                                                       size_t ldu,
+                                                                       const AT *dtp,
+                                                                       size_t lddt,
+                                                                       const float *dtscale,
+                                                                       const float *dt_bias,
+                                                                       const float *A,
+                                                                       const float *BC,
+                                                                       size_t ldbc,
+                                                                       const float *Dskip,
+                                                                       const AT *z,
+                                                                       size_t ldz,
+                                                                       AT *y,
+                                                                       size_t ldy,
+                                                                       fmb_kplan p,
+                                                                       size_t ssm_off)
+{
+    const int N = 16, TT = T3_TT;
+    constexpr int VEC = 16 / (int)sizeof(AT); /* elements per 16-byte piece */
+    constexpr int PPR = TL_CH / VEC;          /* pieces per raw row: 2 (bf16) or 4 (f32) */
+    constexpr int RPP = T3_THREADS / PPR;     /* raw rows per pass */
+    static_assert(TT % RPP == 0 && TT % 8 == 0 && TT <= T3_THREADS, "tile shape");
+    __shared__ __align__(16) tile3_smem<AT> sm;
+    const int tid = threadIdx.x;
+    const int e0 = blockIdx.x * TL_CH;
+    // weights first (never written after load), then wait for the kernels ahead (PDL)
+    const int pc = tid % 8, pr = tid / 8; /* process role: channels 2pc, 2pc+1, rows pr + 8k */
+    const int pe = e0 + 2 * pc;
+    const float bias0 = dt_bias[pe], bias1 = dt_bias[pe + 1];
+    const float D0 = Dskip[pe], D1 = Dskip[pe + 1];
+    const int lane = tid & 31; /* scan role: channel c of the block, lane j (states 4j..4j+3) */
+    const int c = (tid >> 5) * 8 + (lane >> 2), j = lane & 3;
+    const int e = e0 + c;
+    float a[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        a[i] = A[(size_t)e * N + 4 * j + i] * LOG2E_F;
+    fmb_pdl_wait();
+    fmb_pdl_trigger();
+    const int s = blockIdx.y;
+    const int32_t t0 = p.seq_start[s], t1 = p.seq_start[s + 1];
+
+    // load role: raw rows lr + RPP·i, piece lp of u/dt/z; B/C pair bp (8 bytes) of rows br + 4i
+    const int lr = tid / PPR, lp = tid % PPR;
+    const int bp = tid % 16, br = tid / 16;
+    const int bl = (bp & 1) * 4 + ((bp & 7) >> 1); /* the slot of pair bp & 7 of B (or C) */
+    const bool has_sc = dtscale != NULL;
+    auto issue = [&](int buf, int32_t tb) {
+#pragma unroll
+        for (int i = 0; i < TT / RPP; i++) {
+            const int row = lr + RPP * i;
+            const int32_t t = tb + row;
+            const bool ok = t < t1;
+            const size_t tt = ok ? (size_t)t : (size_t)t0; /* a valid address, nothing read */
+            cp_async<16>(&sm.u[buf][row][lp * VEC], u + tt * ldu + e0 + lp * VEC, ok);
+            cp_async<16>(&sm.d[buf][row][lp * VEC], dtp + tt * lddt + e0 + lp * VEC, ok);
+            cp_async<16>(&sm.z[buf][row][lp * VEC], z + tt * ldz + e0 + lp * VEC, ok);
+        }
+        if (has_sc && tid < TT) {
+            const bool oks = tb + tid < t1;
+            cp_async<4>(&sm.sc[buf][tid], dtscale + (oks ? tb + tid : t0), oks);
+        }
+#pragma unroll
+        for (int i = 0; i < TT / 4; i++) {
+            const int row = br + 4 * i;
+            const bool okb = tb + row < t1;
+            const size_t tr = okb ? (size_t)(tb + row) : (size_t)t0;
+            float2 *dst = bp < 8 ? &sm.bq[buf][row][bl] : &sm.cq[buf][row][bl];
+            cp_async<8>(dst, BC + tr * ldbc + 2 * bp, okb);
+        }
+        cp_async_commit();
+    };
+
+    float *hs = p.state[s] + ssm_off + (size_t)e * N + 4 * j;
+    const bool has = p.has_state[s];
+    float h[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        h[i] = has ? hs[i] : 0.0f;
+
+    const int ntiles = (t1 - t0 + TT - 1) / TT;
+    if (ntiles > 0)
+        issue(0, t0);
+    for (int it = 0; it < ntiles; it++) {
+        const int b = it & 1;
+        const int32_t tb = t0 + it * TT;
+        cp_async_wait_all();
+        __syncthreads(); // tile it has landed; the previous tile's scan is done
+#pragma unroll
+        for (int k = 0; k < TT / 8; k++) {
+            const int row = pr + 8 * k;
+            if (it > 0) // the previous tile was full (only the last one is partial)
+                st_pair(y + (size_t)(tb - TT + row) * ldy + pe,
+                        make_float2(sm.y[row][2 * pc], sm.y[row][2 * pc + 1]));
+            const float2 uu = ld_pair(&sm.u[b][row][2 * pc]);
+            const float2 dr = ld_pair(&sm.d[b][row][2 * pc]);
+            const float2 zz = ld_pair(&sm.z[b][row][2 * pc]);
+            const float sc = has_sc ? sm.sc[b][row] : 1.0f;
+            const bool ok = tb + row < t1;
+            // discrete_time_step = softplus(dt_proj(rms(time_step)) + dt_proj.bias)
+            const float dt0 = ok ? softplus_fast(fmaf(dr.x, sc, bias0)) : 0.0f;
+            const float dt1 = ok ? softplus_fast(fmaf(dr.y, sc, bias1)) : 0.0f;
+            *(float4 *)&sm.dd[row][2 * pc] = make_float4(dt0, dt0 * uu.x, dt1, dt1 * uu.y);
+            *(float2 *)&sm.y[row][2 * pc] = make_float2(uu.x * D0, uu.y * D1);
+            *(float2 *)&sm.g[row][2 * pc] = make_float2(silu_ex2(zz.x), silu_ex2(zz.y));
+        }
+        if (it + 1 < ntiles)
+            issue(b ^ 1, tb + TT); // in flight during this tile's scan
+        __syncthreads();
+        const int nt = t1 - tb < TT ? t1 - tb : TT;
+        const unsigned sb = (unsigned)__cvta_generic_to_shared(&sm.bq[b][0][j]);
+        const unsigned scc = (unsigned)__cvta_generic_to_shared(&sm.cq[b][0][j]);
+#pragma unroll 2
+        for (int k = 0; k < nt; k += 4) {
+            const float yk = tile3_group4(&sm.dd[k][0], sb + 64 * k, scc + 64 * k, c, j, a, h);
+            // scan_output = (scan_output + hidden_states * D) * act(gate)
+            sm.y[k + j][c] = (yk + sm.y[k + j][c]) * sm.g[k + j][c];
+        }
+    }
+    if (ntiles > 0) {
+        __syncthreads();
+        const int32_t tb = t0 + (ntiles - 1) * TT; // the last tile
+#pragma unroll
+        for (int k = 0; k < TT / 8; k++) {
+            const int row = pr + 8 * k;
+            if (tb + row < t1)
+                st_pair(y + (size_t)(tb + row) * ldy + pe,
+                        make_float2(sm.y[row][2 * pc], sm.y[row][2 * pc + 1]));
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        hs[i] = h[i];
+}
+
 // --- decode step: ssm_params fused with the scan of one token per sequence ----------------
 //
 // Decode runs the scan on one token per sequence. QUAD (4 lanes per channel) then needs
@@ -921,14 +1134,28 @@ extern "C" void fmb_k_scan(const fmb_cuda_ctx *c,
     // order, with per-token arithmetic that does not depend on where a chunk starts; SEG
     // splits a chunk into T-dependent segments and recombines them (other fp32 rounding).
     const bool aut = c->scan_algo == FMB_SCAN_AUTO;
-    const bool t1 = c->scan_algo == FMB_SCAN_TILE1;
-    int tile = N == 16 && (c->scan_algo == FMB_SCAN_TILE || t1 ||
+    const bool t1 = c->scan_algo == FMB_SCAN_TILE1, t3 = c->scan_algo == FMB_SCAN_TILE3;
+    int tile = N == 16 && (c->scan_algo == FMB_SCAN_TILE || t1 || t3 ||
                            (aut && (p->T >= 16 * (size_t)p->nseq || p->chunk_inv)));
     // TILE2 needs whole 16-channel blocks, 16-byte pieces of u/dt/z/y and B/C rows
     const bool al = E % 16 == 0 && ldu % 8 == 0 && lddt % 8 == 0 && ldz % 8 == 0 && ldy % 8 == 0 &&
                     ldbc % 4 == 0 && ((uintptr_t)u & 15) == 0 && ((uintptr_t)dt_pre & 15) == 0 &&
                     ((uintptr_t)z & 15) == 0 && ((uintptr_t)y & 15) == 0 &&
                     ((uintptr_t)BC & 15) == 0 && ((uintptr_t)dtscale & 3) == 0;
+    if (tile && al && t3 && (at == FMB_KDT_BF16 || at == FMB_KDT_F32)) {
+        dim3 g((unsigned)(E / TL_CH), (unsigned)p->nseq);
+        if (at == FMB_KDT_F32)
+            FMB_LAUNCH_PDL(c, scan_tile3_kernel<float>, g, dim3(T3_THREADS), 0, (const float *)u,
+                           ldu, (const float *)dt_pre, lddt, dtscale, dt_bias, A, BC, ldbc, Dskip,
+                           (const float *)z, ldz, (float *)y, ldy, *p, ssm_off);
+        else
+            FMB_LAUNCH_PDL(c, scan_tile3_kernel<__nv_bfloat16>, g, dim3(T3_THREADS), 0,
+                           (const __nv_bfloat16 *)u, ldu, (const __nv_bfloat16 *)dt_pre, lddt,
+                           dtscale, dt_bias, A, BC, ldbc, Dskip, (const __nv_bfloat16 *)z, ldz,
+                           (__nv_bfloat16 *)y, ldy, *p, ssm_off);
+        FMB_LAUNCH_CHECK(c);
+        return;
+    }
     if (tile && al && !t1 && (at == FMB_KDT_BF16 || at == FMB_KDT_F32)) {
         dim3 g((unsigned)(E / TL_CH), (unsigned)p->nseq);
         if (at == FMB_KDT_F32)
