@@ -11,7 +11,7 @@ typedef struct {
     int numeric;              /* 1: the key changes numbers */
 } kopt_key;
 
-static const char *const scan_names[] = {"auto", "quad", "seg", "tile", "tile1", "tile3", NULL};
+static const char *const scan_names[] = {"auto", "quad", "seg", "tile", "tile1", NULL};
 static const char *const matvec_names[] = {"auto", "cc", "mma", "gemm", NULL};
 static const char *const gemm_names[] = {"fixed", "fixedws", "cublas", NULL};
 static const char *const pdl_names[] = {"auto", "off", "on", NULL};

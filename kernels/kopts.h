@@ -5,7 +5,7 @@
  * (fmb_cuda_ctx_init) and the launchers read their context, never the environment.
  *
  * Text form: comma-separated key=value items, e.g. "scan=tile1,gemm=cublas,pdl=off":
- *   scan=auto|quad|seg|tile|tile1|tile3  the selective-scan kernel (fmb_k_scan, kernels.h)
+ *   scan=auto|quad|seg|tile|tile1   the selective-scan kernel (fmb_k_scan, kernels.h)
  *   matvec=auto|cc|mma|gemm         the decode products, batch-invariant either way: the
  *                                   row-invariant GEMM for the wide matrices (auto: in_proj,
  *                                   out_proj, lm_head; gemm: dt_proj too), our tensor-core
@@ -42,8 +42,7 @@ enum {
     FMB_SCAN_QUAD = 1,
     FMB_SCAN_SEG = 2,
     FMB_SCAN_TILE = 3,
-    FMB_SCAN_TILE1 = 4,
-    FMB_SCAN_TILE3 = 5
+    FMB_SCAN_TILE1 = 4
 };
 /* Decode products, each batch-invariant (a sequence's bits do not depend on the batch):
  * AUTO = GEMM: fmb_k_gemm_inv with a plan fixed at 256 rows for the matrices of ≥ 4096 outputs

@@ -135,7 +135,7 @@ static void t_kernel_fingerprint(void)
     job = sketch_with_kernel("scan=fast", &err);
     check(job == NULL &&
               strstr(err.msg, "j.toml:6:1: [job].kernel options: 'scan=fast': scan must be "
-                              "auto|quad|seg|tile|tile1|tile3"),
+                              "auto|quad|seg|tile|tile1"),
           "bad [job].kernel names file:line:column and the choices", "%s", err.msg);
     fmb_job_free(job);
     free(fp0);

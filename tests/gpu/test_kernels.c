@@ -24,7 +24,6 @@ static const char *algo_name(void)
     return ctx.scan_algo == FMB_SCAN_QUAD    ? "quad"
            : ctx.scan_algo == FMB_SCAN_TILE  ? "tile"
            : ctx.scan_algo == FMB_SCAN_TILE1 ? "tile1"
-           : ctx.scan_algo == FMB_SCAN_TILE3 ? "tile3"
                                              : "seg";
 }
 static uint64_t rng = 12345;
@@ -1338,11 +1337,10 @@ int main(int argc, char **argv)
                 t_conv_paths(150, E, K, 0, dt);
             }
         size_t Ns[2] = {16, 8};
-        // TILE takes the staged TILE2 kernel where E % 16 == 0 (E = 256 here), TILE3 the
-        // four-lane one there, TILE1 the first tile kernel everywhere
-        const int algos[5] = {FMB_SCAN_QUAD, FMB_SCAN_SEG, FMB_SCAN_TILE, FMB_SCAN_TILE1,
-                              FMB_SCAN_TILE3};
-        for (int ai = 0; ai < 5; ai++)
+        // TILE takes the staged TILE2 kernel where E % 16 == 0 (E = 256 here), TILE1 the first
+        // tile kernel everywhere
+        const int algos[4] = {FMB_SCAN_QUAD, FMB_SCAN_SEG, FMB_SCAN_TILE, FMB_SCAN_TILE1};
+        for (int ai = 0; ai < 4; ai++)
             for (int ni = 0; ni < 2; ni++) {
                 ctx.scan_algo = algos[ai];
                 size_t N = Ns[ni];
@@ -1371,9 +1369,9 @@ int main(int argc, char **argv)
         vl_case cb = mk_case(1, lb, hb);
         int l4[] = {5, 64, 65, 130}, h4[] = {1, 0, 1, 1};
         vl_case c4 = mk_case(4, l4, h4);
-        for (int ai = 0; ai < 5; ai++) {
+        for (int ai = 0; ai < 4; ai++) {
             ctx.scan_algo = algos[ai];
-            // E = 1024: TILE2 / TILE3 with tiles ending exactly at, one past and mid sequences
+            // E = 1024: TILE2 with tiles ending exactly at, one past and mid sequences
             t_scan("varlen 5+64+65+130", &c4, 1024, 16, dt, 32);
             t_scan("varlen 300+211", &c2, 1000, 12, dt, 32); // N = 12: masked seg variant
             t_scan("varlen 300+211", &c2, 1000, 6, dt, 32);  // N = 6: masked, seg fallback
