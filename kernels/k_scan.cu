@@ -917,9 +917,11 @@ extern "C" void fmb_k_scan(const fmb_cuda_ctx *c,
         return;
     // AUTO: TILE when sequences average at least 16 tokens or the plan is a prefill chunk
     // (N = 16 only), else QUAD when no sequence spans several segments (decode) or the plan is
-    // a prefill chunk, else SEG. TILE and QUAD walk each (channel, state) through time in
-    // order, with per-token arithmetic that does not depend on where a chunk starts; SEG
-    // splits a chunk into T-dependent segments and recombines them (other fp32 rounding).
+    // a prefill chunk, else SEG (TILE and TILE1 forced take QUAD where N != 16, as AUTO does,
+    // so that they stay chunk-invariant there too). TILE and QUAD walk each (channel, state)
+    // through time in order, with per-token arithmetic that does not depend on where a chunk
+    // starts; SEG splits a chunk into T-dependent segments and recombines them (other fp32
+    // rounding).
     const bool aut = c->scan_algo == FMB_SCAN_AUTO;
     const bool t1 = c->scan_algo == FMB_SCAN_TILE1;
     int tile = N == 16 && (c->scan_algo == FMB_SCAN_TILE || t1 ||
@@ -961,7 +963,7 @@ extern "C" void fmb_k_scan(const fmb_cuda_ctx *c,
         return;
     }
     int quad = c->scan_algo == FMB_SCAN_QUAD ||
-               ((aut || c->scan_algo == FMB_SCAN_TILE) && (!p->multi_seg || p->chunk_inv));
+               ((aut || c->scan_algo == FMB_SCAN_TILE || t1) && (!p->multi_seg || p->chunk_inv));
     if (quad && N % 4 == 0) {
         dim3 g(fmb_cdiv(E, 32), (unsigned)p->nseq);
 #define FMB_QUAD_CASE(AT)                                                                          \
