@@ -89,8 +89,10 @@ if [ $bench = yes ]; then
     # comparisons: one short bench per --kernel value in $VARIANTS (e.g. "scan=tile1 pdl=off")
     for v in ${VARIANTS:-scan=tile1}; do
         [ "$v" = - ] && continue # VARIANTS=- : none
+        # the file name without '=' or ',' (the device tool returns plain names only)
+        vn=$(echo "$v" | tr '=,' '-_')
         "$BUILD/fmbatch" bench --synthetic 7b --tokens 1024,16384 --decode-steps 16 --kernel "$v" \
-            >"$OUT/bench-$v.json" 2>>"$OUT/bench.log" || status=1
+            >"$OUT/bench-$vn.json" 2>>"$OUT/bench.log" || status=1
     done
     "$BUILD/fmbatch" bench --synthetic 7b --ballast-free 22GiB --tokens 1024,100000 \
         --decode-batch 16 >"$OUT/bench-24g.json" 2>"$OUT/bench-24g.log" || status=1
@@ -98,15 +100,20 @@ fi
 
 # 5. table and status
 echo "== gpu-check at $commit"
-grep -E '^(FAIL|NOTE)' "$OUT/tests.log" | head -40
+# the failures first (NOTE lines are many), then the notes
+grep -E '^FAIL' "$OUT/tests.log" "$OUT/tests-sm80.log" 2>/dev/null | head -20
+grep -E '^NOTE' "$OUT/tests.log" | head -30
 echo "tests: $tests_line"
 echo "sanitizers: $san"
 echo "sm80: $sm80"
 for f in "$OUT"/bench*.json; do
     [ -s "$f" ] && { echo "$(basename "$f"):"; cat "$f"; }
 done
+# the first failing tests' names, JSON-escaped (quotes and backslashes dropped)
+failed=$(grep -h -E '^FAIL' "$OUT/tests.log" "$OUT/tests-sm80.log" 2>/dev/null | head -5 |
+    cut -c6-120 | tr -d '"\\' | awk '{printf "%s\"%s\"", (NR > 1 ? "," : ""), $0}')
 cat >"$OUT/GPU-STATUS.json" <<J
-{"commit":"$commit","date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","gpu":"$(tail -1 "$OUT/gpu.txt" | cut -d, -f1)","tests":"$tests_line","sanitizers":"$san","sm80":"$sm80","ok":$([ $status = 0 ] && echo true || echo false)}
+{"commit":"$commit","date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","gpu":"$(tail -1 "$OUT/gpu.txt" | cut -d, -f1)","tests":"$tests_line","sanitizers":"$san","sm80":"$sm80","failed":[$failed],"ok":$([ $status = 0 ] && echo true || echo false)}
 J
 cp "$OUT/GPU-STATUS.json" tests/GPU-STATUS.json 2>/dev/null
 exit $status
