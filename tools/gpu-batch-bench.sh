@@ -178,12 +178,18 @@ run_job() { # name [args]
     echo "$n: rc=$rc wall $wall s, $(smi_stop "$n"); $(grep -h 'engine:\|tok/s, ' "$W/$n.log" | tr '\n' ' ')" >>"$S"
     { echo "== $n"; tail -n 4 "$W/$n.log"; } >>"$OUT/jobs.log"
 }
+item_counts() { # db -> "done N, pending N, ...": the items by status
+    python3 -c "
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+print(', '.join('%s %d' % r for r in db.execute('SELECT status, count(*) FROM item GROUP BY status')))" "$1"
+}
 term_job() { # name: SIGTERM to the parent of a --devices run after $TERM_AFTER s, then a rerun
     n=$1
-    rm -f "$W/$n.db"*
+    rm -f "$W/$n.db"* "$W/$n.out" "$W/$n.log"
     # shellcheck disable=SC2086
     "$FMB" run "$W/$n.toml" --progress none $RUNARGS --devices "$DEVICES" ${X2MEM:+--mem-limit "$X2MEM"} \
-        >"$W/$n.out" 2>"$W/$n.log" &
+        >>"$W/$n.out" 2>>"$W/$n.log" &
     pid=$!
     sleep "${TERM_AFTER:-20}"
     kill -TERM $pid
@@ -201,20 +207,12 @@ for d in os.listdir('/proc'):
         continue
     n += sys.argv[1].encode() in a and any(x.endswith(b'fmbatch') for x in a)
 print(n)" "$W/$n.toml")
-    counts=$(python3 -c "
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-print(', '.join('%s %d' % r for r in db.execute('SELECT status, count(*) FROM item GROUP BY status')))" "$W/$n.db")
-    echo "$n: SIGTERM after ${TERM_AFTER:-20} s: rc=$rc, fmbatch processes left $left, items: $counts" >>"$S"
+    echo "$n: SIGTERM after ${TERM_AFTER:-20} s: rc=$rc, fmbatch processes left $left, items: $(item_counts "$W/$n.db")" >>"$S"
     # shellcheck disable=SC2086
     "$FMB" run "$W/$n.toml" --progress none $RUNARGS --devices "$DEVICES" ${X2MEM:+--mem-limit "$X2MEM"} \
         >>"$W/$n.out" 2>>"$W/$n.log"
     rc=$?
-    counts=$(python3 -c "
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-print(', '.join('%s %d' % r for r in db.execute('SELECT status, count(*) FROM item GROUP BY status')))" "$W/$n.db")
-    echo "$n: the rerun: rc=$rc, items: $counts" >>"$S"
+    echo "$n: the rerun: rc=$rc, items: $(item_counts "$W/$n.db")" >>"$S"
     { echo "== $n"; tail -n 6 "$W/$n.log"; } >>"$OUT/jobs.log"
 }
 for j in ${JOBS:-score2k score200 gen256 qa64 qa64b1 long}; do
