@@ -11,7 +11,13 @@
 # ".gpu-commit"] (the objects stay here: the tree and the carry fit the 64 MiB) and start the
 # command with
 #   tar xJf .gpubin.tar.xz && mkdir -p .gpulib && tar xJf .gpulib.tar.xz -C .gpulib
+# NAME=x (a branch's worktree, for tools/gpu-compare.sh): the same build, packed as build-x/
+# (with build-x/.commit) into .gpubin-x.tar.xz alone: no sm80 build, no libraries (main's serve).
 set -eu
+if [ -n "${NAME:-}" ] && [ -n "${SM80:-}" ]; then
+    echo "gpu-pack: NAME and SM80 do not go together" >&2
+    exit 2
+fi
 BUILD=${BUILD:-build-cuda}
 ARCH=${CUDA_ARCH:--gencode arch=compute_90,code=sm_90}
 make BUILD="$BUILD" CUDA=1 CUDA_ARCH="$ARCH" -j"$(nproc)" all >/dev/null
@@ -30,9 +36,21 @@ fi
 rm -rf .gpubin
 mkdir -p .gpubin
 for b in $bins; do # stripped copies: the build folders keep their symbols
-    mkdir -p ".gpubin/$(dirname "$b")"
-    strip -o ".gpubin/$b" "$b"
+    d=$b
+    [ -n "${NAME:-}" ] && d="build-$NAME/${b#"$BUILD"/}"
+    mkdir -p ".gpubin/$(dirname "$d")"
+    strip -o ".gpubin/$d" "$b"
 done
+X=$(git rev-parse --git-path info/exclude) # .git/info/exclude, also from a worktree
+commit=$(git rev-parse HEAD)$(git diff --quiet HEAD -- . || echo "+dirty")
+if [ -n "${NAME:-}" ]; then
+    echo "$commit" >".gpubin/build-$NAME/.commit"
+    tar cJf ".gpubin-$NAME.tar.xz" -C .gpubin .
+    rm -rf .gpubin
+    grep -qx '/.gpubin-\*.tar.xz' "$X" 2>/dev/null || echo '/.gpubin-*.tar.xz' >>"$X"
+    du -h ".gpubin-$NAME.tar.xz"
+    exit 0
+fi
 tar cJf .gpubin.tar.xz -C .gpubin .
 rm -rf .gpubin
 rm -rf .gpulib
@@ -48,9 +66,7 @@ done
 # compressed: OpenBLAS and ICU alone are over half the 64 MiB a call may carry
 tar cJf .gpulib.tar.xz -C .gpulib .
 rm -rf .gpulib
-git rev-parse HEAD >.gpu-commit
-git diff --quiet HEAD -- . || echo "+dirty" >>.gpu-commit
-X=$(git rev-parse --git-path info/exclude) # .git/info/exclude, also from a worktree
+echo "$commit" >.gpu-commit
 grep -qx '/.gpulib.tar.xz' "$X" 2>/dev/null ||
     printf '/.gpulib/\n/.gpulib.tar.xz\n/.gpu-commit\n' >>"$X"
 grep -qx '/.gpubin.tar.xz' "$X" 2>/dev/null || echo /.gpubin.tar.xz >>"$X"
