@@ -13,7 +13,8 @@
 #      $BATCHES (default "16 64 256"),
 # and, with NCU=1, 4. ncu's per-kernel durations of a decode step at 1 and 16 sequences
 # (tools/kernel-times.py). Writes $OUT/compare.txt (a line a build and round, then the table of
-# medians) and each build's logs as $OUT/NAME-*.log.
+# medians) and each build's logs and JSON into $OUT/logs.tar.xz (the device tool returns 8
+# files at most).
 # Usage: OUT=/tmp/o BUILDS="build-cuda build-next" tools/gpu-compare.sh
 # (MODEL="--synthetic 7b" by default; any `fmbatch bench` model arguments, e.g. "--model DIR
 # --backend cpu", which is how tests/sh/gpu_compare_dry.sh runs it without a GPU)
@@ -24,7 +25,8 @@ TOKENS=${TOKENS:-16384}
 BATCHES=${BATCHES:-16 64 256}
 ROUNDS=${ROUNDS:-2}
 SAN=${SAN-memcheck racecheck}
-mkdir -p "$OUT"
+L="$OUT/logs"
+mkdir -p "$L"
 [ -d .gpulib ] && export LD_LIBRARY_PATH="$PWD/.gpulib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 S="$OUT/compare.txt"
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
@@ -38,17 +40,17 @@ for b in $BUILDS; do
     line="$n at $(commit "$b"):"
     if [ "${TESTS:-1}" != 0 ]; then
         FMBATCH="$PWD/$b/fmbatch" sh tests/run.sh "$b/tests/gpu" --no-scripts \
-            >"$OUT/$n-tests.log" 2>&1 || status=1
-        line="$line tests $(tail -1 "$OUT/$n-tests.log")"
-        f=$(grep -a -c '^FAIL' "$OUT/$n-tests.log")
-        [ "$f" = 0 ] || line="$line (first: $(grep -a -m1 '^FAIL' "$OUT/$n-tests.log" | cut -c6-100))"
+            >"$L/$n-tests.log" 2>&1 || status=1
+        line="$line tests $(tail -1 "$L/$n-tests.log")"
+        f=$(grep -a -c '^FAIL' "$L/$n-tests.log")
+        [ "$f" = 0 ] || line="$line (first: $(grep -a -m1 '^FAIL' "$L/$n-tests.log" | cut -c6-100))"
     fi
     for tool in $SAN; do
         compute-sanitizer --tool "$tool" --error-exitcode 9 "$b/tests/gpu/test_kernels" small \
-            >"$OUT/$n-$tool.log" 2>&1
+            >"$L/$n-$tool.log" 2>&1
         rc=$?
         [ $rc = 0 ] || status=1
-        line="$line; $tool rc=$rc $(grep -a -h 'SUMMARY' "$OUT/$n-$tool.log" | tail -1)"
+        line="$line; $tool rc=$rc $(grep -a -h 'SUMMARY' "$L/$n-$tool.log" | tail -1)"
     done
     echo "$line" >>"$S"
 done
@@ -70,8 +72,8 @@ while [ $r -le "$ROUNDS" ]; do
         for B in $BATCHES; do
             # shellcheck disable=SC2086 # MODEL is a list of arguments
             "$b/fmbatch" bench $MODEL --tokens "$t" --decode-steps 16 --decode-batch "$B" \
-                >"$OUT/$n-bench.json" 2>>"$OUT/$n-bench.log" || status=1
-            echo "round $r $n: $(summary <"$OUT/$n-bench.json")" >>"$S"
+                >"$L/$n-bench.json" 2>>"$L/$n-bench.log" || status=1
+            echo "round $r $n: $(summary <"$L/$n-bench.json")" >>"$S"
             t=1024
         done
     done
@@ -109,9 +111,10 @@ if [ "${NCU:-0}" != 0 ] && command -v ncu >/dev/null 2>&1; then
         ncu --clock-control none --cache-control none --csv --page raw \
             --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size \
             "$b/fmbatch" bench $MODEL --tokens 1024 --decode-steps 2 --decode-batch 16 \
-            --kernel graphs=off >"$OUT/$n-kernels.csv" 2>/dev/null
-        { echo "== ncu, $n (decode phases: embed grid (8, 1) = 1 sequence, (8, 16) = 16)"; python3 tools/kernel-times.py "$OUT/$n-kernels.csv" | sed -n '/embed grid (8, 1, 1)/,$p'; } >>"$S"
+            --kernel graphs=off >"$L/$n-kernels.csv" 2>/dev/null
+        { echo "== ncu, $n (decode phases: embed grid (8, 1) = 1 sequence, (8, 16) = 16)"; python3 tools/kernel-times.py "$L/$n-kernels.csv" | sed -n '/embed grid (8, 1, 1)/,$p'; } >>"$S"
     done
 fi
+tar cJf "$OUT/logs.tar.xz" -C "$OUT" logs && rm -rf "$L"
 cat "$S"
 exit $status

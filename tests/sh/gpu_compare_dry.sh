@@ -30,3 +30,9 @@ ok "the first batch of a round measures the prefill lengths asked for" \
 ok "later batches of a round run at context 1024" "^round [12] next: prefill 1024 [0-9]* tok/s | decode b1@1024 [0-9.]* b5@1024 [0-9.]* ms$" 2
 ok "a row of medians per build, each figure from both rounds" \
     "^| \(main\|next\) | [0-9.]* (2) | [0-9.]* (2) | [0-9.]* (2) | [0-9.]* (2) | [0-9.]* (2) | [0-9.]* (2) | [0-9.]* (2) | [0-9.]* (2) |$" 2
+n=$(find "$T/out" -type f | wc -l)
+if [ "$n" -le 8 ] && tar tJf "$T/out/logs.tar.xz" | grep -q 'logs/next-bench.json'; then
+    echo "PASS what comes back: $n files (the device tool returns 8), the logs in logs.tar.xz"
+else
+    echo "FAIL what comes back: $n files in $T/out, or no logs/next-bench.json in logs.tar.xz"
+fi
