@@ -11,8 +11,8 @@
 # shows as a spread rather than as a difference),
 #   3. fmbatch bench: prefill at $TOKENS (default 16384) and decode at batch 1 and each of
 #      $BATCHES (default "16 64 256"),
-# and, with NCU=1, 4. ncu's per-kernel durations of a decode step at 1 and 16 sequences
-# (tools/kernel-times.py). Writes $OUT/compare.txt (a line a build and round, then the table of
+# and, with NCU=1, 4. ncu's per-kernel durations of a decode step at 1 and $NCU_BATCH (16)
+# sequences (tools/kernel-times.py). Writes $OUT/compare.txt (a line a build and round, then the table of
 # medians) and each build's logs and JSON into $OUT/logs.tar.xz (the device tool returns 8
 # files at most).
 # Usage: OUT=/tmp/o BUILDS="build-cuda build-next" tools/gpu-compare.sh
@@ -110,9 +110,9 @@ if [ "${NCU:-0}" != 0 ] && command -v ncu >/dev/null 2>&1; then
         # shellcheck disable=SC2086
         ncu --clock-control none --cache-control none --csv --page raw \
             --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size \
-            "$b/fmbatch" bench $MODEL --tokens 1024 --decode-steps 2 --decode-batch 16 \
+            "$b/fmbatch" bench $MODEL --tokens 1024 --decode-steps 2 --decode-batch "${NCU_BATCH:-16}" \
             --kernel graphs=off >"$L/$n-kernels.csv" 2>/dev/null
-        { echo "== ncu, $n (decode phases: embed grid (8, 1) = 1 sequence, (8, 16) = 16)"; python3 tools/kernel-times.py "$L/$n-kernels.csv" | sed -n '/embed grid (8, 1, 1)/,$p'; } >>"$S"
+        { echo "== ncu, $n (decode phases: embed grid (8, 1) = 1 sequence, (8, B) = B)"; python3 tools/kernel-times.py "$L/$n-kernels.csv" | sed -n '/embed grid (8, 1, 1)/,$p'; } >>"$S"
     done
 fi
 tar cJf "$OUT/logs.tar.xz" -C "$OUT" logs && rm -rf "$L"

@@ -9,35 +9,40 @@
 typedef struct {
     const char *name;
     int (*fn)(int, char **);
-    const char *help;
+    const char *args; /* the synopsis after the name */
+    const char *what; /* one line */
 } fmb_command;
 
+/* The top-level usage; each command's own options are its --help. */
 static const fmb_command commands[] = {
-    {"run", NULL, "JOB.toml            run or resume a job"}, /* takes the fault context */
-    {"check", fmb_cmd_check, "JOB.toml          validate a job: counts, estimates, memory plan"},
-    {"status", fmb_cmd_status, "JOB.toml         queue state of a job (JSON)"},
-    {"export", fmb_cmd_export, "JOB.toml --format jsonl|csv   results, one row per (item, task)"},
-    {"retry", fmb_cmd_retry, "JOB.toml --failed   put failed and dead items back in the queue"},
-    {"prune", fmb_cmd_prune,
-     "JOB.toml [--apply]   items and results of documents gone from the source"},
-    {"report", fmb_cmd_report, "JOB.toml [--html F] [--top N]   results as text (and HTML)"},
-    {"merge", fmb_cmd_merge, "OUT.db SHARD.db...   one output from a sharded job's outputs"},
-    {"score", fmb_cmd_score, "--model DIR (--ids-file F | --text-file F) [--per-token]"},
-    {"generate", fmb_cmd_generate, "--model DIR (--ids-file F | --text-file F | --prompt S) ..."},
-    {"tokenize", fmb_cmd_tokenize, "(--tokenizer F | --model DIR) [FILE]   bytes -> ids"},
-    {"detokenize", fmb_cmd_detokenize, "(--tokenizer F | --model DIR) [FILE]   ids -> text"},
-    {"inspect", fmb_cmd_inspect, "--model DIR      config, parameters, dtypes, memory plan"},
-    {"bench", fmb_cmd_bench, "(--model DIR | --synthetic 7b)   prefill/decode speed, memory"},
-    {"synth", fmb_cmd_synth, "--shape 7b|tiny|SPEC --out DIR   write a random checkpoint"},
+    {"run", NULL, "JOB.toml", "run or resume a job"}, /* takes the fault context */
+    {"check", fmb_cmd_check, "JOB.toml", "validate a job: counts, estimates, memory plan"},
+    {"status", fmb_cmd_status, "JOB.toml", "queue state of a job (JSON)"},
+    {"export", fmb_cmd_export, "JOB.toml --format jsonl|csv", "results, one row per (item, task)"},
+    {"retry", fmb_cmd_retry, "JOB.toml --failed", "failed and dead items back in the queue"},
+    {"prune", fmb_cmd_prune, "JOB.toml [--apply]", "results of documents gone from the source"},
+    {"report", fmb_cmd_report, "JOB.toml [--html F]", "a report to read (text, or HTML)"},
+    {"merge", fmb_cmd_merge, "OUT.db SHARD.db...", "one output from a sharded job's outputs"},
+    {"score", fmb_cmd_score, "--model DIR (--text-file F | ...)",
+     "NLL, perplexity, bits per byte of one document"},
+    {"generate", fmb_cmd_generate, "--model DIR --prompt S ...", "one scored generation"},
+    {"tokenize", fmb_cmd_tokenize, "(--tokenizer F | --model DIR)", "bytes -> ids"},
+    {"detokenize", fmb_cmd_detokenize, "(--tokenizer F | --model DIR)", "ids -> text"},
+    {"inspect", fmb_cmd_inspect, "--model DIR", "config, parameters, dtypes, memory plan"},
+    {"bench", fmb_cmd_bench, "(--model DIR | --synthetic 7b)", "prefill/decode speed, memory"},
+    {"synth", fmb_cmd_synth, "--shape 7b|tiny|SPEC --out DIR", "write a random checkpoint"},
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: fmbatch <command> [options]\n\ncommands:\n");
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        int n = fprintf(f, "  %s %s", commands[i].name, commands[i].args);
+        fprintf(f, "%*s%s\n", n < 44 ? 44 - n : 1, "", commands[i].what);
+    }
     fprintf(f, "\ncommon options: --backend auto|cpu|cuda  --dtype bf16|f32  --chunk-tokens N  "
-               "--mem-limit SIZE  --threads N\n");
+               "--mem-limit SIZE  --threads N\n"
+               "fmbatch COMMAND --help: that command's options; fmbatch --version\n");
 }
 
 /* OpenMP threads wait passively unless the user chose otherwise. libgomp's default lets idle

@@ -54,4 +54,17 @@ for c in score generate inspect tokenize detokenize bench synth merge; do
     done
     if [ -z "$bad" ]; then echo "PASS help: every option $c lists is accepted"; else echo "FAIL help: $c refuses its own options:$bad"; fi
 done
+# `fmbatch --help` names exactly the commands above (each with its own --help), every
+# description starting in one column
+"$F" --help >"$T/top" 2>&1
+rc=$?
+listed=$(sed -n '/^commands:/,/^$/s/^  \([a-z]*\) .*/\1/p' "$T/top" | sort | tr '\n' ' ')
+want=$(echo $cmds score generate inspect tokenize detokenize bench synth merge | tr ' ' '\n' | sort | tr '\n' ' ')
+# characters 44 and 45 of a command's line: the padding's last space, the description's first letter
+starts=$(sed -n '/^commands:/,/^$/{/^  [a-z]/p}' "$T/top" | cut -c44-45 | grep -vc '^ [^ ]$')
+if [ $rc -eq 0 ] && [ "$listed" = "$want" ] && [ "$starts" = 0 ]; then
+    echo "PASS help: fmbatch --help lists every command, descriptions in one column"
+else
+    echo "FAIL help: fmbatch --help: rc $rc, lists '$listed' (want '$want'), $starts lines not in the column: $(cat "$T/top")"
+fi
 exit 0
