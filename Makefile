@@ -103,7 +103,7 @@ GPU_TEST_BIN := $(GPU_TEST_C:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
 FMBATCH := $(BUILD)/fmbatch
 
 .PHONY: all test check test-run test-gpu demo install uninstall format format-check lint clean \
-        fuzz fuzz-bins fuzz-smoke
+        fuzz fuzz-bins fuzz-smoke tsan-smoke
 # Keep test objects: make would otherwise delete them after the runner's last line.
 .SECONDARY:
 ifneq ($(filter $(BUILD),build build-nocuda),)
@@ -201,6 +201,16 @@ $(BUILD)/fuzz/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(TEST_HARNESS) $(BATCH_LIB) 
 fuzz-smoke: fuzz
 	@tools/fuzz.sh $(FUZZ_BUILD) $(FUZZ_TIME) $(FUZZ_NAMES)
 
+# ThreadSanitizer (gcc): `make tsan-smoke` builds fmbatch in build-tsan/ with
+# -fsanitize=thread and runs the end-to-end scripts that drive its threads (the pipelined
+# runner, SIGINT, several workers, shards) under it (tools/tsan.sh; tests/tsan.supp holds the
+# suppressions and their reasons); a report or a FAIL fails it.
+TSAN_BUILD ?= build-tsan
+TSAN_SCRIPTS ?= batch_e2e devices shards gen_controls batch_sources
+tsan-smoke:
+	@$(MAKE) --no-print-directory CUDA=0 BUILD=$(TSAN_BUILD) SANITIZER=thread $(TSAN_BUILD)/fmbatch
+	@tools/tsan.sh $(abspath $(TSAN_BUILD))/fmbatch $(TSAN_SCRIPTS)
+
 SRC_ALL = $(shell git ls-files '*.c' '*.h' '*.cu' '*.cuh' '*.cc' 2>/dev/null)
 format:
 	clang-format -i $(SRC_ALL)
@@ -228,6 +238,6 @@ lint:
 	@echo "lint: cppcheck ok"
 
 clean:
-	rm -rf build build-nocuda build-san build-fuzz fmbatch
+	rm -rf build build-nocuda build-san build-fuzz build-tsan fmbatch
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1052,17 +1052,16 @@ fmb_tasks_batch_prepare(fmb_tasks *t, const fmb_task_doc *docs, size_t n, fmb_ta
     return b;
 }
 
-fmb_status fmb_tasks_batch_run(fmb_tasks *t,
-                               fmb_task_batch *b,
-                               const volatile sig_atomic_t *stop,
-                               fmb_err *err)
+fmb_status
+fmb_tasks_batch_run(fmb_tasks *t, fmb_task_batch *b, const fmb_stop_flag *stop, fmb_err *err)
 {
     double t0 = fmb_now();
     bdoc *bd = b->bd;
     size_t n = b->n;
     fmb_status s = FMB_OK;
-    if (*stop || (s = phase_prefill(t, bd, n, err)) || *stop ||
-        (s = phase_choices(t, bd, n, err)) || *stop || (s = phase_generate(t, bd, n, err)))
+    if (fmb_stopped(stop) || (s = phase_prefill(t, bd, n, err)) || fmb_stopped(stop) ||
+        (s = phase_choices(t, bd, n, err)) || fmb_stopped(stop) ||
+        (s = phase_generate(t, bd, n, err)))
         s = FMB_EINTR;
     // the batch's wall time, shared out by tokens
     double dt = fmb_now() - t0 + b->prepare_seconds, tokens = 0;
@@ -1088,7 +1087,7 @@ void fmb_tasks_batch_free(fmb_task_batch *b)
 fmb_status fmb_tasks_run_many(fmb_tasks *t,
                               const fmb_task_doc *docs,
                               size_t n,
-                              const volatile sig_atomic_t *stop,
+                              const fmb_stop_flag *stop,
                               fmb_task_output *outs,
                               fmb_err *err)
 {

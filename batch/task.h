@@ -23,8 +23,6 @@
 #ifndef FMB_TASK_H
 #define FMB_TASK_H
 
-#include <signal.h>
-
 #include "batch/job.h"
 #include "batch/queue.h"
 #include "engine/engine.h"
@@ -102,7 +100,7 @@ const fmb_tasks_plan *fmb_tasks_plan_get(const fmb_tasks *t);
 FMB_NODISCARD fmb_status fmb_tasks_run_many(fmb_tasks *t,
                                             const fmb_task_doc *docs,
                                             size_t n,
-                                            const volatile sig_atomic_t *stop,
+                                            const fmb_stop_flag *stop,
                                             fmb_task_output *outs,
                                             fmb_err *err);
 
@@ -115,7 +113,7 @@ fmb_task_batch *
 fmb_tasks_batch_prepare(fmb_tasks *t, const fmb_task_doc *docs, size_t n, fmb_task_output *outs);
 FMB_NODISCARD fmb_status fmb_tasks_batch_run(fmb_tasks *t,
                                              fmb_task_batch *b,
-                                             const volatile sig_atomic_t *stop,
+                                             const fmb_stop_flag *stop,
                                              fmb_err *err);
 void fmb_tasks_batch_free(fmb_task_batch *b);
 

@@ -12,8 +12,8 @@
 #include "engine/backend.h"
 
 struct fmb_engine {
-    const volatile sig_atomic_t *cancel; /* checked between chunks; NULL: none */
-    fmb_progress_fn progress;            /* called after each chunk; NULL: none */
+    const fmb_stop_flag *cancel; /* checked between chunks; NULL: none */
+    fmb_progress_fn progress;    /* called after each chunk; NULL: none */
     void *progress_ctx;
     fmb_model *model;
     const fmb_backend_ops *ops;
@@ -225,7 +225,7 @@ fmb_status fmb_engine_forward(fmb_engine *eng,
     if (n == 0)
         return FMB_OK;
     size_t T = eng->ops->chunk_tokens(eng->impl), V = (size_t)eng->model->cfg.V;
-    if (eng->cancel && *eng->cancel)
+    if (fmb_stopped(eng->cancel))
         return fmb_fail(err, FMB_EINTR, "interrupted");
     if ((!eng->cancel && !eng->progress) || n <= T) {
         s = eng->ops->forward(eng->impl, st->impl, ids, n, out, err);
@@ -235,7 +235,7 @@ fmb_status fmb_engine_forward(fmb_engine *eng,
     // splits at the same boundaries, so results are unchanged), the flag checked before each
     // and progress reported after each.
     for (size_t p0 = 0; p0 < n; p0 += T) {
-        if (eng->cancel && *eng->cancel)
+        if (fmb_stopped(eng->cancel))
             return fmb_fail(err, FMB_EINTR, "interrupted");
         size_t m = n - p0 < T ? n - p0 : T;
         fmb_outputs o;
@@ -285,7 +285,7 @@ fmb_engine_forward_many(fmb_engine *eng, const fmb_piece *pieces, size_t n_piece
     fmb_outputs so[FMB_CHUNK_MAX_PIECES];
     size_t pi = 0, off = 0, done = 0;
     while (pi < n_pieces) {
-        if (eng->cancel && *eng->cancel)
+        if (fmb_stopped(eng->cancel))
             return fmb_fail(err, FMB_EINTR, "interrupted");
         size_t ns = 0, rows = 0;
         while (pi < n_pieces && rows < T && ns < FMB_CHUNK_MAX_PIECES) {
@@ -329,7 +329,7 @@ void fmb_engine_set_progress(fmb_engine *eng, fmb_progress_fn fn, void *ctx)
     eng->progress_ctx = ctx;
 }
 
-void fmb_engine_set_cancel(fmb_engine *eng, const volatile sig_atomic_t *flag)
+void fmb_engine_set_cancel(fmb_engine *eng, const fmb_stop_flag *flag)
 {
     eng->cancel = flag;
 }
@@ -341,7 +341,7 @@ fmb_status fmb_engine_step(fmb_engine *eng,
                            float *logits,
                            fmb_err *err)
 {
-    if (eng->cancel && *eng->cancel)
+    if (fmb_stopped(eng->cancel))
         return fmb_fail(err, FMB_EINTR, "interrupted");
     fmb_status s = check_ids(&eng->model->cfg, ids, nseq, err);
     if (s)

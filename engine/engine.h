@@ -13,13 +13,25 @@
 #ifndef FMB_ENGINE_H
 #define FMB_ENGINE_H
 
-#include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "engine/config.h"
 #include "kernels/base.h"
 #include "kernels/kopts.h"
+
+/* A stop flag that a signal handler sets (to the signal) and other threads read: a lock-free
+ * atomic, which C11 lets a handler write and any thread read (a volatile sig_atomic_t is safe
+ * only within the handler's own thread: the runner's engine runs on a thread of its own). */
+typedef atomic_int fmb_stop_flag;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "a signal handler may only write lock-free atomics");
+
+/* *f, or 0 when f is NULL (a relaxed load: the flag publishes no other data). */
+static inline int fmb_stopped(const fmb_stop_flag *f)
+{
+    return f ? atomic_load_explicit(f, memory_order_relaxed) : 0;
+}
 
 typedef enum { FMB_BACKEND_AUTO = 0, FMB_BACKEND_CPU, FMB_BACKEND_CUDA } fmb_backend_kind;
 typedef enum { FMB_COMPUTE_DEFAULT = 0, FMB_COMPUTE_BF16, FMB_COMPUTE_F32 } fmb_compute_kind;
@@ -125,7 +137,7 @@ FMB_NODISCARD fmb_status fmb_engine_forward_many(fmb_engine *eng,
 /* Makes fmb_engine_forward check *flag before each chunk and return FMB_EINTR once it is
  * non-zero (a signal handler's flag: a long document stops within one chunk). The flag is
  * borrowed; NULL removes it. fmb_engine_step and generation check it once per token. */
-void fmb_engine_set_cancel(fmb_engine *eng, const volatile sig_atomic_t *flag);
+void fmb_engine_set_cancel(fmb_engine *eng, const fmb_stop_flag *flag);
 
 /* Makes the calling thread's device the engine's (CUDA keeps a current device per thread): a
  * thread other than the one that opened the engine calls it before its first engine call. A

@@ -180,7 +180,7 @@ static void golden(const char *name, const char *model_dir, int n_prompts)
     {
         fmb_engine *ec = open_engine(dir, 64);
         float *plain = long_nll(ec, ids, n);
-        volatile sig_atomic_t flag = 0;
+        fmb_stop_flag flag = 0;
         fmb_engine_set_cancel(ec, &flag);
         float *pieces = long_nll(ec, ids, n);
         snprintf(label, sizeof label, "%s cancel flag unset: identical results", name);

@@ -16,14 +16,14 @@
 #                                   differential test then FAILs naming the missing package)
 #
 # Stages add up: build = what compiles and runs fmbatch; test = + what the tests call (archive
-# tools, the sqlite3 shell, Python with pip and venv); ci = + cppcheck for `make lint`, chromium for the report's browser test and clang (libFuzzer, libomp) for `make fuzz-smoke`.
+# tools, the sqlite3 shell, Python with pip and venv); ci = + cppcheck for `make lint`, chromium for the report's browser test, clang (libFuzzer, libomp) for `make fuzz-smoke` and gcc's ThreadSanitizer runtime for `make tsan-smoke`.
 # Not on Debian (no dpkg-query): says so and exits 0; a missing library then fails the build.
 set -u
 
 BUILD_PKGS="build-essential libopenblas-dev libjansson-dev libpcre2-dev libsqlite3-dev
     libarchive-dev libtomlplusplus-dev libzstd-dev zlib1g-dev"
 TEST_PKGS="xz-utils zstd sqlite3 python3 python3-pip python3-venv wamerican"
-CI_PKGS="cppcheck chromium fonts-dejavu-core clang libclang-rt-14-dev libomp-dev"
+CI_PKGS="cppcheck chromium fonts-dejavu-core clang libclang-rt-14-dev libomp-dev libtsan2"
 
 say() { echo "deps: $*" >&2; }
 

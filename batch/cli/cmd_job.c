@@ -8,9 +8,9 @@
  * A pass that leaves claimable items behind (released by an interrupted worker, or orphaned by
  * a dead one) is followed by another pass, up to three.
  *
- * Signals: the first SIGINT/SIGTERM sets fmb_job_signal (the one process-wide flag, a
- * volatile sig_atomic_t as the C standard allows a handler to write); the current item is
- * released without counting an attempt at the next check, and the run exits 130/143. The
+ * Signals: the first SIGINT/SIGTERM sets fmb_job_signal (the one process-wide flag, an
+ * fmb_stop_flag: the handler runs on the main thread, the engine reads it on its own); the current
+ * item is released without counting an attempt at the next check, and the run exits 130/143. The
  * handler is one-shot (SA_RESETHAND): a second signal kills at once, and the next run reclaims
  * the item because its owner process is gone.
  */
@@ -42,7 +42,7 @@
 #include "engine/tokenizer.h"
 
 /* The signal that asked the run to stop (0: none). Written only by the handler. */
-static volatile sig_atomic_t fmb_job_signal;
+static fmb_stop_flag fmb_job_signal;
 
 static void on_signal(int sig)
 {

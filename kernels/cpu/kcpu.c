@@ -239,26 +239,39 @@ void fmb_kcpu_conv1d(const float *x,
  * sum over states runs in state order, as the plain loop would. Cloned for AVX2 without FMA, so
  * both clones round identically and results do not depend on the CPU. */
 enum { SCAN_CB = 16 };
-__attribute__((target_clones("avx2", "default"))) static void scan_block(size_t e0,
-                                                                         size_t cb,
-                                                                         size_t t0,
-                                                                         size_t t1,
-                                                                         float *h,
-                                                                         const float *At,
-                                                                         const float *u,
-                                                                         size_t ldu,
-                                                                         const float *dt_pre,
-                                                                         size_t lddt,
-                                                                         const float *dt_bias,
-                                                                         const float *B,
-                                                                         const float *C,
-                                                                         size_t ldbc,
-                                                                         const float *Dskip,
-                                                                         const float *z,
-                                                                         size_t ldz,
-                                                                         float *y,
-                                                                         size_t ldy,
-                                                                         size_t N)
+/* ThreadSanitizer's runtime is not up when the dynamic loader runs an ifunc resolver (the
+ * process dies before main): its builds take the default clone alone. gcc says
+ * __SANITIZE_THREAD__, clang __has_feature(thread_sanitizer). */
+#if defined(__SANITIZE_THREAD__)
+#define SCAN_CLONES
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SCAN_CLONES
+#endif
+#endif
+#ifndef SCAN_CLONES
+#define SCAN_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+SCAN_CLONES static void scan_block(size_t e0,
+                                   size_t cb,
+                                   size_t t0,
+                                   size_t t1,
+                                   float *h,
+                                   const float *At,
+                                   const float *u,
+                                   size_t ldu,
+                                   const float *dt_pre,
+                                   size_t lddt,
+                                   const float *dt_bias,
+                                   const float *B,
+                                   const float *C,
+                                   size_t ldbc,
+                                   const float *Dskip,
+                                   const float *z,
+                                   size_t ldz,
+                                   float *y,
+                                   size_t ldy,
+                                   size_t N)
 {
     float dt[SCAN_CB], ut[SCAN_CB], acc[SCAN_CB];
     for (size_t t = t0; t < t1; t++) {
