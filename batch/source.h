@@ -68,6 +68,10 @@ FMB_NODISCARD fmb_status fmb_src_open(const fmb_job *job, fmb_source **out, fmb_
  * FMB_OK means the source as a whole failed (err says why). */
 FMB_NODISCARD fmb_status fmb_src_next(fmb_source *src, fmb_doc *doc, int *eof, fmb_err *err);
 
+/* A warning about how the source will be read, for the user before a run (NULL: none; owned
+ * by the source): a SQLite query whose pages each sort its whole result. */
+const char *fmb_src_warning(const fmb_source *src);
+
 void fmb_src_close(fmb_source *src);
 
 #endif

@@ -182,6 +182,11 @@ void fmb_src_emit(fmb_source *src, fmb_doc *doc)
     }
 }
 
+const char *fmb_src_warning(const fmb_source *src)
+{
+    return src->warning;
+}
+
 void fmb_src_free_common(fmb_source *src)
 {
     for (size_t i = 0; i < src->n_files; i++) {
@@ -196,6 +201,7 @@ void fmb_src_free_common(fmb_source *src)
     free(src->seen);
     free(src->doc_id);
     free(src->meta);
+    free(src->warning);
     for (size_t i = 0; i < src->n_first_keys; i++)
         free(src->first_keys[i]);
     free(src->first_keys);

@@ -43,6 +43,7 @@ struct fmb_source {
     char *meta;        /* the current item's keep_fields JSON (owned, set by next) */
     char **first_keys; /* key = "content": the source key of each content key's first item */
     size_t n_first_keys, cap_first_keys;
+    char *warning; /* fmb_src_warning's text (owned), NULL: none */
 };
 
 /* Expands the job's path globs into src->files / src->file_keys (sorted, de-duplicated per

@@ -893,6 +893,8 @@ static int run_pass(const char *cmd,
         fmb_cli_error(cmd, "%s", err.msg);
         return s == FMB_EINVAL ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
     }
+    if (e->pass == 0 && fmb_src_warning(src))
+        fprintf(stderr, "fmbatch %s: note: %s\n", cmd, fmb_src_warning(src));
     size_t max_docs = fmb_tasks_plan_get(e->tasks)->max_docs;
     // The reader and engine threads never take SIGINT/SIGTERM (the mask is inherited): the
     // handler runs on this thread, and their system calls are not cut short by it.
@@ -1217,6 +1219,7 @@ int fmb_cmd_check(int argc, char **argv)
         env_free(&e);
         return s == FMB_EINVAL ? FMB_EXIT_USAGE : FMB_EXIT_FATAL;
     }
+    char *src_note = fmb_src_warning(src) ? fmb_xstrdup(fmb_src_warning(src)) : NULL;
     /* Items already done in an existing output are left out of the estimates (read only: check
      * creates nothing). */
     fmb_queue *done_q = NULL;
@@ -1431,6 +1434,10 @@ int fmb_cmd_check(int argc, char **argv)
             fprintf(stderr, "fmbatch check: note: %s: %s\n", e.job->path, n);
             json_array_append_new(notes, json_string(n));
         }
+        if (src_note) { /* it names the job file itself */
+            fprintf(stderr, "fmbatch check: note: %s\n", src_note);
+            json_array_append_new(notes, json_string(src_note));
+        }
         json_object_set_new(o, "notes", notes);
         json_object_set_new(o, "model_hash", json_string(e.model_hash));
         json_object_set_new(o, "tokenizer_hash", json_string(e.tok_hash));
@@ -1441,6 +1448,7 @@ int fmb_cmd_check(int argc, char **argv)
         fmb_st_close(wst);
     }
     json_decref(bad_list);
+    free(src_note);
     env_free(&e);
     return rc;
 }

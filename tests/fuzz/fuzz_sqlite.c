@@ -3,8 +3,9 @@
  * source layer. First byte even: the rest describes rows of a table t(k, v) with no declared
  * types (each value: a type byte, NULL / integer / real / text / blob, then a length byte and
  * that many bytes), so keys and texts come NULL, numeric, duplicated, binary, invalid UTF-8 or
- * with NUL bytes, read in pages of 3 rows. Odd: the rest is the database file itself (damaged
- * files). `make fuzz` builds it; seeds: tests/fuzz/corpus_sqlite.
+ * with NUL bytes, read in pages of 3 rows; bit 1 of the first byte adds an index on k (the
+ * pages then seek; without it each sorts the table). Odd: the rest is the database file itself
+ * (damaged files). `make fuzz` builds it; seeds: tests/fuzz/corpus_sqlite.
  */
 #include <sqlite3.h>
 
@@ -65,8 +66,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             sqlite3_close(db);
             return 0;
         }
-        sqlite3_exec(db, "PRAGMA synchronous = OFF; CREATE TABLE t (k, v); BEGIN", NULL, NULL,
-                     NULL);
+        // bit 1: an index on the key, so pages seek to their first key; without it every page
+        // sorts the whole table (both plans are read the same way)
+        sqlite3_exec(db,
+                     data[0] & 2 ? "PRAGMA synchronous = OFF; CREATE TABLE t (k, v); "
+                                   "CREATE INDEX t_k ON t (k); BEGIN"
+                                 : "PRAGMA synchronous = OFF; CREATE TABLE t (k, v); BEGIN",
+                     NULL, NULL, NULL);
         sqlite3_stmt *st = NULL;
         sqlite3_prepare_v2(db, "INSERT INTO t VALUES (?1, ?2)", -1, &st, NULL);
         const uint8_t *p = data + 1, *end = data + size;

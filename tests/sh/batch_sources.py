@@ -432,10 +432,57 @@ def jsonl_bom():
         shutil.rmtree(d)
 
 
+def sqlite_page_plan():
+    """A key SQLite cannot seek to (no index) makes every page sort the whole result: run and
+    check say so once, naming the remedy; with an index on the key, or the rowid as the key,
+    they do not. The rows are the same either way."""
+    d = tmp()
+    try:
+        db = sqlite3.connect(os.path.join(d, "src.db"))
+        db.execute("CREATE TABLE docs (k TEXT, body TEXT)")
+        db.execute("CREATE TABLE byid (id INTEGER PRIMARY KEY, body TEXT)")
+        for i in (5, 3, 9, 1, 7, 2, 8, 4, 6, 0):
+            db.execute("INSERT INTO docs VALUES (?, ?)", ("d%d" % i, "Text number %d." % i))
+            db.execute("INSERT INTO byid VALUES (?, ?)", (i, "Text number %d." % i))
+        db.commit()
+        db.close()
+        note = "sorts the query's whole result for every page of 3 rows"
+        query = 'query = "SELECT k, body FROM docs"\npage_rows = 3\n'
+        write_job(d, '[source]\nkind = "sqlite"\ndatabase = "src.db"\n' + query)
+        r = run(["run", "job.toml"], cwd=d)
+        check(r.returncode == 0 and r.stderr.count(note) == 1 and "index the key column" in r.stderr,
+              "sqlite without an index on the key: run notes it once, with the remedy",
+              "rc %d %s" % (r.returncode, r.stderr[-600:]))
+        c = run(["check", "job.toml"], cwd=d)
+        notes = json.loads(c.stdout).get("notes", []) if c.returncode == 0 else []
+        check(any(note in n for n in notes) and note in c.stderr,
+              "sqlite without an index on the key: check notes it", "rc %d %r %s" % (c.returncode, notes, c.stderr[-300:]))
+        rows = sorted((k, v[0]) for k, v in items(d).items())
+        db = sqlite3.connect(os.path.join(d, "src.db"))
+        db.execute("CREATE INDEX docs_k ON docs (k)")
+        db.commit()
+        db.close()
+        os.remove(os.path.join(d, "out.db"))
+        r = run(["run", "job.toml"], cwd=d)
+        check(r.returncode == 0 and note not in r.stderr and
+              sorted((k, v[0]) for k, v in items(d).items()) == rows and len(rows) == 10,
+              "sqlite with an index on the key: no note, the same 10 rows",
+              "rc %d %s" % (r.returncode, r.stderr[-600:]))
+        write_job(d, '[source]\nkind = "sqlite"\ndatabase = "src.db"\n'
+                     'query = "SELECT id, body FROM byid"\npage_rows = 3\n', output="byid.db")
+        r = run(["run", "job.toml"], cwd=d)
+        c = run(["check", "job.toml"], cwd=d)
+        check(r.returncode == 0 and note not in r.stderr and note not in c.stderr and
+              len(items(d, "byid.db")) == 10,
+              "sqlite with the rowid as the key: no note", "rc %d %s" % (r.returncode, r.stderr[-600:]))
+    finally:
+        shutil.rmtree(d)
+
+
 if not os.path.exists(FMBATCH):
     check(False, "batch sources e2e", "no binary at " + FMBATCH)
     sys.exit(1)
-for case in (sqlite_null_keys, sqlite_repeated_keys, jsonl_repeated_ids, tar_repeated_names,
+for case in (sqlite_null_keys, sqlite_repeated_keys, sqlite_page_plan, jsonl_repeated_ids, tar_repeated_names,
              damaged_archives, truncated_7z, truncated_jsonl_gz, multi_member_gz, locked_database, jsonl_bom):
     case()
 sys.exit(1 if failures() else 0)
